@@ -1,0 +1,12 @@
+"""kvae: variational autoencoders as Keras 3 models with TensorFlow Probability distributions."""
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from . import errors, likelihoods, networks, posteriors, priors, regularizers, schedules  # noqa: E402
+from .models import VAE, BetaVAE, ConditionalVAE, VariationalModel  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["VAE", "BetaVAE", "ConditionalVAE", "VariationalModel", "errors", "likelihoods", "networks",
+           "posteriors", "priors", "regularizers", "schedules"]

@@ -1,0 +1,247 @@
+"""Named data sets as numpy arrays and ``tf.data`` pipelines, and the input checks every model runs.
+
+=================  =====================================================  ==========  =======
+name               source                                                 shape       labels
+=================  =====================================================  ==========  =======
+``digits``         scikit-learn's bundled 8x8 digits, binarised (>= 8/16)  (8, 8, 1)   yes
+``binarized_mnist`` static binarisation: ``binarized_mnist.npz`` in         (28, 28, 1) no
+                   ``data_dir`` / ``$KVAE_DATA_DIR``, else tensorflow-datasets
+``mnist``          tensorflow-datasets, re-binarised every epoch           (28, 28, 1) yes
+``fashion_mnist``  tensorflow-datasets, grey levels in [0, 1]               (28, 28, 1) yes
+=================  =====================================================  ==========  =======
+
+Splits are ``train``, ``valid`` and ``test``.  For ``digits`` they are a fixed-seed split
+(1257 / 180 / 360); for ``mnist`` and ``fashion_mnist`` ``valid`` is the last 10000 training
+images.  Dynamically binarised data (``mnist``) is re-sampled each epoch in the training
+pipeline and binarised once with a fixed seed for evaluation.
+"""
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import DataError
+
+SPLITS = ("train", "valid", "test")
+_ALIASES = {"validation": "valid", "val": "valid"}
+MNIST_FILE = "binarized_mnist.npz"
+
+
+@dataclasses.dataclass
+class Split:
+    """One split of a data set: images ``x`` (N, H, W, C), optional labels ``y`` (N,)."""
+
+    name: str
+    split: str
+    x: np.ndarray
+    y: np.ndarray = None
+    binary: bool = True
+    dynamic: bool = False  # x holds intensities, binarised by sampling
+
+    @property
+    def input_shape(self):
+        return tuple(self.x.shape[1:])
+
+    @property
+    def num_classes(self):
+        return None if self.y is None else int(self.y.max()) + 1
+
+    def __len__(self):
+        return int(self.x.shape[0])
+
+    def arrays(self, seed=0):
+        """``x`` as float32 in [0, 1] (fixed-seed binarisation for dynamic data) and ``y``."""
+        x = self.x.astype(np.float32)
+        if x.max(initial=0.0) > 1.0:
+            x = x / 255.0
+        if self.dynamic:
+            x = (np.random.RandomState(seed).uniform(size=x.shape) < x).astype(np.float32)
+        return x, self.y
+
+    def dataset(self, batch_size=100, shuffle=True, labels=False, seed=0, drop_remainder=False):
+        """A ``tf.data`` pipeline (shuffle each epoch, batch, prefetch) of x or (x, y)."""
+        if self.dynamic and shuffle:
+            x, y = self.x.astype(np.float32) / (255.0 if self.x.max() > 1 else 1.0), self.y
+        else:
+            x, y = self.arrays()
+        if labels and y is None:
+            raise DataError(f"data set {self.name!r} has no labels")
+        ds = tf.data.Dataset.from_tensor_slices((x, y) if labels else x)
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        if self.dynamic and shuffle:
+            def binarise(x, *rest):
+                x = tf.cast(tf.random.uniform(tf.shape(x)) < x, tf.float32)
+                return (x, *rest) if rest else x
+
+            ds = ds.map(binarise, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _split_name(split):
+    split = _ALIASES.get(split, split)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    return split
+
+
+def _digits(split, data_dir=None):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images >= 8).astype(np.uint8)[..., None]
+    y = bunch.target.astype(np.int32)
+    order = np.random.RandomState(0).permutation(len(x))
+    parts = {"test": order[:360], "valid": order[360:540], "train": order[540:]}
+    idx = parts[split]
+    return Split("digits", split, x[idx], y[idx], binary=True)
+
+
+def data_dirs(data_dir=None):
+    """Where kvae looks for local data files: ``data_dir``, then ``$KVAE_DATA_DIR``."""
+    dirs = [d for d in (data_dir, os.environ.get("KVAE_DATA_DIR")) if d]
+    return [os.path.abspath(os.path.expanduser(d)) for d in dirs]
+
+
+def _tfds_arrays(name, tfds_split, data_dir):
+    try:
+        import tensorflow_datasets as tfds
+
+        data = tfds.as_numpy(tfds.load(name, split=tfds_split, batch_size=-1, data_dir=data_dir))
+    except Exception as err:  # offline, blocked download, corrupt cache: all end here
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise DataError(
+            f"could not load {name!r} through tensorflow-datasets ({type(err).__name__}: {reason}); "
+            "connect to the internet once to download it, or prepare it with "
+            f"`tfds build {name}` on a machine that is online and copy ~/tensorflow_datasets"
+        ) from None
+    return data["image"], data.get("label")
+
+
+def _binarized_mnist(split, data_dir=None):
+    looked = []
+    for d in data_dirs(data_dir):
+        path = os.path.join(d, MNIST_FILE)
+        looked.append(path)
+        if os.path.isfile(path):
+            try:
+                with np.load(path) as f:
+                    if split not in f.files:
+                        raise DataError(
+                            f"{path} has no {split!r} array (it has {', '.join(f.files)}); "
+                            f"the static binarised MNIST file holds train, valid and optionally test")
+                    arr = f[split]
+            except DataError:
+                raise
+            except Exception as err:
+                raise DataError(f"{path} is not a readable .npz file: {err}") from None
+            if arr.ndim != 2 or arr.shape[1] != 784:
+                raise DataError(f"{path}: array {split!r} has shape {arr.shape}, expected (N, 784)")
+            return Split("binarized_mnist", split, arr.reshape(-1, 28, 28, 1).astype(np.uint8), binary=True)
+    tfds_split = {"train": "train", "valid": "validation", "test": "test"}[split]
+    try:
+        x, _ = _tfds_arrays("binarized_mnist", tfds_split, None)
+    except DataError as err:
+        where = ", ".join(looked) if looked else "no data directory was given"
+        raise DataError(
+            f"binarized_mnist not found: looked for {MNIST_FILE} in [{where}] and {err}. "
+            f"Provide the file (arrays train, valid[, test], uint8 N x 784) with --data-dir DIR "
+            f"or KVAE_DATA_DIR=DIR") from None
+    return Split("binarized_mnist", split, np.asarray(x, np.uint8).reshape(-1, 28, 28, 1), binary=True)
+
+
+def _tfds_mnist_like(name, binary, dynamic):
+    def load(split, data_dir=None):
+        tfds_split = {"train": "train[:50000]", "valid": "train[50000:]", "test": "test"}[split]
+        x, y = _tfds_arrays(name, tfds_split, None)
+        return Split(name, split, np.asarray(x, np.uint8), np.asarray(y, np.int32), binary=binary,
+                     dynamic=dynamic)
+
+    return load
+
+
+DATASETS = {
+    "digits": _digits,
+    "binarized_mnist": _binarized_mnist,
+    "mnist": _tfds_mnist_like("mnist", binary=True, dynamic=True),
+    "fashion_mnist": _tfds_mnist_like("fashion_mnist", binary=False, dynamic=False),
+}
+
+
+def load(name, split="train", data_dir=None):
+    """Load one split of a named data set as a :class:`Split`."""
+    try:
+        loader = DATASETS[name]
+    except KeyError:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(sorted(DATASETS))}") from None
+    return loader(_split_name(split), data_dir)
+
+
+# ---------------------------------------------------------------------- input checks
+def validate(x, input_shape=None, support=None, name="x"):
+    """Raise :class:`DataError` naming the problem if ``x`` (a batch, N first) does not fit.
+
+    Checks: numeric dtype; per-example shape equals ``input_shape``; no NaN/inf; for
+    ``support="binary"`` (Bernoulli decoders) values in [0, 1] and exactly 0 or 1.
+    """
+    a = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{name}: dtype {a.dtype} is not numeric")
+    if a.ndim == 0:
+        raise DataError(f"{name}: expected a batch of examples, got a scalar")
+    if input_shape is not None and tuple(a.shape[1:]) != tuple(input_shape):
+        hint = ""
+        if int(np.prod(a.shape[1:])) == int(np.prod(input_shape)):
+            hint = f"; reshape it with x.reshape((-1,) + {tuple(input_shape)})"
+        raise DataError(
+            f"{name}: each example has shape {tuple(a.shape[1:])} but the model expects "
+            f"{tuple(input_shape)}{hint}")
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            raise DataError(
+                f"{name}: {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} infinite values "
+                f"(first at example {int(np.argwhere(bad)[0][0])}); clean the data before training")
+    if support == "binary" and a.size:
+        lo, hi = a.min(), a.max()
+        if lo < 0 or hi > 1:
+            hint = " (divide by 255 and binarise)" if hi > 1 else ""
+            raise DataError(
+                f"{name}: values outside [0, 1] (min {lo}, max {hi}); a Bernoulli decoder needs 0/1 data{hint}")
+        if not np.all((a == 0) | (a == 1)):
+            raise DataError(
+                f"{name}: non-binary values in (0, 1); a Bernoulli decoder needs 0/1 data: binarise "
+                "(e.g. x > 0.5, or Bernoulli sampling) or use decoder='gaussian'")
+
+
+def check_inputs(model, x, y=None, what="data"):
+    """Validate what ``fit``/``evaluate`` receive: arrays, tensors, ``(x, y)`` tuples, or the first
+    batch of a ``tf.data.Dataset``.  Other inputs (generators, PyDataset) pass unchecked."""
+    support = getattr(model.likelihood, "support", None)
+    if isinstance(x, tf.data.Dataset):
+        element = next(iter(x.take(1)), None)
+        if element is None:
+            raise DataError(f"{what}: the dataset is empty")
+        import keras
+
+        bx, by, _ = keras.utils.unpack_x_y_sample_weight(element)
+        if by is None and isinstance(bx, (tuple, list)) and len(bx) == 2:
+            bx, by = bx
+        x, y, what = bx, by, f"{what} (first batch)"
+    elif isinstance(x, (tuple, list)) and len(x) in (2, 3) and y is None:
+        x, y = x[0], x[1]
+    if not (isinstance(x, (np.ndarray, tf.Tensor)) or hasattr(x, "__array__")):
+        return
+    validate(x, model.data_shape, support, name=what)
+    if model.conditional:
+        if y is None:
+            raise DataError(
+                f"{what}: {type(model).__name__} is conditional; give labels as (x, y) or fit(x, y)")
+        labels = np.asarray(y)
+        if labels.shape[0] != np.asarray(x).shape[0]:
+            raise DataError(f"{what}: {labels.shape[0]} labels for {np.asarray(x).shape[0]} examples")
+        if labels.ndim == 1 and labels.dtype.kind in "iu" and (
+                labels.min() < 0 or labels.max() >= model.num_classes):
+            raise DataError(f"{what}: labels must be in 0..{model.num_classes - 1}, "
+                            f"got {labels.min()}..{labels.max()}")

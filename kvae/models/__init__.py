@@ -1,0 +1,6 @@
+"""kvae models: the base contract and the models built on it."""
+from .base import VariationalModel
+from .registry import MODELS, get, register_model
+from .vae import VAE, BetaVAE, ConditionalVAE
+
+__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "MODELS", "get", "register_model"]

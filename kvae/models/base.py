@@ -1,0 +1,435 @@
+r"""The base contract every kvae model shares: :class:`VariationalModel`.
+
+A model is ``x -> encoder network -> posterior head q(z|x) -> z -> decoder network ->
+likelihood head p(x|z)`` with a prior p(z) and optional regularisers.  The base class owns
+
+* the evidence lower bound (Kingma & Welling 2013)
+  :math:`\mathrm{ELBO}(x) = \mathbb{E}_{q(z|x)}[\log p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,p(z))`,
+  with the KL in closed form when TFP has it and a one-sample Monte-Carlo estimate
+  :math:`\log q(z|x) - \log p(z)` otherwise;
+* the training objective ``-E_q[log p(x|z)] + beta * KL + sum(regularisers)``, averaged over the
+  *global* batch so that N replicas apply the same update as one device;
+* the importance-weighted bound (Burda et al. 2016)
+  :math:`\log p(x) \ge \log \frac1k \sum_i p(x, z_i)/q(z_i|x)`, batched over samples;
+* ``encode``/``decode`` (``tfd.Distribution``), ``sample``, ``reconstruct``, ``train_step``,
+  ``test_step``, input checks in ``fit``, and ``get_config`` for ``.keras`` files.
+
+Conditional models (``num_classes`` set) see the one-hot label as extra input channels in the
+encoder and appended to z in the decoder (Sohn et al. 2015).
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from .. import likelihoods, networks, posteriors, priors
+from ..errors import ConfigError, DataError
+from ..schedules import beta_value
+
+tfd = tfp.distributions
+
+# Constructor arguments that may hold Keras objects; they are (de)serialised in the config.
+_OBJECT_ARGS = ("encoder_network", "decoder_network", "posterior", "prior", "decoder", "beta")
+
+
+def _serialize(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return keras.saving.serialize_keras_object(value)
+
+
+def _deserialize(value):
+    if isinstance(value, dict) and ("class_name" in value or "module" in value):
+        return keras.saving.deserialize_keras_object(value)
+    return value
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class VariationalModel(keras.Model):
+    """Base class of kvae models; see the module docstring for the contract.
+
+    Args:
+      input_shape: shape of one example, e.g. ``(28, 28, 1)``.
+      latent_dim: dimension of z.
+      network: ``"mlp"`` or ``"conv"``: builder for encoder and decoder networks.
+      hidden: hidden sizes for the builder (encoder order; the decoder mirrors it).
+      decoder: likelihood: ``"bernoulli"``, ``"gaussian"`` or a likelihood layer.
+      posterior: ``"gaussian"`` or a posterior layer.
+      prior: ``"normal"`` or a prior layer.
+      encoder_network, decoder_network: Keras layers/models replacing the builder's.
+      num_classes: if set, the model is conditional on a label with this many classes.
+      beta: KL weight, a number or a schedule of the optimizer step (``kvae.schedules``).
+      analytic_kl: use the closed-form KL when TFP has one (else Monte Carlo).
+      regularizers: list of ``kvae.regularizers.Regularizer`` layers added to the loss.
+      seed: base seed of the training noise (a random one is drawn and stored if None).
+    """
+
+    def __init__(self, input_shape, latent_dim=32, network="mlp", hidden=(500, 500), decoder="bernoulli",
+                 posterior="gaussian", prior="normal", encoder_network=None, decoder_network=None,
+                 num_classes=None, beta=1.0, analytic_kl=True, regularizers=(), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if seed is None:
+            seed = int(np.random.randint(0, 2**31 - 1))
+        regularizers = [_deserialize(r) for r in regularizers]
+        self._init_args = dict(
+            input_shape=list(input_shape), latent_dim=int(latent_dim), network=network,
+            hidden=[int(h) for h in hidden], decoder=decoder, posterior=posterior, prior=prior,
+            encoder_network=encoder_network, decoder_network=decoder_network,
+            num_classes=None if num_classes is None else int(num_classes), beta=beta,
+            analytic_kl=bool(analytic_kl), regularizers=regularizers, seed=int(seed),
+        )
+        self.data_shape = tuple(int(d) for d in input_shape)
+        self.latent_dim = int(latent_dim)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.beta = beta
+        self.analytic_kl = bool(analytic_kl)
+        self.seed = int(seed)
+        if self.latent_dim <= 0:
+            raise ConfigError(f"latent_dim must be positive, got {latent_dim}")
+
+        k = self.num_classes or 0
+        encoder_input_shape = self.data_shape[:-1] + (self.data_shape[-1] + k,)
+        if encoder_network is None or decoder_network is None:
+            default_enc, default_dec = networks.build(network, encoder_input_shape, self.latent_dim + k, hidden)
+        self.encoder_network = encoder_network if encoder_network is not None else default_enc
+        self.decoder_network = decoder_network if decoder_network is not None else default_dec
+        self.posterior = posteriors.get(posterior, self.latent_dim)
+        self.prior = priors.get(prior, self.latent_dim)
+        self.likelihood = likelihoods.get(decoder, self.data_shape)
+        self.regularizer_layers = list(regularizers)
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.neg_elbo_tracker = keras.metrics.Mean(name="neg_elbo")
+        self.rec_tracker = keras.metrics.Mean(name="rec_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.beta_tracker = keras.metrics.Mean(name="beta")
+        self.reg_trackers = [keras.metrics.Mean(name=r.name) for r in self.regularizer_layers]
+        self._build_parts()
+
+    # ------------------------------------------------------------------ building
+    def _build_parts(self):
+        """Create every weight now (one forward pass on zeros), so the model saves and loads
+        without a build step and variables are created under the caller's strategy scope."""
+        x0 = tf.zeros((1,) + self.data_shape, tf.float32)
+        y0 = tf.zeros((1,), tf.int32) if self.conditional else None
+        q = self.encode(x0, y0)
+        self.decode(tf.zeros((1, self.latent_dim)), y0)
+        self.prior.build(None)
+        self.prior.distribution()
+        for reg in self.regularizer_layers:
+            reg.build_for(self)
+        self.built = True
+        return q
+
+    @property
+    def conditional(self):
+        return self.num_classes is not None
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.neg_elbo_tracker, self.rec_tracker, self.kl_tracker,
+                self.beta_tracker, *self.reg_trackers]
+
+    # ------------------------------------------------------------------ inputs
+    def one_hot(self, y):
+        """Labels (integers of shape [B] or [B, 1], or one-hot [B, K]) as float32 one-hot [B, K]."""
+        if y is None:
+            raise DataError(
+                f"{type(self).__name__} is conditional on a label with {self.num_classes} classes: "
+                "fit on (x, y) data and pass labels to encode/decode/sample")
+        y = tf.convert_to_tensor(y)
+        if y.dtype.is_integer or y.dtype == tf.bool:
+            if y.shape.rank == 2 and y.shape[-1] == 1:
+                y = tf.squeeze(y, -1)
+            if y.shape.rank == 2 and y.shape[-1] == self.num_classes:
+                return tf.cast(y, tf.float32)
+            return tf.one_hot(tf.cast(y, tf.int32), self.num_classes, dtype=tf.float32)
+        y = tf.cast(y, tf.float32)
+        if y.shape.rank != 2 or y.shape[-1] != self.num_classes:
+            raise DataError(
+                f"float labels must be one-hot of shape (batch, {self.num_classes}), got {tuple(y.shape)}")
+        return y
+
+    def _encoder_input(self, x, y):
+        x = tf.cast(x, tf.float32)
+        if not self.conditional:
+            return x
+        y = self.one_hot(y)
+        spatial = tf.shape(x)[1:-1]
+        y = tf.reshape(y, tf.concat([[-1], tf.ones_like(spatial), [self.num_classes]], 0))
+        y = tf.broadcast_to(y, tf.concat([tf.shape(x)[:-1], [self.num_classes]], 0))
+        return tf.concat([x, y], axis=-1)
+
+    def _split_inputs(self, inputs):
+        if isinstance(inputs, (tuple, list)) and len(inputs) == 2:
+            return inputs[0], inputs[1]
+        return inputs, None
+
+    # ------------------------------------------------------------------ parts
+    def encode_params(self, x, y=None, training=False):
+        """Posterior parameters (tuple of tensors) for a batch x [B, *input_shape]."""
+        h = self.encoder_network(self._encoder_input(x, y), training=training)
+        return self.posterior(h, training=training)
+
+    def encode(self, x, y=None, training=False):
+        """q(z|x) as a ``tfd.Distribution`` with batch shape [B] and event shape [latent_dim]."""
+        return self.posterior.distribution(self.encode_params(x, y, training=training))
+
+    def decode_params(self, z, y=None, training=False):
+        """Likelihood parameters for codes z of shape [..., latent_dim] (any leading dims)."""
+        z = tf.cast(tf.convert_to_tensor(z), tf.float32)
+        lead = tf.shape(z)[:-1]
+        code = tf.reshape(z, [-1, self.latent_dim])
+        if self.conditional:
+            y = self.one_hot(y)
+            y = tf.broadcast_to(y, tf.concat([lead, [self.num_classes]], 0))
+            code = tf.concat([code, tf.reshape(y, [-1, self.num_classes])], axis=-1)
+        params = self.likelihood(self.decoder_network(code, training=training), training=training)
+        return tuple(tf.reshape(p, tf.concat([lead, self.data_shape], 0)) for p in params)
+
+    def decode(self, z, y=None, training=False):
+        """p(x|z) as a ``tfd.Distribution`` with batch shape z.shape[:-1] and event shape input_shape."""
+        return self.likelihood.distribution(self.decode_params(z, y, training=training))
+
+    def prior_distribution(self):
+        """p(z) as a ``tfd.Distribution`` with event shape [latent_dim]."""
+        return self.prior.distribution()
+
+    # ------------------------------------------------------------------ objective
+    def kl_divergence(self, q, z=None):
+        """KL(q(z|x) || p(z)) per example: closed form when available, else log q(z) - log p(z)."""
+        p = self.prior_distribution()
+        if self.analytic_kl:
+            try:
+                return tfd.kl_divergence(q, p)
+            except NotImplementedError:
+                pass
+        if z is None:
+            raise ValueError("a Monte-Carlo KL needs the sample z")
+        return q.log_prob(z) - p.log_prob(z)
+
+    def kl_per_dimension(self, q):
+        """KL per latent dimension [B, latent_dim] when q and p both factorise, else None."""
+        if not (getattr(self.posterior, "factorized", False) and getattr(self.prior, "factorized", False)):
+            return None
+        return tfd.kl_divergence(q.distribution, self.prior_distribution().distribution)
+
+    def compute_terms(self, x, y=None, training=False, seed=None):
+        """The pieces of the objective for one batch, as a dict of tensors and distributions.
+
+        Keys: ``x``, ``y``, ``q``, ``z`` (one reparameterised sample), ``px``,
+        ``log_px_z`` (log p(x|z), [B]), ``kl`` ([B]), and ``kl_per_dim`` ([B, D] or None).
+        Regularisers receive this dict.
+        """
+        x = tf.cast(x, tf.float32)
+        q = self.encode(x, y, training=training)
+        z = q.sample(seed=seed)
+        px = self.decode(z, y, training=training)
+        return {
+            "x": x, "y": y, "q": q, "z": z, "px": px,
+            "log_px_z": px.log_prob(x),
+            "kl": self.kl_divergence(q, z),
+            "kl_per_dim": self.kl_per_dimension(q),
+        }
+
+    def kl_penalty(self, terms):
+        """The KL term of the training loss ([B]); models with free bits override this."""
+        return terms["kl"]
+
+    def per_example_loss(self, terms, beta):
+        """-log p(x|z) + beta * KL + regularisers, one value per example, plus the regulariser values."""
+        loss = -terms["log_px_z"] + beta * self.kl_penalty(terms)
+        reg_values = []
+        for reg in self.regularizer_layers:
+            value = tf.cast(reg(terms), tf.float32)
+            reg_values.append(value)
+            loss = loss + value
+        return loss, reg_values
+
+    def elbo(self, x, y=None, seed=None):
+        """ELBO per example (one sample of z, closed-form KL where available), in nats."""
+        terms = self.compute_terms(x, y, seed=seed)
+        return terms["log_px_z"] - terms["kl"]
+
+    # ------------------------------------------------------------------ training
+    def noise_seed(self):
+        """A stateless seed for this step: base seed, folded with the optimizer step and the replica id,
+        so noise never repeats across steps or replicas and resumes with the optimizer state."""
+        step = self.optimizer.iterations if self.optimizer is not None else tf.constant(0, tf.int64)
+        seed = tf.random.experimental.stateless_fold_in(tf.constant([self.seed, 0], tf.int64), step)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None:
+            seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
+        return seed
+
+    def _unpack(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None and isinstance(x, (tuple, list)):
+            x, y = self._split_inputs(x)
+        if not self.conditional:
+            y = None
+        return tf.cast(x, tf.float32), y, sample_weight
+
+    def _current_beta(self):
+        step = self.optimizer.iterations if self.optimizer is not None else 0
+        return beta_value(self.beta, step)
+
+    def _update_metrics(self, terms, per_example, reg_values, beta, sample_weight):
+        extra = sum(self.losses) if self.losses else 0.0
+        self.loss_tracker.update_state(per_example + extra, sample_weight=sample_weight)
+        self.neg_elbo_tracker.update_state(-terms["log_px_z"] + terms["kl"], sample_weight=sample_weight)
+        self.rec_tracker.update_state(-terms["log_px_z"], sample_weight=sample_weight)
+        self.kl_tracker.update_state(terms["kl"], sample_weight=sample_weight)
+        self.beta_tracker.update_state(beta)
+        for tracker, value in zip(self.reg_trackers, reg_values):
+            tracker.update_state(value)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, y, sample_weight = self._unpack(data)
+        beta = self._current_beta()
+        with tf.GradientTape() as tape:
+            terms = self.compute_terms(x, y, training=True, seed=self.noise_seed())
+            per_example, reg_values = self.per_example_loss(terms, beta)
+            loss = tf.nn.compute_average_loss(per_example, sample_weight=sample_weight)
+            if self.losses:
+                loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        for reg in self.regularizer_layers:
+            reg.after_step(self, terms)
+        return self._update_metrics(terms, per_example, reg_values, beta, sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight = self._unpack(data)
+        beta = self._current_beta()
+        terms = self.compute_terms(x, y, training=False, seed=self.noise_seed())
+        per_example, reg_values = self.per_example_loss(terms, beta)
+        return self._update_metrics(terms, per_example, reg_values, beta, sample_weight)
+
+    def call(self, inputs, training=False):
+        """Reconstruction (decoder mean at the posterior mean) of ``x`` or ``(x, y)``."""
+        x, y = self._split_inputs(inputs)
+        return self.reconstruct(x, y, training=training)
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        """``keras.Model.fit`` after checking the data (shape, NaN/inf, range, binary values)."""
+        from ..data import check_inputs
+
+        check_inputs(self, x, y, what="training data")
+        if validation_data is not None:
+            check_inputs(self, validation_data, None, what="validation data")
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; avoids Keras' warning
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    # ------------------------------------------------------------------ inference
+    def _seed(self, seed):
+        if seed is None:
+            return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+        if isinstance(seed, int):
+            return tf.constant([seed, 0], tf.int32)
+        return seed
+
+    def _labels_for(self, n, labels):
+        if not self.conditional:
+            return None
+        if labels is None:
+            return tf.range(n) % self.num_classes
+        labels = np.asarray(labels)
+        if labels.ndim == 0:
+            labels = np.full([n], int(labels))
+        if labels.shape[0] != n:
+            raise DataError(f"got {labels.shape[0]} labels for {n} samples")
+        if labels.ndim == 1 and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise DataError(f"labels must be in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}")
+        return labels
+
+    @staticmethod
+    def _mean_or_sample(dist, mean, seed):
+        if mean:
+            try:
+                return dist.mean()
+            except NotImplementedError:
+                pass
+        return dist.sample(seed=seed)
+
+    def sample(self, n, labels=None, seed=None, mean=True):
+        """n draws x ~ p(x|z), z ~ p(z); ``mean=True`` returns E[x|z] (pixel probabilities for a
+        Bernoulli decoder) instead of a draw of x.  For conditional models ``labels`` is an int,
+        a sequence of n labels, or None (cycling through the classes)."""
+        seed = self._seed(seed)
+        s1, s2 = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        z = self.prior_distribution().sample(n, seed=s1)
+        return self._mean_or_sample(self.decode(z, self._labels_for(n, labels)), mean, s2)
+
+    def reconstruct(self, x, y=None, sample=False, seed=None, training=False):
+        """E[x|z] at the posterior mean z (or at a draw of z with ``sample=True``)."""
+        q = self.encode(x, y, training=training)
+        z = None
+        if not sample:
+            try:
+                z = q.mean()
+            except NotImplementedError:
+                z = None
+        if z is None:
+            z = q.sample(seed=self._seed(seed))
+        return self._mean_or_sample(self.decode(z, y, training=training), True, self._seed(seed))
+
+    @tf.function(reduce_retracing=True)
+    def _log_weights(self, x, y, k, seed):
+        q = self.encode(x, y)
+        z = q.sample(k, seed=seed)
+        log_w = self.decode(z, y).log_prob(x) + self.prior_distribution().log_prob(z) - q.log_prob(z)
+        return log_w
+
+    def log_likelihood(self, x, y=None, k=1000, batch_size=100, seed=0, max_elements=2**23):
+        r"""Importance-sampled log p(x) per example (Burda et al. 2016), a lower bound that
+        tightens as k grows:  log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x).
+
+        The k samples are drawn in chunks so that a chunk holds about ``max_elements`` numbers
+        per data tensor; chunks are combined with logsumexp, so k=5000 fits in memory.
+        """
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        x = np.asarray(x, np.float32) if not isinstance(x, tf.Tensor) else tf.cast(x, tf.float32)
+        n = int(x.shape[0])
+        seed = self._seed(seed)
+        out = []
+        event = math.prod(self.data_shape)
+        for start in range(0, n, batch_size):
+            xb = x[start:start + batch_size]
+            yb = None if (y is None or not self.conditional) else self.one_hot(y[start:start + batch_size])
+            b = int(xb.shape[0])
+            chunk = int(max(1, min(k, max_elements // max(1, b * event))))
+            total = None
+            for i, lo in enumerate(range(0, k, chunk)):
+                m = min(chunk, k - lo)
+                s = tf.random.experimental.stateless_fold_in(seed, start * 1_000_003 + i)
+                lse = tf.reduce_logsumexp(self._log_weights(xb, yb, tf.constant(m), s), axis=0)
+                total = lse if total is None else tf.experimental.numpy.logaddexp(total, lse)
+            out.append(total - math.log(k))
+        return tf.concat(out, axis=0)
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable}
+        for key, value in self._init_args.items():
+            if key == "regularizers":
+                config[key] = [_serialize(r) for r in value]
+            elif key in _OBJECT_ARGS:
+                config[key] = _serialize(value)
+            else:
+                config[key] = value
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in _OBJECT_ARGS:
+            if key in config:
+                config[key] = _deserialize(config[key])
+        return cls(**config)

@@ -1,0 +1,41 @@
+"""VAE (Kingma & Welling 2013), beta-VAE (Higgins et al. 2017) and conditional VAE (Sohn et al. 2015).
+
+All three are the base :class:`~kvae.models.base.VariationalModel` with a Gaussian posterior,
+a standard-normal prior and a Bernoulli or Gaussian decoder; they differ only in defaults.
+"""
+import keras
+
+from ..errors import ConfigError
+from .base import VariationalModel
+from .registry import register_model
+
+
+@register_model("vae")
+@keras.saving.register_keras_serializable(package="kvae")
+class VAE(VariationalModel):
+    """Variational autoencoder: loss = -E_q[log p(x|z)] + KL(q(z|x) || N(0, I))."""
+
+
+@register_model("beta-vae")
+@keras.saving.register_keras_serializable(package="kvae")
+class BetaVAE(VariationalModel):
+    """beta-VAE: loss = -E_q[log p(x|z)] + beta * KL, beta > 1 for disentangling (Higgins et al.).
+
+    ``beta`` is a number or a schedule of the optimizer step, e.g.
+    ``kvae.schedules.LinearWarmup(target=4.0, warmup_steps=5000)`` for a KL warm-up.
+    """
+
+    def __init__(self, input_shape, latent_dim=10, beta=4.0, **kwargs):
+        super().__init__(input_shape, latent_dim=latent_dim, beta=beta, **kwargs)
+
+
+@register_model("cvae")
+@keras.saving.register_keras_serializable(package="kvae")
+class ConditionalVAE(VariationalModel):
+    """Conditional VAE: q(z|x, y), p(x|z, y), p(z) = N(0, I); ``fit`` takes ``(x, y)`` data and
+    ``sample(n, labels=...)`` draws examples of chosen classes."""
+
+    def __init__(self, input_shape, num_classes=10, **kwargs):
+        if num_classes is None or int(num_classes) < 2:
+            raise ConfigError(f"ConditionalVAE needs num_classes >= 2, got {num_classes}")
+        super().__init__(input_shape, num_classes=num_classes, **kwargs)
