@@ -386,12 +386,13 @@ class VariationalModel(keras.Model):
         log_w = self.decode(z, y).log_prob(x) + self.prior_distribution().log_prob(z) - q.log_prob(z)
         return log_w
 
-    def log_likelihood(self, x, y=None, k=1000, batch_size=100, seed=0, max_elements=2**23):
+    def log_likelihood(self, x, y=None, k=1000, batch_size=100, seed=0, max_elements=2**23, progress=None):
         r"""Importance-sampled log p(x) per example (Burda et al. 2016), a lower bound that
         tightens as k grows:  log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x).
 
         The k samples are drawn in chunks so that a chunk holds about ``max_elements`` numbers
         per data tensor; chunks are combined with logsumexp, so k=5000 fits in memory.
+        ``progress(done, total)`` is called after each batch of examples.
         """
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
@@ -412,6 +413,8 @@ class VariationalModel(keras.Model):
                 lse = tf.reduce_logsumexp(self._log_weights(xb, yb, tf.constant(m), s), axis=0)
                 total = lse if total is None else tf.experimental.numpy.logaddexp(total, lse)
             out.append(total - math.log(k))
+            if progress is not None:
+                progress(start + b, n)
         return tf.concat(out, axis=0)
 
     # ------------------------------------------------------------------ config

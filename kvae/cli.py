@@ -1,0 +1,178 @@
+"""The ``kvae`` command: train, evaluate, sample and reconstruct.  Thin: parses, then calls the library."""
+import argparse
+import json
+import os
+import sys
+
+_DATASETS = ("digits", "binarized_mnist", "mnist", "fashion_mnist")
+
+
+def _ints(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _labels(text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class labels, got {text!r}") from None
+
+
+def _parser():
+    from .models import MODELS
+
+    p = argparse.ArgumentParser(prog="kvae", description="Variational autoencoders on Keras 3 + TFP.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model and write a run directory",
+                       description="Train a model; writes RUN_DIR/model.keras, config.json, history.json, "
+                                   "TensorBoard logs and PNG grids of samples and reconstructions.")
+    t.add_argument("--model", default="vae", choices=sorted(MODELS), help="model name (default: vae)")
+    t.add_argument("--dataset", default="digits", choices=_DATASETS, help="data set (default: digits, bundled)")
+    t.add_argument("--data-dir", help="directory holding local data files (or set KVAE_DATA_DIR)")
+    t.add_argument("--network", default="mlp", choices=("mlp", "conv"), help="encoder/decoder builder")
+    t.add_argument("--hidden", type=_ints, default=[500, 500], help="hidden sizes, e.g. 500,500")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=100)
+    t.add_argument("--latent-dim", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--decoder", choices=("bernoulli", "gaussian"),
+                   help="likelihood (default: bernoulli for binary data, gaussian otherwise)")
+    t.add_argument("--beta", type=float, help="KL weight (default 1, or 4 for beta-vae)")
+    t.add_argument("--kl-warmup-steps", type=int, default=0, help="linear KL warm-up from 0 to beta over N steps")
+    t.add_argument("--out", required=True, help="run directory to write")
+    t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+
+    e = sub.add_parser("evaluate", help="importance-sampled NLL, ELBO, KL, active units of a run",
+                       description="Evaluate a trained run on a data split and print a table "
+                                   "(and JSON with --json).")
+    e.add_argument("run_dir")
+    e.add_argument("--dataset", choices=_DATASETS, help="data set (default: the one the run trained on)")
+    e.add_argument("--data-dir")
+    e.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    e.add_argument("--k", type=int, default=1000, help="importance samples per example")
+    e.add_argument("--limit", type=int, help="evaluate the first N examples only")
+    e.add_argument("--batch-size", type=int, default=100)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", help="also write the results to this JSON file")
+
+    s = sub.add_parser("sample", help="draw samples from the prior and write a PNG grid")
+    s.add_argument("run_dir")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", required=True, help="PNG file to write")
+    s.add_argument("--labels", type=_labels, help="class label(s) for conditional models, e.g. 3 or 0,1,2")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--draw", action="store_true", help="draw pixels x ~ p(x|z) instead of showing E[x|z]")
+
+    r = sub.add_parser("reconstruct", help="write a PNG of data (odd rows) and reconstructions (even rows)")
+    r.add_argument("run_dir")
+    r.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
+    r.add_argument("--data-dir")
+    r.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    r.add_argument("--n", type=int, default=32)
+    r.add_argument("--out", required=True, help="PNG file to write")
+    return p
+
+
+def _split_for(args, config):
+    from . import data
+
+    dataset = args.dataset or config.get("dataset")
+    if dataset is None:
+        from .errors import ConfigError
+
+        raise ConfigError("the run does not record its data set: pass --dataset")
+    return data.load(dataset, args.split, args.data_dir)
+
+
+def _train(args):
+    from . import runs
+
+    runs.train(model=args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir, network=args.network,
+               hidden=tuple(args.hidden), epochs=args.epochs, batch_size=args.batch_size,
+               latent_dim=args.latent_dim, lr=args.lr, seed=args.seed, decoder=args.decoder, beta=args.beta,
+               kl_warmup_steps=args.kl_warmup_steps, verbose=2 if args.quiet else "auto")
+    print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")
+
+
+def _evaluate(args):
+    import keras
+
+    from . import evaluation, runs
+    from .data import validate
+    from .errors import ConfigError
+
+    if args.k < 1 or (args.limit is not None and args.limit < 1):
+        raise ConfigError("--k and --limit must be positive")
+    model, config = runs.load_run(args.run_dir)
+    split = _split_for(args, config)
+    x, y = split.arrays()
+    validate(x, model.data_shape, model.likelihood.support, name=f"{split.name}/{split.split}")
+    n = len(x) if args.limit is None else min(args.limit, len(x))
+    bar = keras.utils.Progbar(n, unit_name="example", verbose=1 if sys.stderr.isatty() else 2)
+    result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,
+                                 limit=args.limit, progress=lambda done, total: bar.update(done))
+    result.update(dataset=split.name, split=split.split, run_dir=os.path.abspath(args.run_dir))
+    print(evaluation.format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+def _sample(args):
+    from . import plotting, runs
+    from .errors import ConfigError
+
+    if args.n < 1:
+        raise ConfigError("--n must be positive")
+    model, _ = runs.load_run(args.run_dir)
+    labels = args.labels
+    if labels is not None and not model.conditional:
+        raise ConfigError("--labels only applies to conditional models (e.g. --model cvae)")
+    if labels is not None and len(labels) == 1:
+        labels = labels[0]
+    images = model.sample(args.n, labels=labels, seed=args.seed, mean=not args.draw).numpy()
+    plotting.save_image_grid(images, args.out, ncol=min(8, args.n))
+    print(f"wrote {args.out}")
+
+
+def _reconstruct(args):
+    import numpy as np
+
+    from . import plotting, runs
+    from .errors import ConfigError
+
+    if args.n < 1:
+        raise ConfigError("--n must be positive")
+    model, config = runs.load_run(args.run_dir)
+    x, y = _split_for(args, config).arrays()
+    x = x[:args.n]
+    rec = model.reconstruct(x, None if y is None else y[:args.n]).numpy()
+    pairs = np.stack([x, rec], axis=1).reshape((-1,) + x.shape[1:])
+    plotting.save_image_grid(pairs, args.out, ncol=8)
+    print(f"wrote {args.out}")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    from .errors import KvaeError
+
+    commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reconstruct": _reconstruct}
+    try:
+        commands[args.command](args)
+    except (KvaeError, ValueError, OSError) as err:
+        print(f"kvae {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""PNG figures of what people look at: image grids (samples, reconstructions) and KL per dimension."""
+import math
+import os
+
+import numpy as np
+
+
+def image_grid(images, ncol=None, pad=1, min_size=256):
+    """Tile images [N, H, W, C] (values in [0, 1]) into one [rows*H, cols*W] or RGB array,
+    upscaled by an integer factor (nearest) so the grid is at least ``min_size`` pixels wide."""
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    if images.ndim == 3:
+        images = images[..., None]
+    n, h, w, c = images.shape
+    ncol = ncol or int(math.ceil(math.sqrt(n)))
+    nrow = int(math.ceil(n / ncol))
+    grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), np.float32)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = images[i]
+    scale = max(1, int(math.ceil(min_size / grid.shape[1])))
+    grid = np.kron(grid, np.ones((scale, scale, 1), np.float32))
+    return grid[..., 0] if c == 1 else grid
+
+
+def save_image_grid(images, path, ncol=None, title=None):
+    """Write :func:`image_grid` of ``images`` to the PNG file ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    grid = image_grid(images, ncol=ncol)
+    if title is None:
+        plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+        return path
+    fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    fig.savefig(path, bbox_inches="tight", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_kl_per_dim(kl_per_dim, path, threshold=None, title="KL per latent dimension"):
+    """Bar chart of the average KL(q(z_d|x) || p(z_d)) for each latent dimension d, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kl = np.asarray(kl_per_dim, np.float64)
+    fig, ax = plt.subplots(figsize=(max(4, 0.18 * len(kl) + 2), 3))
+    ax.bar(np.arange(len(kl)), kl, color="steelblue")
+    if threshold is not None:
+        ax.axhline(threshold, color="red", lw=0.8, ls="--")
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("KL (nats)")
+    ax.set_title(f"{title} (total {kl.sum():.2f} nats)")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,144 @@
+"""Training runs on disk: train a named model on a named data set into a run directory, and load it back.
+
+A run directory holds ``model.keras`` (written atomically: a crash never leaves a truncated file
+where a good one was), ``config.json`` (the run's options and the model config),
+``history.json`` (per-epoch metrics), ``logs/`` (TensorBoard) and PNG grids
+``samples.png``, ``reconstructions.png`` and ``kl_per_dim.png``.
+"""
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from . import data as kdata
+from . import evaluation, plotting
+from .errors import ConfigError, RunError
+from .models import registry
+from .schedules import LinearWarmup
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+
+
+def build_model(name, input_shape, num_classes=None, latent_dim=32, network="mlp", hidden=(500, 500),
+                decoder="bernoulli", beta=None, kl_warmup_steps=0, seed=0, **extra):
+    """Instantiate a registered model from plain options (what the CLI passes)."""
+    cls = registry.get(name)
+    kwargs = dict(input_shape=input_shape, latent_dim=latent_dim, network=network, hidden=hidden,
+                  decoder=decoder, seed=seed, **extra)
+    if getattr(cls, "needs_labels", False) or name == "cvae":
+        if num_classes is None:
+            raise ConfigError(f"model {name!r} needs a labelled data set (digits, mnist, fashion_mnist)")
+        kwargs["num_classes"] = num_classes
+    if beta is None:
+        beta = 4.0 if name == "beta-vae" else 1.0
+    if kl_warmup_steps:
+        beta = LinearWarmup(target=beta, warmup_steps=kl_warmup_steps)
+    kwargs["beta"] = beta
+    return cls(**kwargs)
+
+
+def atomic_save(model, path):
+    """Save ``model`` to ``path`` through a temporary file and a rename."""
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(obj, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+def write_figures(model, run_dir, split, n=64, seed=0):
+    """Samples, reconstructions (originals on odd rows) and KL per dimension, as PNG files."""
+    paths = {}
+    x, y = split.arrays()
+    labels = None if not model.conditional else np.arange(n) % model.num_classes
+    paths["samples"] = plotting.save_image_grid(
+        model.sample(n, labels=labels, seed=seed).numpy(), os.path.join(run_dir, "samples.png"), ncol=8)
+    m = min(32, len(x))
+    xb = x[:m]
+    rec = model.reconstruct(xb, None if y is None else y[:m]).numpy()
+    pairs = np.stack([xb, rec], axis=1).reshape((-1,) + x.shape[1:])
+    paths["reconstructions"] = plotting.save_image_grid(pairs, os.path.join(run_dir, "reconstructions.png"), ncol=8)
+    stats = evaluation.posterior_statistics(model, x[:1000], None if y is None else y[:1000], seed=seed)
+    if stats["kl_per_dim"] is not None:
+        paths["kl_per_dim"] = plotting.save_kl_per_dim(
+            stats["kl_per_dim"].mean(0), os.path.join(run_dir, "kl_per_dim.png"))
+    return paths
+
+
+def train(model="vae", dataset="digits", out=None, data_dir=None, network="mlp", hidden=(500, 500), epochs=10,
+          batch_size=100, latent_dim=32, lr=1e-3, seed=0, decoder=None, beta=None, kl_warmup_steps=0,
+          verbose="auto", callbacks=(), **model_options):
+    """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history)."""
+    if out is None:
+        raise ConfigError("a run directory is required (--out RUN_DIR)")
+    if epochs < 1 or batch_size < 1 or latent_dim < 1:
+        raise ConfigError("epochs, batch size and latent dimension must be positive")
+    keras.utils.set_random_seed(seed)
+    train_split = kdata.load(dataset, "train", data_dir)
+    valid_split = kdata.load(dataset, "valid", data_dir)
+    decoder = decoder or ("bernoulli" if train_split.binary else "gaussian")
+    mdl = build_model(model, train_split.input_shape, train_split.num_classes, latent_dim, network, hidden,
+                      decoder, beta, kl_warmup_steps, seed, **model_options)
+    labels = mdl.conditional
+    mdl.compile(optimizer=keras.optimizers.Adam(lr))
+    os.makedirs(out, exist_ok=True)
+    run_config = {
+        "model": model, "dataset": dataset, "network": network, "hidden": list(hidden), "epochs": epochs,
+        "batch_size": batch_size, "latent_dim": latent_dim, "lr": lr, "seed": seed, "decoder": decoder,
+        "beta": beta, "kl_warmup_steps": kl_warmup_steps, "model_options": model_options,
+        "model_class": type(mdl).__name__, "model_config": mdl.get_config(),
+    }
+    _write_json(run_config, os.path.join(out, CONFIG_FILE))
+    train_ds = train_split.dataset(batch_size, shuffle=True, labels=labels, seed=seed)
+    valid_ds = valid_split.dataset(batch_size, shuffle=False, labels=labels)
+    cbs = [keras.callbacks.TerminateOnNaN(), keras.callbacks.TensorBoard(os.path.join(out, "logs")), *callbacks]
+    start = time.time()
+    history = mdl.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=cbs, verbose=verbose)
+    seconds = time.time() - start
+    hist = {key: [float(v) for v in values] for key, values in history.history.items()}
+    losses = hist.get("loss", [])
+    if losses and not all(math.isfinite(v) for v in losses):
+        raise RunError(
+            f"training diverged: the loss became NaN/inf in epoch {len(losses)}; "
+            f"{os.path.join(out, MODEL_FILE)} was not overwritten (lower --lr or check the data)")
+    hist["seconds"] = seconds
+    _write_json(hist, os.path.join(out, HISTORY_FILE))
+    atomic_save(mdl, os.path.join(out, MODEL_FILE))
+    write_figures(mdl, out, valid_split, seed=seed)
+    return mdl, history
+
+
+def load_run(run_dir):
+    """(model, run config) of a run directory, with clear errors for missing or corrupt files."""
+    import kvae  # noqa: F401  (registers the serialisable classes)
+
+    if not os.path.isdir(run_dir):
+        raise RunError(f"run directory {run_dir!r} does not exist")
+    path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.isfile(path):
+        raise RunError(f"{path} not found: train first with `kvae train ... --out {run_dir}`")
+    try:
+        model = keras.models.load_model(path)
+    except Exception as err:
+        msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise RunError(f"{path} could not be loaded: it is corrupt or not a kvae model "
+                       f"({type(err).__name__}: {msg})") from None
+    config = {}
+    cfg_path = os.path.join(run_dir, CONFIG_FILE)
+    if os.path.isfile(cfg_path):
+        try:
+            with open(cfg_path) as f:
+                config = json.load(f)
+        except ValueError as err:
+            raise RunError(f"{cfg_path} is not valid JSON: {err}") from None
+    return model, config
