@@ -1,6 +1,7 @@
 r"""Regularisers: terms added to any model's training loss.
 
-Contract: a :class:`Regularizer` is a Keras layer; ``reg(terms)`` receives the dict of
+Contract: a :class:`Regularizer` is a Keras layer (so its weights train and save with the
+model); ``reg.penalty(terms)`` receives the dict of
 :meth:`kvae.models.VariationalModel.compute_terms` (``x``, ``q``, ``z``, ``px``, ``kl``, ...) and
 returns the penalty per example (shape [B]) or a scalar, in nats, already multiplied by its
 weight.  Its mean is logged as a metric under the layer's name.  Two hooks let regularisers
@@ -13,7 +14,7 @@ import tensorflow as tf
 
 
 class Regularizer(keras.layers.Layer):
-    """Base class; subclasses implement ``call(terms)``."""
+    """Base class; subclasses implement ``penalty(terms)``."""
 
     def __init__(self, weight=1.0, **kwargs):
         super().__init__(**kwargs)
@@ -38,6 +39,6 @@ class LatentL2(Regularizer):
     def __init__(self, weight=1.0, name="latent_l2", **kwargs):
         super().__init__(weight=weight, name=name, **kwargs)
 
-    def call(self, terms):
+    def penalty(self, terms):
         z = tf.cast(terms["z"], tf.float32)
         return self.weight * 0.5 * tf.reduce_sum(tf.square(z), axis=-1)

@@ -243,7 +243,7 @@ class VariationalModel(keras.Model):
         loss = -terms["log_px_z"] + beta * self.kl_penalty(terms)
         reg_values = []
         for reg in self.regularizer_layers:
-            value = tf.cast(reg(terms), tf.float32)
+            value = tf.cast(reg.penalty(terms), tf.float32)
             reg_values.append(value)
             loss = loss + value
         return loss, reg_values

@@ -1,0 +1,39 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+MNIST_FILE = "binarized_mnist.npz"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--data-dir", default=None,
+                     help="directory holding binarized_mnist.npz (default: $KVAE_DATA_DIR, then ../shared/data)")
+
+
+def _data_dir(config):
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [config.getoption("--data-dir"), os.environ.get("KVAE_DATA_DIR"),
+                  os.path.join(here, "..", "..", "shared", "data")]
+    for d in candidates:
+        if d and os.path.isfile(os.path.join(d, MNIST_FILE)):
+            return os.path.abspath(d)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(pytestconfig):
+    """Directory with the static binarised MNIST file; tests that need it are skipped without it."""
+    d = _data_dir(pytestconfig)
+    if d is None:
+        pytest.skip(f"{MNIST_FILE} not found: pass --data-dir or set KVAE_DATA_DIR")
+    return d
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from kvae import data
+
+    return {s: data.load("digits", s) for s in ("train", "valid", "test")}

@@ -1,0 +1,49 @@
+"""Every model of the core issue runs the shared battery."""
+import keras
+
+import kvae
+from battery import ModelBattery
+
+
+class TestVAE(ModelBattery):
+    def make_model(self):
+        return kvae.VAE(input_shape=self.input_shape, latent_dim=4, hidden=(32, 32), seed=1)
+
+
+class TestVAEConvGaussian(ModelBattery):
+    def make_model(self):
+        return kvae.VAE(input_shape=self.input_shape, latent_dim=3, network="conv", hidden=(16,),
+                        decoder="gaussian", seed=2)
+
+
+class TestBetaVAEWithWarmup(ModelBattery):
+    def make_model(self):
+        return kvae.BetaVAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,),
+                            beta=kvae.schedules.LinearWarmup(target=4.0, warmup_steps=10), seed=3)
+
+
+class TestConditionalVAE(ModelBattery):
+    labelled = True
+
+    def make_model(self):
+        return kvae.ConditionalVAE(input_shape=self.input_shape, num_classes=10, latent_dim=4, hidden=(32,), seed=4)
+
+
+class TestConditionalConvVAE(ModelBattery):
+    labelled = True
+
+    def make_model(self):
+        return kvae.ConditionalVAE(input_shape=self.input_shape, num_classes=10, latent_dim=2, network="conv",
+                                   hidden=(16,), seed=5)
+
+
+class TestUserNetworksAndRegularizer(ModelBattery):
+    """User Keras models as encoder/decoder networks, a predicted-scale Gaussian and a regulariser."""
+
+    def make_model(self):
+        enc = keras.Sequential([keras.Input(self.input_shape), keras.layers.Flatten(),
+                                keras.layers.Dense(24, activation="tanh")])
+        dec = keras.Sequential([keras.Input((5,)), keras.layers.Dense(24, activation="tanh")])
+        return kvae.VAE(input_shape=self.input_shape, latent_dim=5, encoder_network=enc, decoder_network=dec,
+                        decoder=kvae.likelihoods.GaussianLikelihood(self.input_shape, scale="predicted"),
+                        regularizers=[kvae.regularizers.LatentL2(0.1)], seed=6)
