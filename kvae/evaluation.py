@@ -36,7 +36,7 @@ def posterior_statistics(model, x, y=None, batch_size=500, seed=0):
     @tf.function(reduce_retracing=True)
     def stats(xb, yb, s):
         terms = model.compute_terms(xb, yb, seed=s)
-        s2 = tf.random.experimental.stateless_fold_in(s, 1)
+        s2 = tf.cast(tf.random.experimental.stateless_fold_in(s, 1), tf.int32)
         out = {"log_px_z": terms["log_px_z"], "kl": terms["kl"], "z_mean": posterior_mean(terms["q"], s2)}
         if terms["kl_per_dim"] is not None:
             out["kl_per_dim"] = terms["kl_per_dim"]
@@ -45,7 +45,7 @@ def posterior_statistics(model, x, y=None, batch_size=500, seed=0):
     parts = {}
     base = tf.constant([seed, 7], tf.int64)
     for start, xb, yb in _batches(x, y, batch_size):
-        s = tf.random.experimental.stateless_fold_in(base, start)
+        s = tf.cast(tf.random.experimental.stateless_fold_in(base, start), tf.int32)
         out = stats(tf.cast(xb, tf.float32), None if yb is None else model.one_hot(yb), s)
         for key, value in out.items():
             parts.setdefault(key, []).append(value.numpy())

@@ -262,7 +262,7 @@ class VariationalModel(keras.Model):
         ctx = tf.distribute.get_replica_context()
         if ctx is not None:
             seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
-        return seed
+        return tf.cast(seed, tf.int32)
 
     def _unpack(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -332,7 +332,7 @@ class VariationalModel(keras.Model):
             return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
         if isinstance(seed, int):
             return tf.constant([seed, 0], tf.int32)
-        return seed
+        return tf.cast(seed, tf.int32)
 
     def _labels_for(self, n, labels):
         if not self.conditional:
@@ -409,7 +409,7 @@ class VariationalModel(keras.Model):
             total = None
             for i, lo in enumerate(range(0, k, chunk)):
                 m = min(chunk, k - lo)
-                s = tf.random.experimental.stateless_fold_in(seed, start * 1_000_003 + i)
+                s = tf.cast(tf.random.experimental.stateless_fold_in(seed, start * 1_000_003 + i), tf.int32)
                 lse = tf.reduce_logsumexp(self._log_weights(xb, yb, tf.constant(m), s), axis=0)
                 total = lse if total is None else tf.experimental.numpy.logaddexp(total, lse)
             out.append(total - math.log(k))

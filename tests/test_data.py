@@ -1,0 +1,112 @@
+"""Data sets and the input checks: every bad input gets a DataError naming the problem."""
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kvae
+from kvae import data
+from kvae.errors import DataError
+
+
+def test_digits_splits_are_fixed_disjoint_binary_and_labelled(digits):
+    sizes = {s: len(d) for s, d in digits.items()}
+    assert sizes == {"train": 1257, "valid": 180, "test": 360}
+    again = data.load("digits", "valid")
+    np.testing.assert_array_equal(again.x, digits["valid"].x)
+    flat = {s: {d.x[i].tobytes() + bytes([d.y[i]]) for i in range(len(d))} for s, d in digits.items()}
+    assert len(flat["train"] & flat["test"]) < 0.5 * len(flat["test"])  # duplicates exist in digits, not whole splits
+    for d in digits.values():
+        assert d.input_shape == (8, 8, 1) and set(np.unique(d.x)) <= {0, 1} and d.num_classes == 10
+
+
+def test_pipeline_batches_and_shuffles_each_epoch(digits):
+    ds = digits["train"].dataset(batch_size=50, shuffle=True, labels=True, seed=1)
+    first = [b[1].numpy() for b in ds.take(2)]
+    second = [b[1].numpy() for b in ds.take(2)]
+    assert first[0].shape == (50,) and not np.array_equal(first[0], second[0])
+    x, y = next(iter(ds))
+    assert x.dtype == tf.float32 and x.shape == (50, 8, 8, 1)
+
+
+def test_dynamic_binarisation_resamples_each_epoch():
+    split = data.Split("toy", "train", np.full((4, 2, 2, 1), 128, np.uint8), np.arange(4), dynamic=True)
+    ds = split.dataset(batch_size=4, shuffle=True)
+    a, b = next(iter(ds)).numpy(), next(iter(ds)).numpy()
+    assert set(np.unique(a)) <= {0.0, 1.0} and not np.array_equal(a, b)
+    fixed_a, _ = split.arrays()
+    fixed_b, _ = split.arrays()
+    np.testing.assert_array_equal(fixed_a, fixed_b)
+
+
+def test_binarized_mnist_from_a_local_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("KVAE_DATA_DIR", raising=False)
+    rng = np.random.RandomState(0)
+    np.savez(tmp_path / "binarized_mnist.npz", train=rng.randint(0, 2, (5, 784)).astype(np.uint8),
+             valid=rng.randint(0, 2, (3, 784)).astype(np.uint8))
+    split = data.load("binarized_mnist", "validation", data_dir=str(tmp_path))
+    assert split.input_shape == (28, 28, 1) and len(split) == 3
+    monkeypatch.setenv("KVAE_DATA_DIR", str(tmp_path))
+    assert len(data.load("binarized_mnist", "train")) == 5
+    with pytest.raises(DataError, match="no 'test' array"):
+        data.load("binarized_mnist", "test")
+
+
+def test_binarized_mnist_missing_offline_fails_fast_and_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_reachable", lambda host, timeout=5.0: False)  # offline, as in CI
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.delenv("KVAE_DATA_DIR", raising=False)
+    start = time.time()
+    with pytest.raises(DataError) as err:
+        data.load("binarized_mnist", "train", data_dir=str(tmp_path))
+    msg = str(err.value)
+    assert str(tmp_path / "binarized_mnist.npz") in msg and "--data-dir" in msg and "KVAE_DATA_DIR" in msg
+    assert time.time() - start < 30
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(DataError, match="unknown data set"):
+        data.load("cifar", "train")
+    with pytest.raises(DataError, match="unknown split"):
+        data.load("digits", "dev")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((4, 64), np.float32), r"shape \(64,\) but the model expects \(8, 8, 1\); reshape"),
+    (np.full((4, 8, 8, 1), np.nan, np.float32), r"\d+ NaN and 0 infinite"),
+    (np.full((4, 8, 8, 1), 255, np.uint8), r"outside \[0, 1\].*divide by 255"),
+    (np.full((4, 8, 8, 1), 0.5, np.float32), "non-binary"),
+    (np.array([["a"] * 64] * 4).reshape(4, 8, 8, 1), "not numeric"),
+])
+def test_fit_rejects_bad_data_before_training(bad, message):
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
+    model.compile(optimizer="adam")
+    before = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(DataError, match=message):
+        model.fit(bad, epochs=1, verbose=0)
+    with pytest.raises(DataError, match=message):
+        model.fit(tf.data.Dataset.from_tensor_slices(bad).batch(2), epochs=1, verbose=0)
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, model.weights))
+
+
+def test_gaussian_decoder_accepts_real_values_but_not_inf():
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), decoder="gaussian", seed=0)
+    model.compile(optimizer="adam")
+    model.fit(np.full((4, 8, 8, 1), 0.5, np.float32), epochs=1, verbose=0)
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    x[2, 1, 1, 0] = np.inf
+    with pytest.raises(DataError, match="infinite.*example 2"):
+        model.fit(x, epochs=1, verbose=0)
+
+
+def test_conditional_model_requires_labels_in_range():
+    model = kvae.ConditionalVAE(input_shape=(8, 8, 1), num_classes=3, latent_dim=2, hidden=(8,), seed=0)
+    model.compile(optimizer="adam")
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    with pytest.raises(DataError, match="conditional"):
+        model.fit(x, epochs=1, verbose=0)
+    with pytest.raises(DataError, match=r"labels must be in 0..2"):
+        model.fit(x, np.array([0, 1, 2, 3]), epochs=1, verbose=0)
+    model.fit(x, keras.utils.to_categorical([0, 1, 2, 1], 3), epochs=1, verbose=0)  # one-hot works too
