@@ -1,0 +1,91 @@
+"""The kvae command, end to end on the bundled digits data (in-process, plus one real subprocess)."""
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from kvae import cli
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / "vae")
+    assert cli.main(["train", "--model", "vae", "--dataset", "digits", "--epochs", "3", "--hidden", "64,64",
+                     "--latent-dim", "8", "--out", out, "--quiet"]) == 0
+    return out
+
+
+def test_train_writes_the_run_directory(vae_run):
+    for name in ("model.keras", "config.json", "history.json", "samples.png", "reconstructions.png",
+                 "kl_per_dim.png"):
+        assert os.path.isfile(os.path.join(vae_run, name)), name
+    assert os.listdir(os.path.join(vae_run, "logs"))
+    history = json.load(open(os.path.join(vae_run, "history.json")))
+    assert len(history["val_neg_elbo"]) == 3 and history["val_neg_elbo"][-1] < history["val_neg_elbo"][0]
+    config = json.load(open(os.path.join(vae_run, "config.json")))
+    assert config["dataset"] == "digits" and config["model_config"]["latent_dim"] == 8
+    grid = mpimg.imread(os.path.join(vae_run, "samples.png"))
+    assert grid.shape[0] >= 64 and grid.std() > 0
+
+
+def test_evaluate_prints_a_table_and_writes_json(vae_run, tmp_path, capsys):
+    path = str(tmp_path / "eval.json")
+    assert cli.main(["evaluate", vae_run, "--split", "test", "--k", "50", "--limit", "40", "--json", path]) == 0
+    assert "NLL (importance-sampled)" in capsys.readouterr().out
+    result = json.load(open(path))
+    assert {"nll", "elbo", "kl", "active_units", "k", "n"} <= set(result)
+    assert result["k"] == 50 and result["n"] == 40
+    assert result["nll"] > 0 and result["nll"] <= -result["elbo"] + 1.0  # IWAE bound is tighter (up to noise)
+    assert abs(sum(result["kl_per_dim"]) - result["kl"]) < 1e-3
+
+
+def test_sample_and_reconstruct_write_pngs(vae_run, tmp_path):
+    s, r = str(tmp_path / "s.png"), str(tmp_path / "r.png")
+    assert cli.main(["sample", vae_run, "--n", "16", "--out", s]) == 0
+    assert cli.main(["reconstruct", vae_run, "--dataset", "digits", "--n", "8", "--out", r]) == 0
+    assert mpimg.imread(s).ndim >= 2 and mpimg.imread(r).ndim >= 2
+
+
+def test_conditional_sampling_from_the_cli(tmp_path):
+    out = str(tmp_path / "cvae")
+    assert cli.main(["train", "--model", "cvae", "--epochs", "1", "--hidden", "32", "--latent-dim", "2",
+                     "--out", out, "--quiet"]) == 0
+    assert cli.main(["sample", out, "--n", "6", "--labels", "0,1,2,3,4,5", "--out", str(tmp_path / "s.png")]) == 0
+    assert cli.main(["sample", out, "--n", "4", "--labels", "7", "--out", str(tmp_path / "s7.png")]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "/nonexistent/run"], "does not exist"),
+    (["sample", "{run}", "--n", "4", "--labels", "3", "--out", "x.png"], "only applies to conditional"),
+    (["evaluate", "{run}", "--dataset", "binarized_mnist", "--data-dir", "{empty}", "--limit", "2"],
+     "binarized_mnist not found"),
+    (["evaluate", "{run}", "--k", "0"], "must be positive"),
+])
+def test_errors_are_one_line_and_exit_nonzero(vae_run, tmp_path, capsys, monkeypatch, argv, message):
+    from kvae import data
+
+    monkeypatch.setattr(data, "_reachable", lambda host, timeout=5.0: False)
+    monkeypatch.delenv("KVAE_DATA_DIR", raising=False)
+    argv = [a.format(run=vae_run, empty=str(tmp_path)) for a in argv]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("kvae ")
+
+
+def test_corrupt_model_file_is_named(vae_run, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    data = open(os.path.join(vae_run, "model.keras"), "rb").read()
+    (broken / "model.keras").write_bytes(data[: len(data) // 2])
+    assert cli.main(["sample", str(broken), "--out", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert str(broken / "model.keras") in err and "corrupt" in err
+
+
+def test_console_script_help():
+    result = subprocess.run([sys.executable, "-m", "kvae.cli", "train", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--latent-dim" in result.stdout and "--out" in result.stdout
