@@ -71,8 +71,12 @@ class Split:
         if shuffle:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         if self.dynamic and shuffle:
+            # A stateful generator lives outside the pipeline, so every epoch (every new iterator)
+            # draws new pixels, even when a global seed makes in-graph random ops repeat.
+            generator = tf.random.Generator.from_seed(seed)
+
             def binarise(x, *rest):
-                x = tf.cast(tf.random.uniform(tf.shape(x)) < x, tf.float32)
+                x = tf.cast(generator.uniform(tf.shape(x)) < x, tf.float32)
                 return (x, *rest) if rest else x
 
             ds = ds.map(binarise, num_parallel_calls=tf.data.AUTOTUNE)
