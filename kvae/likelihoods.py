@@ -41,8 +41,9 @@ class LikelihoodHead(keras.layers.Layer):
             self.dense = keras.layers.Dense(self.num_params * math.prod(self.event_shape), name="params")
             self.dense.build((features_shape[0], math.prod(features_shape[1:])))
 
-    def raw_params(self, features):
-        """The head's output split into ``num_params`` float32 tensors of shape [B, *event_shape]."""
+    def raw_params(self, features, split=True):
+        """The head's output split into ``num_params`` float32 tensors of shape [B, *event_shape]
+        (one tensor with ``num_params * C`` channels when ``split=False``)."""
         if self._spatial:
             out = self.dense(features)
         else:
@@ -50,7 +51,7 @@ class LikelihoodHead(keras.layers.Layer):
             out = self.dense(flat)
         out = keras.ops.cast(out, "float32")
         out = keras.ops.reshape(out, (-1,) + self.event_shape[:-1] + (self.num_params * self.event_shape[-1],))
-        if self.num_params == 1:
+        if self.num_params == 1 or not split:
             return (out,)
         return tuple(keras.ops.split(out, self.num_params, axis=-1))
 
@@ -118,7 +119,114 @@ class GaussianLikelihood(LikelihoodHead):
         return {**super().get_config(), "scale": self.scale, "min_scale": self.min_scale}
 
 
-_LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}
+class PixelCNNBernoulli(tfd.Distribution):
+    """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logit_i(x_<i, cond(z)))) with a PixelCNN network.
+
+    ``log_prob`` is one network pass; ``sample`` is the pixel-by-pixel ancestral sampler; ``mean``
+    is not available in closed form (kvae's ``sample``/``reconstruct`` then draw instead).
+    """
+
+    def __init__(self, network, conditioning, event_shape, name="PixelCNNBernoulli"):
+        parameters = dict(locals())
+        self._network = network
+        self._cond = tf.convert_to_tensor(conditioning, tf.float32)
+        self._event = tuple(int(d) for d in event_shape)
+        super().__init__(dtype=tf.float32, reparameterization_type=tfd.NOT_REPARAMETERIZED, validate_args=False,
+                         allow_nan_stats=True, parameters=parameters, name=name)
+
+    @property
+    def conditioning(self):
+        return self._cond
+
+    def _batch_shape(self):
+        return self._cond.shape[:-3]
+
+    def _batch_shape_tensor(self):
+        return tf.shape(self._cond)[:-3]
+
+    def _event_shape(self):
+        return tf.TensorShape(self._event)
+
+    def _event_shape_tensor(self):
+        return tf.constant(self._event, tf.int32)
+
+    def logits(self, x):
+        """Per-pixel logits given x (any leading dims broadcasting against the batch shape)."""
+        x = tf.cast(x, tf.float32)
+        lead = tf.broadcast_dynamic_shape(tf.shape(x)[:-3], tf.shape(self._cond)[:-3])
+        xb = tf.broadcast_to(x, tf.concat([lead, self._event], 0))
+        cb = tf.broadcast_to(self._cond, tf.concat([lead, tf.shape(self._cond)[-3:]], 0))
+        flat = self._network(tf.reshape(xb, tf.concat([[-1], self._event], 0)),
+                             tf.reshape(cb, tf.concat([[-1], tf.shape(self._cond)[-3:]], 0)))
+        return tf.reshape(flat, tf.concat([lead, self._event], 0)), xb
+
+    def _log_prob(self, x):
+        logits, xb = self.logits(x)
+        ll = -tf.nn.sigmoid_cross_entropy_with_logits(labels=xb, logits=logits)
+        return tf.reduce_sum(ll, axis=[-3, -2, -1])
+
+    def _sample_n(self, n, seed=None):
+        from .layers.pixelcnn import compiled_ancestral_sample
+
+        cond = tf.broadcast_to(self._cond, tf.concat([[n], tf.shape(self._cond)], 0))
+        flat_cond = tf.reshape(cond, tf.concat([[-1], tf.shape(self._cond)[-3:]], 0))
+        uniform = tf.random.stateless_uniform(
+            tf.concat([tf.shape(flat_cond)[:1], self._event], 0),
+            seed=tf.cast(seed, tf.int32) if seed is not None else tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32))
+        uniform = tf.ensure_shape(uniform, [None, *self._event])
+        x = compiled_ancestral_sample(self._network, flat_cond, uniform)
+        return tf.reshape(x, tf.concat([[n], tf.shape(self._cond)[:-3], self._event], 0))
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class PixelCNNLikelihood(LikelihoodHead):
+    """PixelCNN decoder for binary images (van den Oord et al. 2016; VLAE, Chen et al. 2017).
+
+    The decoder network's features become a ``cond_channels`` feature map of the image's size
+    (a per-pixel Dense layer, or Dense + Reshape), which every masked layer of a
+    :class:`~kvae.layers.PixelCNNNetwork` sees.  ``num_layers`` x ``kernel_size`` sets the
+    receptive field (``receptive_field`` reports it); 6 layers of 3x3 is VLAE's local decoder.
+    """
+
+    support = "binary"
+
+    def __init__(self, event_shape, num_layers=6, kernel_size=3, filters=32, cond_channels=4, **kwargs):
+        self.cond_channels = int(cond_channels)
+        self.num_params = self.cond_channels
+        super().__init__(event_shape, **kwargs)
+        if len(self.event_shape) != 3:
+            raise ValueError(f"a PixelCNN decoder needs image data (H, W, C), got {self.event_shape}")
+        from .layers.pixelcnn import PixelCNNNetwork
+
+        self.network = PixelCNNNetwork(self.event_shape[-1], num_layers, kernel_size, filters, name="pixelcnn")
+
+    @property
+    def memory_factor(self):
+        return 4 * self.network.filters
+
+    @property
+    def receptive_field(self):
+        return self.network.receptive_field()
+
+    def build(self, features_shape):
+        super().build(features_shape)
+        shape = (None,) + self.event_shape
+        self.network.build(shape, shape[:-1] + (self.cond_channels * self.event_shape[-1],))
+
+    def call(self, features):
+        return self.raw_params(features, split=False)
+
+    def distribution(self, params):
+        (cond,) = params
+        return PixelCNNBernoulli(self.network, cond, self.event_shape)
+
+    def get_config(self):
+        net = self.network
+        return {**super().get_config(), "num_layers": net.num_layers, "kernel_size": net.kernel_size,
+                "filters": net.filters, "cond_channels": self.cond_channels}
+
+
+_LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood, "pixelcnn": PixelCNNLikelihood}
 
 
 def get(identifier, event_shape):

@@ -36,7 +36,54 @@ class StandardNormalPrior(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim}
 
 
-_PRIORS = {"normal": StandardNormalPrior}
+@keras.saving.register_keras_serializable(package="kvae")
+class FlowPrior(keras.layers.Layer):
+    r"""Autoregressive-flow prior ("AF prior", Chen et al. 2017): p(z) = N(0, I) pushed through
+    ``num_steps`` MADE-driven affine autoregressive steps.
+
+    ``kind="maf"``: log p(z) costs one MADE pass per step and sampling is sequential (D passes);
+    ``kind="iaf"``: sampling is one pass per step and log p(z) of arbitrary z is sequential.
+    log p(z) = log N(f^{-1}(z); 0, I) + log |det d f^{-1}/dz|.
+    """
+
+    factorized = False
+
+    def __init__(self, latent_dim, num_steps=4, hidden_units=(640, 640, 640), kind="maf", **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("maf", "iaf"):
+            raise ValueError(f"kind must be 'maf' or 'iaf', got {kind!r}")
+        self.latent_dim, self.num_steps, self.kind = int(latent_dim), int(num_steps), kind
+        self.hidden_units = [int(h) for h in hidden_units]
+        from .flows import made_stack
+
+        self.mades = made_stack(self.latent_dim, self.num_steps, self.hidden_units, name="prior_made")
+
+    def build(self, input_shape=None):
+        for made in self.mades:
+            made.build((None, self.latent_dim))
+        self.built = True
+
+    def bijector(self):
+        from . import flows
+
+        if self.kind == "maf":
+            return flows.masked_autoregressive_flow(self.mades)
+        return flows.inverse_autoregressive_flow(self.mades)
+
+    def call(self, z):
+        return self.distribution().log_prob(z)
+
+    def distribution(self):
+        base = tfd.Independent(tfd.Normal(tf.zeros([self.latent_dim]), 1.0), reinterpreted_batch_ndims=1)
+        return tfd.TransformedDistribution(base, self.bijector())
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim, "num_steps": self.num_steps,
+                "hidden_units": self.hidden_units, "kind": self.kind}
+
+
+_PRIORS = {"normal": StandardNormalPrior, "maf": FlowPrior,
+           "iaf": lambda latent_dim, name: FlowPrior(latent_dim, kind="iaf", name=name)}
 
 
 def get(identifier, latent_dim):

@@ -187,7 +187,7 @@ class VariationalModel(keras.Model):
             y = tf.broadcast_to(y, tf.concat([lead, [self.num_classes]], 0))
             code = tf.concat([code, tf.reshape(y, [-1, self.num_classes])], axis=-1)
         params = self.likelihood(self.decoder_network(code, training=training), training=training)
-        return tuple(tf.reshape(p, tf.concat([lead, self.data_shape], 0)) for p in params)
+        return tuple(tf.reshape(p, tf.concat([lead, p.shape[1:]], 0)) for p in params)
 
     def decode(self, z, y=None, training=False):
         """p(x|z) as a ``tfd.Distribution`` with batch shape z.shape[:-1] and event shape input_shape."""
@@ -405,7 +405,8 @@ class VariationalModel(keras.Model):
             xb = x[start:start + batch_size]
             yb = None if (y is None or not self.conditional) else self.one_hot(y[start:start + batch_size])
             b = int(xb.shape[0])
-            chunk = int(max(1, min(k, max_elements // max(1, b * event))))
+            cost = b * event * getattr(self.likelihood, "memory_factor", 1)
+            chunk = int(max(1, min(k, max_elements // max(1, cost))))
             total = None
             for i, lo in enumerate(range(0, k, chunk)):
                 m = min(chunk, k - lo)
