@@ -211,7 +211,8 @@ class PixelCNNLikelihood(LikelihoodHead):
     def build(self, features_shape):
         super().build(features_shape)
         shape = (None,) + self.event_shape
-        self.network.build(shape, shape[:-1] + (self.cond_channels * self.event_shape[-1],))
+        if not self.network.built:
+            self.network.build(shape, shape[:-1] + (self.cond_channels * self.event_shape[-1],))
 
     def call(self, features):
         return self.raw_params(features, split=False)

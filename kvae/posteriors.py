@@ -76,10 +76,13 @@ class IAFPosterior(keras.layers.Layer):
                                 log_scale="sigmoid", name="iaf_made")
 
     def build(self, input_shape):
-        self.gaussian.build(input_shape)
-        self.context.build(input_shape)
+        if not self.gaussian.built:
+            self.gaussian.build(input_shape)
+        if not self.context.built:
+            self.context.build(input_shape)
         for made in self.mades:
-            made.build((None, self.latent_dim))
+            if not made.built:
+                made.build((None, self.latent_dim))
         self.built = True
 
     def call(self, h):

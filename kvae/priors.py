@@ -60,7 +60,8 @@ class FlowPrior(keras.layers.Layer):
 
     def build(self, input_shape=None):
         for made in self.mades:
-            made.build((None, self.latent_dim))
+            if not made.built:
+                made.build((None, self.latent_dim))
         self.built = True
 
     def bijector(self):

@@ -47,3 +47,22 @@ class TestUserNetworksAndRegularizer(ModelBattery):
         return kvae.VAE(input_shape=self.input_shape, latent_dim=5, encoder_network=enc, decoder_network=dec,
                         decoder=kvae.likelihoods.GaussianLikelihood(self.input_shape, scale="predicted"),
                         regularizers=[kvae.regularizers.LatentL2(0.1)], seed=6)
+
+
+class TestIAFPosteriorMAFPrior(ModelBattery):
+    def make_model(self):
+        return kvae.VAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,),
+                        posterior=kvae.posteriors.IAFPosterior(4, num_steps=2, hidden_units=(16,), context_size=8),
+                        prior=kvae.priors.FlowPrior(4, num_steps=2, hidden_units=(16,)), seed=7)
+
+
+class TestIAFPrior(ModelBattery):
+    def make_model(self):
+        return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,),
+                        prior=kvae.priors.FlowPrior(3, num_steps=2, hidden_units=(8,), kind="iaf"), seed=8)
+
+
+class TestPixelCNNDecoder(ModelBattery):
+    def make_model(self):
+        return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,),
+                        decoder=kvae.likelihoods.PixelCNNLikelihood(self.input_shape, num_layers=2, filters=8), seed=9)

@@ -8,7 +8,7 @@ output d sees hidden units of degree < m(d).  Masks are built in numpy and kept 
 non-trainable weights, so they save with the model and export to ONNX as constants.
 
 An optional context vector (e.g. the encoder's output, for IAF posteriors) is fed to every
-hidden layer through an unmasked Dense layer: it may influence every output.
+hidden layer and to the output through unmasked weights: it may influence every output.
 
 The layer returns ``(shift, log_scale)`` for an affine autoregressive step
 ``y_d = x_d * exp(log_scale_d) + shift_d``, with a bounded log-scale for stability:
@@ -89,6 +89,9 @@ class MADE(keras.layers.Layer):
         self.out_kernel = self.add_weight(shape=(sizes[-1], 2 * self.event_size), initializer="zeros",
                                           name="kernel_out")
         self.out_bias = self.add_weight(shape=(2 * self.event_size,), initializer="zeros", name="bias_out")
+        if self.context_size:  # context reaches every output directly, the first one included
+            self.context_out_kernel = self.add_weight(shape=(self.context_size, 2 * self.event_size),
+                                                      initializer="zeros", name="context_kernel_out")
         self.built = True
 
     def call(self, x, context=None):
@@ -102,7 +105,10 @@ class MADE(keras.layers.Layer):
             if self.context_size:
                 pre = pre + tf.matmul(tf.cast(context, self.compute_dtype), self.context_kernels[i])
             h = self.activation(pre)
-        out = tf.cast(tf.matmul(h, self.out_kernel * self.out_mask) + self.out_bias, tf.float32)
+        out = tf.matmul(h, self.out_kernel * self.out_mask) + self.out_bias
+        if self.context_size:
+            out = out + tf.matmul(tf.cast(context, self.compute_dtype), self.context_out_kernel)
+        out = tf.cast(out, tf.float32)
         out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], [self.event_size, 2]], 0))
         shift, raw = out[..., 0], out[..., 1]
         if self.log_scale_kind == "tanh":

@@ -116,7 +116,8 @@ class VariationalModel(keras.Model):
         y0 = tf.zeros((1,), tf.int32) if self.conditional else None
         q = self.encode(x0, y0)
         self.decode(tf.zeros((1, self.latent_dim)), y0)
-        self.prior.build(None)
+        if not self.prior.built:
+            self.prior.build(None)
         self.prior.distribution()
         for reg in self.regularizer_layers:
             reg.build_for(self)
