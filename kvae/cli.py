@@ -43,8 +43,20 @@ def _parser():
     t.add_argument("--latent-dim", type=int, default=32)
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--decoder", choices=("bernoulli", "gaussian"),
-                   help="likelihood (default: bernoulli for binary data, gaussian otherwise)")
+    t.add_argument("--decoder", choices=("bernoulli", "gaussian", "pixelcnn"),
+                   help="likelihood (default: pixelcnn for vlae; bernoulli for binary data, gaussian otherwise)")
+    t.add_argument("--prior", choices=("normal", "maf", "iaf"),
+                   help="prior p(z): N(0,I) or an autoregressive flow over it (default: maf for vlae, normal otherwise)")
+    t.add_argument("--posterior", choices=("gaussian", "iaf"), help="q(z|x): Gaussian, or Gaussian + IAF steps")
+    t.add_argument("--flow-steps", type=int, help="steps of the flow prior / IAF posterior (vlae: 4)")
+    t.add_argument("--flow-hidden", type=_ints, help="MADE hidden sizes, e.g. 640,640,640")
+    t.add_argument("--pixelcnn-layers", type=int, help="masked conv layers of the PixelCNN decoder (vlae: 6)")
+    t.add_argument("--pixelcnn-kernel", type=int, help="kernel size of the masked convolutions (vlae: 3)")
+    t.add_argument("--pixelcnn-filters", type=int, help="filters per PixelCNN layer (vlae: 12)")
+    t.add_argument("--free-bits", type=float, help="KL floor in nats per latent dimension (vlae: 0.01)")
+    t.add_argument("--optimizer", default="adam", choices=("adam", "adamax"))
+    t.add_argument("--ema", type=float, help="Polyak/EMA weight averaging momentum, e.g. 0.998")
+    t.add_argument("--limit", type=int, help="train on the first N training examples only")
     t.add_argument("--beta", type=float, help="KL weight (default 1, or 4 for beta-vae)")
     t.add_argument("--kl-warmup-steps", type=int, default=0, help="linear KL warm-up from 0 to beta over N steps")
     t.add_argument("--out", required=True, help="run directory to write")
@@ -98,7 +110,11 @@ def _train(args):
     runs.train(model=args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir, network=args.network,
                hidden=tuple(args.hidden), epochs=args.epochs, batch_size=args.batch_size,
                latent_dim=args.latent_dim, lr=args.lr, seed=args.seed, decoder=args.decoder, beta=args.beta,
-               kl_warmup_steps=args.kl_warmup_steps, verbose=2 if args.quiet else "auto")
+               kl_warmup_steps=args.kl_warmup_steps, optimizer=args.optimizer, ema=args.ema, limit=args.limit,
+               verbose=2 if args.quiet else "auto", prior=args.prior, posterior=args.posterior,
+               flow_steps=args.flow_steps, flow_hidden=args.flow_hidden, pixelcnn_layers=args.pixelcnn_layers,
+               pixelcnn_kernel=args.pixelcnn_kernel, pixelcnn_filters=args.pixelcnn_filters,
+               free_bits=args.free_bits)
     print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")
 
 

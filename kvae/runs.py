@@ -24,13 +24,55 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 
 
+def make_parts(latent_dim, input_shape, prior=None, posterior=None, decoder=None, flow_steps=None,
+               flow_hidden=None, pixelcnn_layers=None, pixelcnn_kernel=None, pixelcnn_filters=None):
+    """Prior, posterior and decoder objects from plain options (None keeps a model's default).
+
+    ``prior``: normal | maf | iaf; ``posterior``: gaussian | iaf; ``decoder``: bernoulli | gaussian |
+    pixelcnn.  Flow and PixelCNN sizes apply to whichever part uses them.
+    """
+    from .likelihoods import PixelCNNLikelihood
+    from .posteriors import IAFPosterior
+    from .priors import FlowPrior
+
+    parts = {}
+    flow = {k: v for k, v in (("num_steps", flow_steps), ("hidden_units", flow_hidden)) if v is not None}
+    if prior in ("maf", "iaf"):
+        parts["prior"] = FlowPrior(latent_dim, kind=prior, name="prior", **flow)
+    elif prior is not None:
+        parts["prior"] = prior
+    if posterior == "iaf":
+        parts["posterior"] = IAFPosterior(latent_dim, name="posterior", **flow)
+    elif posterior is not None:
+        parts["posterior"] = posterior
+    if decoder == "pixelcnn":
+        pix = {k: v for k, v in (("num_layers", pixelcnn_layers), ("kernel_size", pixelcnn_kernel),
+                                 ("filters", pixelcnn_filters)) if v is not None}
+        parts["decoder"] = PixelCNNLikelihood(input_shape, name="likelihood", **pix)
+    elif decoder is not None:
+        parts["decoder"] = decoder
+    return parts
+
+
 def build_model(name, input_shape, num_classes=None, latent_dim=32, network="mlp", hidden=(500, 500),
-                decoder="bernoulli", beta=None, kl_warmup_steps=0, seed=0, **extra):
+                decoder=None, beta=None, kl_warmup_steps=0, seed=0, prior=None, posterior=None, free_bits=None,
+                flow_steps=None, flow_hidden=None, pixelcnn_layers=None, pixelcnn_kernel=None, pixelcnn_filters=None,
+                **extra):
     """Instantiate a registered model from plain options (what the CLI passes)."""
     cls = registry.get(name)
-    kwargs = dict(input_shape=input_shape, latent_dim=latent_dim, network=network, hidden=hidden,
-                  decoder=decoder, seed=seed, **extra)
-    if getattr(cls, "needs_labels", False) or name == "cvae":
+    kwargs = dict(input_shape=input_shape, latent_dim=latent_dim, network=network, hidden=hidden, seed=seed, **extra)
+    if name == "vlae":  # VLAE builds its own flow prior and PixelCNN from these sizes
+        sizes = dict(flow_steps=flow_steps, flow_hidden=flow_hidden, pixelcnn_layers=pixelcnn_layers,
+                     pixelcnn_kernel=pixelcnn_kernel, pixelcnn_filters=pixelcnn_filters)
+        kwargs.update({k: v for k, v in sizes.items() if v is not None})
+        kwargs.update(make_parts(latent_dim, input_shape, None if prior == "maf" else prior, posterior,
+                                 None if decoder == "pixelcnn" else decoder, flow_steps, flow_hidden))
+    else:
+        kwargs.update(make_parts(latent_dim, input_shape, prior, posterior, decoder or "bernoulli", flow_steps,
+                                 flow_hidden, pixelcnn_layers, pixelcnn_kernel, pixelcnn_filters))
+    if free_bits is not None:
+        kwargs["free_bits"] = free_bits
+    if name == "cvae":
         if num_classes is None:
             raise ConfigError(f"model {name!r} needs a labelled data set (digits, mnist, fashion_mnist)")
         kwargs["num_classes"] = num_classes
@@ -40,6 +82,17 @@ def build_model(name, input_shape, num_classes=None, latent_dim=32, network="mlp
         beta = LinearWarmup(target=beta, warmup_steps=kl_warmup_steps)
     kwargs["beta"] = beta
     return cls(**kwargs)
+
+
+def make_optimizer(name="adam", lr=1e-3, ema=None):
+    """Adam or Adamax; ``ema`` (e.g. 0.998) keeps an exponential moving average of the weights
+    (Polyak averaging) that replaces them at the end of ``fit``."""
+    classes = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}
+    if name not in classes:
+        raise ConfigError(f"unknown optimizer {name!r}; choose one of {sorted(classes)}")
+    if ema is not None and not 0 < ema < 1:
+        raise ConfigError(f"--ema must be in (0, 1), got {ema}")
+    return classes[name](lr, use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99)
 
 
 def atomic_save(model, path):
@@ -77,7 +130,7 @@ def write_figures(model, run_dir, split, n=64, seed=0):
 
 def train(model="vae", dataset="digits", out=None, data_dir=None, network="mlp", hidden=(500, 500), epochs=10,
           batch_size=100, latent_dim=32, lr=1e-3, seed=0, decoder=None, beta=None, kl_warmup_steps=0,
-          verbose="auto", callbacks=(), **model_options):
+          optimizer="adam", ema=None, verbose="auto", callbacks=(), limit=None, **model_options):
     """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history)."""
     if out is None:
         raise ConfigError("a run directory is required (--out RUN_DIR)")
@@ -86,16 +139,21 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, network="mlp",
     keras.utils.set_random_seed(seed)
     train_split = kdata.load(dataset, "train", data_dir)
     valid_split = kdata.load(dataset, "valid", data_dir)
-    decoder = decoder or ("bernoulli" if train_split.binary else "gaussian")
+    if limit is not None:  # a quick run on the first examples only
+        train_split.x = train_split.x[:limit]
+        train_split.y = None if train_split.y is None else train_split.y[:limit]
+    if decoder is None and model != "vlae":
+        decoder = "bernoulli" if train_split.binary else "gaussian"
     mdl = build_model(model, train_split.input_shape, train_split.num_classes, latent_dim, network, hidden,
                       decoder, beta, kl_warmup_steps, seed, **model_options)
     labels = mdl.conditional
-    mdl.compile(optimizer=keras.optimizers.Adam(lr))
+    mdl.compile(optimizer=make_optimizer(optimizer, lr, ema))
     os.makedirs(out, exist_ok=True)
     run_config = {
         "model": model, "dataset": dataset, "network": network, "hidden": list(hidden), "epochs": epochs,
         "batch_size": batch_size, "latent_dim": latent_dim, "lr": lr, "seed": seed, "decoder": decoder,
-        "beta": beta, "kl_warmup_steps": kl_warmup_steps, "model_options": model_options,
+        "beta": beta, "kl_warmup_steps": kl_warmup_steps, "optimizer": optimizer, "ema": ema, "limit": limit,
+        "model_options": model_options,
         "model_class": type(mdl).__name__, "model_config": mdl.get_config(),
     }
     _write_json(run_config, os.path.join(out, CONFIG_FILE))

@@ -62,13 +62,14 @@ class VariationalModel(keras.Model):
       num_classes: if set, the model is conditional on a label with this many classes.
       beta: KL weight, a number or a schedule of the optimizer step (``kvae.schedules``).
       analytic_kl: use the closed-form KL when TFP has one (else Monte Carlo).
+      free_bits: KL floor lambda in nats per latent dimension (Kingma et al. 2016), 0 for none.
       regularizers: list of ``kvae.regularizers.Regularizer`` layers added to the loss.
       seed: base seed of the training noise (a random one is drawn and stored if None).
     """
 
     def __init__(self, input_shape, latent_dim=32, network="mlp", hidden=(500, 500), decoder="bernoulli",
                  posterior="gaussian", prior="normal", encoder_network=None, decoder_network=None,
-                 num_classes=None, beta=1.0, analytic_kl=True, regularizers=(), seed=None, **kwargs):
+                 num_classes=None, beta=1.0, analytic_kl=True, free_bits=0.0, regularizers=(), seed=None, **kwargs):
         super().__init__(**kwargs)
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
@@ -78,13 +79,14 @@ class VariationalModel(keras.Model):
             hidden=[int(h) for h in hidden], decoder=decoder, posterior=posterior, prior=prior,
             encoder_network=encoder_network, decoder_network=decoder_network,
             num_classes=None if num_classes is None else int(num_classes), beta=beta,
-            analytic_kl=bool(analytic_kl), regularizers=regularizers, seed=int(seed),
+            analytic_kl=bool(analytic_kl), free_bits=float(free_bits), regularizers=regularizers, seed=int(seed),
         )
         self.data_shape = tuple(int(d) for d in input_shape)
         self.latent_dim = int(latent_dim)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.beta = beta
         self.analytic_kl = bool(analytic_kl)
+        self.free_bits = float(free_bits)
         self.seed = int(seed)
         if self.latent_dim <= 0:
             raise ConfigError(f"latent_dim must be positive, got {latent_dim}")
@@ -236,8 +238,23 @@ class VariationalModel(keras.Model):
         }
 
     def kl_penalty(self, terms):
-        """The KL term of the training loss ([B]); models with free bits override this."""
-        return terms["kl"]
+        r"""The KL term of the training loss, per example ([B]).
+
+        With free bits lambda (Kingma et al. 2016) the batch objective is
+        sum_d max(lambda, E_batch KL_d) when q and p factorise, else max(lambda * D, E_batch KL):
+        dimensions whose batch-mean KL is under the floor cost lambda and get no gradient.
+        (Under tf.distribute the floor is applied to each replica's part of the batch.)
+        """
+        if self.free_bits <= 0:
+            return terms["kl"]
+        lam = tf.constant(self.free_bits, tf.float32)
+        per_dim = terms["kl_per_dim"]
+        if per_dim is not None:
+            above = tf.reduce_mean(per_dim, axis=0, keepdims=True) >= lam
+            return tf.reduce_sum(tf.where(above, per_dim, lam), axis=-1)
+        kl = terms["kl"]
+        floor = lam * self.latent_dim
+        return tf.where(tf.reduce_mean(kl) >= floor, kl, floor * tf.ones_like(kl))
 
     def per_example_loss(self, terms, beta):
         """-log p(x|z) + beta * KL + regularisers, one value per example, plus the regulariser values."""
