@@ -66,3 +66,16 @@ class TestPixelCNNDecoder(ModelBattery):
     def make_model(self):
         return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,),
                         decoder=kvae.likelihoods.PixelCNNLikelihood(self.input_shape, num_layers=2, filters=8), seed=9)
+
+
+class TestVLAE(ModelBattery):
+    def make_model(self):
+        return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flow_steps=2, flow_hidden=(8,),
+                         pixelcnn_layers=2, pixelcnn_filters=4, seed=10)
+
+
+class TestVLAEWithIAFPosterior(ModelBattery):
+    def make_model(self):
+        return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flow_steps=1, flow_hidden=(8,),
+                         posterior=kvae.posteriors.IAFPosterior(3, num_steps=1, hidden_units=(8,), context_size=4),
+                         pixelcnn_layers=2, pixelcnn_filters=4, seed=11)
