@@ -5,6 +5,8 @@ Contract (shared by every posterior):
 * ``layer(h)`` returns the posterior *parameters* as a tuple of tensors (exportable);
 * ``layer.distribution(params)`` returns a reparameterised ``tfd.Distribution`` with
   event shape ``[latent_dim]``;
+* ``layer.reparameterize(q, eps)`` (optional) maps standard-normal noise [B, latent_dim] to a
+  sample of q, so the noise can be given explicitly (distributed training, exported endpoints);
 * ``layer.factorized`` tells whether ``distribution(params).distribution`` is a batch of
   univariate distributions (one per latent dimension), which enables KL per dimension
   and free bits.
@@ -44,6 +46,11 @@ class GaussianPosterior(keras.layers.Layer):
     def distribution(self, params):
         loc, scale = params
         return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
+
+    def reparameterize(self, q, eps):
+        """z = mu + sigma * eps for standard-normal noise eps of shape [B, latent_dim]."""
+        normal = q.distribution
+        return normal.loc + normal.scale * eps
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "min_scale": self.min_scale}
@@ -95,6 +102,11 @@ class IAFPosterior(keras.layers.Layer):
         loc, scale, context = params
         base = tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
         return tfd.TransformedDistribution(base, inverse_autoregressive_flow(self.mades, context))
+
+    def reparameterize(self, q, eps):
+        """z_T = IAF(mu + sigma * eps); q.log_prob(z_T) then reads the flow's log-det from TFP's cache."""
+        normal = q.distribution.distribution
+        return q.bijector.forward(normal.loc + normal.scale * eps)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "num_steps": self.num_steps,

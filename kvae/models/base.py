@@ -224,11 +224,12 @@ class VariationalModel(keras.Model):
 
         Keys: ``x``, ``y``, ``q``, ``z`` (one reparameterised sample), ``px``,
         ``log_px_z`` (log p(x|z), [B]), ``kl`` ([B]), and ``kl_per_dim`` ([B, D] or None).
-        Regularisers receive this dict.
+        Regularisers receive this dict.  The draw of z uses :meth:`standard_noise`, so it is a
+        function of the seed and of each example's position in the *global* batch.
         """
         x = tf.cast(x, tf.float32)
         q = self.encode(x, y, training=training)
-        z = q.sample(seed=seed)
+        z = self.sample_posterior(q, seed)
         px = self.decode(z, y, training=training)
         return {
             "x": x, "y": y, "q": q, "z": z, "px": px,
@@ -236,6 +237,28 @@ class VariationalModel(keras.Model):
             "kl": self.kl_divergence(q, z),
             "kl_per_dim": self.kl_per_dimension(q),
         }
+
+    def standard_noise(self, batch_size, seed):
+        """N(0, I) noise [batch_size, latent_dim] for this replica's share of the global batch.
+
+        Every replica draws the noise of the whole global batch from the same seed and keeps its
+        own slice, so an example gets the same noise on 1 or N replicas (the update is the same)
+        and no two replicas (no two examples) share noise.
+        """
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        if replicas == 1:
+            return tf.random.stateless_normal([batch_size, self.latent_dim], seed)
+        eps = tf.random.stateless_normal([batch_size * replicas, self.latent_dim], seed)
+        start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * batch_size
+        return eps[start:start + batch_size]
+
+    def sample_posterior(self, q, seed):
+        """One reparameterised z ~ q(z|x) per example; through :meth:`standard_noise` when the
+        posterior layer can map noise to samples (``reparameterize``), else ``q.sample``."""
+        if seed is None or not hasattr(self.posterior, "reparameterize"):
+            return q.sample(seed=seed)
+        return self.posterior.reparameterize(q, self.standard_noise(q.batch_shape_tensor()[0], seed))
 
     def kl_penalty(self, terms):
         r"""The KL term of the training loss, per example ([B]).
@@ -273,13 +296,11 @@ class VariationalModel(keras.Model):
 
     # ------------------------------------------------------------------ training
     def noise_seed(self):
-        """A stateless seed for this step: base seed, folded with the optimizer step and the replica id,
-        so noise never repeats across steps or replicas and resumes with the optimizer state."""
+        """A stateless seed for this step: the base seed folded with the optimizer step, so noise
+        never repeats across steps and resumes with the optimizer state (replicas then take their
+        own slice of the global batch's noise, see :meth:`standard_noise`)."""
         step = self.optimizer.iterations if self.optimizer is not None else tf.constant(0, tf.int64)
         seed = tf.random.experimental.stateless_fold_in(tf.constant([self.seed, 0], tf.int64), step)
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None:
-            seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
         return tf.cast(seed, tf.int32)
 
     def _unpack(self, data):

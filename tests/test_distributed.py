@@ -1,0 +1,81 @@
+"""tf.distribute: N replicas apply the same update as one device on the same global batch.
+
+Runs in a subprocess because logical CPU devices must be configured before TensorFlow starts.
+SGD (not Adam) makes the check sensitive to loss scaling: Adam's first step is invariant to a
+constant factor on the gradient, SGD's is not.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np, kvae
+
+    def make(kind):
+        if kind == "vae":
+            m = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=3)
+        else:  # flow prior + IAF posterior: Monte-Carlo KL, bijector caches, two flows
+            m = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=3,
+                         posterior=kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4),
+                         prior=kvae.priors.FlowPrior(4, num_steps=1, hidden_units=(8,)))
+        m.compile(optimizer=keras.optimizers.SGD(0.05))
+        return m
+
+    x = (np.random.RandomState(0).uniform(size=(32, 8, 8, 1)) > 0.5).astype("float32")
+    out = {}
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one per process: collective keys
+    for kind in sys.argv[1:]:
+        keras.utils.set_random_seed(0)
+        ref = make(kind)
+        w0 = [w.copy() for w in ref.get_weights()]
+        h1 = ref.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0).history
+        with strategy.scope():
+            m = make(kind)
+            m.set_weights(w0)
+        h2 = m.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0).history
+        out[kind] = {
+            "replicas": strategy.num_replicas_in_sync,
+            "max_weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(ref.get_weights(), m.get_weights())),
+            "max_update": max(float(np.abs(a - b).max()) for a, b in zip(ref.get_weights(), w0)),
+            "metrics_1": {k: v[-1] for k, v in h1.items()}, "metrics_2": {k: v[-1] for k, v in h2.items()},
+        }
+    print("RESULT " + json.dumps(out))
+''')
+
+
+def _run(*kinds):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, *kinds], capture_output=True, text=True, env=env,
+                          timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def results():
+    return _run("vae", "flows")
+
+
+@pytest.mark.parametrize("kind", ["vae", "flows"])
+def test_two_replicas_apply_the_single_device_update(results, kind):
+    r = results[kind]
+    assert r["replicas"] == 2
+    assert r["max_update"] > 1e-3  # the step did something
+    assert r["max_weight_diff"] < 1e-5, r
+
+
+@pytest.mark.parametrize("kind", ["vae", "flows"])
+def test_metrics_are_aggregated_across_replicas(results, kind):
+    m1, m2 = results[kind]["metrics_1"], results[kind]["metrics_2"]
+    assert set(m1) == set(m2)
+    for key in m1:
+        assert abs(m1[key] - m2[key]) < 1e-3 * max(1.0, abs(m1[key])), (key, m1[key], m2[key])
