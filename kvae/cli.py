@@ -57,6 +57,13 @@ def _parser():
     t.add_argument("--optimizer", default="adam", choices=("adam", "adamax"))
     t.add_argument("--ema", type=float, help="Polyak/EMA weight averaging momentum, e.g. 0.998")
     t.add_argument("--limit", type=int, help="train on the first N training examples only")
+    t.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
+                   help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch")
+    t.add_argument("--jit-compile", action="store_true", help="compile train/test steps with XLA")
+    t.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                   help="compute dtype of the networks (log-probabilities and KL stay float32)")
+    t.add_argument("--checkpoint-every", type=int, default=100,
+                   help="steps between checkpoints in RUN_DIR/backup; rerun the same command to resume")
     t.add_argument("--beta", type=float, help="KL weight (default 1, or 4 for beta-vae)")
     t.add_argument("--kl-warmup-steps", type=int, default=0, help="linear KL warm-up from 0 to beta over N steps")
     t.add_argument("--out", required=True, help="run directory to write")
@@ -114,7 +121,8 @@ def _train(args):
                verbose=2 if args.quiet else "auto", prior=args.prior, posterior=args.posterior,
                flow_steps=args.flow_steps, flow_hidden=args.flow_hidden, pixelcnn_layers=args.pixelcnn_layers,
                pixelcnn_kernel=args.pixelcnn_kernel, pixelcnn_filters=args.pixelcnn_filters,
-               free_bits=args.free_bits)
+               free_bits=args.free_bits, strategy=args.strategy, jit_compile=args.jit_compile,
+               precision=args.precision, checkpoint_every=args.checkpoint_every)
     print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")
 
 

@@ -17,6 +17,7 @@ from . import data as kdata
 from . import evaluation, plotting
 from .errors import ConfigError, RunError
 from .models import registry
+from .callbacks import SafeBackupAndRestore
 from .schedules import LinearWarmup
 
 MODEL_FILE = "model.keras"
@@ -128,51 +129,115 @@ def write_figures(model, run_dir, split, n=64, seed=0):
     return paths
 
 
+STRATEGIES = ("default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def make_strategy(name="default"):
+    """A ``tf.distribute`` strategy: the default one, MirroredStrategy over the local devices, or
+    MultiWorkerMirroredStrategy configured by the ``TF_CONFIG`` environment variable."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("--strategy multiworker needs the TF_CONFIG environment variable (see docs/distributed.md)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
+
+
 def train(model="vae", dataset="digits", out=None, data_dir=None, network="mlp", hidden=(500, 500), epochs=10,
           batch_size=100, latent_dim=32, lr=1e-3, seed=0, decoder=None, beta=None, kl_warmup_steps=0,
-          optimizer="adam", ema=None, verbose="auto", callbacks=(), limit=None, **model_options):
-    """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history)."""
+          optimizer="adam", ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
+          jit_compile=False, precision="float32", checkpoint_every=100, **model_options):
+    """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history).
+
+    ``strategy``: default | mirrored | multiworker (``batch_size`` is the global batch).
+    ``precision``: float32 | mixed_float16 | mixed_bfloat16 (networks only; log-probabilities and
+    KL stay float32).  A checkpoint is written every ``checkpoint_every`` steps to ``out/backup``;
+    rerunning the same command resumes from it.
+    """
     if out is None:
         raise ConfigError("a run directory is required (--out RUN_DIR)")
     if epochs < 1 or batch_size < 1 or latent_dim < 1:
         raise ConfigError("epochs, batch size and latent dimension must be positive")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    dist = make_strategy(strategy)  # first: multi-worker collectives must be set up before other TF work
     keras.utils.set_random_seed(seed)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        return _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, latent_dim, lr, seed,
+                      decoder, beta, kl_warmup_steps, optimizer, ema, verbose, callbacks, limit, dist,
+                      jit_compile, precision, checkpoint_every, model_options)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, latent_dim, lr, seed, decoder, beta,
+           kl_warmup_steps, optimizer, ema, verbose, callbacks, limit, dist, jit_compile, precision,
+           checkpoint_every, model_options):
+    strategy = type(dist).__name__
+    chief = _is_chief(dist)
     train_split = kdata.load(dataset, "train", data_dir)
     valid_split = kdata.load(dataset, "valid", data_dir)
     if limit is not None:  # a quick run on the first examples only
         train_split.x = train_split.x[:limit]
         train_split.y = None if train_split.y is None else train_split.y[:limit]
+    for split in (train_split, valid_split):
+        support = "binary" if split.binary and not split.dynamic else None  # dynamic data holds intensities
+        kdata.validate(split.x, None, support, name=f"{dataset}/{split.split}")
     if decoder is None and model != "vlae":
         decoder = "bernoulli" if train_split.binary else "gaussian"
-    mdl = build_model(model, train_split.input_shape, train_split.num_classes, latent_dim, network, hidden,
-                      decoder, beta, kl_warmup_steps, seed, **model_options)
+    with dist.scope():
+        mdl = build_model(model, train_split.input_shape, train_split.num_classes, latent_dim, network, hidden,
+                          decoder, beta, kl_warmup_steps, seed, **model_options)
+        mdl.compile(optimizer=make_optimizer(optimizer, lr, ema), jit_compile=jit_compile)
     labels = mdl.conditional
-    mdl.compile(optimizer=make_optimizer(optimizer, lr, ema))
+    if not chief:  # non-chief workers write to a scratch directory (Keras' multi-worker convention)
+        out = os.path.join(out, f".worker_{dist.cluster_resolver.task_id}")
     os.makedirs(out, exist_ok=True)
     run_config = {
         "model": model, "dataset": dataset, "network": network, "hidden": list(hidden), "epochs": epochs,
         "batch_size": batch_size, "latent_dim": latent_dim, "lr": lr, "seed": seed, "decoder": decoder,
         "beta": beta, "kl_warmup_steps": kl_warmup_steps, "optimizer": optimizer, "ema": ema, "limit": limit,
+        "strategy": strategy, "replicas": dist.num_replicas_in_sync, "jit_compile": jit_compile,
+        "precision": precision, "checkpoint_every": checkpoint_every,
         "model_options": model_options,
         "model_class": type(mdl).__name__, "model_config": mdl.get_config(),
     }
     _write_json(run_config, os.path.join(out, CONFIG_FILE))
     train_ds = train_split.dataset(batch_size, shuffle=True, labels=labels, seed=seed)
     valid_ds = valid_split.dataset(batch_size, shuffle=False, labels=labels)
-    cbs = [keras.callbacks.TerminateOnNaN(), keras.callbacks.TensorBoard(os.path.join(out, "logs")), *callbacks]
+    backup = SafeBackupAndRestore(os.path.join(out, "backup"), save_freq=checkpoint_every)
+    cbs = [backup, keras.callbacks.TensorBoard(os.path.join(out, "logs")), *callbacks]
     start = time.time()
     history = mdl.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=cbs, verbose=verbose)
     seconds = time.time() - start
-    hist = {key: [float(v) for v in values] for key, values in history.history.items()}
-    losses = hist.get("loss", [])
-    if losses and not all(math.isfinite(v) for v in losses):
+    if backup.diverged is not None:
         raise RunError(
-            f"training diverged: the loss became NaN/inf in epoch {len(losses)}; "
-            f"{os.path.join(out, MODEL_FILE)} was not overwritten (lower --lr or check the data)")
+            f"training diverged: the loss became {backup.diverged['loss']} at step {backup.diverged['step']}; "
+            f"the last good checkpoint is kept in {backup.backup_dir} and {os.path.join(out, MODEL_FILE)} was "
+            "not written (lower --lr or check the data)")
+    hist = {key: [float(v) for v in values] for key, values in history.history.items()}
+    hist["resumed_from_step"] = backup.resumed_step
     hist["seconds"] = seconds
     _write_json(hist, os.path.join(out, HISTORY_FILE))
     atomic_save(mdl, os.path.join(out, MODEL_FILE))
-    write_figures(mdl, out, valid_split, seed=seed)
+    if chief:
+        write_figures(mdl, out, valid_split, seed=seed)
     return mdl, history
 
 

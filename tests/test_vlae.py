@@ -43,7 +43,8 @@ def test_log_likelihood_with_k_4096_fits_in_memory():
     x = (np.random.RandomState(0).uniform(size=(3, 8, 8, 1)) > 0.5).astype("float32")
     ll = model.log_likelihood(x, k=4096, max_elements=2**20)
     assert ll.shape == (3,) and np.all(np.isfinite(ll))
-    assert np.all(ll.numpy() >= model.elbo(x, seed=1).numpy() - 5.0)
+    elbo = np.mean([model.elbo(x, seed=s).numpy() for s in range(64)], axis=0)  # E_q[log w]
+    assert np.all(ll.numpy() >= elbo - 0.5), (ll, elbo)  # log E[w] >= E[log w]
 
 
 def test_vlae_from_the_cli(tmp_path):

@@ -291,7 +291,7 @@ class VariationalModel(keras.Model):
 
     def elbo(self, x, y=None, seed=None):
         """ELBO per example (one sample of z, closed-form KL where available), in nats."""
-        terms = self.compute_terms(x, y, seed=seed)
+        terms = self.compute_terms(x, y, seed=self._seed(seed))
         return terms["log_px_z"] - terms["kl"]
 
     # ------------------------------------------------------------------ training

@@ -1,0 +1,86 @@
+"""A run that dies keeps its work: kill and resume, divergence, bad data and corrupt files."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+
+from kvae import cli
+
+TRAIN = [sys.executable, "-m", "kvae.cli", "train", "--model", "vae", "--dataset", "digits", "--hidden", "64",
+         "--latent-dim", "4", "--quiet"]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+
+
+def _weights(path):
+    return keras.models.load_model(path).get_weights()
+
+
+def test_sigkill_then_rerun_resumes_from_the_checkpoint_and_never_truncates_the_model(tmp_path):
+    run = str(tmp_path / "run")
+    model_path = os.path.join(run, "model.keras")
+    assert cli.main(TRAIN[3:] + ["--epochs", "1", "--out", run]) == 0  # an earlier, good model file
+    earlier = open(model_path, "rb").read()
+    cmd = TRAIN + ["--epochs", "60", "--checkpoint-every", "5", "--out", run]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV)
+    metadata = os.path.join(run, "backup", "training_metadata.json")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(metadata) and json.load(open(metadata)).get("epoch", 0) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert open(model_path, "rb").read() == earlier  # the earlier model file is intact
+    _weights(model_path)
+    second = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    line = [l for l in second.stdout.splitlines() if l.startswith("resumed from the checkpoint")]
+    assert line, second.stdout[-2000:]
+    step = int(line[0].rsplit(" ", 1)[1])
+    assert step >= 2 * 13 and step % 5 == 0  # at least two epochs of 13 steps were kept
+    history = json.load(open(os.path.join(run, "history.json")))
+    assert history["resumed_from_step"] == step
+    assert len(history["loss"]) < 60  # epochs done before the kill were not redone
+    _weights(model_path)
+    assert not os.path.exists(os.path.join(run, "backup"))  # a finished run cleans its checkpoint
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert cli.main(TRAIN[3:] + ["--epochs", "1", "--out", run]) == 0
+    model_path = os.path.join(run, "model.keras")
+    earlier = open(model_path, "rb").read()
+    code = cli.main(TRAIN[3:] + ["--epochs", "5", "--lr", "1e30", "--checkpoint-every", "1", "--out", run])
+    err = capsys.readouterr().err
+    assert code == 1 and "diverged" in err and "last good checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert open(model_path, "rb").read() == earlier
+    backup = os.path.join(run, "backup")
+    assert os.path.isdir(backup)
+    model = keras.models.load_model(model_path)
+    model.load_weights(os.path.join(backup, "latest.weights.h5"))  # the kept checkpoint loads and is finite
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def test_bad_data_file_is_rejected_before_training(tmp_path, capsys):
+    np.savez(tmp_path / "binarized_mnist.npz", train=np.full((10, 784), 7, np.uint8),
+             valid=np.zeros((5, 784), np.uint8))
+    code = cli.main(["train", "--dataset", "binarized_mnist", "--data-dir", str(tmp_path), "--epochs", "1",
+                     "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "outside [0, 1]" in err and "binarized_mnist/train" in err
+
+
+def test_corrupt_checkpoint_is_named(tmp_path, capsys):
+    run = tmp_path / "run"
+    backup = run / "backup"
+    backup.mkdir(parents=True)
+    (backup / "latest.weights.h5").write_bytes(b"not an h5 file")
+    code = cli.main(TRAIN[3:] + ["--epochs", "1", "--out", str(run)])
+    err = capsys.readouterr().err
+    assert code == 1 and str(backup) in err and "corrupt" in err
