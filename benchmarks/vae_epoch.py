@@ -39,14 +39,18 @@ def _baseline_model(input_shape, latent_dim, hidden):
         def metrics(self):
             return [self.tracker]
 
+        def call(self, x):
+            return self.dec(tf.split(self.enc(x), 2, axis=-1)[0])
+
         def train_step(self, x):
-            x = tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
+            x = tf.cast(x, tf.float32)
+            flat = tf.reshape(x, [tf.shape(x)[0], -1])
             with tf.GradientTape() as tape:
                 mu, raw = tf.split(self.enc(x), 2, axis=-1)
                 sigma = tf.nn.softplus(raw) + 1e-4
                 z = mu + sigma * keras.random.normal(tf.shape(mu), seed=self.seed_gen)
                 logits = self.dec(z)
-                rec = -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), -1)
+                rec = -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=flat, logits=logits), -1)
                 kl = tf.reduce_sum(0.5 * (mu**2 + sigma**2 - 1.0) - tf.math.log(sigma), -1)
                 loss = tf.reduce_mean(kl - rec)
             grads = tape.gradient(loss, self.trainable_variables)
