@@ -12,6 +12,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from . import data as kdata
 from . import evaluation, plotting
@@ -189,7 +190,8 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, network="mlp",
 def _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, latent_dim, lr, seed, decoder, beta,
            kl_warmup_steps, optimizer, ema, verbose, callbacks, limit, dist, jit_compile, precision,
            checkpoint_every, model_options):
-    strategy = type(dist).__name__
+    strategy = {tf.distribute.MirroredStrategy: "mirrored",
+                tf.distribute.MultiWorkerMirroredStrategy: "multiworker"}.get(type(dist), "default")
     chief = _is_chief(dist)
     train_split = kdata.load(dataset, "train", data_dir)
     valid_split = kdata.load(dataset, "valid", data_dir)

@@ -324,7 +324,14 @@ class VariationalModel(keras.Model):
         self.beta_tracker.update_state(beta)
         for tracker, value in zip(self.reg_trackers, reg_values):
             tracker.update_state(value)
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        strategy = tf.distribute.get_strategy()
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            # Keras 3 reduces multi-worker step outputs with MEAN over axis 0, which fails on scalars
+            # (tensorflow/tensorflow#72388); shape [1] reduces to the same scalar.
+            results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+        return results
 
     def train_step(self, data):
         x, y, sample_weight = self._unpack(data)
