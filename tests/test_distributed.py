@@ -79,3 +79,53 @@ def test_metrics_are_aggregated_across_replicas(results, kind):
     assert set(m1) == set(m2)
     for key in m1:
         assert abs(m1[key] - m2[key]) < 1e-3 * max(1.0, abs(m1[key])), (key, m1[key], m2[key])
+
+
+def test_mixed_precision_keeps_probabilities_in_float32_and_trains():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import kvae
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=0,
+                         posterior=kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4))
+        assert model.encoder_network.layers[-1].compute_dtype == "bfloat16"
+        model.compile(optimizer="adam")
+        x = (np.random.RandomState(0).uniform(size=(32, 8, 8, 1)) > 0.5).astype("float32")
+        history = model.fit(x, batch_size=16, epochs=2, verbose=0).history
+        terms = model.compute_terms(x, seed=tf.constant([1, 2]))
+        assert terms["log_px_z"].dtype == tf.float32 and terms["kl"].dtype == tf.float32
+        assert np.all(np.isfinite(history["loss"])) and history["loss"][-1] < history["loss"][0]
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def test_xla_compiled_steps_match_the_uncompiled_ones():
+    """Same weights and the same noise give the same update with and without XLA.  (XLA's random
+    kernels draw another stream, so the noise is fixed here by a deterministic function.)"""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import kvae
+
+    def fixed_noise(batch_size, seed):
+        grid = tf.cast(tf.range(batch_size)[:, None] * 4 + tf.range(4)[None, :], tf.float32)
+        return tf.sin(grid * 1.7) + tf.cast(seed[0] % 7, tf.float32) * 0.01
+
+    x = (np.random.RandomState(0).uniform(size=(32, 8, 8, 1)) > 0.5).astype("float32")
+    results = []
+    for jit in (False, True):
+        model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=0)
+        model.standard_noise = fixed_noise
+        if results:
+            model.set_weights(results[0][1])
+        weights = [w.copy() for w in model.get_weights()]
+        model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=jit)
+        model.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        results.append((model.get_weights(), weights))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(results[0][0], results[1][0])) < 1e-4

@@ -247,6 +247,7 @@ class VariationalModel(keras.Model):
         """
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        # (XLA's random kernels give another stream: runs are reproducible within a jit mode, not across.)
         if replicas == 1:
             return tf.random.stateless_normal([batch_size, self.latent_dim], seed)
         eps = tf.random.stateless_normal([batch_size * replicas, self.latent_dim], seed)
