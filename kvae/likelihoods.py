@@ -5,7 +5,9 @@ Contract (shared by every likelihood):
 * ``layer(features)`` returns the distribution *parameters* as a tuple of float32 tensors;
 * ``layer.distribution(params)`` returns a ``tfd.Distribution`` whose event shape is the
   data shape (``tfd.Independent`` over pixels), so ``log_prob(x)`` is one number per example;
-* ``layer.support`` is ``"binary"`` or ``"real"`` and drives input validation.
+* ``layer.support`` is ``"binary"`` or ``"real"`` and drives input validation;
+* ``layer.images(params, uniform)`` is what a sampler shows: E[x|z] for factorised likelihoods,
+  an ancestral draw driven by the uniform noise for autoregressive ones (``needs_uniform``).
 
 The head is a Dense layer applied on the last axis when the decoder features already have the
 data's spatial shape (a 1x1 convolution), otherwise Flatten + Dense + Reshape.  Parameters are
@@ -25,6 +27,15 @@ class LikelihoodHead(keras.layers.Layer):
 
     num_params = 1
     support = "real"
+    needs_uniform = False
+
+    def images(self, params, uniform=None):
+        """E[x|z] from the parameters (deterministic)."""
+        return self.distribution(params).mean()
+
+    def named_params(self, params):
+        """The parameters an exported ``decode`` returns, by name."""
+        return dict(zip(self.param_names, params))
 
     def __init__(self, event_shape, **kwargs):
         super().__init__(**kwargs)
@@ -62,16 +73,30 @@ class LikelihoodHead(keras.layers.Layer):
         return {**super().get_config(), "event_shape": list(self.event_shape)}
 
 
+class _LogitBernoulli(tfd.Bernoulli):
+    """``tfd.Bernoulli`` whose log-probability is -sigmoid_cross_entropy(x, logits): the same numbers
+    on {0, 1}, built from ops that convert to ONNX (TFP's uses MulNoNan, which does not)."""
+
+    def _log_prob(self, x):
+        logits = self._logits_parameter_no_checks()
+        x = tf.cast(x, logits.dtype)  # broadcasts against the logits, unlike sigmoid_cross_entropy_with_logits
+        return logits * x - tf.nn.relu(logits) - tf.nn.softplus(-tf.abs(logits))  # log1p has no ONNX op
+
+
 @keras.saving.register_keras_serializable(package="kvae")
 class BernoulliLikelihood(LikelihoodHead):
     """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logit_i(z))), for binary images."""
 
     support = "binary"
+    param_names = ("logits",)
+
+    def named_params(self, params):
+        return {"probs": tf.sigmoid(params[0]), "logits": params[0]}
 
     def distribution(self, params):
         (logits,) = params
         return tfd.Independent(
-            tfd.Bernoulli(logits=logits, dtype=tf.float32),
+            _LogitBernoulli(logits=logits, dtype=tf.float32),
             reinterpreted_batch_ndims=len(self.event_shape),
         )
 
@@ -83,6 +108,8 @@ class GaussianLikelihood(LikelihoodHead):
     ``scale`` is a positive float (fixed sigma), ``"learned"`` (one trainable sigma per data
     dimension, shared by all examples) or ``"predicted"`` (sigma_i(z) output by the decoder).
     """
+
+    param_names = ("loc", "scale")
 
     def __init__(self, event_shape, scale="learned", min_scale=1e-3, **kwargs):
         if not (scale in ("learned", "predicted") or (isinstance(scale, (int, float)) and scale > 0)):
@@ -189,6 +216,7 @@ class PixelCNNLikelihood(LikelihoodHead):
     """
 
     support = "binary"
+    param_names = ("conditioning",)
 
     def __init__(self, event_shape, num_layers=6, kernel_size=3, filters=32, cond_channels=4, **kwargs):
         self.cond_channels = int(cond_channels)
@@ -217,9 +245,17 @@ class PixelCNNLikelihood(LikelihoodHead):
     def call(self, features):
         return self.raw_params(features, split=False)
 
+    needs_uniform = True
+
     def distribution(self, params):
         (cond,) = params
         return PixelCNNBernoulli(self.network, cond, self.event_shape)
+
+    def images(self, params, uniform=None):
+        """Pixel-by-pixel draw x_i = 1[u_i < p(x_i | x_<i, z)] for the given uniform noise."""
+        from .layers.pixelcnn import ancestral_sample
+
+        return ancestral_sample(self.network, params[0], uniform)
 
     def get_config(self):
         net = self.network

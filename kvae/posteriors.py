@@ -27,6 +27,7 @@ class GaussianPosterior(keras.layers.Layer):
     """
 
     factorized = True
+    param_names = ("loc", "scale")
 
     def __init__(self, latent_dim, min_scale=1e-4, **kwargs):
         super().__init__(**kwargs)
@@ -68,6 +69,7 @@ class IAFPosterior(keras.layers.Layer):
     """
 
     factorized = False
+    param_names = ("loc", "scale", "context")
 
     def __init__(self, latent_dim, num_steps=2, hidden_units=(320, 320), context_size=64, min_scale=1e-4,
                  **kwargs):

@@ -1,6 +1,8 @@
 """Priors p(z): Keras 3 layers whose ``distribution()`` returns a ``tfd.Distribution``.
 
 Contract: ``layer.distribution()`` has event shape ``[latent_dim]`` and empty batch shape;
+``layer.from_noise(eps)`` maps standard-normal noise to a draw of p(z) (exported samplers take the
+noise as input);
 ``layer.factorized`` says whether it is a product of univariate distributions (then its
 ``.distribution`` attribute holds them, batch shape ``[latent_dim]``).  Priors with weights
 (flows, mixtures) keep them as Keras variables so they train and save with the model.
@@ -31,6 +33,10 @@ class StandardNormalPrior(keras.layers.Layer):
     def distribution(self):
         zeros = tf.zeros([self.latent_dim], tf.float32)
         return tfd.Independent(tfd.Normal(zeros, 1.0), reinterpreted_batch_ndims=1)
+
+    def from_noise(self, eps):
+        """z ~ p(z) from standard-normal noise eps [..., latent_dim] (here z = eps)."""
+        return tf.convert_to_tensor(eps, tf.float32)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim}
@@ -73,6 +79,10 @@ class FlowPrior(keras.layers.Layer):
 
     def call(self, z):
         return self.distribution().log_prob(z)
+
+    def from_noise(self, eps):
+        """z = f(eps): the flow applied to standard-normal noise (sequential for kind="maf")."""
+        return self.bijector().forward(tf.convert_to_tensor(eps, tf.float32))
 
     def distribution(self):
         base = tfd.Independent(tfd.Normal(tf.zeros([self.latent_dim]), 1.0), reinterpreted_batch_ndims=1)

@@ -465,6 +465,30 @@ class VariationalModel(keras.Model):
                 progress(start + b, n)
         return tf.concat(out, axis=0)
 
+    # ------------------------------------------------------------------ deterministic endpoints
+    # Every source of randomness is an input: these are what kvae.export serves.
+    def sample_from_noise(self, eps, labels=None, uniform=None):
+        """Images for prior noise eps [N, latent_dim] (z = prior.from_noise(eps)); PixelCNN decoders
+        also take the uniform pixel noise [N, *input_shape]."""
+        z = self.prior.from_noise(eps)
+        return self.likelihood.images(self.decode_params(z, labels), uniform)
+
+    def reconstruct_from_noise(self, x, eps, labels=None, uniform=None):
+        """Images decoded from z = reparameterize(q(z|x), eps)."""
+        q = self.encode(x, labels)
+        z = self.posterior.reparameterize(q, eps)
+        return self.likelihood.images(self.decode_params(z, labels), uniform)
+
+    def log_prob_from_noise(self, x, eps, labels=None):
+        """Importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i|x), z_i = reparameterize(q, eps_i),
+        for eps [k, B, latent_dim]: the exported ``log_prob`` endpoint."""
+        x = tf.cast(x, tf.float32)
+        q = self.encode(x, labels)
+        z = self.posterior.reparameterize(q, eps)
+        log_w = self.decode(z, labels).log_prob(x) + self.prior_distribution().log_prob(z) - q.log_prob(z)
+        k = tf.cast(tf.shape(eps)[0], tf.float32)
+        return tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(k)
+
     # ------------------------------------------------------------------ config
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable}

@@ -1,0 +1,226 @@
+"""Export a trained model as a serving bundle: SavedModel (TensorFlow Serving layout), ONNX files
+and a ``manifest.json``; every endpoint deterministic, with its randomness as an input.
+
+Bundle layout::
+
+    BUNDLE/
+      manifest.json                 model config, endpoints (inputs/outputs: names, shapes, dtypes),
+                                    library versions, ONNX opset, sha256 of every file, parity
+      savedmodel/1/                 tf.saved_model with one signature per endpoint
+      onnx/<endpoint>.onnx          one ONNX graph per endpoint
+
+Endpoints (``labels`` only for conditional models, ``uniform`` only for PixelCNN decoders):
+
+=============  ==============================================  ===================================
+endpoint       inputs                                          outputs
+=============  ==============================================  ===================================
+encode         x [N, *shape]                                   posterior parameters (loc, scale, ...)
+decode         z [N, D] (, labels [N])                          decoder parameters (probs / loc, scale)
+reconstruct    x, eps [N, D] (, labels, uniform)               images
+sample         eps [N, D] (, labels, uniform [N, *shape])      images (prior flow + decoder/sampler)
+log_prob       x, eps [K, N, D] (, labels)                     importance-weighted bound [N]
+=============  ==============================================  ===================================
+
+TensorFlow's stateless random ops do not convert to ONNX, hence the explicit noise: eps is
+standard normal, uniform is U(0, 1).  The PixelCNN sampler exports as an ONNX ``Loop``.
+"""
+import hashlib
+import json
+import os
+import platform
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import ConfigError
+
+OPSET = 17
+
+
+def _spec(shape, name, dtype=tf.float32):
+    return tf.TensorSpec(shape, dtype, name=name)
+
+
+def endpoints(model):
+    """``{name: (function, input_signature, output_names)}`` for a kvae model."""
+    shape = tuple(model.data_shape)
+    d = model.latent_dim
+    cond = model.conditional
+    pix = getattr(model.likelihood, "needs_uniform", False)
+    if not hasattr(model.posterior, "reparameterize"):
+        raise ConfigError(f"posterior {type(model.posterior).__name__} has no reparameterize(q, eps): cannot export")
+    x_spec = _spec((None,) + shape, "x")
+    label_spec = [_spec((None,), "labels", tf.int32)] if cond else []
+    uniform_spec = [_spec((None,) + shape, "uniform")] if pix else []
+    post_names = tuple(model.posterior.param_names)
+    probe = model.likelihood.named_params(model.decode_params(tf.zeros((1, d)), tf.zeros((1,), tf.int32)
+                                                              if cond else None))
+    dec_names = tuple(probe)
+
+    def split(args, n):
+        args = list(args)
+        return args[:n], (args[n] if cond else None), (args[n + cond] if pix else None)
+
+    def encode(*args):
+        (x,), labels, _ = split(args, 1)
+        return tuple(model.encode_params(x, labels))
+
+    def decode(*args):
+        (z,), labels, _ = split(args, 1)
+        named = model.likelihood.named_params(model.decode_params(z, labels))
+        return tuple(named[k] for k in dec_names)
+
+    def reconstruct(*args):
+        (x, eps), labels, uniform = split(args, 2)
+        return (model.reconstruct_from_noise(x, eps, labels, uniform),)
+
+    def sample(*args):
+        (eps,), labels, uniform = split(args, 1)
+        return (model.sample_from_noise(eps, labels, uniform),)
+
+    def log_prob(*args):
+        (x, eps), labels, _ = split(args, 2)
+        return (model.log_prob_from_noise(x, eps, labels),)
+
+    eps = _spec((None, d), "eps")
+    return {
+        "encode": (encode, [x_spec] + label_spec, post_names),
+        "decode": (decode, [_spec((None, d), "z")] + label_spec, dec_names),
+        "reconstruct": (reconstruct, [x_spec, eps] + label_spec + uniform_spec, ("images",)),
+        "sample": (sample, [eps] + label_spec + uniform_spec, ("images",)),
+        "log_prob": (log_prob, [x_spec, _spec((None, None, d), "eps")] + label_spec, ("log_prob",)),
+    }
+
+
+def example_inputs(model, spec, n=3, k=4, seed=0):
+    """Valid random inputs for an input signature (for parity checks and tests)."""
+    rng = np.random.RandomState(seed)
+    out = []
+    for s in spec:
+        if s.name == "labels":
+            out.append(rng.randint(0, model.num_classes, size=n).astype(np.int32))
+        elif s.name == "x":
+            out.append((rng.uniform(size=(n,) + tuple(model.data_shape)) > 0.5).astype(np.float32)
+                       if model.likelihood.support == "binary" else rng.uniform(size=(n,) + tuple(model.data_shape)).astype(np.float32))
+        elif s.name == "uniform":
+            out.append(rng.uniform(size=(n,) + tuple(model.data_shape)).astype(np.float32))
+        elif s.shape.rank == 3:
+            out.append(rng.normal(size=(k, n, model.latent_dim)).astype(np.float32))
+        else:
+            out.append(rng.normal(size=(n, model.latent_dim)).astype(np.float32))
+    return out
+
+
+def _named(fn, outs):
+    def named(*args):
+        return dict(zip(outs, fn(*args)))
+
+    return named
+
+
+class _Module(tf.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _shape_list(shape):
+    return [None if d is None else int(d) for d in shape]
+
+
+def export(model, out_dir, opset=OPSET, check=True):
+    """Write the bundle for ``model`` to ``out_dir`` and return the manifest (also written).
+
+    With ``check=True`` every endpoint is run on random inputs in Keras, in the reloaded
+    SavedModel and in onnxruntime, and the largest absolute differences are recorded under
+    ``parity`` in the manifest.
+    """
+    import keras
+    import onnx
+    import tf2onnx
+
+    os.makedirs(os.path.join(out_dir, "onnx"), exist_ok=True)
+    eps = endpoints(model)
+    module = _Module(model)
+    signatures = {}
+    for name, (fn, spec, outs) in eps.items():
+        tf_fn = tf.function(_named(fn, outs), input_signature=spec, autograph=False)
+        setattr(module, name, tf_fn)
+        signatures[name] = tf_fn.get_concrete_function()
+    sm_dir = os.path.join(out_dir, "savedmodel", "1")
+    tf.saved_model.save(module, sm_dir, signatures=signatures)
+
+    manifest_endpoints = {}
+    for name, (fn, spec, outs) in eps.items():
+        path = os.path.join(out_dir, "onnx", f"{name}.onnx")
+        tf2onnx.convert.from_function(tf.function(fn, input_signature=spec, autograph=False), input_signature=spec,
+                                      opset=opset, output_path=path)
+        proto = onnx.load(path)
+        onnx.checker.check_model(proto)
+        onnx_outputs = [o.name for o in proto.graph.output]
+        manifest_endpoints[name] = {
+            "onnx": f"onnx/{name}.onnx",
+            "inputs": [{"name": s.name, "shape": _shape_list(s.shape), "dtype": s.dtype.name} for s in spec],
+            "outputs": [{"name": o, "onnx_name": oo} for o, oo in zip(outs, onnx_outputs)],
+        }
+    files = {}
+    for root, _, names in os.walk(out_dir):
+        for fname in names:
+            full = os.path.join(root, fname)
+            rel = os.path.relpath(full, out_dir)
+            if rel != "manifest.json":
+                files[rel] = _sha256(full)
+    import onnxruntime
+
+    manifest = {
+        "format": "kvae-bundle/1",
+        "model": {"class": type(model).__name__, "config": json.loads(json.dumps(model.get_config(), default=str)),
+                  "input_shape": list(model.data_shape), "latent_dim": model.latent_dim,
+                  "num_classes": model.num_classes, "likelihood": type(model.likelihood).__name__,
+                  "needs_uniform": bool(getattr(model.likelihood, "needs_uniform", False))},
+        "endpoints": manifest_endpoints,
+        "savedmodel": "savedmodel/1",
+        "opset": opset,
+        "versions": {"kvae": __import__("kvae").__version__, "tensorflow": tf.__version__,
+                     "keras": keras.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
+        "files": files,
+    }
+    if check:
+        manifest["parity"] = parity(model, out_dir, manifest)
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest
+
+
+def parity(model, out_dir, manifest=None, n=3, k=4, seed=0):
+    """Largest |Keras - SavedModel| and |Keras - ONNX| per endpoint on random valid inputs."""
+    import onnxruntime as ort
+
+    if manifest is None:
+        with open(os.path.join(out_dir, "manifest.json")) as f:
+            manifest = json.load(f)
+    loaded = tf.saved_model.load(os.path.join(out_dir, manifest["savedmodel"]))
+    report = {}
+    for name, (fn, spec, outs) in endpoints(model).items():
+        inputs = example_inputs(model, spec, n=n, k=k, seed=seed)
+        keras_out = [np.asarray(t) for t in fn(*[tf.constant(a) for a in inputs])]
+        sm = loaded.signatures[name](**{s.name: tf.constant(a) for s, a in zip(spec, inputs)})
+        sm_out = [sm[o].numpy() for o in outs]
+        sess = ort.InferenceSession(os.path.join(out_dir, manifest["endpoints"][name]["onnx"]),
+                                    providers=["CPUExecutionProvider"])
+        feeds = {i.name: a for i, a in zip(sess.get_inputs(), inputs)}
+        onnx_out = sess.run(None, feeds)
+        report[name] = {
+            "savedmodel_max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(keras_out, sm_out)),
+            "onnx_max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(keras_out, onnx_out)),
+        }
+    return report
