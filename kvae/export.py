@@ -57,39 +57,41 @@ def endpoints(model):
                                                               if cond else None))
     dec_names = tuple(probe)
 
-    def split(args, n):
-        args = list(args)
-        return args[:n], (args[n] if cond else None), (args[n + cond] if pix else None)
+    def encode(a):
+        return tuple(model.encode_params(a["x"], a.get("labels")))
 
-    def encode(*args):
-        (x,), labels, _ = split(args, 1)
-        return tuple(model.encode_params(x, labels))
-
-    def decode(*args):
-        (z,), labels, _ = split(args, 1)
-        named = model.likelihood.named_params(model.decode_params(z, labels))
+    def decode(a):
+        named = model.likelihood.named_params(model.decode_params(a["z"], a.get("labels")))
         return tuple(named[k] for k in dec_names)
 
-    def reconstruct(*args):
-        (x, eps), labels, uniform = split(args, 2)
-        return (model.reconstruct_from_noise(x, eps, labels, uniform),)
+    def reconstruct(a):
+        return (model.reconstruct_from_noise(a["x"], a["eps"], a.get("labels"), a.get("uniform")),)
 
-    def sample(*args):
-        (eps,), labels, uniform = split(args, 1)
-        return (model.sample_from_noise(eps, labels, uniform),)
+    def sample(a):
+        return (model.sample_from_noise(a["eps"], a.get("labels"), a.get("uniform")),)
 
-    def log_prob(*args):
-        (x, eps), labels, _ = split(args, 2)
-        return (model.log_prob_from_noise(x, eps, labels),)
+    def log_prob(a):
+        return (model.log_prob_from_noise(a["x"], a["eps"], a.get("labels")),)
 
     eps = _spec((None, d), "eps")
-    return {
+    table = {
         "encode": (encode, [x_spec] + label_spec, post_names),
         "decode": (decode, [_spec((None, d), "z")] + label_spec, dec_names),
         "reconstruct": (reconstruct, [x_spec, eps] + label_spec + uniform_spec, ("images",)),
         "sample": (sample, [eps] + label_spec + uniform_spec, ("images",)),
         "log_prob": (log_prob, [x_spec, _spec((None, None, d), "eps")] + label_spec, ("log_prob",)),
     }
+    return {name: (_positional(fn, spec), spec, outs) for name, (fn, spec, outs) in table.items()}
+
+
+def _positional(fn, spec):
+    """fn(dict of inputs) as fn(*inputs in signature order)."""
+    names = [s.name for s in spec]
+
+    def call(*args):
+        return fn(dict(zip(names, args)))
+
+    return call
 
 
 def example_inputs(model, spec, n=3, k=4, seed=0):

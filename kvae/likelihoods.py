@@ -73,14 +73,18 @@ class LikelihoodHead(keras.layers.Layer):
         return {**super().get_config(), "event_shape": list(self.event_shape)}
 
 
+def bernoulli_log_prob(logits, x):
+    """log Bernoulli(x; sigmoid(logits)) for x in {0, 1}, broadcasting, from ops that convert to ONNX
+    (TFP's uses MulNoNan and the cross-entropy op Log1p, which do not)."""
+    x = tf.cast(x, logits.dtype)
+    return logits * x - tf.nn.relu(logits) - tf.nn.softplus(-tf.abs(logits))
+
+
 class _LogitBernoulli(tfd.Bernoulli):
-    """``tfd.Bernoulli`` whose log-probability is -sigmoid_cross_entropy(x, logits): the same numbers
-    on {0, 1}, built from ops that convert to ONNX (TFP's uses MulNoNan, which does not)."""
+    """``tfd.Bernoulli`` with :func:`bernoulli_log_prob`: the same numbers on {0, 1}, exportable."""
 
     def _log_prob(self, x):
-        logits = self._logits_parameter_no_checks()
-        x = tf.cast(x, logits.dtype)  # broadcasts against the logits, unlike sigmoid_cross_entropy_with_logits
-        return logits * x - tf.nn.relu(logits) - tf.nn.softplus(-tf.abs(logits))  # log1p has no ONNX op
+        return bernoulli_log_prob(self._logits_parameter_no_checks(), x)
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -180,17 +184,16 @@ class PixelCNNBernoulli(tfd.Distribution):
     def logits(self, x):
         """Per-pixel logits given x (any leading dims broadcasting against the batch shape)."""
         x = tf.cast(x, tf.float32)
-        lead = tf.broadcast_dynamic_shape(tf.shape(x)[:-3], tf.shape(self._cond)[:-3])
-        xb = tf.broadcast_to(x, tf.concat([lead, self._event], 0))
-        cb = tf.broadcast_to(self._cond, tf.concat([lead, tf.shape(self._cond)[-3:]], 0))
+        # broadcast x's and the conditioning's leading dims against each other with adds (ONNX-friendly)
+        xb = x + tf.zeros_like(self._cond[..., :1])
+        cb = self._cond + tf.zeros_like(x[..., :1])
         flat = self._network(tf.reshape(xb, tf.concat([[-1], self._event], 0)),
                              tf.reshape(cb, tf.concat([[-1], tf.shape(self._cond)[-3:]], 0)))
-        return tf.reshape(flat, tf.concat([lead, self._event], 0)), xb
+        return tf.reshape(flat, tf.shape(xb)), xb
 
     def _log_prob(self, x):
         logits, xb = self.logits(x)
-        ll = -tf.nn.sigmoid_cross_entropy_with_logits(labels=xb, logits=logits)
-        return tf.reduce_sum(ll, axis=[-3, -2, -1])
+        return tf.reduce_sum(bernoulli_log_prob(logits, xb), axis=[-3, -2, -1])
 
     def _sample_n(self, n, seed=None):
         from .layers.pixelcnn import compiled_ancestral_sample
