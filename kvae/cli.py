@@ -90,6 +90,15 @@ def _parser():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--draw", action="store_true", help="draw pixels x ~ p(x|z) instead of showing E[x|z]")
 
+    x = sub.add_parser("export", help="export a run as a serving bundle (SavedModel + ONNX + manifest)",
+                       description="Write BUNDLE_DIR with savedmodel/1 (TensorFlow Serving layout), onnx/*.onnx "
+                                   "and manifest.json; every endpoint is checked against Keras (parity in the "
+                                   "manifest).")
+    x.add_argument("run_dir")
+    x.add_argument("--out", required=True, help="bundle directory to write")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    x.add_argument("--no-check", action="store_true", help="skip the Keras/SavedModel/ONNX parity check")
+
     r = sub.add_parser("reconstruct", help="write a PNG of data (odd rows) and reconstructions (even rows)")
     r.add_argument("run_dir")
     r.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
@@ -185,11 +194,23 @@ def _reconstruct(args):
     print(f"wrote {args.out}")
 
 
+def _export(args):
+    from . import export, runs
+
+    model, _ = runs.load_run(args.run_dir)
+    manifest = export.export(model, args.out, opset=args.opset, check=not args.no_check)
+    for name, diffs in manifest.get("parity", {}).items():
+        print(f"{name:12s} |keras-savedmodel| {diffs['savedmodel_max_abs_diff']:.2e}  "
+              f"|keras-onnx| {diffs['onnx_max_abs_diff']:.2e}")
+    print(f"wrote {args.out}: savedmodel/1, onnx/*.onnx, manifest.json")
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     from .errors import KvaeError
 
-    commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reconstruct": _reconstruct}
+    commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reconstruct": _reconstruct,
+                "export": _export}
     try:
         commands[args.command](args)
     except (KvaeError, ValueError, OSError) as err:

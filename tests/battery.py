@@ -4,7 +4,7 @@ A model's test is a subclass of :class:`ModelBattery` that sets ``make_model`` (
 conditional models, ``labelled = True``).  Every model gets: build, the distributions' shapes,
 two ``fit`` steps with finite metrics that changes the weights, the gradient reaching the
 encoder through the reparameterised sample, a ``.keras`` save/load round trip with identical
-outputs, and ``log_likelihood`` shapes.
+outputs, ``log_likelihood`` shapes, and export parity (Keras = SavedModel = ONNX).
 """
 import json
 import os
@@ -96,3 +96,20 @@ class ModelBattery:
         ll = model.log_likelihood(x, y, k=8, batch_size=5)
         assert ll.shape == (self.batch,)
         assert np.all(np.isfinite(ll)) and np.all(ll.numpy() < 0)
+
+    def test_export_parity(self, tmp_path):
+        """Every endpoint agrees in Keras, the reloaded SavedModel and onnxruntime (<= 1e-5), and every
+        ONNX file passes onnx.checker."""
+        import onnx
+
+        from kvae import export
+
+        model = self._compiled()
+        x, y = self._data()
+        model.fit(x, y, batch_size=self.batch, epochs=1, verbose=0)  # trained weights, not the initial ones
+        manifest = export.export(model, str(tmp_path / "bundle"))
+        assert set(manifest["parity"]) == {"encode", "decode", "reconstruct", "sample", "log_prob"}
+        for name, diffs in manifest["parity"].items():
+            assert diffs["savedmodel_max_abs_diff"] <= 1e-5, (name, diffs)
+            assert diffs["onnx_max_abs_diff"] <= 1e-5, (name, diffs)
+            onnx.checker.check_model(onnx.load(str(tmp_path / "bundle" / manifest["endpoints"][name]["onnx"])))

@@ -1,0 +1,13 @@
+"""kvae_serve: run kvae bundles with onnxruntime and numpy only (no TensorFlow).
+
+    from kvae_serve import Bundle
+    bundle = Bundle("path/to/bundle")
+    images = bundle.sample(16, seed=0)          # [16, H, W, C]
+    params = bundle.decode(z)                   # {"probs": ...} or {"loc": ..., "scale": ...}
+    q = bundle.encode(x)                        # {"loc": ..., "scale": ...}
+    x_hat = bundle.reconstruct(x, seed=0)
+"""
+from .bundle import Bundle, BundleError
+
+__all__ = ["Bundle", "BundleError"]
+__version__ = "0.1.0"

@@ -1,0 +1,191 @@
+"""The serving side: bundle contents, input validation, the TensorFlow-free runtime and the HTTP server."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kvae
+from kvae import cli, export
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXPORT_DIR = os.path.join(HERE, "..", "export")
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    out = {}
+    vae = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=0)
+    out["vae"] = (vae, str(root / "vae"))
+    cvae = kvae.ConditionalVAE(input_shape=(8, 8, 1), num_classes=10, latent_dim=3, hidden=(16,), seed=1)
+    out["cvae"] = (cvae, str(root / "cvae"))
+    vlae = kvae.VLAE(input_shape=(6, 6, 1), latent_dim=3, hidden=(16,), flow_steps=1, flow_hidden=(8,),
+                     pixelcnn_layers=2, pixelcnn_filters=4, seed=2)
+    out["vlae"] = (vlae, str(root / "vlae"))
+    for model, path in out.values():
+        export.export(model, path)
+    return out
+
+
+def test_bundle_layout_and_manifest(bundles):
+    model, path = bundles["vae"]
+    manifest = json.load(open(os.path.join(path, "manifest.json")))
+    assert os.path.isfile(os.path.join(path, "savedmodel", "1", "saved_model.pb"))  # TF Serving's layout
+    for name in ("encode", "decode", "reconstruct", "sample", "log_prob"):
+        assert os.path.isfile(os.path.join(path, manifest["endpoints"][name]["onnx"]))
+    assert manifest["endpoints"]["decode"]["inputs"] == [{"name": "z", "shape": [None, 4], "dtype": "float32"}]
+    assert [o["name"] for o in manifest["endpoints"]["decode"]["outputs"]] == ["probs", "logits"]
+    assert manifest["opset"] == export.OPSET and "tf2onnx" in manifest["versions"]
+    import hashlib
+
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256(open(os.path.join(path, rel), "rb").read()).hexdigest() == digest
+
+
+def test_exported_log_prob_is_the_importance_weighted_bound(bundles):
+    model, path = bundles["vae"]
+    loaded = tf.saved_model.load(os.path.join(path, "savedmodel", "1"))
+    x = (np.random.RandomState(0).uniform(size=(5, 8, 8, 1)) > 0.5).astype("float32")
+    eps = np.random.RandomState(1).normal(size=(2000, 5, 4)).astype("float32")
+    exported = loaded.signatures["log_prob"](x=tf.constant(x), eps=tf.constant(eps))["log_prob"].numpy()
+    reference = model.log_likelihood(x, k=2000, seed=3).numpy()  # other noise, same estimator
+    assert np.abs(exported - reference).max() < 0.5
+
+
+def test_pixelcnn_sampler_is_exported_whole(bundles):
+    """The ONNX `sample` endpoint runs the full pixel-by-pixel sampler (an ONNX Loop)."""
+    import onnx
+
+    model, path = bundles["vlae"]
+    graph = onnx.load(os.path.join(path, "onnx", "sample.onnx")).graph
+    assert any(node.op_type == "Loop" for node in graph.node)
+    from kvae_serve import Bundle
+
+    bundle = Bundle(path)
+    rng = np.random.default_rng(0)
+    eps = rng.standard_normal((4, 3)).astype("float32")
+    u = rng.uniform(size=(4, 6, 6, 1)).astype("float32")
+    images = bundle.run("sample", eps=eps, uniform=u)["images"]
+    expected = model.sample_from_noise(tf.constant(eps), None, tf.constant(u)).numpy()
+    np.testing.assert_array_equal(images, expected)
+    assert set(np.unique(images)) <= {0.0, 1.0}
+
+
+def test_wrong_inputs_name_the_expected_shape(bundles):
+    from kvae_serve import Bundle, BundleError
+
+    model, path = bundles["vae"]
+    bundle = Bundle(path)
+    with pytest.raises(BundleError, match=r"z must have shape \[N, 4\], got \[2, 5\]"):
+        bundle.decode(np.zeros((2, 5)))
+    with pytest.raises(BundleError, match=r"x must have shape \[N, 8, 8, 1\]"):
+        bundle.encode(np.zeros((2, 64)))
+    with pytest.raises(BundleError, match="NaN"):
+        bundle.decode(np.full((1, 4), np.nan))
+    loaded = tf.saved_model.load(os.path.join(path, "savedmodel", "1"))
+    with pytest.raises((ValueError, TypeError), match=r"\(None, 4\)"):
+        loaded.decode(tf.zeros((2, 5)))
+    cbundle = Bundle(bundles["cvae"][1])
+    with pytest.raises(BundleError, match=r"labels must be in 0..9"):
+        cbundle.sample(2, labels=[3, 12])
+
+
+def test_runtime_works_without_tensorflow(bundles):
+    _, path = bundles["cvae"]
+    script = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "keras", "kvae", "tf2onnx"):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        sys.path.insert(0, {EXPORT_DIR!r})
+        import numpy as np
+        from kvae_serve import Bundle
+        b = Bundle({path!r})
+        a = b.sample(6, seed=3, labels=[0, 1, 2, 3, 4, 5])
+        c = b.sample(6, seed=3, labels=[0, 1, 2, 3, 4, 5])
+        assert a.shape == (6, 8, 8, 1) and np.array_equal(a, c)
+        assert "tensorflow" not in sys.modules
+        try:
+            import tensorflow
+            raise SystemExit("tensorflow was importable")
+        except ImportError:
+            pass
+        print("OK", float(a.mean()))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("OK"), proc.stderr[-2000:]
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _request(url, body=None, raw=None):
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_http_server_answers_and_survives_bad_requests(bundles):
+    _, path = bundles["vae"]
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=EXPORT_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "kvae_serve", path, "--port", str(port), "--max-samples", "16"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                status, body = _request(base + "/healthz")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        assert status == 200 and body["status"] == "ok" and "sample" in body["endpoints"]
+        status, body = _request(base + "/sample", {"n": 3, "seed": 1})
+        assert status == 200 and np.asarray(body["images"]).shape == (3, 8, 8, 1)
+        assert _request(base + "/sample", {"n": 3, "seed": 1})[1]["images"] == body["images"]
+        status, body = _request(base + "/decode", {"z": [[0, 0, 0, 0], [1, 2, 3, 4]]})
+        assert status == 200 and np.asarray(body["probs"]).shape == (2, 8, 8, 1)
+        bad = [
+            (base + "/sample", None, b"{not json", 400, "malformed JSON"),
+            (base + "/sample", {"n": 1000}, None, 400, "over the limit"),
+            (base + "/sample", {"n": "three"}, None, 400, "positive integer"),
+            (base + "/decode", {"z": [[1, 2]]}, None, 400, "shape [N, 4]"),
+            (base + "/decode", {"z": "abc"}, None, 400, "list of lists of numbers"),
+            (base + "/decode", {}, None, 400, "missing field"),
+            (base + "/nowhere", {"n": 1}, None, 404, "unknown path"),
+        ]
+        for url, body, raw, code, message in bad:
+            status, answer = _request(url, body, raw)
+            assert status == code and message in answer["error"], (url, body, status, answer)
+        assert _request(base + "/healthz")[0] == 200  # still up
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_export_from_the_cli(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert cli.main(["train", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--out", run, "--quiet"]) == 0
+    assert cli.main(["export", run, "--out", str(tmp_path / "bundle")]) == 0
+    assert "|keras-onnx|" in capsys.readouterr().out
+    assert os.path.isfile(tmp_path / "bundle" / "manifest.json")
