@@ -55,10 +55,17 @@ def test_exported_log_prob_is_the_importance_weighted_bound(bundles):
     model, path = bundles["vae"]
     loaded = tf.saved_model.load(os.path.join(path, "savedmodel", "1"))
     x = (np.random.RandomState(0).uniform(size=(5, 8, 8, 1)) > 0.5).astype("float32")
-    eps = np.random.RandomState(1).normal(size=(2000, 5, 4)).astype("float32")
+    eps = np.random.RandomState(1).normal(size=(300, 5, 4)).astype("float32")
     exported = loaded.signatures["log_prob"](x=tf.constant(x), eps=tf.constant(eps))["log_prob"].numpy()
-    reference = model.log_likelihood(x, k=2000, seed=3).numpy()  # other noise, same estimator
-    assert np.abs(exported - reference).max() < 0.5
+    # the bound written out from the distributions, with the same noise
+    q = model.encode(x)
+    z = q.distribution.loc + q.distribution.scale * eps
+    log_w = model.decode(z).log_prob(x) + model.prior_distribution().log_prob(z) - q.log_prob(z)
+    direct = (tf.reduce_logsumexp(log_w, axis=0) - np.log(300.0)).numpy()
+    np.testing.assert_allclose(exported, direct, atol=1e-4)
+    # and it estimates what log_likelihood estimates (other noise): close on average over examples
+    reference = model.log_likelihood(x, k=300, seed=3).numpy()
+    assert abs(float(np.mean(exported - reference))) < 1.0
 
 
 def test_pixelcnn_sampler_is_exported_whole(bundles):
