@@ -115,7 +115,39 @@ class IAFPosterior(keras.layers.Layer):
                 "hidden_units": self.hidden_units, "context_size": self.context_size, "min_scale": self.min_scale}
 
 
-_POSTERIORS = {"gaussian": GaussianPosterior, "iaf": IAFPosterior}
+@keras.saving.register_keras_serializable(package="kvae")
+class DeterministicPosterior(keras.layers.Layer):
+    """z = E(x), a point mass (RAE and plain autoencoders, Ghosh et al. 2020): no density, no KL."""
+
+    factorized = False
+    deterministic = True
+    param_names = ("z",)
+
+    def __init__(self, latent_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+        self.dense = keras.layers.Dense(self.latent_dim, name="code")
+
+    def build(self, input_shape):
+        if not self.dense.built:
+            self.dense.build(input_shape)
+        self.built = True
+
+    def call(self, h):
+        return (keras.ops.cast(self.dense(h), "float32"),)
+
+    def distribution(self, params):
+        return tfd.Independent(tfd.Deterministic(params[0]), reinterpreted_batch_ndims=1)
+
+    def reparameterize(self, q, eps):
+        """The code itself (eps enters with weight 0 so exported graphs keep the same inputs)."""
+        return q.distribution.loc + 0.0 * eps
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim}
+
+
+_POSTERIORS = {"gaussian": GaussianPosterior, "iaf": IAFPosterior, "deterministic": DeterministicPosterior}
 
 
 def get(identifier, latent_dim):

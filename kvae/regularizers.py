@@ -28,6 +28,11 @@ class Regularizer(keras.layers.Layer):
         """Called in ``train_step`` after the model's update. Default: nothing to do."""
         return None
 
+    @property
+    def own_variables(self):
+        """Variables this regulariser trains itself (excluded from the model's optimizer)."""
+        return []
+
     def get_config(self):
         return {**super().get_config(), "weight": self.weight}
 
@@ -42,3 +47,194 @@ class LatentL2(Regularizer):
     def penalty(self, terms):
         z = tf.cast(terms["z"], tf.float32)
         return self.weight * 0.5 * tf.reduce_sum(tf.square(z), axis=-1)
+
+
+def _fold(seed, salt):
+    if seed is None:
+        return None
+    return tf.cast(tf.random.experimental.stateless_fold_in(seed, salt), tf.int32)
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class MMDPenalty(Regularizer):
+    r"""weight * MMD^2(q(z), p(z)) between the batch's codes and as many prior draws (InfoVAE,
+    Zhao et al.); ``kernel`` "rbf" or "imq", summed over ``bandwidths``."""
+
+    def __init__(self, weight=1.0, kernel="rbf", bandwidths=(1.0,), name="mmd", **kwargs):
+        super().__init__(weight=weight, name=name, **kwargs)
+        self.kernel, self.bandwidths = kernel, [float(b) for b in bandwidths]
+
+    def penalty(self, terms):
+        from .divergences import mmd
+
+        z = tf.cast(terms["z"], tf.float32)
+        prior_z = terms["prior"].sample(tf.shape(z)[0], seed=_fold(terms["seed"], 11))
+        return self.weight * mmd(z, prior_z, self.kernel, self.bandwidths)
+
+    def get_config(self):
+        return {**super().get_config(), "kernel": self.kernel, "bandwidths": self.bandwidths}
+
+
+def _discriminator(hidden, name):
+    return keras.Sequential([keras.layers.Dense(int(h), activation="leaky_relu") for h in hidden]
+                            + [keras.layers.Dense(1)], name=name)
+
+
+class _DiscriminatorPenalty(Regularizer):
+    """A latent discriminator with its own Adam optimizer, stepped in the model's train_step."""
+
+    def __init__(self, weight=1.0, hidden=(256, 256), lr=1e-4, **kwargs):
+        super().__init__(weight=weight, **kwargs)
+        self.hidden, self.lr = [int(h) for h in hidden], float(lr)
+        self.discriminator = _discriminator(self.hidden, name=f"{self.name}_discriminator")
+        self.optimizer = keras.optimizers.Adam(self.lr, beta_1=0.5)
+
+    def build_for(self, model):
+        if not self.discriminator.built:
+            self.discriminator.build((None, model.latent_dim))
+        self.optimizer.build(self.discriminator.trainable_variables)
+        self.built = True
+
+    @property
+    def own_variables(self):
+        return self.discriminator.trainable_variables
+
+    def logits(self, z):
+        return tf.cast(self.discriminator(z), tf.float32)[:, 0]
+
+    def real_and_fake(self, terms):
+        """(samples labelled 1, samples labelled 0) for the discriminator."""
+        raise NotImplementedError  # abstract: subclasses say what they compare
+
+    def after_step(self, model, terms):
+        real, fake = self.real_and_fake(terms)
+        real, fake = tf.stop_gradient(real), tf.stop_gradient(fake)
+        with tf.GradientTape() as tape:
+            bce = (tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones_like(real[:, 0]), logits=self.logits(real))
+                   + tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(fake[:, 0]),
+                                                             logits=self.logits(fake)))
+            loss = tf.nn.compute_average_loss(bce)
+        variables = self.discriminator.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "lr": self.lr}
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class AdversarialDivergence(_DiscriminatorPenalty):
+    r"""Adversarial (Jensen-Shannon) D(q(z) || p(z)) (InfoVAE): a discriminator learns to tell prior
+    draws (label 1) from codes (label 0); the model pays weight * -log D(z) = weight * softplus(-T(z)),
+    the non-saturating GAN loss that pushes q(z) toward p(z)."""
+
+    def __init__(self, weight=1.0, hidden=(256, 256), lr=1e-4, name="adversarial", **kwargs):
+        super().__init__(weight=weight, hidden=hidden, lr=lr, name=name, **kwargs)
+
+    def penalty(self, terms):
+        return self.weight * tf.nn.softplus(-self.logits(terms["z"]))
+
+    def real_and_fake(self, terms):
+        z = tf.cast(terms["z"], tf.float32)
+        return terms["prior"].sample(tf.shape(z)[0], seed=_fold(terms["seed"], 13)), z
+
+
+def permute_dims(z, seed):
+    """Shuffle each latent dimension independently across the batch (FactorVAE): the result has
+    the same marginals as z and (approximately) independent dimensions."""
+    z = tf.convert_to_tensor(z)
+    order = tf.argsort(tf.random.stateless_uniform(tf.shape(z), seed), axis=0)
+    return tf.transpose(tf.gather(tf.transpose(z), tf.transpose(order), batch_dims=1))
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class TotalCorrelation(_DiscriminatorPenalty):
+    r"""FactorVAE's total-correlation penalty (Kim & Mnih 2018): TC(z) = KL(q(z) || prod_d q(z_d)) is
+    estimated by the density-ratio trick, weight * T(z) with T the logit of a discriminator between
+    codes (label 1) and dimension-wise permuted codes (label 0)."""
+
+    def __init__(self, weight=6.0, hidden=(1000, 1000), lr=1e-4, name="total_correlation", **kwargs):
+        super().__init__(weight=weight, hidden=hidden, lr=lr, name=name, **kwargs)
+
+    def penalty(self, terms):
+        return self.weight * self.logits(terms["z"])
+
+    def real_and_fake(self, terms):
+        z = tf.cast(terms["z"], tf.float32)
+        seed = terms["seed"] if terms["seed"] is not None else tf.constant([0, 0])
+        return z, permute_dims(z, _fold(seed, 17))
+
+
+def pairwise_gaussian_kl(loc, scale):
+    """KL(q_i || q_j) per dimension for diagonal Gaussians: [B, B, D]."""
+    li, lj = loc[:, None, :], loc[None, :, :]
+    si, sj = scale[:, None, :], scale[None, :, :]
+    return tf.math.log(sj / si) + (si**2 + (li - lj) ** 2) / (2.0 * sj**2) - 0.5
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class MutualPosteriorDivergence(Regularizer):
+    r"""MAE (Ma, Zhou & Hovy 2019): diversity and smoothness of the posteriors within a batch,
+
+        - eta * sum_d log sigmoid( mean_{i != j} KL(q(z_d|x_i) || q(z_d|x_j)) )
+        + gamma * std_{i != j}( sum_d KL(q(z|x_i) || q(z|x_j)) ),
+
+    for diagonal Gaussian posteriors (combine with ``free_bits`` on the model, as the paper does)."""
+
+    def __init__(self, eta=1.0, gamma=0.5, name="mae", **kwargs):
+        kwargs.pop("weight", None)  # eta and gamma are the weights
+        super().__init__(weight=1.0, name=name, **kwargs)
+        self.eta, self.gamma = float(eta), float(gamma)
+
+    def penalty(self, terms):
+        normal = terms["q"].distribution
+        kl = pairwise_gaussian_kl(tf.cast(normal.loc, tf.float32), tf.cast(normal.scale, tf.float32))
+        b = tf.shape(kl)[0]
+        off = 1.0 - tf.eye(b)
+        pairs = tf.reduce_sum(off)
+        mean_d = tf.reduce_sum(kl * off[:, :, None], axis=[0, 1]) / pairs
+        diversity = -self.eta * tf.reduce_sum(tf.math.log_sigmoid(mean_d))
+        total = tf.reduce_sum(kl, -1)
+        mean_t = tf.reduce_sum(total * off) / pairs
+        std_t = tf.sqrt(tf.reduce_sum(off * (total - mean_t) ** 2) / pairs + 1e-12)
+        return diversity + self.gamma * std_t
+
+    def get_config(self):
+        return {**super().get_config(), "eta": self.eta, "gamma": self.gamma}
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class DecoderL2(Regularizer):
+    """RAE-L2: weight * sum of squared decoder weights (kernels of the decoder network and head)."""
+
+    def __init__(self, weight=1e-6, name="decoder_l2", **kwargs):
+        super().__init__(weight=weight, name=name, **kwargs)
+        self._kernels = lambda: []  # a function, so Keras does not track the decoder's variables twice
+
+    def build_for(self, model):
+        def kernels():
+            return [v for v in model.decoder_network.trainable_weights + model.likelihood.trainable_weights
+                    if "kernel" in v.path]
+
+        self._kernels = kernels
+        self.built = True
+
+    def penalty(self, terms):
+        return self.weight * tf.add_n([tf.reduce_sum(tf.square(k)) for k in self._kernels()])
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class DecoderGradientPenalty(Regularizer):
+    r"""RAE-GP: weight * ||d mu(z) / dz||_F^2 per example, the squared Frobenius norm of the Jacobian of
+    the decoder's first output (logits or mean) with respect to the code."""
+
+    def __init__(self, weight=0.02, name="gradient_penalty", **kwargs):
+        super().__init__(weight=weight, name=name, **kwargs)
+
+    def penalty(self, terms):
+        z = tf.cast(terms["z"], tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            out = terms["decode_params"](z, terms["y"], training=True)[0]
+            out = tf.reshape(out, [tf.shape(out)[0], -1])
+        jac = tape.batch_jacobian(out, z)
+        return self.weight * tf.reduce_sum(tf.square(jac), axis=[1, 2])

@@ -65,11 +65,13 @@ class VariationalModel(keras.Model):
       free_bits: KL floor lambda in nats per latent dimension (Kingma et al. 2016), 0 for none.
       regularizers: list of ``kvae.regularizers.Regularizer`` layers added to the loss.
       seed: base seed of the training noise (a random one is drawn and stored if None).
+      density_components: components of the ex-post Gaussian mixture (:meth:`fit_density`).
     """
 
     def __init__(self, input_shape, latent_dim=32, network="mlp", hidden=(500, 500), decoder="bernoulli",
                  posterior="gaussian", prior="normal", encoder_network=None, decoder_network=None,
-                 num_classes=None, beta=1.0, analytic_kl=True, free_bits=0.0, regularizers=(), seed=None, **kwargs):
+                 num_classes=None, beta=1.0, analytic_kl=True, free_bits=0.0, regularizers=(), seed=None,
+                 density_components=10, **kwargs):
         super().__init__(**kwargs)
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
@@ -80,6 +82,7 @@ class VariationalModel(keras.Model):
             encoder_network=encoder_network, decoder_network=decoder_network,
             num_classes=None if num_classes is None else int(num_classes), beta=beta,
             analytic_kl=bool(analytic_kl), free_bits=float(free_bits), regularizers=regularizers, seed=int(seed),
+            density_components=int(density_components),
         )
         self.data_shape = tuple(int(d) for d in input_shape)
         self.latent_dim = int(latent_dim)
@@ -101,6 +104,9 @@ class VariationalModel(keras.Model):
         self.prior = priors.get(prior, self.latent_dim)
         self.likelihood = likelihoods.get(decoder, self.data_shape)
         self.regularizer_layers = list(regularizers)
+        from ..density import GaussianMixtureDensity
+
+        self.density = GaussianMixtureDensity(self.latent_dim, density_components, name="density")
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.neg_elbo_tracker = keras.metrics.Mean(name="neg_elbo")
@@ -120,11 +126,25 @@ class VariationalModel(keras.Model):
         self.decode(tf.zeros((1, self.latent_dim)), y0)
         if not self.prior.built:
             self.prior.build(None)
+        if not self.density.built:
+            self.density.build(None)
         self.prior.distribution()
         for reg in self.regularizer_layers:
             reg.build_for(self)
         self.built = True
         return q
+
+    @property
+    def model_variables(self):
+        """Trainable variables the model's optimizer updates: all but those regularisers train
+        themselves (discriminators with their own optimizer)."""
+        own = {id(v) for reg in self.regularizer_layers for v in reg.own_variables}
+        return [v for v in self.trainable_variables if id(v) not in own]
+
+    @property
+    def has_density(self):
+        """Whether q(z|x) has a density, so that the ELBO and importance sampling are defined."""
+        return not getattr(self.posterior, "deterministic", False)
 
     @property
     def conditional(self):
@@ -223,7 +243,8 @@ class VariationalModel(keras.Model):
         """The pieces of the objective for one batch, as a dict of tensors and distributions.
 
         Keys: ``x``, ``y``, ``q``, ``z`` (one reparameterised sample), ``px``,
-        ``log_px_z`` (log p(x|z), [B]), ``kl`` ([B]), and ``kl_per_dim`` ([B, D] or None).
+        ``log_px_z`` (log p(x|z), [B]), ``kl`` ([B]), ``kl_per_dim`` ([B, D] or None), ``prior``
+        (p(z)), ``seed`` and ``decode_params`` (the decoder, for penalties on it).
         Regularisers receive this dict.  The draw of z uses :meth:`standard_noise`, so it is a
         function of the seed and of each example's position in the *global* batch.
         """
@@ -236,6 +257,7 @@ class VariationalModel(keras.Model):
             "log_px_z": px.log_prob(x),
             "kl": self.kl_divergence(q, z),
             "kl_per_dim": self.kl_per_dimension(q),
+            "prior": self.prior_distribution(), "seed": seed, "decode_params": self.decode_params,
         }
 
     def standard_noise(self, batch_size, seed):
@@ -344,8 +366,9 @@ class VariationalModel(keras.Model):
             if self.losses:
                 loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.losses))
             scaled = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+        variables = self.model_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
         for reg in self.regularizer_layers:
             reg.after_step(self, terms)
         return self._update_metrics(terms, per_example, reg_values, beta, sample_weight)
@@ -404,13 +427,21 @@ class VariationalModel(keras.Model):
                 pass
         return dist.sample(seed=seed)
 
-    def sample(self, n, labels=None, seed=None, mean=True):
+    def sample(self, n, labels=None, seed=None, mean=True, source="prior"):
         """n draws x ~ p(x|z), z ~ p(z); ``mean=True`` returns E[x|z] (pixel probabilities for a
         Bernoulli decoder) instead of a draw of x.  For conditional models ``labels`` is an int,
-        a sequence of n labels, or None (cycling through the classes)."""
+        a sequence of n labels, or None (cycling through the classes).  ``source="density"`` draws
+        z from the ex-post Gaussian mixture instead of the prior (after :meth:`fit_density`)."""
         seed = self._seed(seed)
         s1, s2 = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        z = self.prior_distribution().sample(n, seed=s1)
+        if source == "density":
+            if not self.density.is_fitted:
+                raise ConfigError("the ex-post density is not fitted: call fit_density(x) (kvae fit-density RUN_DIR)")
+            z = self.density.distribution().sample(n, seed=s1)
+        elif source == "prior":
+            z = self.prior_distribution().sample(n, seed=s1)
+        else:
+            raise ConfigError(f"source must be 'prior' or 'density', got {source!r}")
         return self._mean_or_sample(self.decode(z, self._labels_for(n, labels)), mean, s2)
 
     def reconstruct(self, x, y=None, sample=False, seed=None, training=False):
@@ -425,6 +456,21 @@ class VariationalModel(keras.Model):
         if z is None:
             z = q.sample(seed=self._seed(seed))
         return self._mean_or_sample(self.decode(z, y, training=training), True, self._seed(seed))
+
+    def posterior_means(self, x, y=None, batch_size=500, seed=0):
+        """E_q[z|x] for every example (Monte-Carlo mean for flows), as a numpy array."""
+        from ..evaluation import posterior_mean
+
+        out = []
+        for start in range(0, len(x), batch_size):
+            yb = None if (y is None or not self.conditional) else y[start:start + batch_size]
+            q = self.encode(tf.cast(x[start:start + batch_size], tf.float32), yb)
+            out.append(np.asarray(posterior_mean(q, tf.constant([seed, start], tf.int32))))
+        return np.concatenate(out)
+
+    def fit_density(self, x, y=None, seed=0):
+        """Fit the ex-post Gaussian mixture to the posterior means of x (Ghosh et al. 2020)."""
+        return self.density.fit(self.posterior_means(x, y), seed=seed)
 
     @tf.function(reduce_retracing=True)
     def _log_weights(self, x, y, k, seed):
@@ -443,6 +489,9 @@ class VariationalModel(keras.Model):
         """
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
+        if not self.has_density:
+            raise ConfigError(f"{type(self).__name__} has a deterministic encoder: q(z|x) has no density, so "
+                              "the importance-sampled likelihood is not defined")
         x = np.asarray(x, np.float32) if not isinstance(x, tf.Tensor) else tf.cast(x, tf.float32)
         n = int(x.shape[0])
         seed = self._seed(seed)

@@ -1,0 +1,123 @@
+r"""The regularised family: InfoVAE, FactorVAE, MAE and RAE (plus the plain autoencoder).
+
+Each is the base model with a choice of KL weight and :mod:`kvae.regularizers`; the same
+regularisers compose with any other model through ``regularizers=[...]``.
+"""
+import keras
+import tensorflow as tf
+
+from .. import networks
+from ..errors import ConfigError
+from ..posteriors import DeterministicPosterior
+from ..regularizers import (AdversarialDivergence, DecoderGradientPenalty, DecoderL2, LatentL2, MMDPenalty,
+                            MutualPosteriorDivergence, TotalCorrelation)
+from .base import VariationalModel
+from .registry import register_model
+
+
+@register_model("infovae")
+@keras.saving.register_keras_serializable(package="kvae")
+class InfoVAE(VariationalModel):
+    r"""InfoVAE (Zhao, Song & Ermon): maximise
+    E_q[log p(x|z)] - (1 - alpha) KL(q(z|x) || p(z)) - (alpha + lambda - 1) D(q(z) || p(z)),
+    with D = MMD (``divergence="mmd"``, kernel "rbf"/"imq") or an adversarial divergence
+    (``"adversarial"``).  alpha = 1 with MMD is the MMD-VAE.
+    """
+
+    def __init__(self, input_shape, alpha=1.0, lambda_=1000.0, divergence="mmd", kernel="rbf",
+                 bandwidths=(1.0,), regularizers=(), **kwargs):
+        weight = float(alpha) + float(lambda_) - 1.0
+        if not regularizers:
+            if divergence == "mmd":
+                regularizers = [MMDPenalty(weight, kernel=kernel, bandwidths=bandwidths)]
+            elif divergence == "adversarial":
+                regularizers = [AdversarialDivergence(weight)]
+            else:
+                raise ConfigError(f"divergence must be 'mmd' or 'adversarial', got {divergence!r}")
+        kwargs.setdefault("beta", 1.0 - float(alpha))
+        super().__init__(input_shape, regularizers=regularizers, **kwargs)
+        self._init_args.update(dict(alpha=float(alpha), lambda_=float(lambda_), divergence=divergence,
+                                    kernel=kernel, bandwidths=[float(b) for b in bandwidths]))
+
+
+@register_model("factorvae")
+@keras.saving.register_keras_serializable(package="kvae")
+class FactorVAE(VariationalModel):
+    """FactorVAE (Kim & Mnih 2018): VAE loss + gamma * TC(z), the total correlation estimated by a
+    discriminator (own Adam optimizer, stepped in the same train_step) against permuted codes."""
+
+    def __init__(self, input_shape, gamma=6.0, discriminator_hidden=(1000, 1000), discriminator_lr=1e-4,
+                 regularizers=(), **kwargs):
+        if not regularizers:
+            regularizers = [TotalCorrelation(gamma, hidden=discriminator_hidden, lr=discriminator_lr)]
+        super().__init__(input_shape, regularizers=regularizers, **kwargs)
+        self._init_args.update(dict(gamma=float(gamma), discriminator_hidden=[int(h) for h in discriminator_hidden],
+                                    discriminator_lr=float(discriminator_lr)))
+
+
+@register_model("mae")
+@keras.saving.register_keras_serializable(package="kvae")
+class MAE(VariationalModel):
+    """VAE + MAE's mutual posterior-divergence regularisation (Ma, Zhou & Hovy 2019) and free bits."""
+
+    def __init__(self, input_shape, eta=1.0, gamma=0.5, free_bits=0.0, regularizers=(), **kwargs):
+        if not regularizers:
+            regularizers = [MutualPosteriorDivergence(eta, gamma)]
+        super().__init__(input_shape, regularizers=regularizers, free_bits=free_bits, **kwargs)
+        self._init_args.update(dict(eta=float(eta), gamma=float(gamma)))
+
+
+@register_model("rae")
+@keras.saving.register_keras_serializable(package="kvae")
+class RAE(VariationalModel):
+    r"""Regularised autoencoder (Ghosh et al., ICLR 2020): deterministic encoder z = E(x),
+    loss = -log p(x|z) + latent_weight * 1/2 ||z||^2 + reg_weight * L_REG with L_REG one of
+    ``"l2"`` (decoder weights), ``"gp"`` (||dD(z)/dz||_F^2), ``"sn"`` (spectral normalisation of the
+    decoder's layers, no loss term) or None (``latent_weight=0, regularization=None`` is the plain
+    autoencoder).  Sample through the ex-post Gaussian mixture: ``fit_density`` then
+    ``sample(n, source="density")``.
+    """
+
+    def __init__(self, input_shape, latent_dim=16, regularization="l2", latent_weight=1e-4, reg_weight=1e-6,
+                 network="mlp", hidden=(500, 500), num_classes=None, decoder_network=None, regularizers=(),
+                 **kwargs):
+        if regularization not in ("l2", "gp", "sn", None, "none"):
+            raise ConfigError(f"regularization must be l2, gp, sn or none, got {regularization!r}")
+        regularization = None if regularization == "none" else regularization
+        if not regularizers:
+            regularizers = []
+            if latent_weight:
+                regularizers.append(LatentL2(latent_weight))
+            if regularization == "l2":
+                regularizers.append(DecoderL2(reg_weight))
+            elif regularization == "gp":
+                regularizers.append(DecoderGradientPenalty(reg_weight))
+        if regularization == "sn" and decoder_network is None:
+            k = 0 if num_classes is None else int(num_classes)
+            _, plain = networks.build(network, tuple(input_shape), int(latent_dim) + k, hidden)
+            decoder_network = keras.Sequential(
+                [keras.Input((int(latent_dim) + k,))]
+                + [keras.layers.SpectralNormalization(layer) if isinstance(layer, (keras.layers.Dense,
+                                                                                   keras.layers.Conv2DTranspose))
+                   else layer for layer in plain.layers], name="decoder_network")
+        kwargs.setdefault("posterior", DeterministicPosterior(latent_dim, name="posterior"))
+        kwargs["beta"] = 0.0
+        super().__init__(input_shape, latent_dim=latent_dim, network=network, hidden=hidden,
+                         num_classes=num_classes, decoder_network=decoder_network, regularizers=regularizers,
+                         **kwargs)
+        self._init_args.update(dict(regularization=regularization, latent_weight=float(latent_weight),
+                                    reg_weight=float(reg_weight)))
+
+    def kl_divergence(self, q, z=None):
+        """No KL: the encoder is deterministic (its code is penalised by the regularisers)."""
+        return tf.zeros(tf.shape(q.distribution.loc)[:-1])
+
+
+@register_model("ae")
+@keras.saving.register_keras_serializable(package="kvae")
+class AE(RAE):
+    """Plain deterministic autoencoder: the unregularised baseline of the RAE paper."""
+
+    def __init__(self, input_shape, **kwargs):
+        kwargs.update(regularization=None, latent_weight=0.0)
+        super().__init__(input_shape, **kwargs)
