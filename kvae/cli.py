@@ -57,6 +57,16 @@ def _parser():
     t.add_argument("--optimizer", default="adam", choices=("adam", "adamax"))
     t.add_argument("--ema", type=float, help="Polyak/EMA weight averaging momentum, e.g. 0.998")
     t.add_argument("--limit", type=int, help="train on the first N training examples only")
+    t.add_argument("--alpha", type=float, help="infovae: alpha (KL weight is 1 - alpha; default 1)")
+    t.add_argument("--lambda", dest="lambda_", type=float, help="infovae: lambda (divergence weight alpha + lambda - 1)")
+    t.add_argument("--divergence", choices=("mmd", "adversarial"), help="infovae: D(q(z) || p(z))")
+    t.add_argument("--kernel", choices=("rbf", "imq"), help="infovae: MMD kernel")
+    t.add_argument("--gamma", type=float, help="factorvae: TC weight; mae: smoothness weight")
+    t.add_argument("--eta", type=float, help="mae: diversity weight")
+    t.add_argument("--regularization", choices=("l2", "gp", "sn", "none"), help="rae: decoder regulariser")
+    t.add_argument("--latent-weight", type=float, help="rae: weight of 1/2 ||z||^2")
+    t.add_argument("--reg-weight", type=float, help="rae: weight of the decoder regulariser")
+    t.add_argument("--fit-density", action="store_true", help="fit the ex-post Gaussian mixture after training")
     t.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
                    help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch")
     t.add_argument("--jit-compile", action="store_true", help="compile train/test steps with XLA")
@@ -81,6 +91,9 @@ def _parser():
     e.add_argument("--batch-size", type=int, default=100)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", help="also write the results to this JSON file")
+    e.add_argument("--diagnostics", action="store_true",
+                   help="also mutual information, MMD(q(z), N(0,I)), log det Cov q(z), probe accuracy (labelled "
+                        "data), and PNGs of KL per dimension and latent traversals next to the run")
 
     s = sub.add_parser("sample", help="draw samples from the prior and write a PNG grid")
     s.add_argument("run_dir")
@@ -98,6 +111,16 @@ def _parser():
     x.add_argument("--out", required=True, help="bundle directory to write")
     x.add_argument("--opset", type=int, default=17, help="ONNX opset")
     x.add_argument("--no-check", action="store_true", help="skip the Keras/SavedModel/ONNX parity check")
+
+    f = sub.add_parser("fit-density", help="fit the ex-post Gaussian mixture to training codes (RAE paper)",
+                       description="Fit a Gaussian mixture to the posterior means of the training data, store it "
+                                   "in RUN_DIR/model.keras, and write samples_density.png next to samples from "
+                                   "the prior (samples_prior.png).")
+    f.add_argument("run_dir")
+    f.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
+    f.add_argument("--data-dir")
+    f.add_argument("--components", type=int, default=10)
+    f.add_argument("--limit", type=int, default=20000, help="training examples used for the fit")
 
     r = sub.add_parser("reconstruct", help="write a PNG of data (odd rows) and reconstructions (even rows)")
     r.add_argument("run_dir")
@@ -130,7 +153,12 @@ def _train(args):
                verbose=2 if args.quiet else "auto", prior=args.prior, posterior=args.posterior,
                flow_steps=args.flow_steps, flow_hidden=args.flow_hidden, pixelcnn_layers=args.pixelcnn_layers,
                pixelcnn_kernel=args.pixelcnn_kernel, pixelcnn_filters=args.pixelcnn_filters,
-               free_bits=args.free_bits, strategy=args.strategy, jit_compile=args.jit_compile,
+               free_bits=args.free_bits, fit_density=args.fit_density,
+               **{k: v for k, v in (("alpha", args.alpha), ("lambda_", args.lambda_), ("divergence", args.divergence),
+                                    ("kernel", args.kernel), ("gamma", args.gamma), ("eta", args.eta),
+                                    ("regularization", args.regularization), ("latent_weight", args.latent_weight),
+                                    ("reg_weight", args.reg_weight)) if v is not None},
+               strategy=args.strategy, jit_compile=args.jit_compile,
                precision=args.precision, checkpoint_every=args.checkpoint_every)
     print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")
 
@@ -153,6 +181,20 @@ def _evaluate(args):
     result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,
                                  limit=args.limit, progress=lambda done, total: bar.update(done))
     result.update(dataset=split.name, split=split.split, run_dir=os.path.abspath(args.run_dir))
+    if args.diagnostics:
+        from . import data as kdata
+        from . import plotting
+
+        train_x = train_y = None
+        if y is not None:
+            train_x, train_y = kdata.load(split.name, "train", args.data_dir).arrays()
+        limit = n
+        result.update(evaluation.diagnostics(model, x[:limit], None if y is None else y[:limit], train_x, train_y,
+                                             seed=args.seed))
+        if result.get("kl_per_dim"):
+            plotting.save_kl_per_dim(result["kl_per_dim"], os.path.join(args.run_dir, "kl_per_dim.png"))
+        plotting.save_latent_traversal(model, x[:1], None if y is None else y[:1],
+                                       os.path.join(args.run_dir, "traversal.png"))
     print(evaluation.format_table(result))
     if args.json:
         with open(args.json, "w") as f:
@@ -175,6 +217,26 @@ def _sample(args):
     images = model.sample(args.n, labels=labels, seed=args.seed, mean=not args.draw).numpy()
     plotting.save_image_grid(images, args.out, ncol=min(8, args.n))
     print(f"wrote {args.out}")
+
+
+def _fit_density(args):
+    from . import plotting, runs
+
+    model, config = runs.load_run(args.run_dir)
+    args.split = "train"
+    x, y = _split_for(args, config).arrays()
+    x, y = x[:args.limit], None if y is None else y[:args.limit]
+    if args.components != model.density.n_components:
+        print(f"note: the model holds a {model.density.n_components}-component mixture; fitting that many")
+    model.fit_density(x, y)
+    runs.atomic_save(model, os.path.join(args.run_dir, runs.MODEL_FILE))
+    labels = None if not model.conditional else list(range(64))
+    for source in ("density", "prior"):
+        images = model.sample(64, labels=None if labels is None else [i % model.num_classes for i in labels],
+                              seed=0, source=source).numpy()
+        plotting.save_image_grid(images, os.path.join(args.run_dir, f"samples_{source}.png"), ncol=8)
+    print(f"fitted a {model.density.n_components}-component Gaussian mixture on {len(x)} codes; "
+          f"wrote samples_density.png and samples_prior.png")
 
 
 def _reconstruct(args):
@@ -210,7 +272,7 @@ def main(argv=None):
     from .errors import KvaeError
 
     commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reconstruct": _reconstruct,
-                "export": _export}
+                "export": _export, "fit-density": _fit_density}
     try:
         commands[args.command](args)
     except (KvaeError, ValueError, OSError) as err:

@@ -68,6 +68,75 @@ def importance_sampled_nll(model, x, y=None, k=1000, batch_size=100, seed=0, pro
     return -model.log_likelihood(x, y, k=k, batch_size=batch_size, seed=seed, progress=progress).numpy()
 
 
+def mutual_information(model, x, y=None, seed=0):
+    r"""I(x; z) under q (Hoffman & Johnson 2016; the estimator of He et al. 2019):
+    E_x E_{q(z|x)}[log q(z|x) - log q(z)], with q(z) = (1/N) sum_j q(z|x_j) over the given examples.
+    Quadratic in N: pass a few thousand examples at most."""
+    if not model.has_density:
+        return None
+    x = tf.cast(x, tf.float32)
+    labels = None if (y is None or not model.conditional) else y
+    q = model.encode(x, labels)
+    z = q.sample(seed=tf.constant([seed, 29], tf.int32))
+    log_q_own = q.log_prob(z)
+    cross = q.log_prob(z[:, None, :])  # [N (z_i), N (q_j)]
+    n = tf.cast(tf.shape(x)[0], tf.float32)
+    log_aggregate = tf.reduce_logsumexp(cross, axis=1) - tf.math.log(n)
+    return float(tf.reduce_mean(log_q_own - log_aggregate))
+
+
+def mmd_to_prior(z, kernel="imq", bandwidths=(1.0,), seed=0):
+    """Unbiased MMD^2 between codes z [N, D] and as many N(0, I) draws."""
+    from .divergences import mmd
+
+    z = np.asarray(z, np.float32)
+    ref = np.random.RandomState(seed).standard_normal(z.shape).astype(np.float32)
+    return float(mmd(z, ref, kernel, bandwidths))
+
+
+def log_det_covariance(z):
+    """log det Cov[z] of codes z [N, D] (InfoVAE's metric: 0 for a standard normal q(z))."""
+    sign, logdet = np.linalg.slogdet(np.cov(np.asarray(z, np.float64), rowvar=False))
+    return float(logdet) if sign > 0 else float("-inf")
+
+
+def probe_accuracy(train_z, train_y, test_z, test_y):
+    """Accuracy of a logistic-regression probe trained on latent means (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_z)
+    probe = LogisticRegression(max_iter=2000).fit(scaler.transform(train_z), train_y)
+    return float(probe.score(scaler.transform(test_z), test_y))
+
+
+def diagnostics(model, x, y=None, train_x=None, train_y=None, seed=0, max_examples=2000):
+    """The latent diagnostics of the regularised-family papers, as a dict: ``mutual_information``,
+    ``mmd_to_prior`` (of aggregate posterior draws), ``log_det_cov`` (of posterior means),
+    ``active_units``, ``kl_per_dim`` and, with labels and training data, ``probe_accuracy``."""
+    x = np.asarray(x[:max_examples], np.float32)
+    y = None if y is None else y[:max_examples]
+    means = model.posterior_means(x, y)
+    if model.has_density:
+        draws = model.encode(x, y if model.conditional else None).sample(seed=tf.constant([seed, 31], tf.int32))
+        draws = np.asarray(draws)
+    else:
+        draws = means
+    out = {
+        "mutual_information": mutual_information(model, x, y, seed=seed),
+        "mmd_to_prior": mmd_to_prior(draws, seed=seed),
+        "log_det_cov": log_det_covariance(draws),
+        "active_units": active_units(means)[0],
+    }
+    if model.has_density:
+        stats = posterior_statistics(model, x, y, seed=seed)
+        out["kl_per_dim"] = None if stats["kl_per_dim"] is None else [float(v) for v in stats["kl_per_dim"].mean(0)]
+    if y is not None and train_x is not None and train_y is not None:
+        train_means = model.posterior_means(np.asarray(train_x[:max_examples], np.float32), train_y[:max_examples])
+        out["probe_accuracy"] = probe_accuracy(train_means, train_y[:max_examples], means, y)
+    return out
+
+
 def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progress=None):
     """Everything ``kvae evaluate`` reports, as a JSON-ready dict.
 
@@ -79,6 +148,14 @@ def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progr
         x = x[:limit]
         y = None if y is None else y[:limit]
     x = np.asarray(x, np.float32)
+    if not model.has_density:  # deterministic encoders: reconstruction and codes only
+        means = model.posterior_means(x, y)
+        rec = -np.concatenate([model.decode(means[i:i + 500], None if y is None or not model.conditional
+                                            else y[i:i + 500]).log_prob(x[i:i + 500]).numpy()
+                               for i in range(0, len(x), 500)])
+        return {"nll": None, "nll_stderr": None, "elbo": None, "neg_elbo": None, "rec_loss": float(rec.mean()),
+                "kl": None, "kl_per_dim": None, "active_units": active_units(means)[0],
+                "latent_dim": int(model.latent_dim), "k": int(k), "n": int(len(x))}
     stats = posterior_statistics(model, x, y, seed=seed)
     au, _ = active_units(stats["z_mean"])
     nll = importance_sampled_nll(model, x, y, k=k, batch_size=batch_size, seed=seed, progress=progress)
@@ -100,15 +177,21 @@ def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progr
 
 def format_table(result):
     """A readable two-column table of an :func:`evaluate` result."""
-    rows = [
-        ("NLL (importance-sampled)", f"{result['nll']:.3f} ± {result.get('nll_stderr', 0):.3f} nats"),
-        ("negative ELBO", f"{result['neg_elbo']:.3f} nats"),
-        ("reconstruction -E log p(x|z)", f"{result['rec_loss']:.3f} nats"),
-        ("KL(q(z|x) || p(z))", f"{result['kl']:.3f} nats"),
-        ("active units", f"{result['active_units']} / {result['latent_dim']}"),
-        ("importance samples k", str(result["k"])),
-        ("examples n", str(result["n"])),
-    ]
+    if result.get("nll") is None:
+        rows = [("reconstruction -log p(x|z)", f"{result['rec_loss']:.3f} nats"),
+                ("NLL / ELBO", "not defined (deterministic encoder)")]
+    else:
+        rows = [
+            ("NLL (importance-sampled)", f"{result['nll']:.3f} ± {result.get('nll_stderr', 0):.3f} nats"),
+            ("negative ELBO", f"{result['neg_elbo']:.3f} nats"),
+            ("reconstruction -E log p(x|z)", f"{result['rec_loss']:.3f} nats"),
+            ("KL(q(z|x) || p(z))", f"{result['kl']:.3f} nats"),
+            ("importance samples k", str(result["k"])),
+        ]
+    rows += [("active units", f"{result['active_units']} / {result['latent_dim']}"), ("examples n", str(result["n"]))]
+    for key in ("mutual_information", "mmd_to_prior", "log_det_cov", "probe_accuracy"):
+        if result.get(key) is not None:
+            rows.append((key.replace("_", " "), f"{result[key]:.4f}"))
     if result.get("kl_per_dim"):
         top = sorted(enumerate(result["kl_per_dim"]), key=lambda t: -t[1])[:8]
         rows.append(("KL per dim (largest)", ", ".join(f"z{d}:{v:.2f}" for d, v in top)))

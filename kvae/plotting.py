@@ -64,3 +64,23 @@ def save_kl_per_dim(kl_per_dim, path, threshold=None, title="KL per latent dimen
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def save_latent_traversal(model, x, y, path, span=3.0, steps=9, max_dims=16):
+    """Decode the code of one example with each latent dimension swept over [-span, span] (one row
+    per dimension, the dimensions with the largest posterior spread first is left to the reader)."""
+    import numpy as np
+
+    z0 = model.posterior_means(np.asarray(x[:1], np.float32), None if y is None else y[:1])[0]
+    dims = min(model.latent_dim, max_dims)
+    values = np.linspace(-span, span, steps, dtype=np.float32)
+    codes = np.repeat(z0[None, :], dims * steps, axis=0)
+    for d in range(dims):
+        codes[d * steps:(d + 1) * steps, d] = values
+    labels = None if not model.conditional else np.full(len(codes), int(np.asarray(y)[0]))
+    dist = model.decode(codes, labels)
+    try:
+        images = dist.mean().numpy()
+    except NotImplementedError:
+        images = dist.sample(seed=[0, 0]).numpy()
+    return save_image_grid(images, path, ncol=steps, title=f"latent traversals: rows = z0..z{dims - 1}, {-span}..{span}")

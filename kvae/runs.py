@@ -161,13 +161,14 @@ def _is_chief(strategy):
 def train(model="vae", dataset="digits", out=None, data_dir=None, network="mlp", hidden=(500, 500), epochs=10,
           batch_size=100, latent_dim=32, lr=1e-3, seed=0, decoder=None, beta=None, kl_warmup_steps=0,
           optimizer="adam", ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
-          jit_compile=False, precision="float32", checkpoint_every=100, **model_options):
+          jit_compile=False, precision="float32", checkpoint_every=100, fit_density=False, **model_options):
     """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history).
 
     ``strategy``: default | mirrored | multiworker (``batch_size`` is the global batch).
     ``precision``: float32 | mixed_float16 | mixed_bfloat16 (networks only; log-probabilities and
     KL stay float32).  A checkpoint is written every ``checkpoint_every`` steps to ``out/backup``;
-    rerunning the same command resumes from it.
+    rerunning the same command resumes from it.  ``fit_density`` fits the ex-post Gaussian mixture
+    to the training codes before the model is saved.
     """
     if out is None:
         raise ConfigError("a run directory is required (--out RUN_DIR)")
@@ -182,14 +183,14 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, network="mlp",
     try:
         return _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, latent_dim, lr, seed,
                       decoder, beta, kl_warmup_steps, optimizer, ema, verbose, callbacks, limit, dist,
-                      jit_compile, precision, checkpoint_every, model_options)
+                      jit_compile, precision, checkpoint_every, fit_density, model_options)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, latent_dim, lr, seed, decoder, beta,
            kl_warmup_steps, optimizer, ema, verbose, callbacks, limit, dist, jit_compile, precision,
-           checkpoint_every, model_options):
+           checkpoint_every, fit_density, model_options):
     strategy = {tf.distribute.MirroredStrategy: "mirrored",
                 tf.distribute.MultiWorkerMirroredStrategy: "multiworker"}.get(type(dist), "default")
     chief = _is_chief(dist)
@@ -237,6 +238,9 @@ def _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, l
     hist["resumed_from_step"] = backup.resumed_step
     hist["seconds"] = seconds
     _write_json(hist, os.path.join(out, HISTORY_FILE))
+    if fit_density:
+        tx, ty = train_split.arrays()
+        mdl.fit_density(tx[:20000], None if ty is None else ty[:20000], seed=seed)
     atomic_save(mdl, os.path.join(out, MODEL_FILE))
     if chief:
         write_figures(mdl, out, valid_split, seed=seed)
