@@ -81,6 +81,8 @@ def endpoints(model):
         "sample": (sample, [eps] + label_spec + uniform_spec, ("images",)),
         "log_prob": (log_prob, [x_spec, _spec((None, None, d), "eps")] + label_spec, ("log_prob",)),
     }
+    if not model.has_density:  # a point-mass encoder has no importance-weighted bound
+        del table["log_prob"]
     return {name: (_positional(fn, spec), spec, outs) for name, (fn, spec, outs) in table.items()}
 
 

@@ -79,3 +79,42 @@ class TestVLAEWithIAFPosterior(ModelBattery):
         return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flow_steps=1, flow_hidden=(8,),
                          posterior=kvae.posteriors.IAFPosterior(3, num_steps=1, hidden_units=(8,), context_size=4),
                          pixelcnn_layers=2, pixelcnn_filters=4, seed=11)
+
+
+class TestInfoVAEMMD(ModelBattery):
+    def make_model(self):
+        return kvae.InfoVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), kernel="imq",
+                            bandwidths=(0.5, 1.0), seed=12)
+
+
+class TestInfoVAEAdversarial(ModelBattery):
+    def make_model(self):
+        return kvae.InfoVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), alpha=0.0, lambda_=2.0,
+                            divergence="adversarial", seed=13)
+
+
+class TestFactorVAE(ModelBattery):
+    def make_model(self):
+        return kvae.FactorVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), discriminator_hidden=(16,),
+                              seed=14)
+
+
+class TestMAE(ModelBattery):
+    def make_model(self):
+        return kvae.MAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), free_bits=0.05, seed=15)
+
+
+class TestRAEGradientPenalty(ModelBattery):
+    def make_model(self):
+        return kvae.RAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), regularization="gp",
+                        reg_weight=0.1, seed=16)
+
+
+class TestRAESpectralNorm(ModelBattery):
+    def make_model(self):
+        return kvae.RAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), regularization="sn", seed=17)
+
+
+class TestAE(ModelBattery):
+    def make_model(self):
+        return kvae.AE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), seed=18)

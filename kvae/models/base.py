@@ -366,8 +366,12 @@ class VariationalModel(keras.Model):
             if self.losses:
                 loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.losses))
             scaled = self.optimizer.scale_loss(loss)
-        variables = self.model_variables
+        variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
+        own = {id(v) for v in self.model_variables}
+        # regularisers' own variables (discriminators) get zero here: their optimizer steps them in
+        # after_step; keeping them in the list keeps the optimizer's state aligned for save/load
+        grads = [g if id(v) in own or g is None else tf.zeros_like(g) for g, v in zip(grads, variables)]
         self.optimizer.apply(grads, variables)
         for reg in self.regularizer_layers:
             reg.after_step(self, terms)
