@@ -1,0 +1,123 @@
+"""Property tests of the regularised family's pieces: MMD, permutation, MAE's pairwise KL, RAE's
+gradient penalty, the ex-post mixture, and the diagnostics."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import kvae
+from kvae import evaluation
+from kvae.divergences import mmd
+from kvae.regularizers import DecoderGradientPenalty, MutualPosteriorDivergence, pairwise_gaussian_kl, permute_dims
+
+tfd = tfp.distributions
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "imq"])
+def test_mmd_is_near_zero_for_one_distribution_and_grows_with_a_shift(kernel):
+    rng = np.random.RandomState(0)
+    a, b = rng.normal(size=(500, 4)), rng.normal(size=(500, 4))
+    same = float(mmd(a, b, kernel, (1.0,)))
+    values = [float(mmd(a, rng.normal(size=(500, 4)) + shift, kernel, (1.0,))) for shift in (0.25, 0.5, 1.0)]
+    assert abs(same) < 0.01
+    assert values[0] < values[1] < values[2] and values[0] > same
+
+
+def test_unbiased_mmd_matches_the_closed_form_for_gaussians():
+    """For x ~ N(m1, s1^2 I), y ~ N(m2, s2^2 I) and k = exp(-|a-b|^2 / (2 h^2)), with c = h^2:
+    E k(x, x') = (c / (c + 2 s1^2))^{D/2}, E k(x, y) = (c / (c + s1^2 + s2^2))^{D/2} exp(-|m1-m2|^2 / (2 (c + s1^2 + s2^2)))."""
+    d, s1, s2, shift = 3, 1.0, 0.7, 0.5
+    c = 2.0 * d * 1.0**2 / 2.0  # kvae's RBF uses 2 s^2 D in the denominator, i.e. h^2 = D s^2
+    kxx = (c / (c + 2 * s1**2)) ** (d / 2)
+    kyy = (c / (c + 2 * s2**2)) ** (d / 2)
+    kxy = (c / (c + s1**2 + s2**2)) ** (d / 2) * np.exp(-(shift**2) * d / (2 * (c + s1**2 + s2**2)))
+    exact = kxx + kyy - 2 * kxy
+    rng = np.random.RandomState(1)
+    estimates = [float(mmd(rng.normal(size=(20, d)) * s1, rng.normal(size=(20, d)) * s2 + shift, "rbf", (1.0,)))
+                 for _ in range(400)]
+    biased = [float(mmd(rng.normal(size=(20, d)) * s1, rng.normal(size=(20, d)) * s2 + shift, "rbf", (1.0,),
+                        unbiased=False)) for _ in range(400)]
+    se = np.std(estimates) / np.sqrt(len(estimates))
+    assert abs(np.mean(estimates) - exact) < 4 * se, (np.mean(estimates), exact, se)
+    assert np.mean(biased) - exact > 4 * se  # the V-statistic is biased upwards at n = 20
+
+
+def test_permutation_keeps_every_marginal_and_breaks_dependence():
+    rng = np.random.RandomState(0)
+    z0 = rng.normal(size=(2000, 1))
+    z = np.concatenate([z0, z0 + 0.01 * rng.normal(size=(2000, 1)), rng.normal(size=(2000, 1))], 1).astype("float32")
+    p = permute_dims(z, tf.constant([3, 4])).numpy()
+    np.testing.assert_array_equal(np.sort(p, axis=0), np.sort(z, axis=0))
+    assert abs(np.corrcoef(z[:, 0], z[:, 1])[0, 1]) > 0.99 and abs(np.corrcoef(p[:, 0], p[:, 1])[0, 1]) < 0.1
+
+
+def test_mae_pairwise_kl_and_penalty_match_a_direct_computation():
+    rng = np.random.RandomState(0)
+    loc = rng.normal(size=(5, 3)).astype("float32")
+    scale = rng.uniform(0.3, 1.5, size=(5, 3)).astype("float32")
+    kl = pairwise_gaussian_kl(tf.constant(loc), tf.constant(scale)).numpy()
+    for i in range(5):
+        for j in range(5):
+            direct = tfd.kl_divergence(tfd.Normal(loc[i], scale[i]), tfd.Normal(loc[j], scale[j])).numpy()
+            np.testing.assert_allclose(kl[i, j], direct, atol=1e-5)
+    eta, gamma = 0.7, 0.3
+    off = ~np.eye(5, dtype=bool)
+    mean_d = kl[off].mean(0)
+    expected = -eta * np.sum(np.log(1 / (1 + np.exp(-mean_d)))) + gamma * kl.sum(-1)[off].std()
+    q = tfd.Independent(tfd.Normal(loc, scale), 1)
+    np.testing.assert_allclose(MutualPosteriorDivergence(eta, gamma).penalty({"q": q}), expected, rtol=1e-4)
+
+
+def test_rae_gradient_penalty_is_the_squared_jacobian_norm():
+    model = kvae.RAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), regularization="gp", reg_weight=1.0, seed=0)
+    z = tf.constant(np.random.RandomState(0).normal(size=(2, 3)).astype("float32"))
+    value = DecoderGradientPenalty(0.5).penalty({"z": z, "y": None, "decode_params": model.decode_params}).numpy()
+    for i in range(2):  # the Jacobian by finite differences, one example at a time
+        def f(v):
+            return model.decode_params(v[None, :])[0].numpy().reshape(-1).astype(np.float64)
+
+        h = 1e-3
+        jac = np.stack([(f(z[i] + h * np.eye(3, dtype="float32")[k]) - f(z[i] - h * np.eye(3, dtype="float32")[k]))
+                        / (2 * h) for k in range(3)], 1)
+        np.testing.assert_allclose(value[i], 0.5 * np.sum(jac**2), rtol=2e-2)
+
+
+def test_ex_post_mixture_survives_save_and_load(tmp_path):
+    model = kvae.RAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), seed=0)
+    x = (np.random.RandomState(0).uniform(size=(200, 8, 8, 1)) > 0.5).astype("float32")
+    with pytest.raises(kvae.errors.ConfigError, match="not fitted"):
+        model.sample(2, source="density")
+    model.fit_density(x)
+    path = str(tmp_path / "rae.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded.sample(8, seed=4, source="density"), model.sample(8, seed=4, source="density"))
+    z = model.posterior_means(x)
+    np.testing.assert_allclose(loaded.density(z), model.density(z), rtol=1e-5)
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(10, covariance_type="full", random_state=0, reg_covar=1e-5).fit(z.astype(np.float64))
+    np.testing.assert_allclose(model.density(z).numpy(), gmm.score_samples(z), rtol=1e-3, atol=1e-3)
+
+
+def test_diagnostics_on_known_codes():
+    rng = np.random.RandomState(0)
+    z = rng.normal(size=(3000, 4))
+    assert abs(evaluation.log_det_covariance(z)) < 0.1
+    assert abs(evaluation.log_det_covariance(2 * z) - 4 * np.log(4)) < 0.2
+    assert abs(evaluation.mmd_to_prior(z)) < 0.01 and evaluation.mmd_to_prior(z + 1) > 0.05
+    labels = (z[:, 0] > 0).astype(int)
+    assert evaluation.probe_accuracy(z[:2000], labels[:2000], z[2000:], labels[2000:]) > 0.95
+
+
+def test_mutual_information_is_zero_for_an_ignoring_encoder_and_positive_otherwise():
+    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=0)
+    x = (np.random.RandomState(0).uniform(size=(300, 4, 4, 1)) > 0.5).astype("float32")
+    dense = model.posterior.dense
+    kernel, bias = dense.get_weights()
+    dense.set_weights([np.zeros_like(kernel), bias])  # q(z|x) no longer depends on x
+    assert abs(evaluation.mutual_information(model, x)) < 1e-4
+    dense.set_weights([kernel * 50.0, bias])
+    mi = evaluation.mutual_information(model, x)
+    assert 0.1 < mi <= np.log(300) + 1e-3  # bounded by log N
