@@ -58,6 +58,18 @@ class GaussianMixtureDensity(keras.layers.Layer):
         return tfd.MixtureSameFamily(tfd.Categorical(logits=self.logits),
                                      tfd.MultivariateNormalTriL(self.means, self.scale_tril))
 
+    def from_noise(self, eps, component_uniform):
+        """A draw of the mixture from explicit noise: component k = #{j : u > cdf_j} for u ~ U(0, 1),
+        then z = mu_k + L_k eps with eps ~ N(0, I) (deterministic given its inputs; exportable)."""
+        eps = tf.convert_to_tensor(eps, tf.float32)
+        cdf = tf.cumsum(tf.nn.softmax(self.logits))
+        u = tf.convert_to_tensor(component_uniform, tf.float32)
+        k = tf.reduce_sum(tf.cast(u[:, None] > cdf[None, :], tf.int32), axis=-1)
+        k = tf.minimum(k, self.n_components - 1)
+        means = tf.gather(self.means, k)
+        tril = tf.gather(self.scale_tril, k)
+        return means + tf.linalg.matvec(tril, eps)
+
     def call(self, z):
         return self.distribution().log_prob(z)
 

@@ -18,6 +18,8 @@ encode         x [N, *shape]                                   posterior paramet
 decode         z [N, D] (, labels [N])                          decoder parameters (probs / loc, scale)
 reconstruct    x, eps [N, D] (, labels, uniform)               images
 sample         eps [N, D] (, labels, uniform [N, *shape])      images (prior flow + decoder/sampler)
+sample_density eps, component_uniform [N] (, labels, uniform)  images from the ex-post Gaussian mixture
+               (only when the model's density was fitted)
 log_prob       x, eps [K, N, D] (, labels)                     importance-weighted bound [N]
 =============  ==============================================  ===================================
 
@@ -70,6 +72,9 @@ def endpoints(model):
     def sample(a):
         return (model.sample_from_noise(a["eps"], a.get("labels"), a.get("uniform")),)
 
+    def sample_density(a):
+        return (model.sample_density_from_noise(a["eps"], a["component_uniform"], a.get("labels"), a.get("uniform")),)
+
     def log_prob(a):
         return (model.log_prob_from_noise(a["x"], a["eps"], a.get("labels")),)
 
@@ -83,6 +88,9 @@ def endpoints(model):
     }
     if not model.has_density:  # a point-mass encoder has no importance-weighted bound
         del table["log_prob"]
+    if model.density.is_fitted:  # the ex-post Gaussian mixture, with the component choice as noise
+        table["sample_density"] = (sample_density, [eps, _spec((None,), "component_uniform")] + label_spec
+                                   + uniform_spec, ("images",))
     return {name: (_positional(fn, spec), spec, outs) for name, (fn, spec, outs) in table.items()}
 
 
@@ -106,8 +114,9 @@ def example_inputs(model, spec, n=3, k=4, seed=0):
         elif s.name == "x":
             out.append((rng.uniform(size=(n,) + tuple(model.data_shape)) > 0.5).astype(np.float32)
                        if model.likelihood.support == "binary" else rng.uniform(size=(n,) + tuple(model.data_shape)).astype(np.float32))
-        elif s.name == "uniform":
-            out.append(rng.uniform(size=(n,) + tuple(model.data_shape)).astype(np.float32))
+        elif s.name in ("uniform", "component_uniform"):
+            shape = (n,) if s.name == "component_uniform" else (n,) + tuple(model.data_shape)
+            out.append(rng.uniform(size=shape).astype(np.float32))
         elif s.shape.rank == 3:
             out.append(rng.normal(size=(k, n, model.latent_dim)).astype(np.float32))
         else:

@@ -120,12 +120,23 @@ class Bundle:
         z = np.asarray(z, np.float32)
         return self.run("decode", z=z, **self._labels(len(z), labels))
 
-    def sample(self, n, seed=None, labels=None):
+    def sample(self, n, seed=None, labels=None, source="prior"):
+        """n images from the prior (``source="prior"``) or the ex-post Gaussian mixture ("density")."""
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise BundleError(f"n must be a positive integer, got {n!r}")
         rng = np.random.default_rng(seed)
         eps = rng.standard_normal((n, self.latent_dim)).astype(np.float32)
-        return self.run("sample", eps=eps, **self._labels(n, labels), **self._uniform(n, rng))["images"]
+        extra = {**self._labels(n, labels)}
+        if source == "density":
+            if "sample_density" not in self.manifest["endpoints"]:
+                raise BundleError("this bundle has no ex-post density: run `kvae fit-density` before exporting")
+            extra["component_uniform"] = rng.uniform(size=n).astype(np.float32)
+            endpoint = "sample_density"
+        elif source == "prior":
+            endpoint = "sample"
+        else:
+            raise BundleError(f"source must be 'prior' or 'density', got {source!r}")
+        return self.run(endpoint, eps=eps, **extra, **self._uniform(n, rng))["images"]
 
     def reconstruct(self, x, seed=None, labels=None):
         x = np.asarray(x, np.float32)

@@ -526,6 +526,11 @@ class VariationalModel(keras.Model):
         z = self.prior.from_noise(eps)
         return self.likelihood.images(self.decode_params(z, labels), uniform)
 
+    def sample_density_from_noise(self, eps, component_uniform, labels=None, uniform=None):
+        """Images for codes drawn from the ex-post Gaussian mixture with explicit noise."""
+        z = self.density.from_noise(eps, component_uniform)
+        return self.likelihood.images(self.decode_params(z, labels), uniform)
+
     def reconstruct_from_noise(self, x, eps, labels=None, uniform=None):
         """Images decoded from z = reparameterize(q(z|x), eps)."""
         q = self.encode(x, labels)
