@@ -159,9 +159,18 @@ class TotalCorrelation(_DiscriminatorPenalty):
         return self.weight * self.logits(terms["z"])
 
     def real_and_fake(self, terms):
+        """Codes and permuted codes.  Under tf.distribute the permutation runs over the *global* batch
+        (all-gathered) and each replica keeps its slice, so N replicas train the discriminator exactly
+        as one device would."""
         z = tf.cast(terms["z"], tf.float32)
-        seed = terms["seed"] if terms["seed"] is not None else tf.constant([0, 0])
-        return z, permute_dims(z, _fold(seed, 17))
+        seed = _fold(terms["seed"] if terms["seed"] is not None else tf.constant([0, 0]), 17)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return z, permute_dims(z, seed)
+        everything = ctx.all_gather(z, axis=0)
+        b = tf.shape(z)[0]
+        start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
+        return z, permute_dims(everything, seed)[start:start + b]
 
 
 def pairwise_gaussian_kl(loc, scale):

@@ -22,6 +22,11 @@ SCRIPT = textwrap.dedent('''
     def make(kind):
         if kind == "vae":
             m = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=3)
+        elif kind == "factorvae":  # a second optimizer (the discriminator's) inside train_step
+            m = kvae.FactorVAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), discriminator_hidden=(16,),
+                               discriminator_lr=0.05, seed=3)
+            m.regularizer_layers[0].optimizer = keras.optimizers.SGD(0.05)
+            m.regularizer_layers[0].optimizer.build(m.regularizer_layers[0].own_variables)
         else:  # flow prior + IAF posterior: Monte-Carlo KL, bijector caches, two flows
             m = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=3,
                          posterior=kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4),
@@ -62,10 +67,10 @@ def _run(*kinds):
 
 @pytest.fixture(scope="module")
 def results():
-    return _run("vae", "flows")
+    return _run("vae", "flows", "factorvae")
 
 
-@pytest.mark.parametrize("kind", ["vae", "flows"])
+@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae"])
 def test_two_replicas_apply_the_single_device_update(results, kind):
     r = results[kind]
     assert r["replicas"] == 2
@@ -73,7 +78,7 @@ def test_two_replicas_apply_the_single_device_update(results, kind):
     assert r["max_weight_diff"] < 1e-5, r
 
 
-@pytest.mark.parametrize("kind", ["vae", "flows"])
+@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae"])
 def test_metrics_are_aggregated_across_replicas(results, kind):
     m1, m2 = results[kind]["metrics_1"], results[kind]["metrics_2"]
     assert set(m1) == set(m2)
