@@ -7,9 +7,13 @@ overhead of the distributed step (splitting, all-reduce), not a speed-up.  Print
     python benchmarks/distributed_throughput.py [--steps 100] [--out results.json]
 """
 import argparse
-import json
 import os
+import sys
 import time
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import emit  # noqa: E402
 
 
 def main():
@@ -49,11 +53,7 @@ def main():
                                       results["1_device"]["examples_per_second"],
               "note": "2 logical devices on the same 2 CPU cores: the ratio measures overhead, not speed-up",
               "machine": {"cpus": os.cpu_count()}}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from a VLAE bundle.  Target: ONNX at least 2x faster than the SavedModel at batc
     python benchmarks/serving_latency.py [--repeats 300] [--out results.json]
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -18,6 +17,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "export"))
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import emit  # noqa: E402
 
 
 def _latencies(fn, repeats):
@@ -100,11 +103,7 @@ def main():
         "pixelcnn_onnx_sampler_64x28x28_seconds": onnx_sampler,
         "machine": {"cpus": os.cpu_count()},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ import sys
 import time
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import emit  # noqa: E402
+
+
 def _baseline_model(input_shape, latent_dim, hidden):
     """The minimal Keras 3 VAE a user would write by hand: Dense layers, reparameterisation,
     Bernoulli log-likelihood and closed-form Gaussian KL, averaged over the batch."""
@@ -134,11 +138,7 @@ def main():
             results["kvae_jit"]["median_epoch_seconds"] / results["baseline_jit"]["median_epoch_seconds"],
         "target_ratio": 1.05,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

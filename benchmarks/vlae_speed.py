@@ -9,12 +9,16 @@ over ``--steps`` steps after a warm-up step and scaled to a 50000-example epoch 
     python benchmarks/vlae_speed.py [--data-dir DIR] [--steps 30] [--out results.json]
 """
 import argparse
-import json
 import os
+import sys
 import time
 
 import numpy as np
 import tensorflow as tf
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import emit  # noqa: E402
 
 
 def naive_sample(network, cond, uniform):
@@ -73,11 +77,7 @@ def main():
                      "identical_images": bool(np.array_equal(ours, naive))},
         "machine": {"cpus": os.cpu_count()},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from .registry import PartRegistry
+
 tfd = tfp.distributions
 
 
@@ -269,20 +271,14 @@ class PixelCNNLikelihood(LikelihoodHead):
 _LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood, "pixelcnn": PixelCNNLikelihood}
 
 
+_REGISTRY = PartRegistry("decoder likelihood", _LIKELIHOODS)
+
+
 def get(identifier, event_shape):
-    """Return a likelihood head from a name (``"bernoulli"``, ``"gaussian"``) or pass a layer through."""
-    if isinstance(identifier, keras.layers.Layer):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    try:
-        return _LIKELIHOODS[identifier](event_shape, name="likelihood")
-    except KeyError:
-        raise ValueError(
-            f"unknown decoder likelihood {identifier!r}; choose one of {sorted(_LIKELIHOODS)} or pass a layer"
-        ) from None
+    """Return a decoder likelihood from a name ("bernoulli", "gaussian"), a config dict or a layer (passed through)."""
+    return _REGISTRY.get(identifier, event_shape)
 
 
 def register(name, cls):
     """Make ``cls(event_shape, name=...)`` available as ``decoder=name``."""
-    _LIKELIHOODS[name] = cls
+    _REGISTRY.register(name, cls)

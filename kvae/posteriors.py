@@ -15,6 +15,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from .registry import PartRegistry
+
 tfd = tfp.distributions
 
 
@@ -150,20 +152,14 @@ class DeterministicPosterior(keras.layers.Layer):
 _POSTERIORS = {"gaussian": GaussianPosterior, "iaf": IAFPosterior, "deterministic": DeterministicPosterior}
 
 
+_REGISTRY = PartRegistry("posterior", _POSTERIORS)
+
+
 def get(identifier, latent_dim):
-    """Return a posterior layer from a name (``"gaussian"``) or pass a layer through."""
-    if isinstance(identifier, keras.layers.Layer):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    try:
-        return _POSTERIORS[identifier](latent_dim, name="posterior")
-    except KeyError:
-        raise ValueError(
-            f"unknown posterior {identifier!r}; choose one of {sorted(_POSTERIORS)} or pass a layer"
-        ) from None
+    """Return a posterior from a name ("gaussian"), a config dict or a layer (passed through)."""
+    return _REGISTRY.get(identifier, latent_dim)
 
 
 def register(name, cls):
     """Make ``cls(latent_dim, name=...)`` available as ``posterior=name``."""
-    _POSTERIORS[name] = cls
+    _REGISTRY.register(name, cls)

@@ -11,6 +11,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from .registry import PartRegistry
+
 tfd = tfp.distributions
 
 
@@ -97,20 +99,14 @@ _PRIORS = {"normal": StandardNormalPrior, "maf": FlowPrior,
            "iaf": lambda latent_dim, name: FlowPrior(latent_dim, kind="iaf", name=name)}
 
 
+_REGISTRY = PartRegistry("prior", _PRIORS)
+
+
 def get(identifier, latent_dim):
-    """Return a prior layer from a name (``"normal"``) or pass a layer through."""
-    if isinstance(identifier, keras.layers.Layer):
-        return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    try:
-        return _PRIORS[identifier](latent_dim, name="prior")
-    except KeyError:
-        raise ValueError(
-            f"unknown prior {identifier!r}; choose one of {sorted(_PRIORS)} or pass a layer"
-        ) from None
+    """Return a prior from a name ("normal"), a config dict or a layer (passed through)."""
+    return _REGISTRY.get(identifier, latent_dim)
 
 
 def register(name, cls):
     """Make ``cls(latent_dim, name=...)`` available as ``prior=name``."""
-    _PRIORS[name] = cls
+    _REGISTRY.register(name, cls)

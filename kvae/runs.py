@@ -6,7 +6,6 @@ where a good one was), ``config.json`` (the run's options and the model config),
 ``samples.png``, ``reconstructions.png`` and ``kl_per_dim.png``.
 """
 import json
-import math
 import os
 import time
 
