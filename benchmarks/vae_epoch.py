@@ -104,7 +104,7 @@ def run_one(kind, jit, epochs, data_dir, batch_size, latent_dim, hidden):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--latent-dim", type=int, default=50)
