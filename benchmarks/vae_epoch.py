@@ -3,9 +3,9 @@
 Both train an MLP VAE (784-500-500-50 by default, Bernoulli decoder, Adam 1e-3, batch 100) on
 static binarised MNIST (``--data-dir`` / ``$KVAE_DATA_DIR``; the bundled digits otherwise),
 with and without ``jit_compile``.  Each configuration runs in its own subprocess so that its
-peak resident memory is its own.  Prints one JSON document: per configuration the median
-seconds per epoch (epochs after the first, which includes tracing), peak RSS in MiB, and the
-ratio kvae / baseline (target <= 1.05).
+peak resident memory is its own.  Prints one JSON document: per configuration the median and
+the fastest seconds per epoch (epochs after the first, which includes tracing), peak RSS in MiB,
+and the ratios kvae / baseline (target <= 1.05).
 
     python benchmarks/vae_epoch.py --epochs 4 [--data-dir DIR] [--out results.json]
 """
@@ -98,7 +98,7 @@ def run_one(kind, jit, epochs, data_dir, batch_size, latent_dim, hidden):
     keras.Model.fit(model, ds, epochs=epochs, callbacks=[Timer()], verbose=0)
     steady = sorted(times[1:]) if len(times) > 1 else times
     return {"dataset": split.name, "examples": len(split), "epoch_seconds": times,
-            "median_epoch_seconds": steady[len(steady) // 2],
+            "median_epoch_seconds": steady[len(steady) // 2], "min_epoch_seconds": steady[0],
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
@@ -136,6 +136,9 @@ def main():
         "ratio_kvae_over_baseline": results["kvae"]["median_epoch_seconds"] / results["baseline"]["median_epoch_seconds"],
         "ratio_kvae_over_baseline_jit":
             results["kvae_jit"]["median_epoch_seconds"] / results["baseline_jit"]["median_epoch_seconds"],
+        # the fastest epoch is robust to interference from other processes on a shared machine
+        "ratio_best_epoch": results["kvae"]["min_epoch_seconds"] / results["baseline"]["min_epoch_seconds"],
+        "ratio_best_epoch_jit": results["kvae_jit"]["min_epoch_seconds"] / results["baseline_jit"]["min_epoch_seconds"],
         "target_ratio": 1.05,
     }
     emit(report, args.out)
