@@ -122,7 +122,7 @@ def _parser():
     f.add_argument("--components", type=int, default=10)
     f.add_argument("--limit", type=int, default=20000, help="training examples used for the fit")
 
-    r = sub.add_parser("reconstruct", help="write a PNG of data (odd rows) and reconstructions (even rows)")
+    r = sub.add_parser("reconstruct", help="write a PNG of data | reconstruction pairs, side by side")
     r.add_argument("run_dir")
     r.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
     r.add_argument("--data-dir")

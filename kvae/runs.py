@@ -111,7 +111,7 @@ def _write_json(obj, path):
 
 
 def write_figures(model, run_dir, split, n=64, seed=0):
-    """Samples, reconstructions (originals on odd rows) and KL per dimension, as PNG files."""
+    """Samples, reconstructions (each original followed by its reconstruction) and KL per dimension, as PNGs."""
     paths = {}
     x, y = split.arrays()
     labels = None if not model.conditional else np.arange(n) % model.num_classes
