@@ -5,8 +5,8 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from . import density, divergences, errors, flows, layers, likelihoods, networks, posteriors, priors, regularizers, schedules  # noqa: E402,E501
-from .models import AE, MAE, RAE, VAE, VLAE, BetaVAE, ConditionalVAE, FactorVAE, InfoVAE, VariationalModel  # noqa: E402,E501
+from .models import AE, MAE, RAE, VAE, VLAE, BetaTCVAE, BetaVAE, ConditionalVAE, FactorVAE, InfoVAE, VariationalModel  # noqa: E402,E501
 
 __version__ = "0.1.0"
-__all__ = ["VAE", "VLAE", "InfoVAE", "FactorVAE", "MAE", "RAE", "AE", "BetaVAE", "ConditionalVAE", "VariationalModel", "errors", "likelihoods", "networks",
+__all__ = ["VAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "BetaVAE", "ConditionalVAE", "VariationalModel", "errors", "likelihoods", "networks",
            "posteriors", "priors", "regularizers", "schedules"]

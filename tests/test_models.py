@@ -118,3 +118,8 @@ class TestRAESpectralNorm(ModelBattery):
 class TestAE(ModelBattery):
     def make_model(self):
         return kvae.AE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), seed=18)
+
+
+class TestBetaTCVAE(ModelBattery):
+    def make_model(self):
+        return kvae.BetaTCVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), dataset_size=1000, seed=19)

@@ -3,6 +3,6 @@ from .base import VariationalModel
 from .registry import MODELS, get, register_model
 from .vae import VAE, BetaVAE, ConditionalVAE
 from .vlae import VLAE
-from .regularised import AE, MAE, RAE, FactorVAE, InfoVAE
+from .regularised import AE, MAE, RAE, BetaTCVAE, FactorVAE, InfoVAE
 
-__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "MAE", "RAE", "AE", "MODELS", "get", "register_model"]
+__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "MODELS", "get", "register_model"]

@@ -9,8 +9,8 @@ import tensorflow as tf
 from .. import networks
 from ..errors import ConfigError
 from ..posteriors import DeterministicPosterior
-from ..regularizers import (AdversarialDivergence, DecoderGradientPenalty, DecoderL2, LatentL2, MMDPenalty,
-                            MutualPosteriorDivergence, TotalCorrelation)
+from ..regularizers import (AdversarialDivergence, DecoderGradientPenalty, DecoderL2, LatentL2, MinibatchTotalCorrelation,
+                            MMDPenalty, MutualPosteriorDivergence, TotalCorrelation)
 from .base import VariationalModel
 from .registry import register_model
 
@@ -53,6 +53,19 @@ class FactorVAE(VariationalModel):
         super().__init__(input_shape, regularizers=regularizers, **kwargs)
         self._init_args.update(dict(gamma=float(gamma), discriminator_hidden=[int(h) for h in discriminator_hidden],
                                     discriminator_lr=float(discriminator_lr)))
+
+
+@register_model("beta-tcvae")
+@keras.saving.register_keras_serializable(package="kvae")
+class BetaTCVAE(VariationalModel):
+    """beta-TCVAE (Chen et al. 2018): VAE loss + (beta - 1) * TC(z) with the minibatch-weighted-sampling
+    estimator (no discriminator); ``dataset_size`` is the N of the estimator."""
+
+    def __init__(self, input_shape, beta_tc=6.0, dataset_size=50000, regularizers=(), **kwargs):
+        if not regularizers:
+            regularizers = [MinibatchTotalCorrelation(float(beta_tc) - 1.0, dataset_size=dataset_size)]
+        super().__init__(input_shape, regularizers=regularizers, **kwargs)
+        self._init_args.update(dict(beta_tc=float(beta_tc), dataset_size=int(dataset_size)))
 
 
 @register_model("mae")
