@@ -62,6 +62,7 @@ def _parser():
     t.add_argument("--divergence", choices=("mmd", "adversarial"), help="infovae: D(q(z) || p(z))")
     t.add_argument("--kernel", choices=("rbf", "imq"), help="infovae: MMD kernel")
     t.add_argument("--gamma", type=float, help="factorvae: TC weight; mae: smoothness weight")
+    t.add_argument("--beta-tc", type=float, help="beta-tcvae: beta of the total-correlation term (default 6)")
     t.add_argument("--eta", type=float, help="mae: diversity weight")
     t.add_argument("--regularization", choices=("l2", "gp", "sn", "none"), help="rae: decoder regulariser")
     t.add_argument("--latent-weight", type=float, help="rae: weight of 1/2 ||z||^2")
@@ -155,7 +156,7 @@ def _train(args):
                pixelcnn_kernel=args.pixelcnn_kernel, pixelcnn_filters=args.pixelcnn_filters,
                free_bits=args.free_bits, fit_density=args.fit_density,
                **{k: v for k, v in (("alpha", args.alpha), ("lambda_", args.lambda_), ("divergence", args.divergence),
-                                    ("kernel", args.kernel), ("gamma", args.gamma), ("eta", args.eta),
+                                    ("kernel", args.kernel), ("gamma", args.gamma), ("eta", args.eta), ("beta_tc", args.beta_tc),
                                     ("regularization", args.regularization), ("latent_weight", args.latent_weight),
                                     ("reg_weight", args.reg_weight)) if v is not None},
                strategy=args.strategy, jit_compile=args.jit_compile,
