@@ -203,6 +203,8 @@ def _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, l
         kdata.validate(split.x, None, support, name=f"{dataset}/{split.split}")
     if decoder is None and model != "vlae":
         decoder = "bernoulli" if train_split.binary else "gaussian"
+    if model == "beta-tcvae":  # the estimator's N is the training-set size
+        model_options = {"dataset_size": len(train_split), **model_options}
     with dist.scope():
         mdl = build_model(model, train_split.input_shape, train_split.num_classes, latent_dim, network, hidden,
                           decoder, beta, kl_warmup_steps, seed, **model_options)
