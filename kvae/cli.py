@@ -120,7 +120,6 @@ def _parser():
     f.add_argument("run_dir")
     f.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
     f.add_argument("--data-dir")
-    f.add_argument("--components", type=int, default=10)
     f.add_argument("--limit", type=int, default=20000, help="training examples used for the fit")
 
     r = sub.add_parser("reconstruct", help="write a PNG of data | reconstruction pairs, side by side")
@@ -227,8 +226,6 @@ def _fit_density(args):
     args.split = "train"
     x, y = _split_for(args, config).arrays()
     x, y = x[:args.limit], None if y is None else y[:args.limit]
-    if args.components != model.density.n_components:
-        print(f"note: the model holds a {model.density.n_components}-component mixture; fitting that many")
     model.fit_density(x, y)
     runs.atomic_save(model, os.path.join(args.run_dir, runs.MODEL_FILE))
     labels = None if not model.conditional else list(range(64))
