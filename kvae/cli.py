@@ -1,20 +1,88 @@
-"""The ``kvae`` command: train, evaluate, sample and reconstruct.  Thin: parses, then calls the library."""
+"""The ``kvae`` command: train, evaluate, sample, reconstruct, fit-density, export.
+
+Thin: parses, validates, then calls the library.  ``kvae train``'s model options are generated
+from the chosen model's constructor (:func:`kvae.models.options.model_options`), default to
+"not given", and only the options a user gives are passed, so the command line builds exactly the
+model the Python API builds.  Errors (bad options included) print one line and exit 1.
+"""
 import argparse
+import ast
 import json
+import math
 import os
 import sys
 
 _DATASETS = ("digits", "binarized_mnist", "mnist", "fashion_mnist")
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _ints(text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+class UsageError(Exception):
+    """A bad command line (reported in one line, exit status 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that raise instead of printing usage and exiting 2."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def model_names():
+    """Registered model names, read from the ``@register_model("...")`` decorators in kvae/models
+    without importing TensorFlow (so that ``kvae --help`` is instant)."""
+    names = []
+    folder = os.path.join(_HERE, "models")
+    for fname in sorted(os.listdir(folder)):
+        if not fname.endswith(".py"):
+            continue
+        with open(os.path.join(folder, fname)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                for dec in node.decorator_list:
+                    if (isinstance(dec, ast.Call) and getattr(dec.func, "id", None) == "register_model"
+                            and dec.args and isinstance(dec.args[0], ast.Constant)):
+                        names.append(dec.args[0].value)
+    return sorted(names)
+
+
+def _number(kind, positive=False, allow_zero=False):
+    def parse(text):
+        try:
+            value = int(text) if kind is int else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if positive and (value < 0 or (value == 0 and not allow_zero)):
+            raise argparse.ArgumentTypeError(f"must be {'>= 0' if allow_zero else '> 0'}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_pos_int = _number(int, positive=True)
+_nonneg_int = _number(int, positive=True, allow_zero=True)
+_pos_float = _number(float, positive=True)
+
+
+def _list(kind):
+    def parse(text):
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {'integers' if kind is int else 'numbers'}, got {text!r}") from None
+        if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+            raise argparse.ArgumentTypeError(f"expected positive values, got {text!r}")
+        return values
+
+    return parse
+
+
+_ints = _list(int)
 
 
 def _labels(text):
@@ -24,61 +92,104 @@ def _labels(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated class labels, got {text!r}") from None
 
 
-def _parser():
-    from .models import MODELS
+def _chosen_model(argv):
+    """The value of ``--model`` in argv (``vae`` when absent), before full parsing."""
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--model="):
+            return arg.split("=", 1)[1]
+    return "vae"
 
-    p = argparse.ArgumentParser(prog="kvae", description="Variational autoencoders on Keras 3 + TFP.")
-    sub = p.add_subparsers(dest="command", required=True)
+
+def _part_choices(option):
+    from . import likelihoods, posteriors, priors
+
+    registry = {"decoder": likelihoods._LIKELIHOODS, "posterior": posteriors._POSTERIORS,
+                "prior": priors._PRIORS}.get(option)
+    return None if registry is None else sorted(registry)
+
+
+def add_model_options(group, model):
+    """Add the constructor options of ``model`` (a registered name) to an argparse group; every
+    option defaults to None ("not given") and its help shows the constructor's default."""
+    from ._quiet import import_tensorflow
+
+    import_tensorflow()
+    from .models import registry
+    from .models.options import model_options
+
+    options = model_options(registry.get(model))
+    for opt in options:
+        shown = "model decides" if opt.default is None else (
+            ",".join(str(v) for v in opt.default) if isinstance(opt.default, list) else opt.default)
+        text = f"{opt.help} (default: {shown})" if opt.help else f"(default: {shown})"
+        kwargs = dict(dest=f"model__{opt.name}", default=None, help=text.replace("%", "%%"))
+        if opt.kind == "bool":
+            group.add_argument(opt.flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        kind = {"int": _number(int), "float": _number(float), "ints": _list(int), "floats": _list(float),
+                "str": str}[opt.kind]
+        if opt.name in ("latent_dim", "flow_steps", "pixelcnn_layers", "pixelcnn_kernel", "pixelcnn_filters",
+                        "cond_channels", "density_components"):
+            kind = _pos_int
+        elif opt.name in ("kl_warmup_steps",):
+            kind = _nonneg_int
+        elif opt.name in ("free_bits", "latent_weight", "reg_weight", "gamma", "eta", "lambda_"):
+            kind = _number(float, positive=True, allow_zero=True)
+        choices = _part_choices(opt.name)
+        if opt.name == "network":
+            choices = ["mlp", "conv"]
+        group.add_argument(opt.flag, type=kind, choices=choices, metavar=opt.name.rstrip("_").upper(), **kwargs)
+    names = {o.name for o in options}
+    from .runs import PART_OPTIONS
+
+    sizes = {"flow_steps": (_pos_int, "steps of a flow named by --prior maf|iaf or --posterior iaf"),
+             "flow_hidden": (_ints, "MADE hidden sizes of that flow, e.g. 640,640,640"),
+             "pixelcnn_layers": (_pos_int, "masked conv layers of --decoder pixelcnn"),
+             "pixelcnn_kernel": (_pos_int, "kernel size of its masked convolutions"),
+             "pixelcnn_filters": (_pos_int, "filters per PixelCNN layer")}
+    for name in PART_OPTIONS:
+        if name not in names:
+            kind, text = sizes[name]
+            group.add_argument("--" + name.replace("_", "-"), dest=f"model__{name}", type=kind, default=None,
+                               metavar=name.upper(), help=text + " (default: the part's own)")
+    return options
+
+
+def _parser(argv=()):
+    argv = list(argv)
+    p = _Parser(prog="kvae", description="Variational autoencoders on Keras 3 + TFP.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model and write a run directory",
                        description="Train a model; writes RUN_DIR/model.keras, config.json, history.json, "
-                                   "TensorBoard logs and PNG grids of samples and reconstructions.")
-    t.add_argument("--model", default="vae", choices=sorted(MODELS), help="model name (default: vae)")
+                                   "TensorBoard logs and PNG grids of samples and reconstructions. "
+                                   "`kvae train --model NAME --help` lists NAME's options.")
+    t.add_argument("--model", default="vae", choices=model_names(), help="model name (default: vae)")
     t.add_argument("--dataset", default="digits", choices=_DATASETS, help="data set (default: digits, bundled)")
     t.add_argument("--data-dir", help="directory holding local data files (or set KVAE_DATA_DIR)")
-    t.add_argument("--network", default="mlp", choices=("mlp", "conv"), help="encoder/decoder builder")
-    t.add_argument("--hidden", type=_ints, default=[500, 500], help="hidden sizes, e.g. 500,500")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=100)
-    t.add_argument("--latent-dim", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--decoder", choices=("bernoulli", "gaussian", "pixelcnn"),
-                   help="likelihood (default: pixelcnn for vlae; bernoulli for binary data, gaussian otherwise)")
-    t.add_argument("--prior", choices=("normal", "maf", "iaf"),
-                   help="prior p(z): N(0,I) or an autoregressive flow over it (default: maf for vlae, normal otherwise)")
-    t.add_argument("--posterior", choices=("gaussian", "iaf"), help="q(z|x): Gaussian, or Gaussian + IAF steps")
-    t.add_argument("--flow-steps", type=int, help="steps of the flow prior / IAF posterior (vlae: 4)")
-    t.add_argument("--flow-hidden", type=_ints, help="MADE hidden sizes, e.g. 640,640,640")
-    t.add_argument("--pixelcnn-layers", type=int, help="masked conv layers of the PixelCNN decoder (vlae: 6)")
-    t.add_argument("--pixelcnn-kernel", type=int, help="kernel size of the masked convolutions (vlae: 3)")
-    t.add_argument("--pixelcnn-filters", type=int, help="filters per PixelCNN layer (vlae: 12)")
-    t.add_argument("--free-bits", type=float, help="KL floor in nats per latent dimension (vlae: 0.01)")
+    t.add_argument("--epochs", type=_pos_int, default=10, help="(default: 10)")
+    t.add_argument("--batch-size", type=_pos_int, default=100, help="global batch size (default: 100)")
+    t.add_argument("--lr", type=_pos_float, default=1e-3, help="learning rate (default: 0.001)")
+    t.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the data order, weights and noise")
     t.add_argument("--optimizer", default="adam", choices=("adam", "adamax"))
-    t.add_argument("--ema", type=float, help="Polyak/EMA weight averaging momentum, e.g. 0.998")
-    t.add_argument("--limit", type=int, help="train on the first N training examples only")
-    t.add_argument("--alpha", type=float, help="infovae: alpha (KL weight is 1 - alpha; default 1)")
-    t.add_argument("--lambda", dest="lambda_", type=float, help="infovae: lambda (divergence weight alpha + lambda - 1)")
-    t.add_argument("--divergence", choices=("mmd", "adversarial"), help="infovae: D(q(z) || p(z))")
-    t.add_argument("--kernel", choices=("rbf", "imq"), help="infovae: MMD kernel")
-    t.add_argument("--gamma", type=float, help="factorvae: TC weight; mae: smoothness weight")
-    t.add_argument("--beta-tc", type=float, help="beta-tcvae: beta of the total-correlation term (default 6)")
-    t.add_argument("--eta", type=float, help="mae: diversity weight")
-    t.add_argument("--regularization", choices=("l2", "gp", "sn", "none"), help="rae: decoder regulariser")
-    t.add_argument("--latent-weight", type=float, help="rae: weight of 1/2 ||z||^2")
-    t.add_argument("--reg-weight", type=float, help="rae: weight of the decoder regulariser")
+    t.add_argument("--ema", type=_pos_float, help="Polyak/EMA weight averaging momentum in (0, 1), e.g. 0.998")
+    t.add_argument("--limit", type=_pos_int, help="train on the first N training examples only")
     t.add_argument("--fit-density", action="store_true", help="fit the ex-post Gaussian mixture after training")
     t.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
                    help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch")
     t.add_argument("--jit-compile", action="store_true", help="compile train/test steps with XLA")
     t.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
                    help="compute dtype of the networks (log-probabilities and KL stay float32)")
-    t.add_argument("--checkpoint-every", type=int, default=100,
+    t.add_argument("--checkpoint-every", type=_pos_int, default=100,
                    help="steps between checkpoints in RUN_DIR/backup; rerun the same command to resume")
-    t.add_argument("--beta", type=float, help="KL weight (default 1, or 4 for beta-vae)")
-    t.add_argument("--kl-warmup-steps", type=int, default=0, help="linear KL warm-up from 0 to beta over N steps")
     t.add_argument("--out", required=True, help="run directory to write")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    if argv[:1] == ["train"]:
+        model = _chosen_model(argv)
+        if model in model_names():
+            add_model_options(t.add_argument_group(f"options of --model {model} (from its constructor)"), model)
 
     e = sub.add_parser("evaluate", help="importance-sampled NLL, ELBO, KL, active units of a run",
                        description="Evaluate a trained run on a data split and print a table "
@@ -87,10 +198,10 @@ def _parser():
     e.add_argument("--dataset", choices=_DATASETS, help="data set (default: the one the run trained on)")
     e.add_argument("--data-dir")
     e.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    e.add_argument("--k", type=int, default=1000, help="importance samples per example")
-    e.add_argument("--limit", type=int, help="evaluate the first N examples only")
-    e.add_argument("--batch-size", type=int, default=100)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--k", type=_pos_int, default=1000, help="importance samples per example")
+    e.add_argument("--limit", type=_pos_int, help="evaluate the first N examples only")
+    e.add_argument("--batch-size", type=_pos_int, default=100)
+    e.add_argument("--seed", type=_nonneg_int, default=0)
     e.add_argument("--json", help="also write the results to this JSON file")
     e.add_argument("--diagnostics", action="store_true",
                    help="also mutual information, MMD(q(z), N(0,I)), log det Cov q(z), probe accuracy (labelled "
@@ -98,10 +209,10 @@ def _parser():
 
     s = sub.add_parser("sample", help="draw samples from the prior and write a PNG grid")
     s.add_argument("run_dir")
-    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--n", type=_pos_int, default=64)
     s.add_argument("--out", required=True, help="PNG file to write")
     s.add_argument("--labels", type=_labels, help="class label(s) for conditional models, e.g. 3 or 0,1,2")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--draw", action="store_true", help="draw pixels x ~ p(x|z) instead of showing E[x|z]")
 
     x = sub.add_parser("export", help="export a run as a serving bundle (SavedModel + ONNX + manifest)",
@@ -110,7 +221,7 @@ def _parser():
                                    "manifest).")
     x.add_argument("run_dir")
     x.add_argument("--out", required=True, help="bundle directory to write")
-    x.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    x.add_argument("--opset", type=_pos_int, default=17, help="ONNX opset")
     x.add_argument("--no-check", action="store_true", help="skip the Keras/SavedModel/ONNX parity check")
 
     f = sub.add_parser("fit-density", help="fit the ex-post Gaussian mixture to training codes (RAE paper)",
@@ -120,14 +231,14 @@ def _parser():
     f.add_argument("run_dir")
     f.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
     f.add_argument("--data-dir")
-    f.add_argument("--limit", type=int, default=20000, help="training examples used for the fit")
+    f.add_argument("--limit", type=_pos_int, help="fit on the first N training examples only (default: all)")
 
     r = sub.add_parser("reconstruct", help="write a PNG of data | reconstruction pairs, side by side")
     r.add_argument("run_dir")
     r.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
     r.add_argument("--data-dir")
     r.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    r.add_argument("--n", type=int, default=32)
+    r.add_argument("--n", type=_pos_int, default=32)
     r.add_argument("--out", required=True, help="PNG file to write")
     return p
 
@@ -146,20 +257,17 @@ def _split_for(args, config):
 def _train(args):
     from . import runs
 
-    runs.train(model=args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir, network=args.network,
-               hidden=tuple(args.hidden), epochs=args.epochs, batch_size=args.batch_size,
-               latent_dim=args.latent_dim, lr=args.lr, seed=args.seed, decoder=args.decoder, beta=args.beta,
-               kl_warmup_steps=args.kl_warmup_steps, optimizer=args.optimizer, ema=args.ema, limit=args.limit,
-               verbose=2 if args.quiet else "auto", prior=args.prior, posterior=args.posterior,
-               flow_steps=args.flow_steps, flow_hidden=args.flow_hidden, pixelcnn_layers=args.pixelcnn_layers,
-               pixelcnn_kernel=args.pixelcnn_kernel, pixelcnn_filters=args.pixelcnn_filters,
-               free_bits=args.free_bits, fit_density=args.fit_density,
-               **{k: v for k, v in (("alpha", args.alpha), ("lambda_", args.lambda_), ("divergence", args.divergence),
-                                    ("kernel", args.kernel), ("gamma", args.gamma), ("eta", args.eta), ("beta_tc", args.beta_tc),
-                                    ("regularization", args.regularization), ("latent_weight", args.latent_weight),
-                                    ("reg_weight", args.reg_weight)) if v is not None},
-               strategy=args.strategy, jit_compile=args.jit_compile,
-               precision=args.precision, checkpoint_every=args.checkpoint_every)
+    options = {k[len("model__"):]: v for k, v in vars(args).items() if k.startswith("model__") and v is not None}
+    for key, value in options.items():
+        if isinstance(value, list):
+            options[key] = tuple(value)
+    if args.ema is not None and not 0 < args.ema < 1:
+        raise UsageError(f"argument --ema: must be in (0, 1), got {args.ema}")
+    runs.train(model=args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir, epochs=args.epochs,
+               batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer, ema=args.ema,
+               limit=args.limit, verbose=2 if args.quiet else "auto", fit_density=args.fit_density,
+               strategy=args.strategy, jit_compile=args.jit_compile, precision=args.precision,
+               checkpoint_every=args.checkpoint_every, **options)
     print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")
 
 
@@ -225,7 +333,8 @@ def _fit_density(args):
     model, config = runs.load_run(args.run_dir)
     args.split = "train"
     x, y = _split_for(args, config).arrays()
-    x, y = x[:args.limit], None if y is None else y[:args.limit]
+    if args.limit is not None:
+        x, y = x[:args.limit], None if y is None else y[:args.limit]
     model.fit_density(x, y)
     runs.atomic_save(model, os.path.join(args.run_dir, runs.MODEL_FILE))
     labels = None if not model.conditional else list(range(64))
@@ -254,7 +363,19 @@ def _reconstruct(args):
     print(f"wrote {args.out}")
 
 
+def _missing_extra(modules, extra):
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        from .errors import ConfigError
+
+        raise ConfigError(f"this command needs {', '.join(missing)}, which is not installed: "
+                          f"pip install 'kvae[{extra}]'")
+
+
 def _export(args):
+    _missing_extra(("onnx", "tf2onnx", "onnxruntime"), "export")
     from . import export, runs
 
     model, _ = runs.load_run(args.run_dir)
@@ -266,15 +387,29 @@ def _export(args):
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    """Run the ``kvae`` command; returns the exit status (0, or 1 after a one-line error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    prog = f"kvae {command}" if command else "kvae"
+    try:
+        args = _parser(argv).parse_args(argv)
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    except SystemExit as exit_:  # --help
+        return exit_.code or 0
+    from ._quiet import import_tensorflow
+
+    import_tensorflow()
     from .errors import KvaeError
 
     commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reconstruct": _reconstruct,
                 "export": _export, "fit-density": _fit_density}
     try:
         commands[args.command](args)
-    except (KvaeError, ValueError, OSError) as err:
-        print(f"kvae {args.command}: error: {err}", file=sys.stderr)
+    except (KvaeError, UsageError, ValueError, OSError) as err:
+        text = " ".join(str(err).split()) or type(err).__name__
+        print(f"kvae {args.command}: error: {text}", file=sys.stderr)
         return 1
     return 0
 

@@ -18,19 +18,24 @@ from . import evaluation, plotting
 from .errors import ConfigError, RunError
 from .models import registry
 from .callbacks import SafeBackupAndRestore
-from .schedules import LinearWarmup
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 
 
+#: Sizes of parts built from a name (``prior="maf"``, ``posterior="iaf"``, ``decoder="pixelcnn"``) for
+#: models whose constructor does not take them itself (VLAE does).
+PART_OPTIONS = ("flow_steps", "flow_hidden", "pixelcnn_layers", "pixelcnn_kernel", "pixelcnn_filters")
+
+
 def make_parts(latent_dim, input_shape, prior=None, posterior=None, decoder=None, flow_steps=None,
                flow_hidden=None, pixelcnn_layers=None, pixelcnn_kernel=None, pixelcnn_filters=None):
-    """Prior, posterior and decoder objects from plain options (None keeps a model's default).
+    """Prior, posterior and decoder layers built from names with explicit sizes.
 
-    ``prior``: normal | maf | iaf; ``posterior``: gaussian | iaf; ``decoder``: bernoulli | gaussian |
-    pixelcnn.  Flow and PixelCNN sizes apply to whichever part uses them.
+    ``prior``: maf | iaf; ``posterior``: iaf; ``decoder``: pixelcnn.  Only the parts that name
+    a sized part and are given a size are returned; everything else stays a name (the
+    model's part registries build it with the part's own defaults).
     """
     from .likelihoods import PixelCNNLikelihood
     from .posteriors import IAFPosterior
@@ -38,50 +43,62 @@ def make_parts(latent_dim, input_shape, prior=None, posterior=None, decoder=None
 
     parts = {}
     flow = {k: v for k, v in (("num_steps", flow_steps), ("hidden_units", flow_hidden)) if v is not None}
-    if prior in ("maf", "iaf"):
+    pix = {k: v for k, v in (("num_layers", pixelcnn_layers), ("kernel_size", pixelcnn_kernel),
+                             ("filters", pixelcnn_filters)) if v is not None}
+    if flow and prior in ("maf", "iaf"):
         parts["prior"] = FlowPrior(latent_dim, kind=prior, name="prior", **flow)
-    elif prior is not None:
-        parts["prior"] = prior
-    if posterior == "iaf":
+    if flow and posterior == "iaf":
         parts["posterior"] = IAFPosterior(latent_dim, name="posterior", **flow)
-    elif posterior is not None:
-        parts["posterior"] = posterior
-    if decoder == "pixelcnn":
-        pix = {k: v for k, v in (("num_layers", pixelcnn_layers), ("kernel_size", pixelcnn_kernel),
-                                 ("filters", pixelcnn_filters)) if v is not None}
+    if pix and decoder == "pixelcnn":
         parts["decoder"] = PixelCNNLikelihood(input_shape, name="likelihood", **pix)
-    elif decoder is not None:
-        parts["decoder"] = decoder
+    unused = [k for k, v in (("flow_steps", flow_steps), ("flow_hidden", flow_hidden)) if v is not None
+              and prior not in ("maf", "iaf") and posterior != "iaf"]
+    unused += [k for k, v in (("pixelcnn_layers", pixelcnn_layers), ("pixelcnn_kernel", pixelcnn_kernel),
+                              ("pixelcnn_filters", pixelcnn_filters)) if v is not None and decoder != "pixelcnn"]
+    if unused:
+        raise ConfigError(f"{', '.join('--' + u.replace('_', '-') for u in unused)} only apply with "
+                          "--prior maf|iaf / --posterior iaf (flow sizes) or --decoder pixelcnn (PixelCNN sizes)")
     return parts
 
 
-def build_model(name, input_shape, num_classes=None, latent_dim=32, network="mlp", hidden=(500, 500),
-                decoder=None, beta=None, kl_warmup_steps=0, seed=0, prior=None, posterior=None, free_bits=None,
-                flow_steps=None, flow_hidden=None, pixelcnn_layers=None, pixelcnn_kernel=None, pixelcnn_filters=None,
-                **extra):
-    """Instantiate a registered model from plain options (what the CLI passes)."""
+def option_names(name):
+    """Names of the constructor options of the model registered as ``name``."""
+    from .models.options import model_options
+
+    return {o.name for o in model_options(registry.get(name))}
+
+
+def build_model(name, input_shape, num_classes=None, seed=0, binary=True, **options):
+    """Instantiate a registered model from the options a user gave (what the CLI passes).
+
+    ``options`` are constructor keywords (see :func:`kvae.models.options.model_options`); only
+    the given ones are passed, so every other option keeps the constructor's default.  Two
+    defaults come from the data: ``num_classes`` (conditional models) and, when the model's
+    own default decoder is Bernoulli and the data are not binary, ``decoder="gaussian"``.
+    ``flow_steps``/``flow_hidden``/``pixelcnn_*`` size a part named by ``prior``/``posterior``/
+    ``decoder`` for models whose constructor does not take them.
+    """
+    import inspect
+
+    from .models.options import model_options
+
     cls = registry.get(name)
-    kwargs = dict(input_shape=input_shape, latent_dim=latent_dim, network=network, hidden=hidden, seed=seed, **extra)
-    if name == "vlae":  # VLAE builds its own flow prior and PixelCNN from these sizes
-        sizes = dict(flow_steps=flow_steps, flow_hidden=flow_hidden, pixelcnn_layers=pixelcnn_layers,
-                     pixelcnn_kernel=pixelcnn_kernel, pixelcnn_filters=pixelcnn_filters)
-        kwargs.update({k: v for k, v in sizes.items() if v is not None})
-        kwargs.update(make_parts(latent_dim, input_shape, None if prior == "maf" else prior, posterior,
-                                 None if decoder == "pixelcnn" else decoder, flow_steps, flow_hidden))
-    else:
-        kwargs.update(make_parts(latent_dim, input_shape, prior, posterior, decoder or "bernoulli", flow_steps,
-                                 flow_hidden, pixelcnn_layers, pixelcnn_kernel, pixelcnn_filters))
-    if free_bits is not None:
-        kwargs["free_bits"] = free_bits
-    if name == "cvae":
+    table = {o.name: o for o in model_options(cls)}
+    sizes = {k: options.pop(k) for k in PART_OPTIONS if k in options and k not in table}
+    unknown = sorted(set(options) - set(table))
+    if unknown:
+        raise ConfigError(f"model {name!r} has no option(s) {', '.join(unknown)}; its options: "
+                          f"{', '.join(sorted(table))}")
+    kwargs = dict(input_shape=tuple(input_shape), seed=seed, **options)
+    if "decoder" in table and "decoder" not in options and table["decoder"].default == "bernoulli" and not binary:
+        kwargs["decoder"] = "gaussian"
+    latent_dim = options.get("latent_dim", table["latent_dim"].default if "latent_dim" in table else 32)
+    kwargs.update(make_parts(latent_dim, tuple(input_shape), options.get("prior"), options.get("posterior"),
+                             kwargs.get("decoder"), **sizes))
+    if "num_classes" in inspect.signature(cls.__init__).parameters:
         if num_classes is None:
             raise ConfigError(f"model {name!r} needs a labelled data set (digits, mnist, fashion_mnist)")
         kwargs["num_classes"] = num_classes
-    if beta is None:
-        beta = 4.0 if name == "beta-vae" else 1.0
-    if kl_warmup_steps:
-        beta = LinearWarmup(target=beta, warmup_steps=kl_warmup_steps)
-    kwargs["beta"] = beta
     return cls(**kwargs)
 
 
@@ -157,22 +174,28 @@ def _is_chief(strategy):
                                              and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def train(model="vae", dataset="digits", out=None, data_dir=None, network="mlp", hidden=(500, 500), epochs=10,
-          batch_size=100, latent_dim=32, lr=1e-3, seed=0, decoder=None, beta=None, kl_warmup_steps=0,
+def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, batch_size=100, lr=1e-3, seed=0,
           optimizer="adam", ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
           jit_compile=False, precision="float32", checkpoint_every=100, fit_density=False, **model_options):
     """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history).
 
+    ``model_options`` are the model's constructor options (``latent_dim``, ``beta``, ``alpha``, ...,
+    see ``kvae train --model NAME --help``); options not given keep the constructor's defaults.
     ``strategy``: default | mirrored | multiworker (``batch_size`` is the global batch).
     ``precision``: float32 | mixed_float16 | mixed_bfloat16 (networks only; log-probabilities and
     KL stay float32).  A checkpoint is written every ``checkpoint_every`` steps to ``out/backup``;
-    rerunning the same command resumes from it.  ``fit_density`` fits the ex-post Gaussian mixture
-    to the training codes before the model is saved.
+    rerunning the same command resumes from it at the next batch not yet applied.  ``fit_density``
+    fits the ex-post Gaussian mixture to the training codes before the model is saved.
     """
     if out is None:
         raise ConfigError("a run directory is required (--out RUN_DIR)")
-    if epochs < 1 or batch_size < 1 or latent_dim < 1:
-        raise ConfigError("epochs, batch size and latent dimension must be positive")
+    for option, value in (("epochs", epochs), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"--{option.replace('_', '-')} must be a positive integer, got {value!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0 and lr == lr and lr != float("inf")):
+        raise ConfigError(f"--lr must be a positive finite number, got {lr!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"--limit must be a positive integer, got {limit!r}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     dist = make_strategy(strategy)  # first: multi-worker collectives must be set up before other TF work
@@ -180,46 +203,42 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, network="mlp",
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
-        return _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, latent_dim, lr, seed,
-                      decoder, beta, kl_warmup_steps, optimizer, ema, verbose, callbacks, limit, dist,
-                      jit_compile, precision, checkpoint_every, fit_density, model_options)
+        return _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose,
+                      callbacks, limit, dist, jit_compile, precision, checkpoint_every, fit_density, model_options)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, latent_dim, lr, seed, decoder, beta,
-           kl_warmup_steps, optimizer, ema, verbose, callbacks, limit, dist, jit_compile, precision,
-           checkpoint_every, fit_density, model_options):
+def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose, callbacks, limit,
+           dist, jit_compile, precision, checkpoint_every, fit_density, model_options):
     strategy = {tf.distribute.MirroredStrategy: "mirrored",
                 tf.distribute.MultiWorkerMirroredStrategy: "multiworker"}.get(type(dist), "default")
     chief = _is_chief(dist)
+    registry.get(model)  # an unknown model name fails before any data is read
     train_split = kdata.load(dataset, "train", data_dir)
     valid_split = kdata.load(dataset, "valid", data_dir)
     if limit is not None:  # a quick run on the first examples only
         train_split.x = train_split.x[:limit]
         train_split.y = None if train_split.y is None else train_split.y[:limit]
-    for split in (train_split, valid_split):
-        support = "binary" if split.binary and not split.dynamic else None  # dynamic data holds intensities
-        kdata.validate(split.x, None, support, name=f"{dataset}/{split.split}")
-    if decoder is None and model != "vlae":
-        decoder = "bernoulli" if train_split.binary else "gaussian"
-    if model == "beta-tcvae":  # the estimator's N is the training-set size
-        model_options = {"dataset_size": len(train_split), **model_options}
+    if model == "beta-tcvae" and "dataset_size" not in model_options:  # the estimator's N: the training-set size
+        model_options = {**model_options, "dataset_size": len(train_split)}
     with dist.scope():
-        mdl = build_model(model, train_split.input_shape, train_split.num_classes, latent_dim, network, hidden,
-                          decoder, beta, kl_warmup_steps, seed, **model_options)
+        mdl = build_model(model, train_split.input_shape, train_split.num_classes, seed=seed,
+                          binary=train_split.binary, **model_options)
         mdl.compile(optimizer=make_optimizer(optimizer, lr, ema), jit_compile=jit_compile)
+    support = getattr(mdl.likelihood, "support", None)
+    for split in (train_split, valid_split):
+        kdata.validate(split.x, mdl.data_shape, "binary" if support == "binary" and not split.dynamic else None,
+                       name=f"{dataset}/{split.split}")
     labels = mdl.conditional
     if not chief:  # non-chief workers write to a scratch directory (Keras' multi-worker convention)
         out = os.path.join(out, f".worker_{dist.cluster_resolver.task_id}")
     os.makedirs(out, exist_ok=True)
     run_config = {
-        "model": model, "dataset": dataset, "network": network, "hidden": list(hidden), "epochs": epochs,
-        "batch_size": batch_size, "latent_dim": latent_dim, "lr": lr, "seed": seed, "decoder": decoder,
-        "beta": beta, "kl_warmup_steps": kl_warmup_steps, "optimizer": optimizer, "ema": ema, "limit": limit,
-        "strategy": strategy, "replicas": dist.num_replicas_in_sync, "jit_compile": jit_compile,
-        "precision": precision, "checkpoint_every": checkpoint_every,
-        "model_options": model_options,
+        "model": model, "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "optimizer": optimizer, "ema": ema, "limit": limit, "strategy": strategy,
+        "replicas": dist.num_replicas_in_sync, "jit_compile": jit_compile, "precision": precision,
+        "checkpoint_every": checkpoint_every, "model_options": model_options,
         "model_class": type(mdl).__name__, "model_config": mdl.get_config(),
     }
     _write_json(run_config, os.path.join(out, CONFIG_FILE))
@@ -237,11 +256,12 @@ def _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, l
             "not written (lower --lr or check the data)")
     hist = {key: [float(v) for v in values] for key, values in history.history.items()}
     hist["resumed_from_step"] = backup.resumed_step
+    hist["steps"] = int(mdl.optimizer.iterations.numpy())
     hist["seconds"] = seconds
     _write_json(hist, os.path.join(out, HISTORY_FILE))
     if fit_density:
         tx, ty = train_split.arrays()
-        mdl.fit_density(tx[:20000], None if ty is None else ty[:20000], seed=seed)
+        mdl.fit_density(tx, ty, seed=seed)
     atomic_save(mdl, os.path.join(out, MODEL_FILE))
     if chief:
         write_figures(mdl, out, valid_split, seed=seed)
@@ -250,13 +270,20 @@ def _train(model, dataset, out, data_dir, network, hidden, epochs, batch_size, l
 
 def load_run(run_dir):
     """(model, run config) of a run directory, with clear errors for missing or corrupt files."""
-    import kvae  # noqa: F401  (registers the serialisable classes)
+    from . import models  # noqa: F401  (registers the serialisable classes)
 
-    if not os.path.isdir(run_dir):
+    import zipfile
+
+    if not os.path.exists(run_dir):
         raise RunError(f"run directory {run_dir!r} does not exist")
+    if not os.path.isdir(run_dir):
+        raise RunError(f"{run_dir!r} is a file, not a run directory (pass the directory that holds {MODEL_FILE})")
     path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.isfile(path):
         raise RunError(f"{path} not found: train first with `kvae train ... --out {run_dir}`")
+    if not zipfile.is_zipfile(path):
+        raise RunError(f"{path} is corrupt: it is not a .keras (zip) archive, e.g. a truncated copy; "
+                       "retrain or restore the file")
     try:
         model = keras.models.load_model(path)
     except Exception as err:

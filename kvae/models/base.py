@@ -55,23 +55,25 @@ class VariationalModel(keras.Model):
       latent_dim: dimension of z.
       network: ``"mlp"`` or ``"conv"``: builder for encoder and decoder networks.
       hidden: hidden sizes for the builder (encoder order; the decoder mirrors it).
-      decoder: likelihood: ``"bernoulli"``, ``"gaussian"`` or a likelihood layer.
-      posterior: ``"gaussian"`` or a posterior layer.
-      prior: ``"normal"`` or a prior layer.
+      decoder: likelihood p(x|z): ``"bernoulli"``, ``"gaussian"``, ``"pixelcnn"`` or a likelihood layer.
+      posterior: q(z|x): ``"gaussian"``, ``"iaf"`` (Gaussian + IAF steps), ``"deterministic"`` or a layer.
+      prior: p(z): ``"normal"``, ``"maf"`` / ``"iaf"`` (a flow over N(0, I)) or a prior layer.
       encoder_network, decoder_network: Keras layers/models replacing the builder's.
       num_classes: if set, the model is conditional on a label with this many classes.
       beta: KL weight, a number or a schedule of the optimizer step (``kvae.schedules``).
-      analytic_kl: use the closed-form KL when TFP has one (else Monte Carlo).
+      kl_warmup_steps: if positive, the KL weight rises linearly from 0 to ``beta`` over this many
+        optimizer steps (``kvae.schedules.LinearWarmup``); 0 for none.
       free_bits: KL floor lambda in nats per latent dimension (Kingma et al. 2016), 0 for none.
       regularizers: list of ``kvae.regularizers.Regularizer`` layers added to the loss.
       seed: base seed of the training noise (a random one is drawn and stored if None).
       density_components: components of the ex-post Gaussian mixture (:meth:`fit_density`).
+      analytic_kl: use the closed-form KL when TFP has one (else a one-sample Monte-Carlo estimate).
     """
 
     def __init__(self, input_shape, latent_dim=32, network="mlp", hidden=(500, 500), decoder="bernoulli",
                  posterior="gaussian", prior="normal", encoder_network=None, decoder_network=None,
                  num_classes=None, beta=1.0, analytic_kl=True, free_bits=0.0, regularizers=(), seed=None,
-                 density_components=10, **kwargs):
+                 density_components=10, kl_warmup_steps=0, **kwargs):
         super().__init__(**kwargs)
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
@@ -82,11 +84,19 @@ class VariationalModel(keras.Model):
             encoder_network=encoder_network, decoder_network=decoder_network,
             num_classes=None if num_classes is None else int(num_classes), beta=beta,
             analytic_kl=bool(analytic_kl), free_bits=float(free_bits), regularizers=regularizers, seed=int(seed),
-            density_components=int(density_components),
+            density_components=int(density_components), kl_warmup_steps=int(kl_warmup_steps),
         )
         self.data_shape = tuple(int(d) for d in input_shape)
         self.latent_dim = int(latent_dim)
         self.num_classes = None if num_classes is None else int(num_classes)
+        if int(kl_warmup_steps) < 0:
+            raise ConfigError(f"kl_warmup_steps must be >= 0, got {kl_warmup_steps}")
+        if int(kl_warmup_steps) > 0:
+            if not isinstance(beta, (int, float)):
+                raise ConfigError("kl_warmup_steps needs a numeric beta (beta is already a schedule)")
+            from ..schedules import LinearWarmup
+
+            beta = LinearWarmup(target=float(beta), warmup_steps=int(kl_warmup_steps))
         self.beta = beta
         self.analytic_kl = bool(analytic_kl)
         self.free_bits = float(free_bits)

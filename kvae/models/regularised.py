@@ -22,10 +22,18 @@ class InfoVAE(VariationalModel):
     E_q[log p(x|z)] - (1 - alpha) KL(q(z|x) || p(z)) - (alpha + lambda - 1) D(q(z) || p(z)),
     with D = MMD (``divergence="mmd"``, kernel "rbf"/"imq") or an adversarial divergence
     (``"adversarial"``).  alpha = 1 with MMD is the MMD-VAE.
+
+    Args:
+      alpha: InfoVAE's alpha; the KL weight is 1 - alpha (1: the MMD-VAE, no KL term).
+      lambda_: InfoVAE's lambda; the divergence weight is alpha + lambda - 1.
+      divergence: D(q(z) || p(z)): ``"mmd"`` or ``"adversarial"``.
+      kernel: MMD kernel, ``"rbf"`` or ``"imq"``.
+      bandwidths: kernel bandwidths (the MMD sums the kernels over them).
+      beta: KL weight; None means 1 - alpha.
     """
 
     def __init__(self, input_shape, alpha=1.0, lambda_=1000.0, divergence="mmd", kernel="rbf",
-                 bandwidths=(1.0,), regularizers=(), **kwargs):
+                 bandwidths=(1.0,), beta=None, regularizers=(), **kwargs):
         weight = float(alpha) + float(lambda_) - 1.0
         if not regularizers:
             if divergence == "mmd":
@@ -34,8 +42,8 @@ class InfoVAE(VariationalModel):
                 regularizers = [AdversarialDivergence(weight)]
             else:
                 raise ConfigError(f"divergence must be 'mmd' or 'adversarial', got {divergence!r}")
-        kwargs.setdefault("beta", 1.0 - float(alpha))
-        super().__init__(input_shape, regularizers=regularizers, **kwargs)
+        beta = 1.0 - float(alpha) if beta is None else beta
+        super().__init__(input_shape, regularizers=regularizers, beta=beta, **kwargs)
         self._init_args.update(dict(alpha=float(alpha), lambda_=float(lambda_), divergence=divergence,
                                     kernel=kernel, bandwidths=[float(b) for b in bandwidths]))
 
@@ -44,7 +52,13 @@ class InfoVAE(VariationalModel):
 @keras.saving.register_keras_serializable(package="kvae")
 class FactorVAE(VariationalModel):
     """FactorVAE (Kim & Mnih 2018): VAE loss + gamma * TC(z), the total correlation estimated by a
-    discriminator (own Adam optimizer, stepped in the same train_step) against permuted codes."""
+    discriminator (own Adam optimizer, stepped in the same train_step) against permuted codes.
+
+    Args:
+      gamma: weight of the total-correlation term.
+      discriminator_hidden: hidden sizes of the TC discriminator.
+      discriminator_lr: Adam learning rate of the discriminator.
+    """
 
     def __init__(self, input_shape, gamma=6.0, discriminator_hidden=(1000, 1000), discriminator_lr=1e-4,
                  regularizers=(), **kwargs):
@@ -59,7 +73,12 @@ class FactorVAE(VariationalModel):
 @keras.saving.register_keras_serializable(package="kvae")
 class BetaTCVAE(VariationalModel):
     """beta-TCVAE (Chen et al. 2018): VAE loss + (beta - 1) * TC(z) with the minibatch-weighted-sampling
-    estimator (no discriminator); ``dataset_size`` is the N of the estimator."""
+    estimator (no discriminator); ``dataset_size`` is the N of the estimator.
+
+    Args:
+      beta_tc: beta of the total-correlation term (its weight is beta_tc - 1).
+      dataset_size: N of the estimator, the training-set size (the command line sets it from the data).
+    """
 
     def __init__(self, input_shape, beta_tc=6.0, dataset_size=50000, regularizers=(), **kwargs):
         if not regularizers:
@@ -71,7 +90,13 @@ class BetaTCVAE(VariationalModel):
 @register_model("mae")
 @keras.saving.register_keras_serializable(package="kvae")
 class MAE(VariationalModel):
-    """VAE + MAE's mutual posterior-divergence regularisation (Ma, Zhou & Hovy 2019) and free bits."""
+    """VAE + MAE's mutual posterior-divergence regularisation (Ma, Zhou & Hovy 2019) and free bits.
+
+    Args:
+      eta: weight of the diversity term (mean pairwise divergence between posteriors).
+      gamma: weight of the smoothness term (spread of the pairwise divergences).
+      free_bits: KL floor in nats per latent dimension.
+    """
 
     def __init__(self, input_shape, eta=1.0, gamma=0.5, free_bits=0.0, regularizers=(), **kwargs):
         if not regularizers:
@@ -89,7 +114,15 @@ class RAE(VariationalModel):
     decoder's layers, no loss term) or None (``latent_weight=0, regularization=None`` is the plain
     autoencoder).  Sample through the ex-post Gaussian mixture: ``fit_density`` then
     ``sample(n, source="density")``.
+
+    Args:
+      latent_dim: dimension of z.
+      regularization: decoder regulariser: ``"l2"``, ``"gp"``, ``"sn"`` or ``"none"``.
+      latent_weight: weight of 1/2 ||z||^2.
+      reg_weight: weight of the decoder regulariser (``l2`` and ``gp``).
     """
+
+    fixed_options = ("beta", "posterior", "analytic_kl", "free_bits", "kl_warmup_steps")
 
     def __init__(self, input_shape, latent_dim=16, regularization="l2", latent_weight=1e-4, reg_weight=1e-6,
                  network="mlp", hidden=(500, 500), num_classes=None, decoder_network=None, regularizers=(),
@@ -130,6 +163,8 @@ class RAE(VariationalModel):
 @keras.saving.register_keras_serializable(package="kvae")
 class AE(RAE):
     """Plain deterministic autoencoder: the unregularised baseline of the RAE paper."""
+
+    fixed_options = ("regularization", "latent_weight", "reg_weight")
 
     def __init__(self, input_shape, **kwargs):
         kwargs.update(regularization=None, latent_weight=0.0)

@@ -23,6 +23,10 @@ class BetaVAE(VariationalModel):
 
     ``beta`` is a number or a schedule of the optimizer step, e.g.
     ``kvae.schedules.LinearWarmup(target=4.0, warmup_steps=5000)`` for a KL warm-up.
+
+    Args:
+      latent_dim: dimension of z (10, as in Higgins et al.'s dSprites experiments).
+      beta: KL weight (4 by default; beta > 1 trades reconstruction for disentangling).
     """
 
     def __init__(self, input_shape, latent_dim=10, beta=4.0, **kwargs):
@@ -33,7 +37,11 @@ class BetaVAE(VariationalModel):
 @keras.saving.register_keras_serializable(package="kvae")
 class ConditionalVAE(VariationalModel):
     """Conditional VAE: q(z|x, y), p(x|z, y), p(z) = N(0, I); ``fit`` takes ``(x, y)`` data and
-    ``sample(n, labels=...)`` draws examples of chosen classes."""
+    ``sample(n, labels=...)`` draws examples of chosen classes.
+
+    Args:
+      num_classes: number of classes of the label (from the data set on the command line).
+    """
 
     def __init__(self, input_shape, num_classes=10, **kwargs):
         if num_classes is None or int(num_classes) < 2:

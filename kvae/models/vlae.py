@@ -19,7 +19,20 @@ from .registry import register_model
 @register_model("vlae")
 @keras.saving.register_keras_serializable(package="kvae")
 class VLAE(VariationalModel):
-    """AF prior + local PixelCNN decoder + free bits; every part can still be replaced."""
+    """AF prior + local PixelCNN decoder + free bits; every part can still be replaced.
+
+    Args:
+      latent_dim: dimension of z (64 in the paper).
+      prior: p(z); None builds the MAF prior from ``flow_steps`` and ``flow_hidden``.
+      decoder: p(x|z); None builds the PixelCNN from the ``pixelcnn_*`` sizes.
+      free_bits: KL floor in nats per latent dimension (0.01 in the paper).
+      flow_steps: steps of the autoregressive-flow prior.
+      flow_hidden: hidden sizes of each MADE in the flow.
+      pixelcnn_layers: masked convolution layers of the decoder (its receptive field grows with them).
+      pixelcnn_kernel: kernel size of the masked convolutions.
+      pixelcnn_filters: filters per PixelCNN layer.
+      cond_channels: channels of the map from z that conditions the PixelCNN.
+    """
 
     def __init__(self, input_shape, latent_dim=64, prior=None, decoder=None, free_bits=0.01, flow_steps=4,
                  flow_hidden=(640, 640, 640), pixelcnn_layers=6, pixelcnn_kernel=3, pixelcnn_filters=12,
