@@ -60,17 +60,40 @@ class Split:
         return x, self.y
 
     def dataset(self, batch_size=100, shuffle=True, labels=False, seed=0, drop_remainder=False):
-        """A ``tf.data`` pipeline (shuffle each epoch, batch, prefetch) of x or (x, y)."""
+        """A ``tf.data`` pipeline of batches of x or (x, y).
+
+        With ``shuffle=True`` the order of epoch e is a fixed function of (``seed``, e): a
+        stateless permutation keyed by the epoch counter ``dataset.kvae_epoch`` (a ``tf.Variable``
+        that :class:`kvae.callbacks.DataEpoch` sets at the start of each epoch; kvae models add
+        that callback in ``fit``).  So a run resumed at epoch e sees the same batches as an
+        uninterrupted one.  The pipeline's cardinality is the number of batches per epoch.
+        """
         if self.dynamic and shuffle:
             x, y = self.x.astype(np.float32) / (255.0 if self.x.max() > 1 else 1.0), self.y
         else:
             x, y = self.arrays()
         if labels and y is None:
             raise DataError(f"data set {self.name!r} has no labels")
-        ds = tf.data.Dataset.from_tensor_slices((x, y) if labels else x)
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        if self.dynamic and shuffle:
+        n = len(x)
+        steps = n // batch_size if drop_remainder else -(-n // batch_size)
+        if not shuffle:
+            ds = tf.data.Dataset.from_tensor_slices((x, y) if labels else x)
+            return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+        key = tf.constant(int(seed), tf.int64)
+        xs = tf.constant(x)
+        ys = tf.constant(y) if labels else None
+
+        def epoch_order(_):
+            order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([key, epoch.read_value()])))
+            return tf.data.Dataset.from_tensor_slices(order)
+
+        def gather(ids):
+            return (tf.gather(xs, ids), tf.gather(ys, ids)) if labels else tf.gather(xs, ids)
+
+        ds = tf.data.Dataset.range(1).flat_map(epoch_order).batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if self.dynamic:
             # A stateful generator lives outside the pipeline, so every epoch (every new iterator)
             # draws new pixels, even when a global seed makes in-graph random ops repeat.
             generator = tf.random.Generator.from_seed(seed)
@@ -80,7 +103,9 @@ class Split:
                 return (x, *rest) if rest else x
 
             ds = ds.map(binarise, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+        ds.kvae_epoch = epoch
+        return ds
 
 
 def _split_name(split):
@@ -165,6 +190,7 @@ def _binarized_mnist(split, data_dir=None):
                 raise DataError(f"{path} is not a readable .npz file: {err}") from None
             if arr.ndim != 2 or arr.shape[1] != 784:
                 raise DataError(f"{path}: array {split!r} has shape {arr.shape}, expected (N, 784)")
+            validate(arr, None, "binary", name=f"{path}: array {split!r}")  # the raw array, before any cast
             return Split("binarized_mnist", split, arr.reshape(-1, 28, 28, 1).astype(np.uint8), binary=True)
     tfds_split = {"train": "train", "valid": "validation", "test": "test"}[split]
     try:
@@ -175,15 +201,18 @@ def _binarized_mnist(split, data_dir=None):
             f"binarized_mnist not found: looked for {MNIST_FILE} in [{where}] and {err}. "
             f"Provide the file (arrays train, valid[, test], uint8 N x 784) with --data-dir DIR "
             f"or KVAE_DATA_DIR=DIR") from None
-    return Split("binarized_mnist", split, np.asarray(x, np.uint8).reshape(-1, 28, 28, 1), binary=True)
+    x = np.asarray(x)
+    validate(x, None, "binary", name=f"tensorflow-datasets binarized_mnist/{split}")
+    return Split("binarized_mnist", split, x.astype(np.uint8).reshape(-1, 28, 28, 1), binary=True)
 
 
 def _tfds_mnist_like(name, binary, dynamic):
     def load(split, data_dir=None):
         tfds_split = {"train": "train[:50000]", "valid": "train[50000:]", "test": "test"}[split]
         x, y = _tfds_arrays(name, tfds_split, None)
-        return Split(name, split, np.asarray(x, np.uint8), np.asarray(y, np.int32), binary=binary,
-                     dynamic=dynamic)
+        x, y = np.asarray(x), np.asarray(y)
+        validate(x, (28, 28, 1), "intensity", name=f"tensorflow-datasets {name}/{split}")
+        return Split(name, split, x.astype(np.uint8), y.astype(np.int32), binary=binary, dynamic=dynamic)
 
     return load
 
@@ -206,11 +235,18 @@ def load(name, split="train", data_dir=None):
 
 
 # ---------------------------------------------------------------------- input checks
+def _first_index(mask):
+    """Index (as a tuple) of the first True in ``mask``, for error messages."""
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
 def validate(x, input_shape=None, support=None, name="x"):
     """Raise :class:`DataError` naming the problem if ``x`` (a batch, N first) does not fit.
 
-    Checks: numeric dtype; per-example shape equals ``input_shape``; no NaN/inf; for
-    ``support="binary"`` (Bernoulli decoders) values in [0, 1] and exactly 0 or 1.
+    Checks the raw array, before any conversion: numeric dtype; per-example shape equals
+    ``input_shape``; no NaN/inf; for ``support="binary"`` (Bernoulli decoders) every value is
+    exactly 0 or 1; for ``support="intensity"`` (8-bit images) integers in 0..255.  Each message
+    names the array, the number of bad values and the index of the first one.
     """
     a = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
     if a.dtype.kind not in "biuf":
@@ -229,17 +265,28 @@ def validate(x, input_shape=None, support=None, name="x"):
         if bad.any():
             raise DataError(
                 f"{name}: {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} infinite values "
-                f"(first at example {int(np.argwhere(bad)[0][0])}); clean the data before training")
-    if support == "binary" and a.size:
-        lo, hi = a.min(), a.max()
-        if lo < 0 or hi > 1:
-            hint = " (divide by 255 and binarise)" if hi > 1 else ""
+                f"(first at index {_first_index(bad)}, example {_first_index(bad)[0]}); clean the data first")
+    if not a.size:
+        return
+    if support == "binary":
+        outside = (a < 0) | (a > 1)
+        if outside.any():
+            hint = " (divide by 255 and binarise)" if a.max() > 1 else ""
             raise DataError(
-                f"{name}: values outside [0, 1] (min {lo}, max {hi}); a Bernoulli decoder needs 0/1 data{hint}")
-        if not np.all((a == 0) | (a == 1)):
+                f"{name}: {int(outside.sum())} values outside [0, 1] (min {a.min()}, max {a.max()}; first at index "
+                f"{_first_index(outside)}, example {_first_index(outside)[0]}); a Bernoulli decoder needs 0/1 "
+                f"data{hint}")
+        between = (a != 0) & (a != 1)
+        if between.any():
             raise DataError(
-                f"{name}: non-binary values in (0, 1); a Bernoulli decoder needs 0/1 data: binarise "
-                "(e.g. x > 0.5, or Bernoulli sampling) or use decoder='gaussian'")
+                f"{name}: {int(between.sum())} non-binary values in (0, 1) (first at index {_first_index(between)}, "
+                f"example {_first_index(between)[0]}); a Bernoulli decoder needs 0/1 data: binarise (e.g. "
+                "x > 0.5, or Bernoulli sampling) or use decoder='gaussian'")
+    elif support == "intensity":
+        bad = (a < 0) | (a > 255) | (a != np.floor(a))
+        if bad.any():
+            raise DataError(f"{name}: {int(bad.sum())} values that are not 8-bit intensities 0..255 (first at "
+                            f"index {_first_index(bad)}, example {_first_index(bad)[0]})")
 
 
 def check_inputs(model, x, y=None, what="data"):

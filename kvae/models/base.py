@@ -387,6 +387,28 @@ class VariationalModel(keras.Model):
             reg.after_step(self, terms)
         return self._update_metrics(terms, per_example, reg_values, beta, sample_weight)
 
+    def skip_batches(self, n):
+        """Make the next ``n`` training batches be read and discarded without a step (used on resume
+        by :class:`kvae.callbacks.SafeBackupAndRestore` for the batches applied before an interruption)."""
+        self._batches_to_skip = int(n)
+
+    def make_train_function(self, force=False):
+        super().make_train_function(force)
+        step = self.train_function
+        if getattr(step, "_kvae_skipping", False):
+            return step
+
+        def train_function(iterator):
+            if getattr(self, "_batches_to_skip", 0) > 0:
+                self._batches_to_skip -= 1
+                next(iterator)
+                return {m.name: m.result() for m in self.metrics}
+            return step(iterator)
+
+        train_function._kvae_skipping = True
+        self.train_function = train_function
+        return train_function
+
     def test_step(self, data):
         x, y, sample_weight = self._unpack(data)
         beta = self._current_beta()
@@ -408,6 +430,10 @@ class VariationalModel(keras.Model):
             check_inputs(self, validation_data, None, what="validation data")
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; avoids Keras' warning
+            if getattr(x, "kvae_epoch", None) is not None:  # a kvae pipeline: order each epoch by its number
+                from ..callbacks import DataEpoch
+
+                kwargs["callbacks"] = [DataEpoch(x.kvae_epoch), *(kwargs.get("callbacks") or [])]
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     # ------------------------------------------------------------------ inference

@@ -1,0 +1,25 @@
+"""Train a small VAE on digits with checkpoints every 5 steps; with KILL_AT=K, SIGKILL this process
+right after optimizer step K (a hard crash: no cleanup, no Python exception handling)."""
+import os
+import signal
+import sys
+
+import keras
+
+from kvae import runs
+
+
+class KillAt(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+out = sys.argv[1]
+kill_at = int(os.environ.get("KILL_AT", "0"))
+runs.train(model="vae", dataset="digits", out=out, epochs=3, batch_size=50, limit=500, hidden=(32,), latent_dim=4,
+           seed=1, checkpoint_every=5, verbose=0, callbacks=[KillAt(kill_at)] if kill_at else [])
