@@ -124,6 +124,48 @@ def example_inputs(model, spec, n=3, k=4, seed=0):
     return out
 
 
+def _shown(spec):
+    return "[" + ", ".join("N" if d is None else str(d) for d in spec.shape) + f"] {spec.dtype.name}"
+
+
+def _checked(endpoint, fn, spec):
+    """fn behind input checks, for the SavedModel signatures.
+
+    A loaded signature does not check its inputs against the traced shapes (an MLP encoder
+    accepted x of shape [2, 64], [2, 8, 8] or NCHW [2, 1, 8, 8]), and the traced graph's static
+    shapes would let shape checks be folded away.  So the signature takes inputs of unknown
+    shape, asserts rank, fixed dimensions and a common batch size at run time with a message
+    naming the expected spec, then restores the static shape (``tf.ensure_shape``).
+    Returns (checked function, relaxed input signature).
+    """
+    relaxed = [tf.TensorSpec(None, s.dtype, name=s.name) for s in spec]
+
+    def call(*args):
+        asserts, checked = [], []
+        batch = None
+        for s, a in zip(spec, args):
+            want = [-1 if d is None else int(d) for d in s.shape]
+            shape = tf.shape(a, out_type=tf.int32)
+            padded = tf.concat([shape, tf.fill([len(want)], -2)], 0)[:len(want)]
+            ok = tf.logical_and(tf.equal(tf.size(shape), len(want)),
+                                tf.reduce_all(tf.logical_or(tf.equal(want, -1), tf.equal(padded, want))))
+            asserts.append(tf.debugging.Assert(
+                ok, [f"{endpoint}: input {s.name} must have shape {_shown(s)}; got shape", shape]))
+            # the batch size N: dimension 0, except for log_prob's eps [K, N, D]
+            n = padded[1] if (endpoint == "log_prob" and s.name == "eps") else padded[0]
+            if batch is None:
+                batch = (s.name, n)
+            else:
+                asserts.append(tf.debugging.Assert(tf.equal(n, batch[1]), [
+                    f"{endpoint}: inputs {batch[0]} and {s.name} disagree on the batch size N:", batch[1], n]))
+        with tf.control_dependencies(asserts):
+            for s, a in zip(spec, args):
+                checked.append(tf.ensure_shape(tf.identity(a), s.shape))
+        return fn(*checked)
+
+    return call, relaxed
+
+
 def _named(fn, outs):
     def named(*args):
         return dict(zip(outs, fn(*args)))
@@ -165,7 +207,8 @@ def export(model, out_dir, opset=OPSET, check=True):
     module = _Module(model)
     signatures = {}
     for name, (fn, spec, outs) in eps.items():
-        tf_fn = tf.function(_named(fn, outs), input_signature=spec, autograph=False)
+        checked, relaxed = _checked(name, _named(fn, outs), spec)
+        tf_fn = tf.function(checked, input_signature=relaxed, autograph=False)
         setattr(module, name, tf_fn)
         signatures[name] = tf_fn.get_concrete_function()
     sm_dir = os.path.join(out_dir, "savedmodel", "1")

@@ -166,7 +166,7 @@ def test_http_server_answers_and_survives_bad_requests(bundles):
                 break
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
-        assert status == 200 and body["status"] == "ok" and "sample" in body["endpoints"]
+        assert status == 200 and body["status"] == "ok" and "/sample" in body["endpoints"]
         status, body = _request(base + "/sample", {"n": 3, "seed": 1})
         assert status == 200 and np.asarray(body["images"]).shape == (3, 8, 8, 1)
         assert _request(base + "/sample", {"n": 3, "seed": 1})[1]["images"] == body["images"]
@@ -175,9 +175,9 @@ def test_http_server_answers_and_survives_bad_requests(bundles):
         bad = [
             (base + "/sample", None, b"{not json", 400, "malformed JSON"),
             (base + "/sample", {"n": 1000}, None, 400, "over the limit"),
-            (base + "/sample", {"n": "three"}, None, 400, "positive integer"),
+            (base + "/sample", {"n": "three"}, None, 400, "n must be an integer"),
             (base + "/decode", {"z": [[1, 2]]}, None, 400, "shape [N, 4]"),
-            (base + "/decode", {"z": "abc"}, None, 400, "list of lists of numbers"),
+            (base + "/decode", {"z": "abc"}, None, 400, "must be a list"),
             (base + "/decode", {}, None, 400, "missing field"),
             (base + "/nowhere", {"n": 1}, None, 404, "unknown path"),
         ]
@@ -222,3 +222,109 @@ def test_rae_with_ex_post_mixture_exports_its_sampler(tmp_path):
     bundle = Bundle(str(tmp_path / "rae"))
     images = bundle.sample(4, seed=0, source="density")
     assert images.shape == (4, 8, 8, 1)
+
+
+# ---------------------------------------------------------------- validation at the serving boundary
+def test_savedmodel_signatures_reject_wrong_shapes_naming_the_spec(bundles):
+    model, path = bundles["vae"]
+    loaded = tf.saved_model.load(os.path.join(path, "savedmodel", "1"))
+    for shape in [(2, 64), (2, 8, 8), (2, 4, 4, 4), (2, 1, 8, 8)]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"encode: input x must have shape \[N, 8, 8, 1\]"):
+            loaded.signatures["encode"](x=tf.zeros(shape))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"decode: input z must have shape \[N, 4\]"):
+        loaded.signatures["decode"](z=tf.zeros((2, 3)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="disagree on the batch size"):
+        loaded.signatures["log_prob"](x=tf.zeros((2, 8, 8, 1)), eps=tf.zeros((5, 3, 4)))
+    with pytest.raises((tf.errors.InvalidArgumentError, TypeError, ValueError), match="float"):
+        loaded.signatures["encode"](x=tf.zeros((2, 8, 8, 1), tf.int32))
+    ok = loaded.signatures["encode"](x=tf.zeros((2, 8, 8, 1)))
+    np.testing.assert_allclose(ok["loc"].numpy(), model.encode_params(tf.zeros((2, 8, 8, 1)))[0].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vae", "cvae"])
+def test_keras_model_export_serves_the_reconstruction(bundles, tmp_path, name):
+    model, _ = bundles[name]
+    model.export(str(tmp_path / "keras_export"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "keras_export"))
+    x = (np.random.RandomState(0).uniform(size=(3, 8, 8, 1)) > 0.5).astype("float32")
+    if model.conditional:
+        y = np.array([1, 2, 3], np.int32)
+        got, want = loaded.serve((x, y)).numpy(), model((x, y)).numpy()
+    else:
+        got, want = loaded.serve(x).numpy(), model(x).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_runtime_rejects_bad_labels_and_noise(bundles):
+    from kvae_serve import Bundle, BundleError
+
+    _, path = bundles["cvae"]
+    b = Bundle(path)
+    z = np.zeros((2, 3), np.float32)
+    cases = [
+        (lambda: b.decode(z, labels=[0, 1, 2]), "one integer or 2 integers"),
+        (lambda: b.decode(z, labels=["a", "b"]), "must be integers"),
+        (lambda: b.decode(z, labels=[0.0, 1.5]), "must be integers"),
+        (lambda: b.decode(z, labels=[0, 99]), r"labels must be in 0..9; 1 are not \(first at index 1: 99\)"),
+        (lambda: b.decode(z), "this model is conditional: give labels"),
+        (lambda: b.encode(np.zeros((2, 8, 8, 1))), "this model is conditional: give labels"),
+        (lambda: b.run("log_prob", x=np.zeros((2, 8, 8, 1), np.float32), eps=np.zeros((4, 3, 3), np.float32),
+                       labels=np.array([0, 1])), r"disagree on the batch size N \(x: 2, eps: 3"),
+        (lambda: b.run("decode", z=np.full((2, 3), np.nan, np.float32), labels=np.array([0, 1])),
+         r"6 NaN/inf values \(first at index \(0, 0\)\)"),
+        (lambda: b.run("decode", z=[[1, 2], [3]], labels=[0, 1]), "must be an array"),
+        (lambda: b.sample(2, seed=-1), "seed must be a non-negative integer"),
+        (lambda: b.run("decode", z=z, labels=np.array([0, 1]), extra=z), "takes no input"),
+    ]
+    for call, message in cases:
+        with pytest.raises(BundleError, match=message):
+            call()
+    assert b.decode(z, labels=[3, 4])["probs"].shape == (2, 8, 8, 1)
+    assert b.decode(z, labels=5)["probs"].shape == (2, 8, 8, 1)  # one label for the whole batch
+    assert b.sample(4, seed=0).shape == (4, 8, 8, 1)  # sampling cycles through the classes
+
+
+def test_runtime_verifies_every_file_and_runs_only_verified_bytes(bundles, tmp_path):
+    import shutil
+
+    from kvae_serve import Bundle, BundleError
+
+    _, path = bundles["vae"]
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    manifest = json.load(open(copy / "manifest.json"))
+    del manifest["files"]["onnx/decode.onnx"]
+    json.dump(manifest, open(copy / "manifest.json", "w"))
+    with pytest.raises(BundleError, match="no sha256 entry"):
+        Bundle(str(copy))
+    shutil.rmtree(copy)
+    shutil.copytree(path, copy)
+    b = Bundle(str(copy))
+    z = np.random.RandomState(0).normal(size=(2, 4)).astype("float32")
+    shutil.copy(copy / "onnx" / "encode.onnx", copy / "onnx" / "decode.onnx")  # swapped after loading
+    original = Bundle(path).decode(z)["probs"]
+    np.testing.assert_array_equal(b.decode(z)["probs"], original)  # the verified bytes ran
+
+
+def test_runtime_fuzz_bad_arrays_get_bundle_error(bundles):
+    """Generated bad inputs get BundleError, never a raw numpy/onnxruntime exception."""
+    from kvae_serve import Bundle, BundleError
+
+    b = Bundle(bundles["vae"][1])
+    rng = np.random.default_rng(0)
+    values = [None, "x", 3, 2.5, [], [[]], [[1, 2], [3]], {"a": 1}, np.zeros(0), np.zeros((0, 4)),
+              np.full((2, 4), np.inf), np.full((2, 4), 1e300), np.zeros((2, 4), bool), np.zeros((2, 4), complex),
+              np.array(["a", "b"]), np.zeros((2, 4, 1)), np.zeros((1 << 0, 5)), object()]
+    calls = 0
+    for _ in range(30):
+        for value in values:
+            for endpoint, name in (("decode", "z"), ("encode", "x"), ("sample", "eps"), ("log_prob", "eps")):
+                inputs = {i["name"]: rng.normal(size=[2 if d is None else d for d in i["shape"]]).astype("float32")
+                          for i in b.manifest["endpoints"][endpoint]["inputs"]}
+                inputs[name] = value
+                calls += 1
+                try:
+                    b.run(endpoint, **inputs)
+                except BundleError:
+                    pass
+    assert calls >= 1000

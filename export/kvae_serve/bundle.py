@@ -34,14 +34,22 @@ class Bundle:
             raise BundleError(f"{manifest_path} is not valid JSON: {err}") from None
         if self.manifest.get("format") != "kvae-bundle/1":
             raise BundleError(f"{manifest_path}: unknown bundle format {self.manifest.get('format')!r}")
-        if verify:
-            for name, spec in self.manifest["endpoints"].items():
-                file = os.path.join(path, spec["onnx"])
-                expected = self.manifest["files"].get(spec["onnx"])
-                if not os.path.isfile(file):
-                    raise BundleError(f"{file} is missing from the bundle")
-                if expected and _sha256(file) != expected:
+        self._bytes = {}
+        for name, spec in self.manifest["endpoints"].items():
+            # Sessions are created from these bytes, read once and verified here: a file swapped on
+            # disk after loading is never run.
+            file = os.path.join(path, spec["onnx"])
+            if not os.path.isfile(file):
+                raise BundleError(f"{file} is missing from the bundle")
+            with open(file, "rb") as f:
+                content = f.read()
+            if verify:
+                expected = self.manifest.get("files", {}).get(spec["onnx"])
+                if expected is None:
+                    raise BundleError(f"{file} has no sha256 entry in the manifest: the bundle cannot be verified")
+                if hashlib.sha256(content).hexdigest() != expected:
                     raise BundleError(f"{file} does not match the sha256 in the manifest (corrupt bundle)")
+            self._bytes[name] = content
         model = self.manifest["model"]
         self.input_shape = tuple(model["input_shape"])
         self.latent_dim = int(model["latent_dim"])
@@ -55,78 +63,149 @@ class Bundle:
 
     def _session(self, name):
         if name not in self._sessions:
-            spec = self.manifest["endpoints"][name]
             options = ort.SessionOptions()
             options.log_severity_level = 3
-            self._sessions[name] = ort.InferenceSession(os.path.join(self.path, spec["onnx"]), options,
+            self._sessions[name] = ort.InferenceSession(self._bytes[name], options,
                                                         providers=["CPUExecutionProvider"])
         return self._sessions[name]
 
     def _check(self, endpoint, name, value):
+        """The raw input checked against the endpoint's spec, then converted (never the other way)."""
         spec = next((i for i in self.manifest["endpoints"][endpoint]["inputs"] if i["name"] == name), None)
         if spec is None:
             raise BundleError(f"{endpoint} takes no input {name!r}")
-        dtype = np.int32 if spec["dtype"] == "int32" else np.float32
-        arr = np.asarray(value)
-        if arr.dtype.kind not in ("iu" if dtype == np.int32 else "fiu"):
-            raise BundleError(f"{endpoint}: {name} must be {spec['dtype']}, got {arr.dtype}")
-        arr = arr.astype(dtype)
+        integer = spec["dtype"] == "int32"
+        shown = "[" + ", ".join("N" if e is None else ("K" if (endpoint, name, i) == ("log_prob", "eps", 0) else str(e))
+                                for i, e in enumerate(spec["shape"])) + f"] {spec['dtype']}"
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as err:  # ragged nested lists and the like
+            raise BundleError(f"{endpoint}: {name} must be an array of shape {shown}: {err}") from None
+        if arr.dtype.kind not in ("iu" if integer else "iuf"):
+            kind = "integers" if integer else "numbers"
+            raise BundleError(f"{endpoint}: {name} must hold {kind} ({shown}), got dtype {arr.dtype}")
         expected = spec["shape"]
         if arr.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, arr.shape)):
-            shown = "[" + ", ".join("N" if e is None else str(e) for e in expected) + "]"
             raise BundleError(f"{endpoint}: {name} must have shape {shown}, got {list(arr.shape)}")
-        if dtype == np.float32 and not np.all(np.isfinite(arr)):
-            raise BundleError(f"{endpoint}: {name} contains NaN or inf")
-        return arr
+        if arr.dtype.kind == "f":
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise BundleError(f"{endpoint}: {name} holds {int(bad.sum())} NaN/inf values (first at index {first})")
+            if np.abs(arr).max(initial=0) > np.finfo(np.float32).max:
+                raise BundleError(f"{endpoint}: {name} holds values too large for float32")
+        if integer:
+            if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+                raise BundleError(f"{endpoint}: {name} holds values outside int32")
+            if name == "labels" and self.num_classes is not None and arr.size and (
+                    arr.min() < 0 or arr.max() >= self.num_classes):
+                bad = (arr < 0) | (arr >= self.num_classes)
+                raise BundleError(f"{endpoint}: labels must be in 0..{self.num_classes - 1}; {int(bad.sum())} are "
+                                  f"not (first at index {int(np.argwhere(bad)[0][0])}: {arr[bad][0]})")
+        if name in ("uniform", "component_uniform") and arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise BundleError(f"{endpoint}: {name} must be uniform noise in [0, 1]")
+        return arr.astype(np.int32 if integer else np.float32)
 
     def run(self, endpoint, **inputs):
         """Run an endpoint with named inputs; returns ``{output name: array}``."""
         if endpoint not in self.manifest["endpoints"]:
             raise BundleError(f"unknown endpoint {endpoint!r}; the bundle has {', '.join(self.endpoints)}")
         spec = self.manifest["endpoints"][endpoint]
-        missing = [i["name"] for i in spec["inputs"] if i["name"] not in inputs]
+        names = [i["name"] for i in spec["inputs"]]
+        missing = [n for n in names if n not in inputs]
         if missing:
             raise BundleError(f"{endpoint}: missing input(s) {', '.join(missing)}")
-        arrays = {name: self._check(endpoint, name, value) for name, value in inputs.items()}
-        sizes = {a.shape[0] for n, a in arrays.items() if not (endpoint == "log_prob" and n == "eps")}
-        if len(sizes) > 1:
-            raise BundleError(f"{endpoint}: inputs disagree on the batch size ({sorted(sizes)})")
+        extra = [n for n in inputs if n not in names]
+        if extra:
+            raise BundleError(f"{endpoint} takes no input(s) {', '.join(extra)}; it takes {', '.join(names)}")
+        arrays = {name: self._check(endpoint, name, inputs[name]) for name in names}
+        sizes = {n: (a.shape[1] if (endpoint == "log_prob" and n == "eps") else a.shape[0]) for n, a in arrays.items()}
+        if len(set(sizes.values())) > 1:
+            shown = ", ".join(f"{n}: {v}" for n, v in sizes.items())
+            raise BundleError(f"{endpoint}: inputs disagree on the batch size N ({shown}; log_prob's eps is [K, N, D])")
+        if min(sizes.values()) < 1 or (endpoint == "log_prob" and arrays["eps"].shape[0] < 1):
+            raise BundleError(f"{endpoint}: empty batch (N and K must be at least 1)")
         session = self._session(endpoint)
-        feeds = {i.name: arrays[s["name"]] for i, s in zip(session.get_inputs(), spec["inputs"])}
-        outputs = session.run(None, feeds)
+        feeds = {i.name: arrays[n] for i, n in zip(session.get_inputs(), names)}
+        try:
+            outputs = session.run(None, feeds)
+        except Exception as err:  # onnxruntime's own checks: reported as a bad input, never a crash
+            raise BundleError(f"{endpoint}: the inputs were rejected: {str(err).splitlines()[0][:300]}") from None
+        if len(outputs) != len(spec["outputs"]):
+            raise BundleError(f"{endpoint}: the ONNX graph returned {len(outputs)} outputs, the manifest lists "
+                              f"{len(spec['outputs'])} (corrupt bundle)")
         return {o["name"]: v for o, v in zip(spec["outputs"], outputs)}
 
     # -- conveniences with numpy noise
-    def _labels(self, n, labels):
+    def _labels(self, n, labels, cycle=False):
+        """``{"labels": ...}`` for a conditional model: one label per example (or one for all);
+        ``cycle=True`` (sampling only) cycles through the classes when none are given."""
         if self.num_classes is None:
             if labels is not None:
                 raise BundleError("labels given to an unconditional model")
             return {}
-        labels = np.arange(n) % self.num_classes if labels is None else np.broadcast_to(np.asarray(labels), (n,))
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise BundleError(f"labels must be in 0..{self.num_classes - 1}")
-        return {"labels": labels.astype(np.int32)}
+        if labels is None:
+            if not cycle:
+                raise BundleError(f"this model is conditional: give labels (integers in 0..{self.num_classes - 1})")
+            labels = np.arange(n) % self.num_classes
+        try:
+            arr = np.asarray(labels)
+        except (ValueError, TypeError) as err:
+            raise BundleError(f"labels must be integers: {err}") from None
+        if arr.dtype.kind not in "iu":
+            raise BundleError(f"labels must be integers in 0..{self.num_classes - 1}, got dtype {arr.dtype}")
+        if arr.ndim == 0:
+            arr = np.full(n, arr)
+        if arr.shape != (n,):
+            raise BundleError(f"labels must be one integer or {n} integers (one per example), got shape {list(arr.shape)}")
+        return {"labels": arr}
+
+    @staticmethod
+    def _rng(seed):
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
+            raise BundleError(f"seed must be a non-negative integer, got {seed!r}")
+        return np.random.default_rng(seed)
 
     def _uniform(self, n, rng):
         return {"uniform": rng.uniform(size=(n,) + self.input_shape).astype(np.float32)} if self.needs_uniform else {}
 
+    @staticmethod
+    def _batch(name, value, rank):
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as err:
+            raise BundleError(f"{name} must be an array: {err}") from None
+        if arr.ndim != rank:
+            raise BundleError(f"{name} must have {rank} dimensions, got shape {list(arr.shape)}")
+        return arr
+
     def encode(self, x, labels=None):
-        x = np.asarray(x, np.float32)
-        if self.num_classes is not None and labels is None:
-            raise BundleError("this model is conditional: encode needs labels")
+        """Posterior parameters of images x [N, *input_shape] (labels required by conditional models)."""
+        x = self._batch("x", x, 1 + len(self.input_shape))
         return self.run("encode", x=x, **self._labels(len(x), labels))
 
     def decode(self, z, labels=None):
-        z = np.asarray(z, np.float32)
+        """Decoder parameters of codes z [N, latent_dim] (labels required by conditional models)."""
+        z = self._batch("z", z, 2)
         return self.run("decode", z=z, **self._labels(len(z), labels))
+
+    def log_prob(self, x, k=100, seed=None, labels=None):
+        """Importance-weighted bound on log p(x) with k samples per example (nats, [N])."""
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise BundleError(f"k must be a positive integer, got {k!r}")
+        if "log_prob" not in self.manifest["endpoints"]:
+            raise BundleError("this model has no log_prob endpoint (its encoder is deterministic)")
+        x = self._batch("x", x, 1 + len(self.input_shape))
+        eps = self._rng(seed).standard_normal((k, len(x), self.latent_dim)).astype(np.float32)
+        return self.run("log_prob", x=x, eps=eps, **self._labels(len(x), labels))["log_prob"]
 
     def sample(self, n, seed=None, labels=None, source="prior"):
         """n images from the prior (``source="prior"``) or the ex-post Gaussian mixture ("density")."""
-        if not isinstance(n, (int, np.integer)) or n < 1:
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise BundleError(f"n must be a positive integer, got {n!r}")
-        rng = np.random.default_rng(seed)
+        rng = self._rng(seed)
         eps = rng.standard_normal((n, self.latent_dim)).astype(np.float32)
-        extra = {**self._labels(n, labels)}
+        extra = {**self._labels(n, labels, cycle=True)}
         if source == "density":
             if "sample_density" not in self.manifest["endpoints"]:
                 raise BundleError("this bundle has no ex-post density: run `kvae fit-density` before exporting")
@@ -139,8 +218,9 @@ class Bundle:
         return self.run(endpoint, eps=eps, **extra, **self._uniform(n, rng))["images"]
 
     def reconstruct(self, x, seed=None, labels=None):
-        x = np.asarray(x, np.float32)
-        rng = np.random.default_rng(seed)
+        """Images decoded from one draw of z ~ q(z|x) per example."""
+        x = self._batch("x", x, 1 + len(self.input_shape))
+        rng = self._rng(seed)
         eps = rng.standard_normal((len(x), self.latent_dim)).astype(np.float32)
         return self.run("reconstruct", x=x, eps=eps, **self._labels(len(x), labels),
                         **self._uniform(len(x), rng))["images"]

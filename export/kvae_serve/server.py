@@ -2,15 +2,24 @@
 
     python -m kvae_serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--max-samples 256]
 
-* ``GET /healthz`` -> ``{"status": "ok", "model": ..., "endpoints": [...]}``
-* ``POST /sample`` ``{"n": 4, "seed": 0, "labels": [..] (conditional models)}`` -> ``{"images": [...]}``
-* ``POST /decode`` ``{"z": [[...], ...], "labels": [...]}`` -> ``{"probs": [...]}`` (or loc/scale, ...)
+* ``GET /healthz`` -> ``{"status": "ok", "model": ..., "endpoints": [paths served]}``
+* ``POST /sample`` ``{"n": 4, "seed": 0, "labels": [..], "source": "prior"|"density"}`` -> ``{"images", "shape"}``
+* ``POST /decode`` ``{"z": [[...], ...], "labels": [...]}`` -> decoder parameters (``probs`` or ``loc``, ...)
+* ``POST /encode`` ``{"x": [...], "labels": [...]}`` -> posterior parameters (``loc``, ``scale``, ...)
+* ``POST /reconstruct`` ``{"x": [...], "seed": 0, "labels": [...]}`` -> ``{"images", "shape"}``
+* ``POST /log_prob`` ``{"x": [...], "k": 100, "seed": 0, "labels": [...]}`` -> ``{"log_prob": [...]}``
 
-Bad requests (malformed JSON, wrong shapes or types, too many samples, unknown paths) get a 4xx
-status and ``{"error": "..."}``; the server keeps running.
+Client errors get a 4xx status and ``{"error": "..."}``: malformed JSON or Content-Length (400),
+wrong shapes, types or values (400), unknown path (404), wrong method (405, with ``Allow``),
+body too large (413), body not JSON (415), missing length (411), a body that never arrives (408).
+The server keeps running; a client that disconnects mid-answer is ignored.  The listen backlog
+is ``request_queue_size`` (1024), not socketserver's 5, so bursts of connections queue instead
+of being reset (benchmarks/serving_load.py measures it).
 """
 import argparse
+import errno
 import json
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,90 +28,213 @@ import numpy as np
 from .bundle import Bundle, BundleError
 
 MAX_BODY = 64 << 20
+READ_TIMEOUT = 30.0
+POST_PATHS = ("/sample", "/decode", "/encode", "/reconstruct", "/log_prob")
 
 
 class RequestError(Exception):
-    def __init__(self, status, message):
+    def __init__(self, status, message, headers=None):
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
+
+
+def _int_field(data, name, default=None, minimum=None, maximum=None):
+    value = data.get(name, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RequestError(400, f"{name} must be an integer, got {value!r}"[:300])
+    if minimum is not None and value < minimum:
+        raise RequestError(400, f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise RequestError(400, f"{name}={value} is over the limit of {maximum}")
+    return value
+
+
+def _array_field(data, name, max_rows):
+    if name not in data:
+        raise RequestError(400, f"missing field {name!r}")
+    value = data[name]
+    if not isinstance(value, list):
+        raise RequestError(400, f"{name} must be a list (a batch), got {type(value).__name__}")
+    if len(value) > max_rows:
+        raise RequestError(400, f"{len(value)} rows in {name} is over the limit of {max_rows}")
+    return value
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):  # a client that went away is not our error
+        err = sys.exc_info()[1]
+        if isinstance(err, (ConnectionError, socket.timeout, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def make_handler(bundle, max_samples):
+    endpoints = set(bundle.endpoints)
+    served = ["/healthz"] + [p for p in POST_PATHS if p.lstrip("/") in endpoints
+                             or (p == "/sample" and "sample" in endpoints)]
+
     class Handler(BaseHTTPRequestHandler):
-        server_version = "kvae-serve/0.1"
+        server_version = "kvae-serve/0.2"
+        protocol_version = "HTTP/1.1"
+        timeout = READ_TIMEOUT
 
         def log_message(self, fmt, *args):  # quiet; errors are returned to the client
             pass
 
-        def _send(self, status, payload):
+        def _send(self, status, payload, headers=None):
             body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                if status >= 400:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(body)
+            except (ConnectionError, socket.timeout, TimeoutError):
+                self.close_connection = True
+
+        def send_error(self, code, message=None, explain=None):  # http.server's own errors, as JSON
+            self._send(code, {"error": message or explain or "bad request"})
+
+        def _path(self):
+            return self.path.split("?", 1)[0]
 
         def _body(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            if length <= 0:
-                raise RequestError(400, "empty request body: send a JSON object")
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                raise RequestError(411, "chunked bodies are not supported: send Content-Length")
+            raw = self.headers.get("Content-Length")
+            if raw is None:
+                raise RequestError(411, "Content-Length is required")
+            if not raw.strip().isdigit():
+                raise RequestError(400, f"Content-Length must be a non-negative integer, got {raw[:50]!r}")
+            length = int(raw)
             if length > MAX_BODY:
                 raise RequestError(413, f"request body over {MAX_BODY} bytes")
+            if length == 0:
+                raise RequestError(400, "empty request body: send a JSON object")
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype not in ("application/json", ""):
+                self.rfile.read(length)
+                raise RequestError(415, f"Content-Type must be application/json, got {ctype[:80]!r}")
             try:
-                data = json.loads(self.rfile.read(length))
-            except ValueError as err:
-                raise RequestError(400, f"malformed JSON: {err}") from None
+                body = self.rfile.read(length)
+            except (socket.timeout, TimeoutError):
+                raise RequestError(408, "the request body did not arrive in time") from None
+            if len(body) < length:
+                raise RequestError(400, f"the body ended after {len(body)} of {length} bytes")
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError) as err:
+                raise RequestError(400, f"malformed JSON: {err}"[:300]) from None
             if not isinstance(data, dict):
                 raise RequestError(400, "the request body must be a JSON object")
             return data
 
-        def do_GET(self):
-            if self.path == "/healthz":
-                self._send(200, {"status": "ok", "model": bundle.manifest["model"]["class"],
-                                 "endpoints": bundle.endpoints})
-            else:
-                self._send(404, {"error": f"unknown path {self.path}; use GET /healthz, POST /sample, POST /decode"})
+        def _method_not_allowed(self, allowed):
+            raise RequestError(405, f"{self.command} is not allowed on {self._path()}; use {allowed}",
+                               {"Allow": allowed})
 
-        def do_POST(self):
+        def _dispatch(self, handler):
             try:
-                data = self._body()
-                if self.path == "/sample":
-                    n = data.get("n", 1)
-                    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                        raise RequestError(400, f"n must be a positive integer, got {n!r}")
-                    if n > max_samples:
-                        raise RequestError(400, f"n={n} is over the limit of {max_samples} samples per request")
-                    seed = data.get("seed")
-                    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-                        raise RequestError(400, f"seed must be a non-negative integer, got {seed!r}")
-                    images = bundle.sample(n, seed=seed, labels=data.get("labels"))
-                    self._send(200, {"images": images.tolist(), "shape": list(images.shape)})
-                elif self.path == "/decode":
-                    if "z" not in data:
-                        raise RequestError(400, "missing field 'z' (a list of latent vectors)")
-                    try:
-                        z = np.asarray(data["z"], dtype=np.float32)
-                    except (TypeError, ValueError):
-                        raise RequestError(400, "z must be a list of lists of numbers") from None
-                    if z.ndim == 2 and len(z) > max_samples:
-                        raise RequestError(400, f"{len(z)} vectors is over the limit of {max_samples}")
-                    out = bundle.decode(z, labels=data.get("labels"))
-                    self._send(200, {k: v.tolist() for k, v in out.items()})
-                else:
-                    raise RequestError(404, f"unknown path {self.path}; use POST /sample or POST /decode")
+                handler()
             except RequestError as err:
-                self._send(err.status, {"error": str(err)})
+                self._send(err.status, {"error": str(err)}, err.headers)
             except BundleError as err:
                 self._send(400, {"error": str(err)})
-            except Exception as err:  # never let one request take the server down
-                self._send(500, {"error": f"{type(err).__name__}: {err}"})
+            except (ConnectionError, socket.timeout, TimeoutError):
+                self.close_connection = True
+            except Exception as err:  # a bug on our side: answer 500, keep serving
+                self._send(500, {"error": f"internal error: {type(err).__name__}: {err}"[:500]})
+
+        def do_GET(self):
+            self._dispatch(self._get)
+
+        def do_HEAD(self):
+            self._dispatch(lambda: self._method_not_allowed("GET" if self._path() == "/healthz" else "POST"))
+
+        def do_POST(self):
+            self._dispatch(self._post)
+
+        def do_PUT(self):
+            self._dispatch(self._other)
+
+        do_DELETE = do_PATCH = do_OPTIONS = do_PUT
+
+        def _other(self):
+            path = self._path()
+            if path == "/healthz":
+                self._method_not_allowed("GET")
+            if path in served:
+                self._method_not_allowed("POST")
+            raise RequestError(404, f"unknown path {path[:200]}; served: {', '.join(served)}")
+
+        def _get(self):
+            path = self._path()
+            if path == "/healthz":
+                self._send(200, {"status": "ok", "model": bundle.manifest["model"]["class"], "endpoints": served,
+                                 "input_shape": list(bundle.input_shape), "latent_dim": bundle.latent_dim,
+                                 "num_classes": bundle.num_classes})
+            elif path in served:
+                self._method_not_allowed("POST")
+            else:
+                raise RequestError(404, f"unknown path {path[:200]}; served: {', '.join(served)}")
+
+        def _post(self):
+            path = self._path()
+            if path == "/healthz":
+                self._method_not_allowed("GET")
+            if path not in served:
+                raise RequestError(404, f"unknown path {path[:200]}; served: {', '.join(served)}")
+            data = self._body()
+            labels = data.get("labels")
+            if path == "/sample":
+                n = _int_field(data, "n", 1, minimum=1, maximum=max_samples)
+                seed = _int_field(data, "seed", None, minimum=0)
+                source = data.get("source", "prior")
+                if source not in ("prior", "density"):
+                    raise RequestError(400, f"source must be 'prior' or 'density', got {source!r}"[:200])
+                images = bundle.sample(n, seed=seed, labels=labels, source=source)
+                self._send(200, {"images": images.tolist(), "shape": list(images.shape)})
+            elif path == "/decode":
+                out = bundle.decode(_array_field(data, "z", max_samples), labels=labels)
+                self._send(200, {k: v.tolist() for k, v in out.items()})
+            elif path == "/encode":
+                out = bundle.encode(_array_field(data, "x", max_samples), labels=labels)
+                self._send(200, {k: v.tolist() for k, v in out.items()})
+            elif path == "/reconstruct":
+                seed = _int_field(data, "seed", None, minimum=0)
+                images = bundle.reconstruct(_array_field(data, "x", max_samples), seed=seed, labels=labels)
+                self._send(200, {"images": images.tolist(), "shape": list(images.shape)})
+            elif path == "/log_prob":
+                x = _array_field(data, "x", max_samples)
+                k = _int_field(data, "k", 100, minimum=1, maximum=5000)
+                seed = _int_field(data, "seed", None, minimum=0)
+                if len(x) * k > 50 * max_samples * 100:
+                    raise RequestError(400, f"{len(x)} examples x k={k} is over the limit of this server")
+                values = bundle.log_prob(x, k=k, seed=seed, labels=labels)
+                self._send(200, {"log_prob": values.tolist(), "k": k})
 
     return Handler
 
 
+def make_server(bundle_dir, host="127.0.0.1", port=8000, max_samples=256):
+    """The server object (not yet serving); raises BundleError or OSError (e.g. a busy port)."""
+    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle(bundle_dir)
+    return Server((host, port), make_handler(bundle, max_samples))
+
+
 def serve(bundle_dir, host="127.0.0.1", port=8000, max_samples=256):
-    bundle = Bundle(bundle_dir)
-    server = ThreadingHTTPServer((host, port), make_handler(bundle, max_samples))
+    server = make_server(bundle_dir, host, port, max_samples)
     print(f"serving {bundle_dir} on http://{host}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
@@ -119,9 +251,16 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-samples", type=int, default=256)
     args = p.parse_args(argv)
+    if not 0 <= args.port <= 65535 or args.max_samples < 1:
+        print("kvae-serve: error: --port must be in 0..65535 and --max-samples positive", file=sys.stderr)
+        return 1
     try:
         serve(args.bundle, args.host, args.port, args.max_samples)
     except BundleError as err:
         print(f"kvae-serve: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        reason = "the port is in use" if err.errno == errno.EADDRINUSE else err.strerror or str(err)
+        print(f"kvae-serve: error: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
         return 1
     return 0

@@ -436,6 +436,16 @@ class VariationalModel(keras.Model):
                 kwargs["callbacks"] = [DataEpoch(x.kvae_epoch), *(kwargs.get("callbacks") or [])]
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """``keras.Model.export``: the model's ``call`` (the reconstruction of x, or of (x, y) for
+        conditional models) as a SavedModel ``serve`` endpoint (or ONNX with ``format="onnx"``).
+        The input signature defaults to x [None, *input_shape] float32 (and y [None] int32).
+        For every endpoint (encode, decode, sample, log_prob, ...) use :func:`kvae.export.export`."""
+        if input_signature is None:
+            x_spec = tf.TensorSpec((None,) + self.data_shape, tf.float32, name="x")
+            input_signature = [(x_spec, tf.TensorSpec((None,), tf.int32, name="y"))] if self.conditional else [x_spec]
+        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
+
     # ------------------------------------------------------------------ inference
     def _seed(self, seed):
         if seed is None:
