@@ -103,7 +103,13 @@ def make_handler(bundle, max_samples):
             except (ConnectionError, socket.timeout, TimeoutError):
                 self.close_connection = True
 
-        def send_error(self, code, message=None, explain=None):  # http.server's own errors, as JSON
+        def send_error(self, code, message=None, explain=None):
+            """http.server's own errors, as JSON; the ones it calls 5xx are the client's (an unknown
+            method is 501 there, an unknown HTTP version 505): answered 405 / 400."""
+            if code == 501:
+                code, message = 405, f"unsupported method; use {', '.join(('GET /healthz', 'POST'))}"
+            elif code >= 500:
+                code = 400
             self._send(code, {"error": message or explain or "bad request"})
 
         def _path(self):
