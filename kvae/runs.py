@@ -95,7 +95,8 @@ def build_model(name, input_shape, num_classes=None, seed=0, binary=True, **opti
     latent_dim = options.get("latent_dim", table["latent_dim"].default if "latent_dim" in table else 32)
     kwargs.update(make_parts(latent_dim, tuple(input_shape), options.get("prior"), options.get("posterior"),
                              kwargs.get("decoder"), **sizes))
-    if "num_classes" in inspect.signature(cls.__init__).parameters:
+    conditional = inspect.signature(cls.__init__).parameters.get("num_classes")
+    if conditional is not None and conditional.default is not None:  # a conditional model (cvae)
         if num_classes is None:
             raise ConfigError(f"model {name!r} needs a labelled data set (digits, mnist, fashion_mnist)")
         kwargs["num_classes"] = num_classes

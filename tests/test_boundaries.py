@@ -1,0 +1,174 @@
+"""Documented promises at the package's boundaries: `import kvae`, the CLI (one truth with the
+Python API, one-line errors, instant help, no TensorFlow noise), data validated before conversion,
+and missing optional dependencies."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import kvae
+from kvae import cli, runs
+from kvae.errors import DataError
+from kvae.models import MODELS
+from kvae.models.options import model_options
+
+NOISE = ("cuda", "cuInit", "absl", "oneDNN", "WARNING: All log messages")
+
+
+def _kvae(*args, env=None, timeout=300):
+    env = dict(os.environ, **(env or {}))
+    env.pop("KVAE_VERBOSE_TF", None)
+    return subprocess.run([sys.executable, "-c", "import sys, kvae_cli; sys.exit(kvae_cli.main())", *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_import_kvae_exposes_every_documented_submodule():
+    code = ("import kvae; kvae.data.load; kvae.callbacks.SafeBackupAndRestore; kvae.evaluation.evaluate; "
+            "kvae.export.export; kvae.plotting.save_image_grid; kvae.runs.train; kvae.VAE")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_help_is_instant_and_quiet():
+    start = time.perf_counter()
+    result = _kvae("--help")
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0 and "train" in result.stdout
+    assert elapsed < 1.0, f"kvae --help took {elapsed:.2f} s"
+    assert "tensorflow" not in result.stderr.lower()
+
+
+def test_commands_print_no_tensorflow_noise(tmp_path):
+    result = _kvae("train", "--epochs", "1", "--limit", "100", "--hidden", "8", "--latent-dim", "2", "--quiet",
+                   "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    noisy = [line for line in (result.stdout + result.stderr).splitlines() if any(n in line for n in NOISE)]
+    assert not noisy, noisy
+    result = _kvae("train", "--dataset", "binarized_mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "binarized_mnist not found" in result.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--lr", "-1", "--out", "r"], "argument --lr: must be > 0"),
+    (["train", "--epochs", "0", "--out", "r"], "argument --epochs: must be > 0"),
+    (["train", "--latent-dim", "0", "--out", "r"], "argument --latent-dim: must be > 0"),
+    (["train", "--batch-size", "x", "--out", "r"], "argument --batch-size: expected an integer"),
+    (["train", "--model", "nope", "--out", "r"], "argument --model: invalid choice"),
+    (["train", "--model", "vae", "--alpha", "1", "--out", "r"], "unrecognized arguments: --alpha"),
+    (["train", "--out", "r", "--flow-steps", "2"], "only apply with --prior maf|iaf"),
+    (["train", "--ema", "2", "--out", "r"], "--ema: must be in (0, 1)"),
+    (["evaluate"], "the following arguments are required: run_dir"),
+    (["sample", "RUN", "--out", "x.png", "--n", "-3"], "argument --n: must be > 0"),
+])
+def test_cli_errors_are_one_line_exit_1(capsys, argv, message):
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("kvae "), err
+
+
+def test_run_dir_that_is_a_file_and_a_corrupt_model(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert cli.main(["sample", str(f), "--out", str(tmp_path / "s.png")]) == 1
+    assert "is a file, not a run directory" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"PK\x03\x04 truncated")
+    assert cli.main(["sample", str(run), "--out", str(tmp_path / "s.png")]) == 1
+    err = capsys.readouterr().err
+    assert "is corrupt" in err and "File not found" not in err
+
+
+def _cli_model(name, argv=(), dataset="digits"):
+    """The model `kvae train --model NAME ARGV` builds (through the real parser)."""
+    args = cli._parser(["train", "--model", name, *argv, "--out", "x"]).parse_args(
+        ["train", "--model", name, *argv, "--out", "x"])
+    options = {k[len("model__"):]: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
+               if k.startswith("model__") and v is not None}
+    split = kvae.data.load(dataset, "train")
+    return runs.build_model(name, split.input_shape, split.num_classes, seed=0, binary=split.binary, **options)
+
+
+def _comparable(config):
+    config = dict(config)
+    config.pop("name", None)
+    return json.loads(json.dumps(config, default=str))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_cli_builds_the_python_default(name):
+    cls = MODELS[name]
+    extra = {"num_classes": 10} if name == "cvae" else {}
+    if name == "beta-tcvae":
+        extra["dataset_size"] = 50000  # the CLI gives the training-set size; here both use the default
+        via_cli = _cli_model(name, ["--dataset-size", "50000"])
+    else:
+        via_cli = _cli_model(name)
+    python = cls(input_shape=(8, 8, 1), seed=0, **extra)
+    assert _comparable(via_cli.get_config()) == _comparable(python.get_config())
+
+
+def test_cli_options_are_the_constructor_options():
+    for name, cls in MODELS.items():
+        options = model_options(cls)
+        assert options, name
+        assert all(o.help for o in options), [o.name for o in options if not o.help]
+        parser = cli._parser(["train", "--model", name, "--out", "x"])
+        help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
+        for opt in options:
+            assert opt.flag in help_text, (name, opt.flag)
+
+
+def test_infovae_and_vlae_from_the_cli():
+    info = _cli_model("infovae", ["--alpha", "1", "--lambda", "1000"])
+    assert float(info.beta) == 0.0
+    (mmd,) = info.regularizer_layers
+    assert mmd.weight == pytest.approx(1000.0)
+    assert _cli_model("vlae").latent_dim == 64
+    assert _cli_model("rae").latent_dim == 16 and _cli_model("beta-vae").beta == 4.0
+    mae = _cli_model("mae", ["--gamma", "0.25"])
+    factor = _cli_model("factorvae", ["--gamma", "3"])
+    assert mae.regularizer_layers[0].gamma == 0.25 and factor.regularizer_layers[0].weight == 3.0
+    warm = _cli_model("vae", ["--beta", "2", "--kl-warmup-steps", "10"])
+    assert warm.beta.target == 2.0 and warm.beta.warmup_steps == 10
+
+
+@pytest.mark.parametrize("value, message", [(np.nan, "2 NaN"), (0.5, "2 non-binary values"),
+                                            (7.0, "2 values outside [0, 1]")])
+def test_bad_data_file_is_checked_before_conversion(tmp_path, value, message):
+    train = np.zeros((10, 784), np.float32)
+    train[3, 5] = train[6, 7] = value
+    np.savez(tmp_path / "binarized_mnist.npz", train=train, valid=np.zeros((4, 784), np.uint8))
+    with pytest.raises(DataError) as err:
+        kvae.data.load("binarized_mnist", "train", str(tmp_path))
+    assert message in str(err.value) and "'train'" in str(err.value) and "(3, 5)" in str(err.value)
+
+
+def test_missing_export_extra_is_one_line(tmp_path):
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import importlib.abc, importlib.machinery, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('onnx', 'tf2onnx', 'onnxruntime'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import importlib.util\n"
+        "_find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, p=None: None if n.split('.')[0] in ('onnx', 'tf2onnx', 'onnxruntime') "
+        "else _find(n, p)\n")
+    run = tmp_path / "run"
+    env = {"PYTHONPATH": str(blocker) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    assert _kvae("train", "--epochs", "1", "--limit", "50", "--hidden", "8", "--latent-dim", "2", "--quiet",
+                 "--out", str(run), env=env).returncode == 0
+    result = _kvae("export", str(run), "--out", str(tmp_path / "bundle"), env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "kvae export: error: this command needs onnx, tf2onnx, onnxruntime, which is not installed: "
+        "pip install 'kvae[export]'"]
