@@ -63,20 +63,22 @@ class GaussianPosterior(keras.layers.Layer):
 class IAFPosterior(keras.layers.Layer):
     r"""Gaussian posterior followed by T inverse-autoregressive-flow steps (Kingma et al. 2016).
 
-    z_0 ~ N(mu(x), sigma(x)^2); z_t = IAF_t(z_{t-1}; c(x)), each step an affine autoregressive
-    map whose MADE also sees the context c(x) computed from the encoder features;
-    log q(z_T|x) = log N(z_0) - sum_t log |det dz_t/dz_{t-1}| (change of variables, TFP's
-    ``TransformedDistribution``; the log-determinants of the flow's own samples come from
-    TFP's bijector cache, so no sequential inverse is run).
+    z_0 ~ N(mu(x), sigma(x)^2); z_t = sigma_t * z_{t-1} + (1 - sigma_t) * m_t with
+    [m_t, s_t] = MADE_t(z_{t-1}; c(x)), sigma_t = sigmoid(s_t + forget_bias) (the paper's gated
+    update, :class:`kvae.flows.GatedIAFStep`), the MADE also seeing the context c(x) computed from
+    the encoder features; log q(z_T|x) = log N(z_0) - sum_t sum_d log sigma_t,d (change of
+    variables, TFP's ``TransformedDistribution``; the log-determinants of the flow's own samples
+    come from TFP's bijector cache, so no sequential inverse is run).
     """
 
     factorized = False
     param_names = ("loc", "scale", "context")
 
     def __init__(self, latent_dim, num_steps=2, hidden_units=(320, 320), context_size=64, min_scale=1e-4,
-                 **kwargs):
+                 forget_bias=2.0, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim, self.num_steps = int(latent_dim), int(num_steps)
+        self.forget_bias = float(forget_bias)
         self.hidden_units, self.context_size = [int(h) for h in hidden_units], int(context_size)
         self.min_scale = float(min_scale)
         self.gaussian = GaussianPosterior(self.latent_dim, min_scale=min_scale, name="gaussian")
@@ -84,7 +86,7 @@ class IAFPosterior(keras.layers.Layer):
         from .flows import made_stack
 
         self.mades = made_stack(self.latent_dim, self.num_steps, self.hidden_units, context_size=self.context_size,
-                                log_scale="sigmoid", name="iaf_made")
+                                log_scale="raw", name="iaf_made")
 
     def build(self, input_shape):
         if not self.gaussian.built:
@@ -101,11 +103,12 @@ class IAFPosterior(keras.layers.Layer):
         return loc, scale, tf.cast(self.context(h), tf.float32)
 
     def distribution(self, params):
-        from .flows import inverse_autoregressive_flow
+        from .flows import gated_inverse_autoregressive_flow
 
         loc, scale, context = params
         base = tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
-        return tfd.TransformedDistribution(base, inverse_autoregressive_flow(self.mades, context))
+        return tfd.TransformedDistribution(base, gated_inverse_autoregressive_flow(self.mades, context,
+                                                                                   self.forget_bias))
 
     def reparameterize(self, q, eps):
         """z_T = IAF(mu + sigma * eps); q.log_prob(z_T) then reads the flow's log-det from TFP's cache."""
@@ -114,7 +117,8 @@ class IAFPosterior(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "num_steps": self.num_steps,
-                "hidden_units": self.hidden_units, "context_size": self.context_size, "min_scale": self.min_scale}
+                "hidden_units": self.hidden_units, "context_size": self.context_size, "min_scale": self.min_scale,
+                "forget_bias": self.forget_bias}
 
 
 @keras.saving.register_keras_serializable(package="kvae")

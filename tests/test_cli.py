@@ -62,7 +62,7 @@ def test_conditional_sampling_from_the_cli(tmp_path):
     (["sample", "{run}", "--n", "4", "--labels", "3", "--out", "x.png"], "only applies to conditional"),
     (["evaluate", "{run}", "--dataset", "binarized_mnist", "--data-dir", "{empty}", "--limit", "2"],
      "binarized_mnist not found"),
-    (["evaluate", "{run}", "--k", "0"], "must be positive"),
+    (["evaluate", "{run}", "--k", "0"], "argument --k: must be > 0"),
 ])
 def test_errors_are_one_line_and_exit_nonzero(vae_run, tmp_path, capsys, monkeypatch, argv, message):
     from kvae import data

@@ -24,9 +24,16 @@ def test_digits_splits_are_fixed_disjoint_binary_and_labelled(digits):
 
 def test_pipeline_batches_and_shuffles_each_epoch(digits):
     ds = digits["train"].dataset(batch_size=50, shuffle=True, labels=True, seed=1)
+    assert int(ds.cardinality()) == -(-len(digits["train"]) // 50)
     first = [b[1].numpy() for b in ds.take(2)]
+    ds.kvae_epoch.assign(1)  # what kvae.callbacks.DataEpoch does at the start of epoch 2
     second = [b[1].numpy() for b in ds.take(2)]
     assert first[0].shape == (50,) and not np.array_equal(first[0], second[0])
+    ds.kvae_epoch.assign(0)  # epoch e's order is a function of (seed, e) only: a resumed run sees it again
+    again = [b[1].numpy() for b in ds.take(2)]
+    np.testing.assert_array_equal(first[0], again[0])
+    epoch = np.concatenate([b[1].numpy() for b in ds])
+    np.testing.assert_array_equal(np.sort(epoch), np.sort(digits["train"].y))  # each example once per epoch
     x, y = next(iter(ds))
     assert x.dtype == tf.float32 and x.shape == (50, 8, 8, 1)
 

@@ -92,7 +92,7 @@ def test_wrong_inputs_name_the_expected_shape(bundles):
 
     model, path = bundles["vae"]
     bundle = Bundle(path)
-    with pytest.raises(BundleError, match=r"z must have shape \[N, 4\], got \[2, 5\]"):
+    with pytest.raises(BundleError, match=r"z must have shape \[N, 4\] float32, got \[2, 5\]"):
         bundle.decode(np.zeros((2, 5)))
     with pytest.raises(BundleError, match=r"x must have shape \[N, 8, 8, 1\]"):
         bundle.encode(np.zeros((2, 64)))

@@ -175,8 +175,8 @@ class Bundle:
             arr = np.asarray(value)
         except (ValueError, TypeError) as err:
             raise BundleError(f"{name} must be an array: {err}") from None
-        if arr.ndim != rank:
-            raise BundleError(f"{name} must have {rank} dimensions, got shape {list(arr.shape)}")
+        if arr.ndim == 0:
+            raise BundleError(f"{name} must be a batch (an array with the examples along axis 0), got a scalar")
         return arr
 
     def encode(self, x, labels=None):

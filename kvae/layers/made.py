@@ -11,10 +11,10 @@ An optional context vector (e.g. the encoder's output, for IAF posteriors) is fe
 hidden layer and to the output through unmasked weights: it may influence every output.
 
 The layer returns ``(shift, log_scale)`` for an affine autoregressive step
-``y_d = x_d * exp(log_scale_d) + shift_d``, with a bounded log-scale for stability:
-``"tanh"``: log_scale = bound * tanh(raw / bound); ``"sigmoid"``: log_scale = log sigmoid(raw + 2)
-(the contracting IAF update of Kingma et al. 2016).  The last layer starts at zero, so every
-flow step starts near the identity.
+``y_d = x_d * exp(log_scale_d) + shift_d``, with a bounded log-scale for stability
+(``"tanh"``: log_scale = bound * tanh(raw / bound)), or ``(m, s)`` unchanged (``"raw"``) for
+the gated IAF step of Kingma et al. 2016 (:class:`kvae.flows.GatedIAFStep`), which applies its
+own sigmoid gate.  The last layer starts at zero, so every flow step starts near the identity.
 """
 import keras
 import numpy as np
@@ -64,8 +64,8 @@ class MADE(keras.layers.Layer):
         self.context_size = None if context_size is None else int(context_size)
         self.activation = keras.activations.get(activation)
         self.activation_name = activation
-        if log_scale not in ("tanh", "sigmoid"):
-            raise ValueError(f"log_scale must be 'tanh' or 'sigmoid', got {log_scale!r}")
+        if log_scale not in ("tanh", "raw"):
+            raise ValueError(f"log_scale must be 'tanh' or 'raw', got {log_scale!r}")
         self.log_scale_kind = log_scale
         self.log_scale_bound = float(log_scale_bound)
         self.seed = int(seed)
@@ -112,10 +112,8 @@ class MADE(keras.layers.Layer):
         out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], [self.event_size, 2]], 0))
         shift, raw = out[..., 0], out[..., 1]
         if self.log_scale_kind == "tanh":
-            log_scale = self.log_scale_bound * tf.tanh(raw / self.log_scale_bound)
-        else:
-            log_scale = tf.math.log_sigmoid(raw + 2.0)
-        return shift, log_scale
+            return shift, self.log_scale_bound * tf.tanh(raw / self.log_scale_bound)
+        return shift, raw
 
     def get_config(self):
         return {**super().get_config(), "event_size": self.event_size, "hidden_units": self.hidden_units,

@@ -507,16 +507,21 @@ class VariationalModel(keras.Model):
             z = q.sample(seed=self._seed(seed))
         return self._mean_or_sample(self.decode(z, y, training=training), True, self._seed(seed))
 
-    def posterior_means(self, x, y=None, batch_size=500, seed=0):
-        """E_q[z|x] for every example (Monte-Carlo mean for flows), as a numpy array."""
-        from ..evaluation import posterior_mean
+    def posterior_means(self, x, y=None, batch_size=500, seed=0, num_samples=256, return_noise=False):
+        """E_q[z|x] for every example, as a numpy array; a Monte-Carlo mean of ``num_samples`` draws
+        for posteriors without a closed form (flows), whose per-example variance is returned too
+        with ``return_noise=True`` (see :func:`kvae.evaluation.posterior_mean_and_noise`)."""
+        from ..evaluation import posterior_mean_and_noise
 
-        out = []
+        means, noises = [], []
         for start in range(0, len(x), batch_size):
             yb = None if (y is None or not self.conditional) else y[start:start + batch_size]
             q = self.encode(tf.cast(x[start:start + batch_size], tf.float32), yb)
-            out.append(np.asarray(posterior_mean(q, tf.constant([seed, start], tf.int32))))
-        return np.concatenate(out)
+            mean, noise = posterior_mean_and_noise(q, tf.constant([seed, start], tf.int32), num_samples)
+            means.append(np.asarray(mean))
+            noises.append(np.asarray(noise))
+        means, noises = np.concatenate(means), np.concatenate(noises)
+        return (means, noises) if return_noise else means
 
     def fit_density(self, x, y=None, seed=0):
         """Fit the ex-post Gaussian mixture to the posterior means of x (Ghosh et al. 2020)."""

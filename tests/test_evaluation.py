@@ -1,0 +1,51 @@
+"""Evaluation formulas against independent computations: active units with Monte-Carlo means."""
+import numpy as np
+import tensorflow as tf
+
+import kvae
+from kvae import evaluation
+
+
+def test_active_units_subtract_monte_carlo_noise():
+    rng = np.random.default_rng(0)
+    n, d, s = 2000, 6, 16
+    true_means = np.zeros((n, d))
+    true_means[:, :2] = rng.normal(size=(n, 2)) * np.array([1.0, 0.2])  # Var 1 and 0.04: active; 4 dims: not
+    draws = true_means[None] + rng.normal(size=(s, n, d))  # Var_q = 1: MC variance of a mean = 1/16 > 0.01
+    mean = draws.mean(0)
+    noise = draws.var(0, ddof=1) / s
+    naive, _ = evaluation.active_units(mean)
+    count, variances = evaluation.active_units(mean, mean_noise=noise)
+    assert naive == d  # what a 16-sample mean reported before: every unit "active"
+    assert count == 2
+    np.testing.assert_allclose(variances, true_means.var(0), atol=0.01)
+
+
+def _collapsed_iaf_model():
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=8, hidden=(32,), posterior="iaf", seed=0)
+    for w in model.encoder_network.weights + model.posterior.weights:
+        if w.trainable:
+            w.assign(tf.zeros_like(w))
+    return model
+
+
+def test_collapsed_iaf_posterior_has_no_active_units(digits):
+    model = _collapsed_iaf_model()
+    x, y = digits["valid"].arrays()
+    result = evaluation.evaluate(model, x, k=10)
+    assert result["active_units"] == 0
+    assert evaluation.diagnostics(model, x)["active_units"] == 0
+
+
+def test_iaf_posterior_that_uses_x_has_active_units(digits):
+    model = _collapsed_iaf_model()
+    x, _ = digits["valid"].arrays()
+    loc_kernel = model.posterior.gaussian.weights[0]
+    k = np.zeros(loc_kernel.shape, np.float32)
+    k[:, :3] = np.random.default_rng(1).normal(size=(k.shape[0], 3)) * 3.0
+    loc_kernel.assign(k)
+    first = model.encoder_network.weights[0]
+    first.assign(np.random.default_rng(2).normal(size=first.shape).astype("float32") * 0.3)
+    means, noise = model.posterior_means(x, return_noise=True)
+    count, variances = evaluation.active_units(means, mean_noise=noise)
+    assert 3 <= count <= 8 and variances[:3].min() > 0.01
