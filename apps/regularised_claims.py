@@ -55,7 +55,7 @@ def claim_infovae_or_mae(kind, split, args):
     if kind == "infovae":
         other = kvae.InfoVAE(decoder=_pixelcnn(shape), alpha=1.0, lambda_=1000.0, kernel="imq", **base)
     else:
-        other = kvae.MAE(decoder=_pixelcnn(shape), eta=args.eta, gamma=args.gamma, free_bits=0.05, **base)
+        other = kvae.MAE(decoder=_pixelcnn(shape), eta=args.eta, gamma=args.gamma, free_bits_total=0.05, **base)
     results = {}
     for name, model in (("vae", plain), (kind, other)):
         seconds = _train(model, xt, None, args)

@@ -135,7 +135,7 @@ def add_model_options(group, model):
             kind = _pos_int
         elif opt.name in ("kl_warmup_steps",):
             kind = _nonneg_int
-        elif opt.name in ("free_bits", "latent_weight", "reg_weight", "gamma", "eta", "lambda_"):
+        elif opt.name in ("free_bits_per_dim", "free_bits_total", "latent_weight", "reg_weight", "gamma", "eta", "lambda_"):
             kind = _number(float, positive=True, allow_zero=True)
         choices = _part_choices(opt.name)
         if opt.name == "network":

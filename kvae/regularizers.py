@@ -76,18 +76,23 @@ class MMDPenalty(Regularizer):
 
 
 def _discriminator(hidden, name):
-    return keras.Sequential([keras.layers.Dense(int(h), activation="leaky_relu") for h in hidden]
-                            + [keras.layers.Dense(1)], name=name)
+    """MLP discriminator: Dense + LeakyReLU(0.2) per hidden layer, one logit out."""
+    layers = []
+    for h in hidden:
+        layers += [keras.layers.Dense(int(h)), keras.layers.LeakyReLU(negative_slope=0.2)]
+    return keras.Sequential(layers + [keras.layers.Dense(1)], name=name)
 
 
 class _DiscriminatorPenalty(Regularizer):
-    """A latent discriminator with its own Adam optimizer, stepped in the model's train_step."""
+    """A latent discriminator with its own Adam(lr, beta_1, beta_2) optimizer, stepped in the
+    model's train_step."""
 
-    def __init__(self, weight=1.0, hidden=(256, 256), lr=1e-4, **kwargs):
+    def __init__(self, weight=1.0, hidden=(256, 256), lr=1e-4, beta_1=0.5, beta_2=0.999, **kwargs):
         super().__init__(weight=weight, **kwargs)
         self.hidden, self.lr = [int(h) for h in hidden], float(lr)
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
         self.discriminator = _discriminator(self.hidden, name=f"{self.name}_discriminator")
-        self.optimizer = keras.optimizers.Adam(self.lr, beta_1=0.5)
+        self.optimizer = keras.optimizers.Adam(self.lr, beta_1=self.beta_1, beta_2=self.beta_2)
 
     def build_for(self, model):
         if not self.discriminator.built:
@@ -118,7 +123,8 @@ class _DiscriminatorPenalty(Regularizer):
         self.optimizer.apply(tape.gradient(loss, variables), variables)
 
     def get_config(self):
-        return {**super().get_config(), "hidden": self.hidden, "lr": self.lr}
+        return {**super().get_config(), "hidden": self.hidden, "lr": self.lr, "beta_1": self.beta_1,
+                "beta_2": self.beta_2}
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -148,29 +154,39 @@ def permute_dims(z, seed):
 
 @keras.saving.register_keras_serializable(package="kvae")
 class TotalCorrelation(_DiscriminatorPenalty):
-    r"""FactorVAE's total-correlation penalty (Kim & Mnih 2018): TC(z) = KL(q(z) || prod_d q(z_d)) is
-    estimated by the density-ratio trick, weight * T(z) with T the logit of a discriminator between
-    codes (label 1) and dimension-wise permuted codes (label 0)."""
+    r"""FactorVAE's total-correlation penalty (Kim & Mnih 2018, Algorithm 1): TC(z) =
+    KL(q(z) || prod_d q(z_d)) is estimated by the density-ratio trick, weight * T(z) with T the logit
+    of a discriminator between codes (label 1) and dimension-wise permuted codes (label 0).
 
-    def __init__(self, weight=6.0, hidden=(1000, 1000), lr=1e-4, name="total_correlation", **kwargs):
-        super().__init__(weight=weight, hidden=hidden, lr=lr, name=name, **kwargs)
+    As in Algorithm 1 the permuted codes come from an *independent* batch: the discriminator sees
+    the codes of the first half of the (global) batch as joint samples and permute_dims of the codes
+    of the second half (pythae splits the batch the same way).  Defaults are the paper's: 6 hidden
+    layers of 1000 units with LeakyReLU(0.2), Adam(1e-4, beta_1=0.5, beta_2=0.9)."""
+
+    def __init__(self, weight=6.0, hidden=(1000,) * 6, lr=1e-4, beta_1=0.5, beta_2=0.9, name="total_correlation",
+                 **kwargs):
+        super().__init__(weight=weight, hidden=hidden, lr=lr, beta_1=beta_1, beta_2=beta_2, name=name, **kwargs)
 
     def penalty(self, terms):
         return self.weight * self.logits(terms["z"])
 
     def real_and_fake(self, terms):
-        """Codes and permuted codes.  Under tf.distribute the permutation runs over the *global* batch
-        (all-gathered) and each replica keeps its slice, so N replicas train the discriminator exactly
-        as one device would."""
+        """(codes of the first half of the batch, permute_dims of the codes of the second half).  Under
+        tf.distribute the halves and the permutation are those of the *global* batch (all-gathered) and
+        each replica keeps its share, so N replicas train the discriminator exactly as one device."""
         z = tf.cast(terms["z"], tf.float32)
         seed = _fold(terms["seed"] if terms["seed"] is not None else tf.constant([0, 0]), 17)
         ctx = tf.distribute.get_replica_context()
-        if ctx is None or ctx.num_replicas_in_sync == 1:
-            return z, permute_dims(z, seed)
-        everything = ctx.all_gather(z, axis=0)
         b = tf.shape(z)[0]
-        start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
-        return z, permute_dims(everything, seed)[start:start + b]
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            everything, start = z, 0
+        else:
+            everything = ctx.all_gather(z, axis=0)
+            start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
+        half = tf.shape(everything)[0] // 2
+        joint, other = everything[:half], permute_dims(everything[half:2 * half], seed)
+        lo, n = start // 2, b // 2
+        return joint[lo:lo + n], other[lo:lo + n]
 
 
 def pairwise_gaussian_kl(loc, scale):
@@ -187,7 +203,9 @@ class MutualPosteriorDivergence(Regularizer):
         - eta * sum_d log sigmoid( mean_{i != j} KL(q(z_d|x_i) || q(z_d|x_j)) )
         + gamma * std_{i != j}( sum_d KL(q(z|x_i) || q(z|x_j)) ),
 
-    for diagonal Gaussian posteriors (combine with ``free_bits`` on the model, as the paper does)."""
+    for diagonal Gaussian posteriors (combine with ``free_bits_total`` on the model, as the paper does).  The
+    standard deviation is the Bessel-corrected one over the B(B-1) ordered pairs, as in the reference code
+    (``torch.std``)."""
 
     def __init__(self, eta=1.0, gamma=0.5, name="mae", **kwargs):
         kwargs.pop("weight", None)  # eta and gamma are the weights
@@ -204,7 +222,7 @@ class MutualPosteriorDivergence(Regularizer):
         diversity = -self.eta * tf.reduce_sum(tf.math.log_sigmoid(mean_d))
         total = tf.reduce_sum(kl, -1)
         mean_t = tf.reduce_sum(total * off) / pairs
-        std_t = tf.sqrt(tf.reduce_sum(off * (total - mean_t) ** 2) / pairs + 1e-12)
+        std_t = tf.sqrt(tf.reduce_sum(off * (total - mean_t) ** 2) / (pairs - 1.0) + 1e-12)
         return diversity + self.gamma * std_t
 
     def get_config(self):
@@ -243,7 +261,7 @@ class DecoderGradientPenalty(Regularizer):
         z = tf.cast(terms["z"], tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(z)
-            out = terms["decode_params"](z, terms["y"], training=True)[0]
+            out = terms["decode_params"](z, terms["y"], training=terms.get("training", True))[0]
             out = tf.reshape(out, [tf.shape(out)[0], -1])
         jac = tape.batch_jacobian(out, z)
         return self.weight * tf.reduce_sum(tf.square(jac), axis=[1, 2])

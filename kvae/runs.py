@@ -30,12 +30,13 @@ PART_OPTIONS = ("flow_steps", "flow_hidden", "pixelcnn_layers", "pixelcnn_kernel
 
 
 def make_parts(latent_dim, input_shape, prior=None, posterior=None, decoder=None, flow_steps=None,
-               flow_hidden=None, pixelcnn_layers=None, pixelcnn_kernel=None, pixelcnn_filters=None):
+               flow_hidden=None, pixelcnn_layers=None, pixelcnn_kernel=None, pixelcnn_filters=None, used=()):
     """Prior, posterior and decoder layers built from names with explicit sizes.
 
     ``prior``: maf | iaf; ``posterior``: iaf; ``decoder``: pixelcnn.  Only the parts that name
     a sized part and are given a size are returned; everything else stays a name (the
-    model's part registries build it with the part's own defaults).
+    model's part registries build it with the part's own defaults).  Sizes named in ``used``
+    are also taken by the model's constructor, so they are never reported as unused.
     """
     from .likelihoods import PixelCNNLikelihood
     from .posteriors import IAFPosterior
@@ -55,6 +56,7 @@ def make_parts(latent_dim, input_shape, prior=None, posterior=None, decoder=None
               and prior not in ("maf", "iaf") and posterior != "iaf"]
     unused += [k for k, v in (("pixelcnn_layers", pixelcnn_layers), ("pixelcnn_kernel", pixelcnn_kernel),
                               ("pixelcnn_filters", pixelcnn_filters)) if v is not None and decoder != "pixelcnn"]
+    unused = [u for u in unused if u not in used]
     if unused:
         raise ConfigError(f"{', '.join('--' + u.replace('_', '-') for u in unused)} only apply with "
                           "--prior maf|iaf / --posterior iaf (flow sizes) or --decoder pixelcnn (PixelCNN sizes)")
@@ -84,7 +86,10 @@ def build_model(name, input_shape, num_classes=None, seed=0, binary=True, **opti
 
     cls = registry.get(name)
     table = {o.name: o for o in model_options(cls)}
-    sizes = {k: options.pop(k) for k in PART_OPTIONS if k in options and k not in table}
+    sizes = {k: options[k] for k in PART_OPTIONS if k in options}
+    for k in sizes:
+        if k not in table:
+            options.pop(k)
     unknown = sorted(set(options) - set(table))
     if unknown:
         raise ConfigError(f"model {name!r} has no option(s) {', '.join(unknown)}; its options: "
@@ -93,8 +98,11 @@ def build_model(name, input_shape, num_classes=None, seed=0, binary=True, **opti
     if "decoder" in table and "decoder" not in options and table["decoder"].default == "bernoulli" and not binary:
         kwargs["decoder"] = "gaussian"
     latent_dim = options.get("latent_dim", table["latent_dim"].default if "latent_dim" in table else 32)
-    kwargs.update(make_parts(latent_dim, tuple(input_shape), options.get("prior"), options.get("posterior"),
-                             kwargs.get("decoder"), **sizes))
+    own = set(sizes) & set(table)  # sizes the constructor takes for its own parts (VLAE's prior, PixelCNN)
+    parts = make_parts(latent_dim, tuple(input_shape), None if "flow_steps" in table else options.get("prior"),
+                       options.get("posterior"), None if "pixelcnn_layers" in table else kwargs.get("decoder"),
+                       used=own, **sizes)
+    kwargs.update(parts)
     conditional = inspect.signature(cls.__init__).parameters.get("num_classes")
     if conditional is not None and conditional.default is not None:  # a conditional model (cvae)
         if num_classes is None:

@@ -101,7 +101,7 @@ class TestFactorVAE(ModelBattery):
 
 class TestMAE(ModelBattery):
     def make_model(self):
-        return kvae.MAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), free_bits=0.05, seed=15)
+        return kvae.MAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), free_bits_total=0.05, seed=15)
 
 
 class TestRAEGradientPenalty(ModelBattery):

@@ -120,3 +120,59 @@ def test_beta_schedule_drives_the_kl_weight_during_fit():
     hist = model.fit(_x(16), batch_size=4, epochs=2, verbose=0).history
     # steps 0..3 then 4..7: mean beta 0.75 in epoch 1, 2.0 in epoch 2
     np.testing.assert_allclose(hist["beta"], [0.75, 2.0], atol=1e-6)
+
+
+def test_validation_batches_get_different_noise_and_evaluations_repeat():
+    import kvae
+
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
+    model.compile(optimizer="adam")
+    seeds = []
+    original = model.compute_terms
+
+    def recording(x, y=None, training=False, seed=None):
+        seeds.append(seed)
+        return original(x, y, training=training, seed=seed)
+
+    model.compute_terms = recording
+    model.run_eagerly = True
+    x = (np.random.RandomState(0).uniform(size=(30, 8, 8, 1)) > 0.5).astype("float32")
+    model.evaluate(x, batch_size=10, verbose=0)
+    first = [tuple(s.numpy()) for s in seeds]
+    seeds.clear()
+    model.evaluate(x, batch_size=10, verbose=0)
+    assert len(set(first)) == 3 and [tuple(s.numpy()) for s in seeds] == first
+
+
+def test_monte_carlo_kl_per_dimension_when_analytic_kl_is_off():
+    import kvae
+
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(8,), seed=0, analytic_kl=False)
+    x = (np.random.RandomState(0).uniform(size=(5, 8, 8, 1)) > 0.5).astype("float32")
+    terms = model.compute_terms(x, seed=tf.constant([1, 2]))
+    q = terms["q"].distribution
+    z = terms["z"].numpy()
+    loc, scale = q.loc.numpy(), q.scale.numpy()
+    from scipy.stats import norm
+
+    expected = norm.logpdf(z, loc, scale) - norm.logpdf(z)
+    np.testing.assert_allclose(terms["kl_per_dim"].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(terms["kl"].numpy(), expected.sum(-1), atol=1e-4)
+
+
+def test_gradient_penalty_runs_the_decoder_in_inference_mode_during_validation():
+    import keras
+
+    import kvae
+    from kvae.regularizers import DecoderGradientPenalty
+
+    dec = keras.Sequential([keras.Input((2,)), keras.layers.Dense(16, "relu"), keras.layers.Dropout(0.5)])
+    model = kvae.RAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), decoder_network=dec, regularization="gp",
+                     seed=0)
+    x = (np.random.RandomState(0).uniform(size=(4, 8, 8, 1)) > 0.5).astype("float32")
+    gp = [r for r in model.regularizer_layers if isinstance(r, DecoderGradientPenalty)][0]
+    val = model.compute_terms(x, training=False, seed=tf.constant([1, 2]))
+    a, b = gp.penalty(val).numpy(), gp.penalty(val).numpy()
+    np.testing.assert_array_equal(a, b)  # no dropout at validation
+    train = model.compute_terms(x, training=True, seed=tf.constant([1, 2]))
+    assert not np.allclose(gp.penalty(train).numpy(), gp.penalty(train).numpy())  # dropout in training

@@ -64,7 +64,7 @@ def test_mae_pairwise_kl_and_penalty_match_a_direct_computation():
     eta, gamma = 0.7, 0.3
     off = ~np.eye(5, dtype=bool)
     mean_d = kl[off].mean(0)
-    expected = -eta * np.sum(np.log(1 / (1 + np.exp(-mean_d)))) + gamma * kl.sum(-1)[off].std()
+    expected = -eta * np.sum(np.log(1 / (1 + np.exp(-mean_d)))) + gamma * kl.sum(-1)[off].std(ddof=1)
     q = tfd.Independent(tfd.Normal(loc, scale), 1)
     np.testing.assert_allclose(MutualPosteriorDivergence(eta, gamma).penalty({"q": q}), expected, rtol=1e-4)
 
@@ -149,3 +149,25 @@ def test_minibatch_tc_matches_its_formula_and_orders_dependent_above_independent
     assert abs(estimate(dependent) - direct(dependent)) < 1e-3
     assert abs(estimate(independent) - direct(independent)) < 1e-3
     assert estimate(dependent) > estimate(independent) + 1.0  # z_2 = z_1 carries total correlation
+
+
+def test_factorvae_follows_algorithm_1():
+    """Kim & Mnih 2018, Algorithm 1: joint codes from one batch, permuted codes from an independent one;
+    the paper's discriminator (6 x 1000, LeakyReLU 0.2) and its Adam(1e-4, 0.5, 0.9)."""
+    from kvae.regularizers import TotalCorrelation
+
+    model = kvae.FactorVAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(16,), seed=0)
+    (tc,) = model.regularizer_layers
+    dense = [l for l in tc.discriminator.layers if isinstance(l, keras.layers.Dense)]
+    leaky = [l for l in tc.discriminator.layers if isinstance(l, keras.layers.LeakyReLU)]
+    assert [d.units for d in dense] == [1000] * 6 + [1]
+    assert len(leaky) == 6 and all(abs(float(l.negative_slope) - 0.2) < 1e-7 for l in leaky)
+    opt = tc.optimizer
+    np.testing.assert_allclose([float(opt.learning_rate), opt.beta_1, opt.beta_2], [1e-4, 0.5, 0.9], rtol=1e-6)
+    z = tf.constant(np.random.RandomState(0).normal(size=(10, 4)).astype("float32"))
+    real, fake = TotalCorrelation(hidden=(8,)).real_and_fake({"z": z, "seed": tf.constant([1, 2])})
+    np.testing.assert_array_equal(real.numpy(), z.numpy()[:5])  # the joint codes: the first half
+    second = z.numpy()[5:]
+    for d in range(4):  # each dimension of the fake codes is a permutation of the second half's
+        np.testing.assert_array_equal(np.sort(fake.numpy()[:, d]), np.sort(second[:, d]))
+        assert not set(fake.numpy()[:, d]) & set(z.numpy()[:5, d])  # nothing from the joint half

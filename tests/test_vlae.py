@@ -3,6 +3,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import kvae
@@ -10,7 +11,7 @@ from kvae import cli
 
 
 def test_free_bits_floor_per_dimension():
-    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), free_bits=0.5, seed=0)
+    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), free_bits_per_dim=0.5, seed=0)
     kl_per_dim = tf.Variable([[0.1, 1.0, 0.6], [0.2, 2.0, 0.2]])  # batch means 0.15, 1.5, 0.4
     with tf.GradientTape() as tape:
         penalty = model.kl_penalty({"kl": tf.reduce_sum(kl_per_dim, -1), "kl_per_dim": kl_per_dim})
@@ -21,7 +22,7 @@ def test_free_bits_floor_per_dimension():
 
 
 def test_free_bits_floor_on_the_total_for_flow_priors():
-    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=4, hidden=(8,), free_bits=0.5, seed=0,
+    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=4, hidden=(8,), free_bits_per_dim=0.5, seed=0,
                      prior=kvae.priors.FlowPrior(4, num_steps=1, hidden_units=(8,)))
     kl = tf.constant([1.0, 2.0])
     np.testing.assert_allclose(model.kl_penalty({"kl": kl, "kl_per_dim": None}), [2.0, 2.0])  # floor 0.5 * 4
@@ -31,7 +32,7 @@ def test_free_bits_floor_on_the_total_for_flow_priors():
 def test_vlae_defaults_are_the_papers():
     model = kvae.VLAE(input_shape=(28, 28, 1), hidden=(32,))
     rf = model.likelihood.receptive_field
-    assert model.latent_dim == 64 and model.free_bits == 0.01
+    assert model.latent_dim == 64 and model.free_bits_per_dim == 0.01
     assert model.likelihood.network.num_layers == 6 and model.likelihood.network.kernel_size == 3
     assert rf["rows_above"] == 6 and model.likelihood.network.filters == 12
     assert model.prior.num_steps == 4 and model.prior.hidden_units == [640, 640, 640]
@@ -68,3 +69,18 @@ def test_flow_prior_and_iaf_posterior_on_a_plain_vae_from_the_cli(tmp_path):
                      "--out", out, "--quiet"]) == 0
     config = json.load(open(os.path.join(out, "config.json")))["model_config"]
     assert config["prior"]["class_name"] == "FlowPrior" and config["posterior"]["class_name"] == "IAFPosterior"
+
+
+def test_free_bits_total_is_maes_clamp_of_the_batch_mean_kl():
+    """MAE's reference code: loss uses KL.mean().clamp(min=free_bits)."""
+    model = kvae.MAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), free_bits_total=2.0, seed=0)
+    for kl_values, expected_mean in (([1.0, 2.0], 2.0), ([3.0, 5.0], 4.0)):
+        kl = tf.Variable(kl_values)
+        with tf.GradientTape() as tape:
+            mean = tf.reduce_mean(model.kl_penalty({"kl": kl, "kl_per_dim": None}))
+        np.testing.assert_allclose(mean.numpy(), max(np.mean(kl_values), 2.0), rtol=1e-6)
+        assert float(mean) == expected_mean
+        grad = tape.gradient(mean, kl)
+        np.testing.assert_allclose(0 if grad is None else grad.numpy(), [0, 0] if expected_mean == 2.0 else [0.5, 0.5])
+    with pytest.raises(kvae.errors.ConfigError, match="not both"):
+        kvae.VAE(input_shape=(4, 4, 1), free_bits_per_dim=0.1, free_bits_total=1.0)

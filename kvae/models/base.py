@@ -63,7 +63,10 @@ class VariationalModel(keras.Model):
       beta: KL weight, a number or a schedule of the optimizer step (``kvae.schedules``).
       kl_warmup_steps: if positive, the KL weight rises linearly from 0 to ``beta`` over this many
         optimizer steps (``kvae.schedules.LinearWarmup``); 0 for none.
-      free_bits: KL floor lambda in nats per latent dimension (Kingma et al. 2016), 0 for none.
+      free_bits_per_dim: KL floor lambda in nats per latent dimension (Kingma et al. 2016): the batch
+        objective is sum_d max(lambda, E_batch KL_d); 0 for none.
+      free_bits_total: floor in nats on the batch-mean total KL, max(lambda, E_batch KL) (the form in
+        MAE's reference code, Ma et al. 2019); 0 for none.
       regularizers: list of ``kvae.regularizers.Regularizer`` layers added to the loss.
       seed: base seed of the training noise (a random one is drawn and stored if None).
       density_components: components of the ex-post Gaussian mixture (:meth:`fit_density`).
@@ -72,8 +75,8 @@ class VariationalModel(keras.Model):
 
     def __init__(self, input_shape, latent_dim=32, network="mlp", hidden=(500, 500), decoder="bernoulli",
                  posterior="gaussian", prior="normal", encoder_network=None, decoder_network=None,
-                 num_classes=None, beta=1.0, analytic_kl=True, free_bits=0.0, regularizers=(), seed=None,
-                 density_components=10, kl_warmup_steps=0, **kwargs):
+                 num_classes=None, beta=1.0, analytic_kl=True, free_bits_per_dim=0.0, free_bits_total=0.0,
+                 regularizers=(), seed=None, density_components=10, kl_warmup_steps=0, **kwargs):
         super().__init__(**kwargs)
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
@@ -83,7 +86,8 @@ class VariationalModel(keras.Model):
             hidden=[int(h) for h in hidden], decoder=decoder, posterior=posterior, prior=prior,
             encoder_network=encoder_network, decoder_network=decoder_network,
             num_classes=None if num_classes is None else int(num_classes), beta=beta,
-            analytic_kl=bool(analytic_kl), free_bits=float(free_bits), regularizers=regularizers, seed=int(seed),
+            analytic_kl=bool(analytic_kl), free_bits_per_dim=float(free_bits_per_dim),
+            free_bits_total=float(free_bits_total), regularizers=regularizers, seed=int(seed),
             density_components=int(density_components), kl_warmup_steps=int(kl_warmup_steps),
         )
         self.data_shape = tuple(int(d) for d in input_shape)
@@ -99,7 +103,12 @@ class VariationalModel(keras.Model):
             beta = LinearWarmup(target=float(beta), warmup_steps=int(kl_warmup_steps))
         self.beta = beta
         self.analytic_kl = bool(analytic_kl)
-        self.free_bits = float(free_bits)
+        self.free_bits_per_dim = float(free_bits_per_dim)
+        self.free_bits_total = float(free_bits_total)
+        if self.free_bits_per_dim < 0 or self.free_bits_total < 0:
+            raise ConfigError("free bits must be >= 0")
+        if self.free_bits_per_dim > 0 and self.free_bits_total > 0:
+            raise ConfigError("use free_bits_per_dim or free_bits_total, not both")
         self.seed = int(seed)
         if self.latent_dim <= 0:
             raise ConfigError(f"latent_dim must be positive, got {latent_dim}")
@@ -118,6 +127,9 @@ class VariationalModel(keras.Model):
 
         self.density = GaussianMixtureDensity(self.latent_dim, density_components, name="density")
 
+        # index of the batch within the current evaluation, folded into the validation noise seed
+        self._eval_batch = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                           aggregation="only_first_replica", name="eval_batch")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.neg_elbo_tracker = keras.metrics.Mean(name="neg_elbo")
         self.rec_tracker = keras.metrics.Mean(name="rec_loss")
@@ -243,18 +255,21 @@ class VariationalModel(keras.Model):
             raise ValueError("a Monte-Carlo KL needs the sample z")
         return q.log_prob(z) - p.log_prob(z)
 
-    def kl_per_dimension(self, q):
-        """KL per latent dimension [B, latent_dim] when q and p both factorise, else None."""
+    def kl_per_dimension(self, q, z=None):
+        """KL per latent dimension [B, latent_dim] when q and p both factorise, else None: closed form,
+        or with ``analytic_kl=False`` the one-sample estimate log q(z_d|x) - log p(z_d) at ``z``."""
         if not (getattr(self.posterior, "factorized", False) and getattr(self.prior, "factorized", False)):
             return None
-        return tfd.kl_divergence(q.distribution, self.prior_distribution().distribution)
+        if self.analytic_kl or z is None:
+            return tfd.kl_divergence(q.distribution, self.prior_distribution().distribution)
+        return q.distribution.log_prob(z) - self.prior_distribution().distribution.log_prob(z)
 
     def compute_terms(self, x, y=None, training=False, seed=None):
         """The pieces of the objective for one batch, as a dict of tensors and distributions.
 
         Keys: ``x``, ``y``, ``q``, ``z`` (one reparameterised sample), ``px``,
         ``log_px_z`` (log p(x|z), [B]), ``kl`` ([B]), ``kl_per_dim`` ([B, D] or None), ``prior``
-        (p(z)), ``seed`` and ``decode_params`` (the decoder, for penalties on it).
+        (p(z)), ``seed``, ``decode_params`` (the decoder, for penalties on it) and ``training``.
         Regularisers receive this dict.  The draw of z uses :meth:`standard_noise`, so it is a
         function of the seed and of each example's position in the *global* batch.
         """
@@ -266,8 +281,9 @@ class VariationalModel(keras.Model):
             "x": x, "y": y, "q": q, "z": z, "px": px,
             "log_px_z": px.log_prob(x),
             "kl": self.kl_divergence(q, z),
-            "kl_per_dim": self.kl_per_dimension(q),
+            "kl_per_dim": self.kl_per_dimension(q, z),
             "prior": self.prior_distribution(), "seed": seed, "decode_params": self.decode_params,
+            "training": training,
         }
 
     def standard_noise(self, batch_size, seed):
@@ -296,14 +312,20 @@ class VariationalModel(keras.Model):
     def kl_penalty(self, terms):
         r"""The KL term of the training loss, per example ([B]).
 
-        With free bits lambda (Kingma et al. 2016) the batch objective is
+        With per-dimension free bits lambda (Kingma et al. 2016) the batch objective is
         sum_d max(lambda, E_batch KL_d) when q and p factorise, else max(lambda * D, E_batch KL):
-        dimensions whose batch-mean KL is under the floor cost lambda and get no gradient.
-        (Under tf.distribute the floor is applied to each replica's part of the batch.)
+        dimensions whose batch-mean KL is under the floor cost lambda and get no gradient.  With
+        ``free_bits_total`` lambda it is max(lambda, E_batch KL) (MAE's reference code:
+        ``KL.mean().clamp(min=free_bits)``).  (Under tf.distribute the floor is applied to each
+        replica's part of the batch.)
         """
-        if self.free_bits <= 0:
+        if self.free_bits_total > 0:
+            kl = terms["kl"]
+            floor = tf.constant(self.free_bits_total, tf.float32)
+            return tf.where(tf.reduce_mean(kl) >= floor, kl, floor * tf.ones_like(kl))
+        if self.free_bits_per_dim <= 0:
             return terms["kl"]
-        lam = tf.constant(self.free_bits, tf.float32)
+        lam = tf.constant(self.free_bits_per_dim, tf.float32)
         per_dim = terms["kl_per_dim"]
         if per_dim is not None:
             above = tf.reduce_mean(per_dim, axis=0, keepdims=True) >= lam
@@ -409,10 +431,18 @@ class VariationalModel(keras.Model):
         self.train_function = train_function
         return train_function
 
+    def evaluate(self, *args, **kwargs):
+        """``keras.Model.evaluate``; the validation noise restarts with each evaluation."""
+        self._eval_batch.assign(0)
+        return super().evaluate(*args, **kwargs)
+
     def test_step(self, data):
         x, y, sample_weight = self._unpack(data)
         beta = self._current_beta()
-        terms = self.compute_terms(x, y, training=False, seed=self.noise_seed())
+        # a different draw for every batch of an evaluation (the step's seed folded with the batch index)
+        seed = tf.cast(tf.random.experimental.stateless_fold_in(self.noise_seed(), self._eval_batch.value), tf.int32)
+        self._eval_batch.assign_add(1)
+        terms = self.compute_terms(x, y, training=False, seed=seed)
         per_example, reg_values = self.per_example_loss(terms, beta)
         return self._update_metrics(terms, per_example, reg_values, beta, sample_weight)
 
@@ -613,6 +643,8 @@ class VariationalModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        if "free_bits" in config:  # files written before free bits had two named forms
+            config["free_bits_per_dim"] = config.pop("free_bits")
         for key in _OBJECT_ARGS:
             if key in config:
                 config[key] = _deserialize(config[key])

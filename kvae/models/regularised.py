@@ -51,22 +51,30 @@ class InfoVAE(VariationalModel):
 @register_model("factorvae")
 @keras.saving.register_keras_serializable(package="kvae")
 class FactorVAE(VariationalModel):
-    """FactorVAE (Kim & Mnih 2018): VAE loss + gamma * TC(z), the total correlation estimated by a
-    discriminator (own Adam optimizer, stepped in the same train_step) against permuted codes.
+    """FactorVAE (Kim & Mnih 2018, Algorithm 1): VAE loss + gamma * TC(z), the total correlation
+    estimated by a discriminator (own Adam optimizer, stepped in the same train_step) between the
+    codes of half the batch and permuted codes of the other half (an independent batch).  The paper
+    trains the VAE with Adam(1e-4, 0.9, 0.999): ``compile(optimizer=keras.optimizers.Adam(1e-4))``,
+    or ``kvae train --model factorvae --lr 1e-4``.
 
     Args:
       gamma: weight of the total-correlation term.
-      discriminator_hidden: hidden sizes of the TC discriminator.
-      discriminator_lr: Adam learning rate of the discriminator.
+      discriminator_hidden: hidden sizes of the TC discriminator (the paper: 6 x 1000, LeakyReLU 0.2).
+      discriminator_lr: Adam learning rate of the discriminator (the paper: 1e-4).
+      discriminator_beta_1: Adam beta_1 of the discriminator (the paper: 0.5).
+      discriminator_beta_2: Adam beta_2 of the discriminator (the paper: 0.9).
     """
 
-    def __init__(self, input_shape, gamma=6.0, discriminator_hidden=(1000, 1000), discriminator_lr=1e-4,
-                 regularizers=(), **kwargs):
+    def __init__(self, input_shape, gamma=6.0, discriminator_hidden=(1000,) * 6, discriminator_lr=1e-4,
+                 discriminator_beta_1=0.5, discriminator_beta_2=0.9, regularizers=(), **kwargs):
         if not regularizers:
-            regularizers = [TotalCorrelation(gamma, hidden=discriminator_hidden, lr=discriminator_lr)]
+            regularizers = [TotalCorrelation(gamma, hidden=discriminator_hidden, lr=discriminator_lr,
+                                             beta_1=discriminator_beta_1, beta_2=discriminator_beta_2)]
         super().__init__(input_shape, regularizers=regularizers, **kwargs)
         self._init_args.update(dict(gamma=float(gamma), discriminator_hidden=[int(h) for h in discriminator_hidden],
-                                    discriminator_lr=float(discriminator_lr)))
+                                    discriminator_lr=float(discriminator_lr),
+                                    discriminator_beta_1=float(discriminator_beta_1),
+                                    discriminator_beta_2=float(discriminator_beta_2)))
 
 
 @register_model("beta-tcvae")
@@ -95,13 +103,15 @@ class MAE(VariationalModel):
     Args:
       eta: weight of the diversity term (mean pairwise divergence between posteriors).
       gamma: weight of the smoothness term (spread of the pairwise divergences).
-      free_bits: KL floor in nats per latent dimension.
+      free_bits_total: floor in nats on the batch-mean total KL, max(lambda, E_batch KL): the form of
+        the authors' code (``KL.mean().clamp(min=free_bits)``); per-dimension free bits are
+        ``free_bits_per_dim``.
     """
 
-    def __init__(self, input_shape, eta=1.0, gamma=0.5, free_bits=0.0, regularizers=(), **kwargs):
+    def __init__(self, input_shape, eta=1.0, gamma=0.5, free_bits_total=0.0, regularizers=(), **kwargs):
         if not regularizers:
             regularizers = [MutualPosteriorDivergence(eta, gamma)]
-        super().__init__(input_shape, regularizers=regularizers, free_bits=free_bits, **kwargs)
+        super().__init__(input_shape, regularizers=regularizers, free_bits_total=free_bits_total, **kwargs)
         self._init_args.update(dict(eta=float(eta), gamma=float(gamma)))
 
 
@@ -122,7 +132,7 @@ class RAE(VariationalModel):
       reg_weight: weight of the decoder regulariser (``l2`` and ``gp``).
     """
 
-    fixed_options = ("beta", "posterior", "analytic_kl", "free_bits", "kl_warmup_steps")
+    fixed_options = ("beta", "posterior", "analytic_kl", "free_bits_per_dim", "free_bits_total", "kl_warmup_steps")
 
     def __init__(self, input_shape, latent_dim=16, regularization="l2", latent_weight=1e-4, reg_weight=1e-6,
                  network="mlp", hidden=(500, 500), num_classes=None, decoder_network=None, regularizers=(),

@@ -25,7 +25,7 @@ class VLAE(VariationalModel):
       latent_dim: dimension of z (64 in the paper).
       prior: p(z); None builds the MAF prior from ``flow_steps`` and ``flow_hidden``.
       decoder: p(x|z); None builds the PixelCNN from the ``pixelcnn_*`` sizes.
-      free_bits: KL floor in nats per latent dimension (0.01 in the paper).
+      free_bits_per_dim: KL floor in nats per latent dimension (0.01 in the paper).
       flow_steps: steps of the autoregressive-flow prior.
       flow_hidden: hidden sizes of each MADE in the flow.
       pixelcnn_layers: masked convolution layers of the decoder (its receptive field grows with them).
@@ -34,7 +34,7 @@ class VLAE(VariationalModel):
       cond_channels: channels of the map from z that conditions the PixelCNN.
     """
 
-    def __init__(self, input_shape, latent_dim=64, prior=None, decoder=None, free_bits=0.01, flow_steps=4,
+    def __init__(self, input_shape, latent_dim=64, prior=None, decoder=None, free_bits_per_dim=0.01, flow_steps=4,
                  flow_hidden=(640, 640, 640), pixelcnn_layers=6, pixelcnn_kernel=3, pixelcnn_filters=12,
                  cond_channels=4, **kwargs):
         if prior is None:
@@ -42,7 +42,7 @@ class VLAE(VariationalModel):
         if decoder is None:
             decoder = PixelCNNLikelihood(input_shape, num_layers=pixelcnn_layers, kernel_size=pixelcnn_kernel,
                                          filters=pixelcnn_filters, cond_channels=cond_channels, name="likelihood")
-        super().__init__(input_shape, latent_dim=latent_dim, prior=prior, decoder=decoder, free_bits=free_bits,
+        super().__init__(input_shape, latent_dim=latent_dim, prior=prior, decoder=decoder, free_bits_per_dim=free_bits_per_dim,
                          **kwargs)
         self._init_args.update(dict(
             flow_steps=int(flow_steps), flow_hidden=[int(h) for h in flow_hidden],
