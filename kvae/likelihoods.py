@@ -25,7 +25,8 @@ tfd = tfp.distributions
 
 
 class LikelihoodHead(keras.layers.Layer):
-    """Maps decoder features to ``num_params`` tensors of the event shape."""
+    """Maps decoder features to ``num_params`` tensors of the event shape with one Dense layer
+    (spectrally normalised with ``spectral_norm=True``, as the RAE-SN decoder needs)."""
 
     num_params = 1
     support = "real"
@@ -39,20 +40,21 @@ class LikelihoodHead(keras.layers.Layer):
         """The parameters an exported ``decode`` returns, by name."""
         return dict(zip(self.param_names, params))
 
-    def __init__(self, event_shape, **kwargs):
+    def __init__(self, event_shape, spectral_norm=False, **kwargs):
         super().__init__(**kwargs)
         self.event_shape = tuple(int(d) for d in event_shape)
+        self.spectral_norm = bool(spectral_norm)
 
     def build(self, features_shape):
         features_shape = tuple(features_shape)
         self._spatial = features_shape[1:-1] == self.event_shape[:-1]
         channels = self.event_shape[-1]
-        if self._spatial:
-            self.dense = keras.layers.Dense(self.num_params * channels, name="params")
-            self.dense.build(features_shape)
-        else:
-            self.dense = keras.layers.Dense(self.num_params * math.prod(self.event_shape), name="params")
-            self.dense.build((features_shape[0], math.prod(features_shape[1:])))
+        units = self.num_params * (channels if self._spatial else math.prod(self.event_shape))
+        shape = features_shape if self._spatial else (features_shape[0], math.prod(features_shape[1:]))
+        self.dense = keras.layers.Dense(units, name="params")
+        if self.spectral_norm:
+            self.dense = keras.layers.SpectralNormalization(self.dense, name="params_sn")
+        self.dense.build(shape)
 
     def raw_params(self, features, split=True):
         """The head's output split into ``num_params`` float32 tensors of shape [B, *event_shape]
@@ -72,7 +74,7 @@ class LikelihoodHead(keras.layers.Layer):
         return self.raw_params(features)
 
     def get_config(self):
-        return {**super().get_config(), "event_shape": list(self.event_shape)}
+        return {**super().get_config(), "event_shape": list(self.event_shape), "spectral_norm": self.spectral_norm}
 
 
 def bernoulli_log_prob(logits, x):

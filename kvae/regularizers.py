@@ -254,7 +254,7 @@ class DecoderGradientPenalty(Regularizer):
     r"""RAE-GP: weight * ||d mu(z) / dz||_F^2 per example, the squared Frobenius norm of the Jacobian of
     the decoder's first output (logits or mean) with respect to the code."""
 
-    def __init__(self, weight=0.02, name="gradient_penalty", **kwargs):
+    def __init__(self, weight=1e-6, name="gradient_penalty", **kwargs):
         super().__init__(weight=weight, name=name, **kwargs)
 
     def penalty(self, terms):

@@ -171,3 +171,25 @@ def test_factorvae_follows_algorithm_1():
     for d in range(4):  # each dimension of the fake codes is a permutation of the second half's
         np.testing.assert_array_equal(np.sort(fake.numpy()[:, d]), np.sort(second[:, d]))
         assert not set(fake.numpy()[:, d]) & set(z.numpy()[:5, d])  # nothing from the joint half
+
+
+def test_rae_spectral_norm_bounds_every_decoder_layer(digits):
+    """Every Dense kernel of the decoder, the likelihood head's included, has largest singular value <= 1."""
+    model = kvae.RAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(32, 32), regularization="sn", seed=0)
+    x, _ = digits["train"].arrays()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(x, epochs=3, batch_size=50, verbose=0)
+    kernels = [w for w in model.decoder_network.weights + model.likelihood.weights if w.path.endswith("kernel")]
+    assert len(kernels) == 3  # two hidden layers and the head
+    for w in kernels:
+        assert np.linalg.norm(w.numpy(), 2) <= 1.05, (w.path, np.linalg.norm(w.numpy(), 2))
+    loaded = keras.models.load_model(_save(model))  # the normalised head survives save/load
+    assert loaded.likelihood.spectral_norm
+
+
+def _save(model):
+    import tempfile
+
+    path = tempfile.mkdtemp() + "/rae.keras"
+    model.save(path)
+    return path

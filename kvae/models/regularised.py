@@ -156,6 +156,16 @@ class RAE(VariationalModel):
                 + [keras.layers.SpectralNormalization(layer) if isinstance(layer, (keras.layers.Dense,
                                                                                    keras.layers.Conv2DTranspose))
                    else layer for layer in plain.layers], name="decoder_network")
+        if regularization == "sn":  # every decoder layer is normalised, the likelihood head's Dense included
+            from .. import likelihoods
+
+            decoder = kwargs.get("decoder", "bernoulli")
+            if decoder in ("bernoulli", "gaussian"):
+                kwargs["decoder"] = likelihoods._LIKELIHOODS[decoder](tuple(input_shape), spectral_norm=True,
+                                                                      name="likelihood")
+            elif not getattr(decoder, "spectral_norm", False):  # a reloaded model passes its normalised head
+                raise ConfigError("regularization='sn' needs decoder='bernoulli' or 'gaussian' (or a likelihood "
+                                  "head built with spectral_norm=True)")
         kwargs.setdefault("posterior", DeterministicPosterior(latent_dim, name="posterior"))
         kwargs["beta"] = 0.0
         super().__init__(input_shape, latent_dim=latent_dim, network=network, hidden=hidden,
