@@ -3,12 +3,17 @@ r"""Sample-based divergences between distributions of latent codes.
 * :func:`mmd`: maximum mean discrepancy (Gretton et al. 2012) with the unbiased U-statistic
   MMD^2 = mean_{i!=j} k(x_i, x_j) + mean_{i!=j} k(y_i, y_j) - 2 mean_{i,j} k(x_i, y_j),
   summed over a set of kernel bandwidths; InfoVAE's D(q(z) || p(z)) (Zhao et al.).
-* kernels: RBF k(a, b) = exp(-||a - b||^2 / (2 s^2 D)) and inverse multiquadratic
-  k(a, b) = C / (C + ||a - b||^2) with C = 2 D s^2 (the scale WAE/InfoVAE use), for each s.
+* kernels: RBF k(a, b) = exp(-||a - b||^2 / (2 s^2 D)), inverse multiquadratic
+  k(a, b) = C / (C + ||a - b||^2) with C = 2 D s^2 (the scale WAE uses), and ``"infovae"``, the
+  kernel of InfoVAE's reference code (Zhao et al., ``compute_kernel`` in mmd_vae.py):
+  k(a, b) = exp(-mean_d (a_d - b_d)^2 / D) = exp(-||a - b||^2 / D^2) (times 1/s^2 in the exponent
+  for a bandwidth s; s = 1 is the reference).  The reference code averages the kernel matrices
+  (the biased V-statistic, ``unbiased=False``); both estimators have the same gradients up to a
+  factor (n - 1) / n.
 """
 import tensorflow as tf
 
-KERNELS = ("rbf", "imq")
+KERNELS = ("rbf", "imq", "infovae")
 
 
 def _sq_dists(a, b):
@@ -27,6 +32,9 @@ def kernel_matrix(a, b, kernel="rbf", bandwidths=(1.0,)):
     dim = tf.cast(tf.shape(a)[-1], tf.float32)
     total = tf.zeros_like(d2)
     for s in bandwidths:
+        if kernel == "infovae":
+            total += tf.exp(-d2 / (dim * dim * float(s) ** 2))
+            continue
         scale = 2.0 * dim * float(s) ** 2
         total += tf.exp(-d2 / scale) if kernel == "rbf" else scale / (scale + d2)
     return total

@@ -58,21 +58,24 @@ def _fold(seed, salt):
 @keras.saving.register_keras_serializable(package="kvae")
 class MMDPenalty(Regularizer):
     r"""weight * MMD^2(q(z), p(z)) between the batch's codes and as many prior draws (InfoVAE,
-    Zhao et al.); ``kernel`` "rbf" or "imq", summed over ``bandwidths``."""
+    Zhao et al.); ``kernel`` "rbf", "imq" or "infovae" (the reference code's), summed over
+    ``bandwidths``; ``unbiased`` U-statistic or (False) the reference code's V-statistic."""
 
-    def __init__(self, weight=1.0, kernel="rbf", bandwidths=(1.0,), name="mmd", **kwargs):
+    def __init__(self, weight=1.0, kernel="rbf", bandwidths=(1.0,), unbiased=True, name="mmd", **kwargs):
         super().__init__(weight=weight, name=name, **kwargs)
         self.kernel, self.bandwidths = kernel, [float(b) for b in bandwidths]
+        self.unbiased = bool(unbiased)
 
     def penalty(self, terms):
         from .divergences import mmd
 
         z = tf.cast(terms["z"], tf.float32)
         prior_z = terms["prior"].sample(tf.shape(z)[0], seed=_fold(terms["seed"], 11))
-        return self.weight * mmd(z, prior_z, self.kernel, self.bandwidths)
+        return self.weight * mmd(z, prior_z, self.kernel, self.bandwidths, unbiased=self.unbiased)
 
     def get_config(self):
-        return {**super().get_config(), "kernel": self.kernel, "bandwidths": self.bandwidths}
+        return {**super().get_config(), "kernel": self.kernel, "bandwidths": self.bandwidths,
+                "unbiased": self.unbiased}
 
 
 def _discriminator(hidden, name):
@@ -129,9 +132,11 @@ class _DiscriminatorPenalty(Regularizer):
 
 @keras.saving.register_keras_serializable(package="kvae")
 class AdversarialDivergence(_DiscriminatorPenalty):
-    r"""Adversarial (Jensen-Shannon) D(q(z) || p(z)) (InfoVAE): a discriminator learns to tell prior
+    r"""Adversarial D(q(z) || p(z)) (InfoVAE's adversarial option): a discriminator learns to tell prior
     draws (label 1) from codes (label 0); the model pays weight * -log D(z) = weight * softplus(-T(z)),
-    the non-saturating GAN loss that pushes q(z) toward p(z)."""
+    the non-saturating GAN loss.  What it minimises is not the Jensen-Shannon divergence: with the
+    optimal discriminator D* = p / (p + q), E_q[-log D*(z)] = KL(q || p) - 2 JS(q, p) + log 4
+    (Arjovsky & Bottou 2017), so the codes follow the gradient of KL(q(z) || p(z)) - 2 JS."""
 
     def __init__(self, weight=1.0, hidden=(256, 256), lr=1e-4, name="adversarial", **kwargs):
         super().__init__(weight=weight, hidden=hidden, lr=lr, name=name, **kwargs)

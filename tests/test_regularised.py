@@ -193,3 +193,20 @@ def _save(model):
     path = tempfile.mkdtemp() + "/rae.keras"
     model.save(path)
     return path
+
+
+def test_infovae_kernel_is_the_reference_codes():
+    """InfoVAE's mmd_vae.py: compute_kernel = exp(-mean_d (x - y)^2 / dim); MMD = mean kxx + mean kyy - 2 mean kxy."""
+    from kvae.divergences import kernel_matrix
+
+    rng = np.random.RandomState(0)
+    x, y = rng.normal(size=(7, 5)).astype("float32"), rng.normal(size=(6, 5)).astype("float32") + 0.5
+
+    def compute_kernel(a, b):  # the reference's arithmetic, in numpy
+        return np.exp(-np.mean((a[:, None, :] - b[None, :, :]) ** 2, axis=2) / a.shape[1])
+
+    np.testing.assert_allclose(kernel_matrix(x, y, "infovae").numpy(), compute_kernel(x, y), rtol=1e-5)
+    reference = compute_kernel(x, x).mean() + compute_kernel(y, y).mean() - 2 * compute_kernel(x, y).mean()
+    np.testing.assert_allclose(mmd(x, y, "infovae", unbiased=False).numpy(), reference, rtol=1e-5)
+    model = kvae.InfoVAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
+    assert model.regularizer_layers[0].kernel == "infovae"

@@ -27,12 +27,12 @@ class InfoVAE(VariationalModel):
       alpha: InfoVAE's alpha; the KL weight is 1 - alpha (1: the MMD-VAE, no KL term).
       lambda_: InfoVAE's lambda; the divergence weight is alpha + lambda - 1.
       divergence: D(q(z) || p(z)): ``"mmd"`` or ``"adversarial"``.
-      kernel: MMD kernel, ``"rbf"`` or ``"imq"``.
+      kernel: MMD kernel: ``"infovae"`` (the authors' exp(-mean_d (a_d - b_d)^2 / D)), ``"rbf"`` or ``"imq"``.
       bandwidths: kernel bandwidths (the MMD sums the kernels over them).
       beta: KL weight; None means 1 - alpha.
     """
 
-    def __init__(self, input_shape, alpha=1.0, lambda_=1000.0, divergence="mmd", kernel="rbf",
+    def __init__(self, input_shape, alpha=1.0, lambda_=1000.0, divergence="mmd", kernel="infovae",
                  bandwidths=(1.0,), beta=None, regularizers=(), **kwargs):
         weight = float(alpha) + float(lambda_) - 1.0
         if not regularizers:
