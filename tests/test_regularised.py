@@ -174,11 +174,14 @@ def test_factorvae_follows_algorithm_1():
 
 
 def test_rae_spectral_norm_bounds_every_decoder_layer(digits):
-    """Every Dense kernel of the decoder, the likelihood head's included, has largest singular value <= 1."""
+    """Every Dense kernel of the decoder, the likelihood head's included, has largest singular value <= 1
+    (Keras' SpectralNormalization divides each kernel by its power-iteration estimate of that value at
+    every training-mode call; an optimizer step then moves it, so the bound holds after such a call)."""
     model = kvae.RAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(32, 32), regularization="sn", seed=0)
     x, _ = digits["train"].arrays()
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     model.fit(x, epochs=3, batch_size=50, verbose=0)
+    model.decode_params(tf.zeros((1, 3)), training=True)  # the normalisation runs in training-mode calls
     kernels = [w for w in model.decoder_network.weights + model.likelihood.weights if w.path.endswith("kernel")]
     assert len(kernels) == 3  # two hidden layers and the head
     for w in kernels:
