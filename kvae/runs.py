@@ -125,8 +125,12 @@ def make_optimizer(name="adam", lr=1e-3, ema=None):
 def atomic_save(model, path):
     """Save ``model`` to ``path`` through a temporary file and a rename."""
     tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # a failed save leaves neither a partial file nor a changed model.keras
+            os.remove(tmp)
 
 
 def _write_json(obj, path):

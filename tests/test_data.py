@@ -16,8 +16,13 @@ def test_digits_splits_are_fixed_disjoint_binary_and_labelled(digits):
     assert sizes == {"train": 1257, "valid": 180, "test": 360}
     again = data.load("digits", "valid")
     np.testing.assert_array_equal(again.x, digits["valid"].x)
-    flat = {s: {d.x[i].tobytes() + bytes([d.y[i]]) for i in range(len(d))} for s, d in digits.items()}
-    assert len(flat["train"] & flat["test"]) < 0.5 * len(flat["test"])  # duplicates exist in digits, not whole splits
+    # the splits are a partition of scikit-learn's digits: together they reassemble it exactly
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    whole = sorted(((bunch.images[i] >= 8).astype(np.uint8).tobytes(), int(bunch.target[i])) for i in range(1797))
+    parts = sorted((d.x[i].tobytes(), int(d.y[i])) for d in digits.values() for i in range(len(d)))
+    assert parts == whole
     for d in digits.values():
         assert d.input_shape == (8, 8, 1) and set(np.unique(d.x)) <= {0, 1} and d.num_classes == 10
 
@@ -44,6 +49,17 @@ def test_dynamic_binarisation_resamples_each_epoch():
     ds = split.dataset(batch_size=4, shuffle=True)
     a, b = next(iter(ds)).numpy(), next(iter(ds)).numpy()
     assert set(np.unique(a)) <= {0.0, 1.0} and not np.array_equal(a, b)
+
+
+def test_dynamic_binarisation_is_bernoulli_of_the_intensity():
+    """Pixels of intensity p are 1 with frequency p over many draws (Bernoulli(x), not Bernoulli(0.5) or x > 0.5)."""
+    levels = np.array([0, 26, 64, 128, 191, 230, 255], np.uint8)  # p = 0, 0.1, 0.25, 0.5, 0.75, 0.9, 1
+    image = np.repeat(levels, 60).reshape(1, 20, 21, 1)
+    split = data.Split("toy", "train", image, np.zeros(1, int), dynamic=True)
+    ds = split.dataset(batch_size=1, shuffle=True)
+    draws = np.concatenate([next(iter(ds)).numpy().reshape(-1, 60 * 7) for _ in range(40)])  # 40 epochs
+    freq = draws.reshape(40, 7, 60).mean(axis=(0, 2))
+    np.testing.assert_allclose(freq, levels / 255.0, atol=0.04)
     fixed_a, _ = split.arrays()
     fixed_b, _ = split.arrays()
     np.testing.assert_array_equal(fixed_a, fixed_b)

@@ -86,3 +86,28 @@ def test_corrupt_checkpoint_is_named(tmp_path, capsys):
     code = cli.main(TRAIN[3:] + ["--epochs", "1", "--out", str(run)])
     err = capsys.readouterr().err
     assert code == 1 and str(backup) in err and "corrupt" in err
+
+
+def test_a_save_that_fails_half_way_leaves_the_old_model_byte_identical(tmp_path, monkeypatch):
+    import kvae
+    from kvae import runs
+
+    path = str(tmp_path / "model.keras")
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
+    runs.atomic_save(model, path)
+    before = open(path, "rb").read()
+
+    def broken_save(self, filepath, *args, **kwargs):  # writes part of a file, then the disk "fails"
+        with open(filepath, "wb") as f:
+            f.write(before[: len(before) // 2])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(type(model), "save", broken_save)
+    other = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=1)
+    try:
+        runs.atomic_save(other, path)
+        raise AssertionError("the save should have failed")
+    except OSError:
+        pass
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.keras"]  # no partial temporary file left behind
