@@ -18,6 +18,11 @@ class ModelBattery:
     labelled = False
     input_shape = (8, 8, 1)
     batch = 16
+    #: trainable weights (substrings of their paths) allowed not to change in two steps, each with its reason
+    frozen_ok = {}
+    #: export parity runs for one model per exported graph shape; models whose regularisers never reach the
+    #: exported graph (they change training only) set this False and say which test covers their graph
+    export_representative = True
 
     def make_model(self):
         raise AssertionError("subclasses set make_model")
@@ -56,8 +61,9 @@ class ModelBattery:
         history = model.fit(x, y, batch_size=self.batch // 2, epochs=1, verbose=0)
         for name, values in history.history.items():
             assert np.all(np.isfinite(values)), name
-        changed = [not np.allclose(b, w.numpy()) for b, w in zip(before, model.trainable_weights)]
-        assert sum(changed) >= 0.8 * len(changed)
+        frozen = [w.path for b, w in zip(before, model.trainable_weights) if np.array_equal(b, w.numpy())
+                  and not any(key in w.path for key in self.frozen_ok)]
+        assert not frozen, f"trainable weights that received no update: {frozen}"
 
     def test_gradient_reaches_encoder(self):
         model = self.make_model()
@@ -106,20 +112,55 @@ class ModelBattery:
         assert ll.shape == (self.batch,)
         assert np.all(np.isfinite(ll)) and np.all(ll.numpy() < 0)
 
+    def _reference(self, model, name, inputs):
+        """Each endpoint's outputs computed from the model's own methods (not from the export code)."""
+        x, y, eps, u = inputs.get("x"), inputs.get("labels"), inputs.get("eps"), inputs.get("uniform")
+        if name == "encode":
+            return [np.asarray(t) for t in model.encode_params(x, y)]
+        if name == "decode":
+            named = model.likelihood.named_params(model.decode_params(inputs["z"], y))
+            return [np.asarray(v) for v in named.values()]
+        if name == "reconstruct":
+            return [np.asarray(model.reconstruct_from_noise(x, eps, y, u))]
+        if name == "sample":
+            return [np.asarray(model.sample_from_noise(eps, y, u))]
+        if name == "log_prob":
+            return [np.asarray(model.log_prob_from_noise(x, eps, y))]
+        raise AssertionError(name)
+
     def test_export_parity(self, tmp_path):
-        """Every endpoint agrees in Keras, the reloaded SavedModel and onnxruntime (<= 1e-5), and every
-        ONNX file passes onnx.checker."""
+        """Every endpoint of the reloaded SavedModel and of onnxruntime agrees with the model's own methods
+        (<= 1e-5), inputs fed by name, the number of outputs checked; every ONNX file passes onnx.checker."""
+        if not self.export_representative:
+            import pytest
+
+            pytest.skip("same exported graph as a representative model (see export_representative)")
         import onnx
+        import onnxruntime as ort
 
         from kvae import export
 
         model = self._compiled()
         x, y = self._data()
         model.fit(x, y, batch_size=self.batch, epochs=1, verbose=0)  # trained weights, not the initial ones
-        manifest = export.export(model, str(tmp_path / "bundle"))
+        manifest = export.export(model, str(tmp_path / "bundle"), check=False)
         expected = {"encode", "decode", "reconstruct", "sample"} | ({"log_prob"} if model.has_density else set())
-        assert set(manifest["parity"]) == expected
-        for name, diffs in manifest["parity"].items():
-            assert diffs["savedmodel_max_abs_diff"] <= 1e-5, (name, diffs)
-            assert diffs["onnx_max_abs_diff"] <= 1e-5, (name, diffs)
-            onnx.checker.check_model(onnx.load(str(tmp_path / "bundle" / manifest["endpoints"][name]["onnx"])))
+        assert set(manifest["endpoints"]) == expected
+        loaded = tf.saved_model.load(str(tmp_path / "bundle" / "savedmodel" / "1"))
+        for name, spec in manifest["endpoints"].items():
+            path = str(tmp_path / "bundle" / spec["onnx"])
+            onnx.checker.check_model(onnx.load(path))
+            signature = export.endpoints(model)[name][1]
+            arrays = export.example_inputs(model, signature, n=3, k=4, seed=1)
+            inputs = {s.name: a for s, a in zip(signature, arrays)}
+            want = self._reference(model, name, inputs)
+            outs = [o["name"] for o in spec["outputs"]]
+            assert len(outs) == len(want), (name, outs)
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            assert sorted(i.name for i in session.get_inputs()) == sorted(inputs), name
+            got_onnx = session.run([o["onnx_name"] for o in spec["outputs"]], inputs)
+            got_sm = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+            assert sorted(got_sm) == sorted(outs), (name, sorted(got_sm))
+            for out, ref, onnx_value in zip(outs, want, got_onnx):
+                np.testing.assert_allclose(got_sm[out].numpy(), ref, atol=1e-5, err_msg=f"{name}/{out} SavedModel")
+                np.testing.assert_allclose(onnx_value, ref, atol=1e-5, err_msg=f"{name}/{out} ONNX")

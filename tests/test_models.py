@@ -17,6 +17,8 @@ class TestVAEConvGaussian(ModelBattery):
 
 
 class TestBetaVAEWithWarmup(ModelBattery):
+    export_representative = False  # beta only weights the training loss: TestVAE's graph
+
     def make_model(self):
         return kvae.BetaVAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,),
                             beta=kvae.schedules.LinearWarmup(target=4.0, warmup_steps=10), seed=3)
@@ -82,29 +84,39 @@ class TestVLAEWithIAFPosterior(ModelBattery):
 
 
 class TestInfoVAEMMD(ModelBattery):
+    export_representative = False  # the MMD penalty never reaches the exported graph: TestVAE's graph
+
     def make_model(self):
         return kvae.InfoVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), kernel="imq",
                             bandwidths=(0.5, 1.0), seed=12)
 
 
 class TestInfoVAEAdversarial(ModelBattery):
+    export_representative = False  # the discriminator trains only: TestVAE's graph
+
     def make_model(self):
         return kvae.InfoVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), alpha=0.0, lambda_=2.0,
                             divergence="adversarial", seed=13)
 
 
 class TestFactorVAE(ModelBattery):
+    export_representative = False  # the TC discriminator trains only: TestVAE's graph
+
     def make_model(self):
         return kvae.FactorVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), discriminator_hidden=(16,),
                               seed=14)
 
 
 class TestMAE(ModelBattery):
+    export_representative = False  # the MAE penalty and free bits change training only: TestVAE's graph
+
     def make_model(self):
         return kvae.MAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), free_bits_total=0.05, seed=15)
 
 
 class TestRAEGradientPenalty(ModelBattery):
+    export_representative = False  # deterministic encoder, plain decoder: TestAE's graph
+
     def make_model(self):
         return kvae.RAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), regularization="gp",
                         reg_weight=0.1, seed=16)
@@ -121,5 +133,7 @@ class TestAE(ModelBattery):
 
 
 class TestBetaTCVAE(ModelBattery):
+    export_representative = False  # the TC estimator changes training only: TestVAE's graph
+
     def make_model(self):
         return kvae.BetaTCVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), dataset_size=1000, seed=19)
