@@ -65,6 +65,17 @@ class ModelBattery:
                   and not any(key in w.path for key in self.frozen_ok)]
         assert not frozen, f"trainable weights that received no update: {frozen}"
 
+    def test_labels_reach_the_model(self):
+        """Conditional models: changing only the label changes q(z|x, y) and p(x|z, y)."""
+        if not self.labelled:
+            return
+        model = self.make_model()
+        x, y = self._data()
+        other = (y + 1) % 10
+        z = np.random.RandomState(2).normal(size=(self.batch, model.latent_dim)).astype("float32")
+        assert np.abs(model.encode_params(x, y)[0] - model.encode_params(x, other)[0]).max() > 1e-4
+        assert np.abs(model.decode_params(z, y)[0] - model.decode_params(z, other)[0]).max() > 1e-4
+
     def test_gradient_reaches_encoder(self):
         model = self.make_model()
         x, y = self._data()

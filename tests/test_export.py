@@ -63,9 +63,12 @@ def test_exported_log_prob_is_the_importance_weighted_bound(bundles):
     log_w = model.decode(z).log_prob(x) + model.prior_distribution().log_prob(z) - q.log_prob(z)
     direct = (tf.reduce_logsumexp(log_w, axis=0) - np.log(300.0)).numpy()
     np.testing.assert_allclose(exported, direct, atol=1e-4)
-    # and it estimates what log_likelihood estimates (other noise): close on average over examples
-    reference = model.log_likelihood(x, k=300, seed=3).numpy()
-    assert abs(float(np.mean(exported - reference))) < 1.0
+    # and it estimates what log_likelihood estimates (other noise): equal on average within the noise
+    xs = (np.random.RandomState(2).uniform(size=(200, 8, 8, 1)) > 0.5).astype("float32")
+    eps = np.random.RandomState(4).normal(size=(300, 200, 4)).astype("float32")
+    exported = loaded.signatures["log_prob"](x=tf.constant(xs), eps=tf.constant(eps))["log_prob"].numpy()
+    diff = exported - model.log_likelihood(xs, k=300, seed=3).numpy()
+    assert abs(diff.mean()) < 4 * diff.std() / np.sqrt(len(diff)) + 0.01, (diff.mean(), diff.std())
 
 
 def test_pixelcnn_sampler_is_exported_whole(bundles):

@@ -21,6 +21,10 @@ def _free_ports(n):
     return ports
 
 
+OPTIONS = ["--dataset", "digits", "--epochs", "2", "--limit", "400", "--batch-size", "50", "--hidden", "32",
+           "--latent-dim", "4", "--quiet"]
+
+
 def test_two_workers_train_together_and_agree(tmp_path):
     run = str(tmp_path / "run")
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
@@ -28,10 +32,13 @@ def test_two_workers_train_together_and_agree(tmp_path):
     for index in range(2):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
                    TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
-        cmd = [sys.executable, "-m", "kvae.cli", "train", "--strategy", "multiworker", "--dataset", "digits",
-               "--epochs", "2", "--limit", "400", "--batch-size", "50", "--hidden", "32", "--latent-dim", "4",
-               "--out", run, "--quiet"]
+        cmd = [sys.executable, "-m", "kvae.cli", "train", "--strategy", "multiworker", *OPTIONS, "--out", run]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    single = str(tmp_path / "single")  # one process, one device, the same global batches
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_CONFIG", None)
+    procs.append(subprocess.Popen([sys.executable, "-m", "kvae.cli", "train", *OPTIONS, "--out", single],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
@@ -44,3 +51,10 @@ def test_two_workers_train_together_and_agree(tmp_path):
     assert max(float(np.abs(a - b).max()) for a, b in zip(w0, w1)) < 1e-6
     history = json.load(open(os.path.join(run, "history.json")))
     assert len(history["loss"]) == 2 and np.all(np.isfinite(history["loss"]))
+    # two workers that trained independently with the same seed would also agree with each other; they
+    # must also agree with one process over the same global batches, step for step
+    assert history["steps"] == 2 * 8  # 400 examples / global batch 50, 2 epochs
+    reference = json.load(open(os.path.join(tmp_path / "single", "history.json")))
+    assert reference["steps"] == history["steps"]
+    ws = keras.models.load_model(os.path.join(tmp_path / "single", "model.keras")).get_weights()
+    assert max(float(np.abs(a - b).max()) for a, b in zip(w0, ws)) < 1e-4
