@@ -1,12 +1,14 @@
 """Training that has to reach numbers: binarised MNIST against pythae's budget, and CVAE labels."""
 import keras
 import numpy as np
+import pytest
 from sklearn.linear_model import LogisticRegression
 
 import kvae
 from kvae import data, evaluation
 
 
+@pytest.mark.slow  # 3 epochs of MNIST: about 2 minutes on 2 cores
 def test_binarized_mnist_three_epochs_beats_pythae_budget(mnist_dir):
     """MLP 784-500-500-50, Bernoulli, Adam 1e-3, batch 100 (the issue's setting).  After 2 epochs the
     validation negative ELBO is lower than before training; after 3 the importance-sampled NLL
