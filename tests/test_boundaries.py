@@ -48,7 +48,8 @@ def test_commands_print_no_tensorflow_noise(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     noisy = [line for line in (result.stdout + result.stderr).splitlines() if any(n in line for n in NOISE)]
     assert not noisy, noisy
-    result = _kvae("train", "--dataset", "binarized_mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"))
+    result = _kvae("train", "--dataset", "binarized_mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"),
+                   env={"KVAE_DATA_DIR": ""})  # CI sets it; here the file must be missing
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "binarized_mnist not found" in result.stderr
 

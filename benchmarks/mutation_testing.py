@@ -1,0 +1,109 @@
+"""Mutation testing with mutmut (a maintained tool, https://github.com/boxed/mutmut) over the modules
+whose maths is cheap to test, each with the fast tests that cover it; writes one JSON with the score
+per module and the surviving mutants.
+
+    pip install mutmut==3.8.1      # a development tool, not a kvae dependency
+    python benchmarks/mutation_testing.py --out benchmarks/mutation_testing.json [--only NAME ...]
+
+Each target is run in a scratch copy of the repository (``mutants/`` never touches the working
+tree).  mutmut forks one child per mutant after the tests were imported once; a test that runs a
+compiled TensorFlow function in such a child can hang, so the selected tests are eager ones and a
+timeout is reported as such, never counted as killed.  Score = killed / (killed + survived +
+timeout); mutants in functions no selected test calls ("no tests") are listed apart.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import emit  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+#: module -> (source path, the functions whose mutants count, the tests that cover them)
+TARGETS = {
+    "divergences": ("kvae/divergences.py", None,
+                    ["tests/test_regularised.py", "-k", "mmd or kernel"]),
+    "schedules": ("kvae/schedules.py", None, ["tests/test_schedules.py"]),
+    "data_validation": ("kvae/data.py", ("validate", "_first_index", "check_inputs"),
+                        ["tests/test_data.py", "tests/test_boundaries.py", "-k",
+                         "rejects or bad_data or gaussian_decoder_accepts or requires_labels"]),
+    "serving_validation": ("export/kvae_serve/bundle.py", None,
+                           ["tests/test_export.py", "-k", "runtime_rejects or runtime_fuzz or wrong_inputs "
+                            "or verifies_every"]),
+    "active_units": ("kvae/evaluation.py", ("active_units",), ["tests/test_evaluation.py", "-k", "subtract"]),
+}
+
+
+def run_target(name, timeout):
+    path, functions, tests = TARGETS[name]
+    work = tempfile.mkdtemp(prefix=f"mutation_{name}_")
+    for item in ("kvae", "export", "tests", "kvae_cli.py", "pyproject.toml"):
+        src = os.path.join(ROOT, item)
+        (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(work, item))
+    with open(os.path.join(ROOT, "setup.cfg")) as f:
+        cfg = f.read()
+    source = os.path.dirname(path) + "/"
+    cfg += ("\n[mutmut]\nsource_paths = " + source + "\nonly_mutate = " + path
+            + "\nalso_copy =\n    kvae\n    kvae_cli.py\n    export\n    tests\n"
+            + "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in tests))
+    with open(os.path.join(work, "setup.cfg"), "w") as f:
+        f.write(cfg)
+    env = dict(os.environ, KVAE_LAZY_IMPORT="", PYTHONPATH=os.path.join(work, "export"))
+    start = time.time()
+    run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    seconds = time.time() - start
+    listing = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
+                             capture_output=True, text=True).stdout
+    statuses = {}
+    for line in listing.splitlines():
+        m = re.match(r"\s*(\S+__mutmut_\d+): (.+)$", line)
+        if not m:
+            continue
+        mutant, status = m.groups()
+        function = re.sub(r"__mutmut_\d+$", "", mutant.split(".")[-1]).replace("x_", "", 1).split("ǁ")[-1]
+        if functions and function not in functions:
+            continue
+        statuses[mutant] = status.strip()
+    counts = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    killed = counts.get("killed", 0)
+    scored = killed + counts.get("survived", 0) + counts.get("timeout", 0)
+    survivors = sorted(m for m, s in statuses.items() if s == "survived")
+    diffs = {}
+    for mutant in survivors:
+        diffs[mutant] = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=work, env=env,
+                                       capture_output=True, text=True).stdout[-1500:]
+    shutil.rmtree(work, ignore_errors=True)
+    return {"module": path, "functions": functions or "all", "tests": tests, "counts": counts,
+            "score": None if not scored else killed / scored, "survivors": diffs,
+            "timeouts": sorted(m for m, s in statuses.items() if s == "timeout"), "seconds": seconds,
+            "mutmut_exit_code": run.returncode}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="*", choices=sorted(TARGETS))
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    import mutmut
+
+    report = {"benchmark": "mutation_testing", "date": time.strftime("%Y-%m-%d"), "tool": f"mutmut {mutmut.__version__}",
+              "command": "python benchmarks/mutation_testing.py --out benchmarks/mutation_testing.json", "modules": {}}
+    for name in args.only or TARGETS:
+        report["modules"][name] = run_target(name, args.timeout)
+        print(name, report["modules"][name]["counts"], flush=True)
+    emit(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
