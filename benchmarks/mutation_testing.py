@@ -7,8 +7,8 @@ per module and the surviving mutants.
 
 Each target is run in a scratch copy of the repository (``mutants/`` never touches the working
 tree).  mutmut forks one child per mutant after the tests were imported once; a test that runs a
-compiled TensorFlow function in such a child can hang, so the selected tests are eager ones and a
-timeout is reported as such, never counted as killed.  Score = killed / (killed + survived +
+compiled TensorFlow function in such a child can hang, so TensorFlow runs with one thread per process,
+the selected tests are eager ones and a timeout is reported as such, never counted as killed.  Score = killed / (killed + survived +
 timeout); mutants in functions no selected test calls ("no tests") are listed apart.
 """
 import argparse
@@ -55,7 +55,9 @@ def run_target(name, timeout):
             + "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in tests))
     with open(os.path.join(work, "setup.cfg"), "w") as f:
         f.write(cfg)
-    env = dict(os.environ, KVAE_LAZY_IMPORT="", PYTHONPATH=os.path.join(work, "export"))
+    # one TensorFlow thread per process: thread pools made before mutmut forks do not exist in its children
+    env = dict(os.environ, KVAE_LAZY_IMPORT="", PYTHONPATH=os.path.join(work, "export"), TF_NUM_INTRAOP_THREADS="1",
+               TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1")
     start = time.time()
     run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work, env=env,
                          capture_output=True, text=True, timeout=timeout)

@@ -213,3 +213,45 @@ def test_infovae_kernel_is_the_reference_codes():
     np.testing.assert_allclose(mmd(x, y, "infovae", unbiased=False).numpy(), reference, rtol=1e-5)
     model = kvae.InfoVAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
     assert model.regularizer_layers[0].kernel == "infovae"
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "imq", "infovae"])
+def test_kernel_matrix_and_mmd_match_numpy_for_several_bandwidths(kernel):
+    """Each kernel, summed over bandwidths s, written out in numpy: RBF exp(-d2 / (2 D s^2)), IMQ C / (C + d2)
+    with C = 2 D s^2, infovae exp(-d2 / (D^2 s^2)); MMD^2 as the unbiased U-statistic."""
+    from kvae.divergences import kernel_matrix
+
+    rng = np.random.RandomState(1)
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(5, 3)) * 1.5 + 0.3
+    bandwidths = (0.5, 2.0)
+
+    def k(a, b):
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        dim = a.shape[1]
+        total = np.zeros_like(d2)
+        for s in bandwidths:
+            if kernel == "rbf":
+                total += np.exp(-d2 / (2 * dim * s**2))
+            elif kernel == "imq":
+                total += 2 * dim * s**2 / (2 * dim * s**2 + d2)
+            else:
+                total += np.exp(-d2 / (dim * dim * s**2))
+        return total
+
+    np.testing.assert_allclose(kernel_matrix(x, y, kernel, bandwidths).numpy(), k(x, y), rtol=1e-5)
+    kxx, kyy = k(x, x), k(y, y)
+    n, m = len(x), len(y)
+    expected = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                - 2 * k(x, y).mean())
+    np.testing.assert_allclose(mmd(x.astype("float32"), y.astype("float32"), kernel, bandwidths).numpy(), expected,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_kernel_defaults_and_unknown_kernels():
+    from kvae.divergences import kernel_matrix
+
+    x = np.random.RandomState(2).normal(size=(4, 2)).astype("float32")
+    np.testing.assert_allclose(kernel_matrix(x, x).numpy(), kernel_matrix(x, x, "rbf", (1.0,)).numpy())
+    np.testing.assert_allclose(mmd(x, x + 1).numpy(), mmd(x, x + 1, "rbf", (1.0,)).numpy())
+    with pytest.raises(ValueError, match=r"kernel must be one of \('rbf', 'imq', 'infovae'\), got 'gauss'"):
+        kernel_matrix(x, x, "gauss")
