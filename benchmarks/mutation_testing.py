@@ -31,9 +31,11 @@ TARGETS = {
     "divergences": ("kvae/divergences.py", None,
                     ["tests/test_regularised.py", "-k", "mmd or kernel"]),
     "schedules": ("kvae/schedules.py", None, ["tests/test_schedules.py"]),
-    "data_validation": ("kvae/data.py", ("validate", "_first_index", "check_inputs"),
-                        ["tests/test_data.py", "tests/test_boundaries.py", "-k",
-                         "rejects or bad_data or gaussian_decoder_accepts or requires_labels"]),
+    # validate() and _first_index(): loaders and fit's check_inputs call them.  check_inputs itself reads the
+    # first batch of a tf.data pipeline, which hangs in mutmut's forked children, so it is not a target.
+    "data_validation": ("kvae/data.py", ("validate", "_first_index"),
+                        ["tests/test_boundaries.py", "tests/test_data.py", "tests/test_promises.py", "-k",
+                         "checked_before_conversion or binarized_mnist_from or validate or fashion_mnist_is"]),
     "serving_validation": ("export/kvae_serve/bundle.py", None,
                            ["tests/test_export.py", "-k", "runtime_rejects or runtime_fuzz or wrong_inputs "
                             "or verifies_every"]),

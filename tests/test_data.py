@@ -134,3 +134,32 @@ def test_conditional_model_requires_labels_in_range():
     with pytest.raises(DataError, match=r"labels must be in 0..2"):
         model.fit(x, np.array([0, 1, 2, 3]), epochs=1, verbose=0)
     model.fit(x, keras.utils.to_categorical([0, 1, 2, 1], 3), epochs=1, verbose=0)  # one-hot works too
+
+
+def test_validate_names_every_problem():
+    v = data.validate
+    v(np.zeros((2, 3, 3, 1), np.uint8), (3, 3, 1), "binary")  # valid: nothing raised
+    v(np.zeros((2, 3)), None, None)
+    cases = [
+        (np.array(["a"]), None, None, r"^x: dtype <U1 is not numeric$"),
+        (np.float32(1.0), None, None, r"^x: expected a batch of examples, got a scalar$"),
+        (np.zeros((2, 9)), (3, 3, 1), None, r"each example has shape \(9,\) but the model expects \(3, 3, 1\); "
+                                              r"reshape it with x.reshape\(\(-1,\) \+ \(3, 3, 1\)\)"),
+        (np.zeros((2, 4)), (3, 3, 1), None, r"expects \(3, 3, 1\)$"),
+        (np.array([[0.0, np.inf], [np.nan, np.nan]]), None, None,
+         r"^x: 2 NaN and 1 infinite values \(first at index \(0, 1\), example 0\)"),
+        (np.array([[0, 1], [1, 2]]), None, "binary", r"^x: 1 values outside \[0, 1\] \(min 0, max 2; first at index "
+                                                    r"\(1, 1\), example 1\).*\(divide by 255 and binarise\)$"),
+        (np.array([[0.0, -0.5]]), None, "binary", r"outside \[0, 1\] \(min -0.5, max 0.0; .*0/1 data$"),
+        (np.array([[0, 1], [0.25, 1]]), None, "binary", r"^x: 1 non-binary values in \(0, 1\) \(first at index "
+                                                      r"\(1, 0\), example 1\)"),
+        (np.array([[0, 255], [256, 3.5]]), None, "intensity", r"^x: 2 values that are not 8-bit intensities 0..255 "
+                                                              r"\(first at index \(1, 0\), example 1\)$"),
+        (np.array([[-1, 3]]), None, "intensity", r"not 8-bit intensities"),
+    ]
+    for value, shape, support, message in cases:
+        with pytest.raises(kvae.errors.DataError, match=message):
+            v(value, shape, support)
+    v(np.zeros((0, 2)), None, "binary")  # an empty batch has no bad values
+    v(np.array([[0, 255]]), None, "intensity")
+    v(np.array([[0.5, 7.0]]), None, None)  # real-valued data: no range check
