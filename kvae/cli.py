@@ -171,10 +171,12 @@ def _parser(argv=()):
     t.add_argument("--data-dir", help="directory holding local data files (or set KVAE_DATA_DIR)")
     t.add_argument("--epochs", type=_pos_int, default=10, help="(default: 10)")
     t.add_argument("--batch-size", type=_pos_int, default=100, help="global batch size (default: 100)")
-    t.add_argument("--lr", type=_pos_float, default=1e-3, help="learning rate (default: 0.001)")
+    t.add_argument("--lr", type=_pos_float, help="learning rate (default: 0.001; vlae: 0.002)")
     t.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the data order, weights and noise")
-    t.add_argument("--optimizer", default="adam", choices=("adam", "adamax"))
-    t.add_argument("--ema", type=_pos_float, help="Polyak/EMA weight averaging momentum in (0, 1), e.g. 0.998")
+    t.add_argument("--optimizer", choices=("adam", "adamax"), help="(default: adam; vlae: adamax)")
+    t.add_argument("--ema", type=_number(float, positive=True, allow_zero=True),
+                   help="Polyak/EMA weight averaging momentum in (0, 1), e.g. 0.998; 0 for none "
+                        "(default: none; vlae: 0.998)")
     t.add_argument("--limit", type=_pos_int, help="train on the first N training examples only")
     t.add_argument("--fit-density", action="store_true", help="fit the ex-post Gaussian mixture after training")
     t.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
@@ -261,8 +263,8 @@ def _train(args):
     for key, value in options.items():
         if isinstance(value, list):
             options[key] = tuple(value)
-    if args.ema is not None and not 0 < args.ema < 1:
-        raise UsageError(f"argument --ema: must be in (0, 1), got {args.ema}")
+    if args.ema is not None and not 0 <= args.ema < 1:
+        raise UsageError(f"argument --ema: must be in (0, 1), or 0 for none, got {args.ema}")
     runs.train(model=args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir, epochs=args.epochs,
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer, ema=args.ema,
                limit=args.limit, verbose=2 if args.quiet else "auto", fit_density=args.fit_density,

@@ -187,13 +187,25 @@ def _is_chief(strategy):
                                              and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, batch_size=100, lr=1e-3, seed=0,
-          optimizer="adam", ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
+#: Optimizer settings of a run when neither the caller nor the model class (``training_defaults``) gives them.
+TRAINING_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "ema": None}
+
+
+def training_defaults(model):
+    """The optimizer settings a run of the registered model ``model`` uses when none are given: the
+    model class's ``training_defaults`` (VLAE: the paper's Adamax 2e-3 with Polyak averaging 0.998)
+    over :data:`TRAINING_DEFAULTS`."""
+    return {**TRAINING_DEFAULTS, **getattr(registry.get(model), "training_defaults", {})}
+
+
+def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, batch_size=100, lr=None, seed=0,
+          optimizer=None, ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
           jit_compile=False, precision="float32", checkpoint_every=100, fit_density=False, **model_options):
     """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history).
 
     ``model_options`` are the model's constructor options (``latent_dim``, ``beta``, ``alpha``, ...,
     see ``kvae train --model NAME --help``); options not given keep the constructor's defaults.
+    ``optimizer``/``lr``/``ema`` left as None take :func:`training_defaults` (``ema=0`` turns averaging off).
     ``strategy``: default | mirrored | multiworker (``batch_size`` is the global batch).
     ``precision``: float32 | mixed_float16 | mixed_bfloat16 (networks only; log-probabilities and
     KL stay float32).  A checkpoint is written every ``checkpoint_every`` steps to ``out/backup``;
@@ -202,6 +214,10 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     """
     if out is None:
         raise ConfigError("a run directory is required (--out RUN_DIR)")
+    defaults = training_defaults(model)
+    optimizer = defaults["optimizer"] if optimizer is None else optimizer
+    lr = defaults["lr"] if lr is None else lr
+    ema = defaults["ema"] if ema is None else (None if ema == 0 else ema)
     for option, value in (("epochs", epochs), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"--{option.replace('_', '-')} must be a positive integer, got {value!r}")

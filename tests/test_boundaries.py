@@ -62,7 +62,7 @@ def test_commands_print_no_tensorflow_noise(tmp_path):
     (["train", "--model", "nope", "--out", "r"], "argument --model: invalid choice"),
     (["train", "--model", "vae", "--alpha", "1", "--out", "r"], "unrecognized arguments: --alpha"),
     (["train", "--out", "r", "--flow-steps", "2"], "only apply with --prior maf|iaf"),
-    (["train", "--ema", "2", "--out", "r"], "--ema: must be in (0, 1)"),
+    (["train", "--ema", "2", "--out", "r"], "--ema: must be in (0, 1), or 0 for none"),
     (["evaluate"], "the following arguments are required: run_dir"),
     (["sample", "RUN", "--out", "x.png", "--n", "-3"], "argument --n: must be > 0"),
 ])

@@ -84,3 +84,17 @@ def test_free_bits_total_is_maes_clamp_of_the_batch_mean_kl():
         np.testing.assert_allclose(0 if grad is None else grad.numpy(), [0, 0] if expected_mean == 2.0 else [0.5, 0.5])
     with pytest.raises(kvae.errors.ConfigError, match="not both"):
         kvae.VAE(input_shape=(4, 4, 1), free_bits_per_dim=0.1, free_bits_total=1.0)
+
+
+def test_vlae_trains_with_the_papers_optimizer_by_default(tmp_path):
+    out = str(tmp_path / "v")
+    assert cli.main(["train", "--model", "vlae", "--epochs", "1", "--limit", "100", "--latent-dim", "3", "--hidden",
+                     "16", "--flow-steps", "1", "--flow-hidden", "8", "--pixelcnn-layers", "2",
+                     "--pixelcnn-filters", "4", "--out", out, "--quiet"]) == 0
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert (config["optimizer"], config["lr"], config["ema"]) == ("adamax", 2e-3, 0.998)
+    out = str(tmp_path / "w")
+    assert cli.main(["train", "--epochs", "1", "--limit", "100", "--latent-dim", "2", "--hidden", "8",
+                     "--out", out, "--quiet"]) == 0
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert (config["optimizer"], config["lr"], config["ema"]) == ("adam", 1e-3, None)

@@ -19,7 +19,11 @@ from .registry import register_model
 @register_model("vlae")
 @keras.saving.register_keras_serializable(package="kvae")
 class VLAE(VariationalModel):
-    """AF prior + local PixelCNN decoder + free bits; every part can still be replaced.
+    training_defaults = {"optimizer": "adamax", "lr": 2e-3, "ema": 0.998}
+
+    """AF prior + local PixelCNN decoder + free bits; every part can still be replaced.  ``kvae train
+    --model vlae`` (and ``kvae.runs.train``) trains it as the paper does unless told otherwise:
+    Adamax 2e-3 with Polyak averaging 0.998 (``training_defaults``).
 
     Args:
       latent_dim: dimension of z (64 in the paper).
