@@ -148,11 +148,15 @@ def test_validate_names_every_problem():
         (np.zeros((2, 4)), (3, 3, 1), None, r"expects \(3, 3, 1\)$"),
         (np.array([[0.0, np.inf], [np.nan, np.nan]]), None, None,
          r"^x: 2 NaN and 1 infinite values \(first at index \(0, 1\), example 0\)"),
-        (np.array([[0, 1], [1, 2]]), None, "binary", r"^x: 1 values outside \[0, 1\] \(min 0, max 2; first at index "
-                                                    r"\(1, 1\), example 1\).*\(divide by 255 and binarise\)$"),
+        (np.array([[0, 1, 1], [1, 1, 2]]), None, "binary", r"^x: 1 values outside \[0, 1\] \(min 0, max 2; first at "
+                                                          r"index \(1, 2\), example 1\).*\(divide by 255 and binarise\)$"),
+        (np.array([[1.0, -0.5]]), None, "binary", r"\(min -0.5, max 1.0; first at index \(0, 1\), example 0\); a "
+                                                  r"Bernoulli decoder needs 0/1 data$"),
         (np.array([[0.0, -0.5]]), None, "binary", r"outside \[0, 1\] \(min -0.5, max 0.0; .*0/1 data$"),
         (np.array([[0, 1], [0.25, 1]]), None, "binary", r"^x: 1 non-binary values in \(0, 1\) \(first at index "
-                                                      r"\(1, 0\), example 1\)"),
+                                                      r"\(1, 0\), example 1\); a Bernoulli decoder needs 0/1 data: "
+                                                      r"binarise \(e.g. x > 0.5, or Bernoulli sampling\) or use "
+                                                      r"decoder='gaussian'$"),
         (np.array([[0, 255], [256, 3.5]]), None, "intensity", r"^x: 2 values that are not 8-bit intensities 0..255 "
                                                               r"\(first at index \(1, 0\), example 1\)$"),
         (np.array([[-1, 3]]), None, "intensity", r"not 8-bit intensities"),

@@ -49,3 +49,15 @@ def test_iaf_posterior_that_uses_x_has_active_units(digits):
     means, noise = model.posterior_means(x, return_noise=True)
     count, variances = evaluation.active_units(means, mean_noise=noise)
     assert 3 <= count <= 8 and variances[:3].min() > 0.01
+
+
+def test_active_units_threshold_is_strict_and_noise_is_per_dimension():
+    z = np.tile(np.array([[0.125, -0.125, 0.0]]), (4, 1)) * np.array([[1], [-1], [1], [-1]])
+    # variances 0.015625, 0.015625, 0 (exact in binary): "> threshold" counts none at threshold 0.015625
+    count, variances = evaluation.active_units(z, threshold=0.015625)
+    assert count == 0 and variances[0] == 0.015625
+    assert evaluation.active_units(z, threshold=0.0156)[0] == 2
+    noise = np.tile(np.array([[0.0, 0.0155, 0.0]]), (4, 1))  # Monte-Carlo noise in dimension 1 only
+    count, variances = evaluation.active_units(z, threshold=0.01, mean_noise=noise)
+    assert count == 1
+    np.testing.assert_allclose(variances, [0.015625, 0.015625 - 0.0155, 0.0])
