@@ -61,3 +61,16 @@ def test_active_units_threshold_is_strict_and_noise_is_per_dimension():
     count, variances = evaluation.active_units(z, threshold=0.01, mean_noise=noise)
     assert count == 1
     np.testing.assert_allclose(variances, [0.015625, 0.015625 - 0.0155, 0.0])
+
+
+def test_active_units_compute_in_float64():
+    """float32 codes and noise with large values: the variances are computed in float64 (a float32
+    computation rounds 0.24999975 up to 0.25 and a noise mean of 1e6 + 0.0005 down to 1e6)."""
+    alternating = np.where(np.arange(1001) % 2 == 0, 1.0, -1.0)
+    z = (1e6 + 0.5 * alternating).astype(np.float32)[:, None]
+    assert evaluation.active_units(z, threshold=0.2499999)[0] == 0  # exact variance 0.24999975
+    codes = (1000.0 * alternating)[:, None]
+    noise = (1e6 + 0.5 * alternating).astype(np.float32)[:, None]
+    exact = codes.var(0)[0] - noise.astype(np.float64).mean()
+    count, variances = evaluation.active_units(codes, threshold=exact + 2e-4, mean_noise=noise)
+    assert count == 0 and abs(variances[0] - exact) < 1e-6
