@@ -8,7 +8,9 @@ per module and the surviving mutants.
 Each target is run in a scratch copy of the repository (``mutants/`` never touches the working
 tree).  mutmut forks one child per mutant after the tests were imported once; a test that runs a
 compiled TensorFlow function in such a child can hang, so TensorFlow runs with one thread per process,
-the selected tests are eager ones and a timeout is reported as such, never counted as killed.  Score = killed / (killed + survived +
+the selected tests are eager ones and a timeout is reported as such, never counted as killed.  The serving runtime's validation
+(export/kvae_serve/bundle.py) is not a target yet: with kvae-serve installed in editable mode, mutmut
+3.8.1 ran its tests against the installed copy and checked no mutant.  Score = killed / (killed + survived +
 timeout); mutants in functions no selected test calls ("no tests") are listed apart.
 """
 import argparse
@@ -36,11 +38,6 @@ TARGETS = {
     "data_validation": ("kvae/data.py", ("validate", "_first_index"),
                         ["tests/test_boundaries.py", "tests/test_data.py", "tests/test_promises.py", "-k",
                          "checked_before_conversion or binarized_mnist_from or validate or fashion_mnist_is"]),
-    # kvae_serve is copied to the top of the scratch copy, so that mutmut names its mutants by the module
-    # name the tests import (kvae_serve.bundle)
-    "serving_validation": ("kvae_serve/bundle.py", None,
-                           ["tests/test_export.py", "-k", "runtime_rejects or runtime_fuzz or wrong_inputs "
-                            "or verifies_every"]),
     "active_units": ("kvae/evaluation.py", ("active_units",), ["tests/test_evaluation.py", "-k",
                                                                "subtract or strict or float64"]),
 }
@@ -52,17 +49,16 @@ def run_target(name, timeout):
     for item in ("kvae", "export", "tests", "kvae_cli.py", "pyproject.toml"):
         src = os.path.join(ROOT, item)
         (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(work, item))
-    shutil.copytree(os.path.join(ROOT, "export", "kvae_serve"), os.path.join(work, "kvae_serve"))
     with open(os.path.join(ROOT, "setup.cfg")) as f:
         cfg = f.read()
     source = os.path.dirname(path) + "/"
     cfg += ("\n[mutmut]\nsource_paths = " + source + "\nonly_mutate = " + path
-            + "\nalso_copy =\n    kvae\n    kvae_serve\n    kvae_cli.py\n    export\n    tests\n"
+            + "\nalso_copy =\n    kvae\n    kvae_cli.py\n    export\n    tests\n"
             + "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in tests))
     with open(os.path.join(work, "setup.cfg"), "w") as f:
         f.write(cfg)
     # one TensorFlow thread per process: thread pools made before mutmut forks do not exist in its children
-    env = dict(os.environ, KVAE_LAZY_IMPORT="", PYTHONPATH=os.path.join(work, "mutants"), TF_NUM_INTRAOP_THREADS="1",
+    env = dict(os.environ, KVAE_LAZY_IMPORT="", PYTHONPATH=os.path.join(work, "export"), TF_NUM_INTRAOP_THREADS="1",
                TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1")
     start = time.time()
     run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work, env=env,
