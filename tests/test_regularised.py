@@ -223,7 +223,7 @@ def test_kernel_matrix_and_mmd_match_numpy_for_several_bandwidths(kernel):
 
     rng = np.random.RandomState(1)
     x, y = rng.normal(size=(6, 3)), rng.normal(size=(5, 3)) * 1.5 + 0.3
-    bandwidths = (0.5, 2.0)
+    bandwidths = (0.5, 3.0)  # not a reciprocal pair: s^2 and 1/s^2 must give different sums
 
     def k(a, b):
         d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
