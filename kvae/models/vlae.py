@@ -19,8 +19,6 @@ from .registry import register_model
 @register_model("vlae")
 @keras.saving.register_keras_serializable(package="kvae")
 class VLAE(VariationalModel):
-    training_defaults = {"optimizer": "adamax", "lr": 2e-3, "ema": 0.998}
-
     """AF prior + local PixelCNN decoder + free bits; every part can still be replaced.  ``kvae train
     --model vlae`` (and ``kvae.runs.train``) trains it as the paper does unless told otherwise:
     Adamax 2e-3 with Polyak averaging 0.998 (``training_defaults``).
@@ -37,6 +35,8 @@ class VLAE(VariationalModel):
       pixelcnn_filters: filters per PixelCNN layer.
       cond_channels: channels of the map from z that conditions the PixelCNN.
     """
+
+    training_defaults = {"optimizer": "adamax", "lr": 2e-3, "ema": 0.998}
 
     def __init__(self, input_shape, latent_dim=64, prior=None, decoder=None, free_bits_per_dim=0.01, flow_steps=4,
                  flow_hidden=(640, 640, 640), pixelcnn_layers=6, pixelcnn_kernel=3, pixelcnn_filters=12,
