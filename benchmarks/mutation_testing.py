@@ -33,6 +33,7 @@ TARGETS = {
     "divergences": ("kvae/divergences.py", None,
                     ["tests/test_regularised.py", "-k", "mmd or kernel"]),
     "schedules": ("kvae/schedules.py", None, ["tests/test_schedules.py"]),
+    "density": ("kvae/density.py", None, ["tests/test_density.py"]),
     # validate() and _first_index(): loaders and fit's check_inputs call them.  check_inputs itself reads the
     # first batch of a tf.data pipeline, which hangs in mutmut's forked children, so it is not a target.
     "data_validation": ("kvae/data.py", ("validate", "_first_index"),
