@@ -8,9 +8,7 @@ per module and the surviving mutants.
 Each target is run in a scratch copy of the repository (``mutants/`` never touches the working
 tree).  mutmut forks one child per mutant after the tests were imported once; a test that runs a
 compiled TensorFlow function in such a child can hang, so TensorFlow runs with one thread per process,
-the selected tests are eager ones and a timeout is reported as such, never counted as killed.  The serving runtime's validation
-(export/kvae_serve/bundle.py) is not a target yet: with kvae-serve installed in editable mode, mutmut
-3.8.1 ran its tests against the installed copy and checked no mutant; kvae/density.py is a Keras
+the selected tests are eager ones and a timeout is reported as such, never counted as killed.  kvae/density.py is a Keras
 layer, and mutmut's trampoline for ``__init__`` (``*args, **kwargs``) breaks Keras' ``Operation.__new__``,
 which reads the constructor's argument names (its tests, tests/test_density.py, run in the suite).  Score = killed / (killed + survived +
 timeout); mutants in functions no selected test calls ("no tests") are listed apart.
@@ -40,6 +38,11 @@ TARGETS = {
     "data_validation": ("kvae/data.py", ("validate", "_first_index"),
                         ["tests/test_boundaries.py", "tests/test_data.py", "tests/test_promises.py", "-k",
                          "checked_before_conversion or binarized_mnist_from or validate or fashion_mnist_is"]),
+    # kvae_serve is copied to the top of the scratch copy (mutmut names mutants by the module path the tests
+    # import); the bundles its tests read are exported once beforehand (KVAE_TEST_BUNDLES), so no forked child
+    # runs TensorFlow
+    "serving_validation": ("kvae_serve/bundle.py", None,
+                           ["tests/test_export.py", "-k", "runtime_rejects or runtime_fuzz or verifies_every"]),
     "active_units": ("kvae/evaluation.py", ("active_units",), ["tests/test_evaluation.py", "-k",
                                                                "subtract or strict or float64"]),
 }
@@ -51,6 +54,17 @@ def run_target(name, timeout):
     for item in ("kvae", "export", "tests", "kvae_cli.py", "pyproject.toml"):
         src = os.path.join(ROOT, item)
         (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(work, item))
+    env = dict(os.environ, KVAE_LAZY_IMPORT="", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+               OMP_NUM_THREADS="1")
+    if path.startswith("kvae_serve/"):
+        shutil.copytree(os.path.join(ROOT, "export", "kvae_serve"), os.path.join(work, "kvae_serve"))
+        bundles = os.path.join(work, "bundles")
+        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'tests'); import test_export; "
+                        f"test_export.make_bundles({bundles!r})"], cwd=work, env=env, check=True,
+                       capture_output=True)
+        env["KVAE_TEST_BUNDLES"] = bundles
+    else:
+        env["PYTHONPATH"] = os.path.join(work, "export")
     with open(os.path.join(ROOT, "setup.cfg")) as f:
         cfg = f.read()
     source = os.path.dirname(path) + "/"
@@ -59,9 +73,8 @@ def run_target(name, timeout):
             + "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in tests))
     with open(os.path.join(work, "setup.cfg"), "w") as f:
         f.write(cfg)
-    # one TensorFlow thread per process: thread pools made before mutmut forks do not exist in its children
-    env = dict(os.environ, KVAE_LAZY_IMPORT="", PYTHONPATH=os.path.join(work, "export"), TF_NUM_INTRAOP_THREADS="1",
-               TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1")
+    # (above: one TensorFlow thread per process, as thread pools made before mutmut forks do not exist in
+    # its children)
     start = time.time()
     run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work, env=env,
                          capture_output=True, text=True, timeout=timeout)

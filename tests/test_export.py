@@ -20,20 +20,27 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXPORT_DIR = os.path.join(HERE, "..", "export")
 
 
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bundles")
+def make_bundles(root):
+    """The three bundles these tests use, exported into ``root``; returns {name: (model, path)}."""
     out = {}
     vae = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=0)
-    out["vae"] = (vae, str(root / "vae"))
+    out["vae"] = (vae, os.path.join(str(root), "vae"))
     cvae = kvae.ConditionalVAE(input_shape=(8, 8, 1), num_classes=10, latent_dim=3, hidden=(16,), seed=1)
-    out["cvae"] = (cvae, str(root / "cvae"))
+    out["cvae"] = (cvae, os.path.join(str(root), "cvae"))
     vlae = kvae.VLAE(input_shape=(6, 6, 1), latent_dim=3, hidden=(16,), flow_steps=1, flow_hidden=(8,),
                      pixelcnn_layers=2, pixelcnn_filters=4, seed=2)
-    out["vlae"] = (vlae, str(root / "vlae"))
+    out["vlae"] = (vlae, os.path.join(str(root), "vlae"))
     for model, path in out.values():
         export.export(model, path)
     return out
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    prebuilt = os.environ.get("KVAE_TEST_BUNDLES")  # benchmarks/mutation_testing.py exports them once
+    if prebuilt:
+        return {name: (None, os.path.join(prebuilt, name)) for name in ("vae", "cvae", "vlae")}
+    return make_bundles(tmp_path_factory.mktemp("bundles"))
 
 
 def test_bundle_layout_and_manifest(bundles):
