@@ -240,6 +240,12 @@ def _first_index(mask):
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
+def _where(mask):
+    """``first at index (i, j, ...), example i`` for the first True in ``mask``."""
+    first = _first_index(mask)
+    return f"first at index {first}, example {first[0]}"
+
+
 def validate(x, input_shape=None, support=None, name="x"):
     """Raise :class:`DataError` naming the problem if ``x`` (a batch, N first) does not fit.
 
@@ -265,7 +271,7 @@ def validate(x, input_shape=None, support=None, name="x"):
         if bad.any():
             raise DataError(
                 f"{name}: {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} infinite values "
-                f"(first at index {_first_index(bad)}, example {_first_index(bad)[0]}); clean the data first")
+                f"({_where(bad)}); clean the data first")
     if not a.size:
         return
     if support == "binary":
@@ -273,20 +279,19 @@ def validate(x, input_shape=None, support=None, name="x"):
         if outside.any():
             hint = " (divide by 255 and binarise)" if a.max() > 1 else ""
             raise DataError(
-                f"{name}: {int(outside.sum())} values outside [0, 1] (min {a.min()}, max {a.max()}; first at index "
-                f"{_first_index(outside)}, example {_first_index(outside)[0]}); a Bernoulli decoder needs 0/1 "
-                f"data{hint}")
+                f"{name}: {int(outside.sum())} values outside [0, 1] (min {a.min()}, max {a.max()}; "
+                f"{_where(outside)}); a Bernoulli decoder needs 0/1 data{hint}")
         between = (a != 0) & (a != 1)
         if between.any():
             raise DataError(
-                f"{name}: {int(between.sum())} non-binary values in (0, 1) (first at index {_first_index(between)}, "
-                f"example {_first_index(between)[0]}); a Bernoulli decoder needs 0/1 data: binarise (e.g. "
+                f"{name}: {int(between.sum())} non-binary values in (0, 1) ({_where(between)}); a Bernoulli "
+                "decoder needs 0/1 data: binarise (e.g. "
                 "x > 0.5, or Bernoulli sampling) or use decoder='gaussian'")
     elif support == "intensity":
         bad = (a < 0) | (a > 255) | (a != np.floor(a))
         if bad.any():
-            raise DataError(f"{name}: {int(bad.sum())} values that are not 8-bit intensities 0..255 (first at "
-                            f"index {_first_index(bad)}, example {_first_index(bad)[0]})")
+            raise DataError(f"{name}: {int(bad.sum())} values that are not 8-bit intensities 0..255 "
+                            f"({_where(bad)})")
 
 
 def check_inputs(model, x, y=None, what="data"):

@@ -23,8 +23,6 @@ import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
-
 from .bundle import Bundle, BundleError
 
 MAX_BODY = 64 << 20

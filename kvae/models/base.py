@@ -319,10 +319,12 @@ class VariationalModel(keras.Model):
         ``KL.mean().clamp(min=free_bits)``).  (Under tf.distribute the floor is applied to each
         replica's part of the batch.)
         """
-        if self.free_bits_total > 0:
-            kl = terms["kl"]
-            floor = tf.constant(self.free_bits_total, tf.float32)
+        def floor_batch_mean(kl, floor):  # max(floor, E_batch KL) with no gradient below the floor
+            floor = tf.constant(floor, tf.float32)
             return tf.where(tf.reduce_mean(kl) >= floor, kl, floor * tf.ones_like(kl))
+
+        if self.free_bits_total > 0:
+            return floor_batch_mean(terms["kl"], self.free_bits_total)
         if self.free_bits_per_dim <= 0:
             return terms["kl"]
         lam = tf.constant(self.free_bits_per_dim, tf.float32)
@@ -330,9 +332,7 @@ class VariationalModel(keras.Model):
         if per_dim is not None:
             above = tf.reduce_mean(per_dim, axis=0, keepdims=True) >= lam
             return tf.reduce_sum(tf.where(above, per_dim, lam), axis=-1)
-        kl = terms["kl"]
-        floor = lam * self.latent_dim
-        return tf.where(tf.reduce_mean(kl) >= floor, kl, floor * tf.ones_like(kl))
+        return floor_batch_mean(terms["kl"], self.free_bits_per_dim * self.latent_dim)
 
     def per_example_loss(self, terms, beta):
         """-log p(x|z) + beta * KL + regularisers, one value per example, plus the regulariser values."""
