@@ -41,7 +41,8 @@ TARGETS = {
     # import); the bundles its tests read are exported once beforehand (KVAE_TEST_BUNDLES), so no forked child
     # runs TensorFlow
     "serving_validation": ("kvae_serve/bundle.py", None,
-                           ["tests/test_export.py", "-k", "runtime_rejects or runtime_fuzz or verifies_every"]),
+                           ["tests/test_serving_runtime.py", "tests/test_export.py", "-k",
+                            "test_serving_runtime or runtime_rejects or runtime_fuzz or verifies_every"]),
     "active_units": ("kvae/evaluation.py", ("active_units",), ["tests/test_evaluation.py", "-k",
                                                                "subtract or strict or float64"]),
 }

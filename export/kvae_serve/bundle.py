@@ -32,8 +32,12 @@ class Bundle:
                 self.manifest = json.load(f)
         except ValueError as err:
             raise BundleError(f"{manifest_path} is not valid JSON: {err}") from None
-        if self.manifest.get("format") != "kvae-bundle/1":
-            raise BundleError(f"{manifest_path}: unknown bundle format {self.manifest.get('format')!r}")
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != "kvae-bundle/1":
+            found = self.manifest.get("format") if isinstance(self.manifest, dict) else self.manifest
+            raise BundleError(f"{manifest_path}: unknown bundle format {found!r}")
+        for key in ("endpoints", "model"):
+            if not isinstance(self.manifest.get(key), dict):
+                raise BundleError(f"{manifest_path}: {key!r} is missing or not an object (corrupt bundle)")
         self._bytes = {}
         for name, spec in self.manifest["endpoints"].items():
             # Sessions are created from these bytes, read once and verified here: a file swapped on
@@ -75,7 +79,7 @@ class Bundle:
         if spec is None:
             raise BundleError(f"{endpoint} takes no input {name!r}")
         integer = spec["dtype"] == "int32"
-        shown = "[" + ", ".join("N" if e is None else ("K" if (endpoint, name, i) == ("log_prob", "eps", 0) else str(e))
+        shown = "[" + ", ".join("K" if (endpoint, name, i) == ("log_prob", "eps", 0) else ("N" if e is None else str(e))
                                 for i, e in enumerate(spec["shape"])) + f"] {spec['dtype']}"
         try:
             arr = np.asarray(value)
@@ -126,14 +130,22 @@ class Bundle:
         if min(sizes.values()) < 1 or (endpoint == "log_prob" and arrays["eps"].shape[0] < 1):
             raise BundleError(f"{endpoint}: empty batch (N and K must be at least 1)")
         session = self._session(endpoint)
-        feeds = {i.name: arrays[n] for i, n in zip(session.get_inputs(), names)}
+        graph_inputs = sorted(i.name for i in session.get_inputs())
+        if graph_inputs != sorted(names):
+            raise BundleError(f"{endpoint}: the ONNX graph takes {', '.join(graph_inputs)}, the manifest lists "
+                              f"{', '.join(names)} (corrupt bundle)")
+        # fed and fetched by name (a manifest without onnx_name: the graph's outputs in order)
+        graph_outputs = [o.name for o in session.get_outputs()]
+        wanted = [o.get("onnx_name") for o in spec["outputs"]]
+        if None in wanted:
+            wanted = graph_outputs
+        if len(wanted) != len(spec["outputs"]) or not set(wanted) <= set(graph_outputs):
+            raise BundleError(f"{endpoint}: the ONNX graph returns {', '.join(graph_outputs)}, the manifest lists "
+                              f"{', '.join(o['name'] for o in spec['outputs'])} (corrupt bundle)")
         try:
-            outputs = session.run(None, feeds)
+            outputs = session.run(wanted, arrays)
         except Exception as err:  # onnxruntime's own checks: reported as a bad input, never a crash
             raise BundleError(f"{endpoint}: the inputs were rejected: {str(err).splitlines()[0][:300]}") from None
-        if len(outputs) != len(spec["outputs"]):
-            raise BundleError(f"{endpoint}: the ONNX graph returned {len(outputs)} outputs, the manifest lists "
-                              f"{len(spec['outputs'])} (corrupt bundle)")
         return {o["name"]: v for o, v in zip(spec["outputs"], outputs)}
 
     # -- conveniences with numpy noise
@@ -170,7 +182,7 @@ class Bundle:
         return {"uniform": rng.uniform(size=(n,) + self.input_shape).astype(np.float32)} if self.needs_uniform else {}
 
     @staticmethod
-    def _batch(name, value, rank):
+    def _batch(name, value):
         try:
             arr = np.asarray(value)
         except (ValueError, TypeError) as err:
@@ -181,12 +193,12 @@ class Bundle:
 
     def encode(self, x, labels=None):
         """Posterior parameters of images x [N, *input_shape] (labels required by conditional models)."""
-        x = self._batch("x", x, 1 + len(self.input_shape))
+        x = self._batch("x", x)
         return self.run("encode", x=x, **self._labels(len(x), labels))
 
     def decode(self, z, labels=None):
         """Decoder parameters of codes z [N, latent_dim] (labels required by conditional models)."""
-        z = self._batch("z", z, 2)
+        z = self._batch("z", z)
         return self.run("decode", z=z, **self._labels(len(z), labels))
 
     def log_prob(self, x, k=100, seed=None, labels=None):
@@ -195,7 +207,7 @@ class Bundle:
             raise BundleError(f"k must be a positive integer, got {k!r}")
         if "log_prob" not in self.manifest["endpoints"]:
             raise BundleError("this model has no log_prob endpoint (its encoder is deterministic)")
-        x = self._batch("x", x, 1 + len(self.input_shape))
+        x = self._batch("x", x)
         eps = self._rng(seed).standard_normal((k, len(x), self.latent_dim)).astype(np.float32)
         return self.run("log_prob", x=x, eps=eps, **self._labels(len(x), labels))["log_prob"]
 
@@ -219,7 +231,7 @@ class Bundle:
 
     def reconstruct(self, x, seed=None, labels=None):
         """Images decoded from one draw of z ~ q(z|x) per example."""
-        x = self._batch("x", x, 1 + len(self.input_shape))
+        x = self._batch("x", x)
         rng = self._rng(seed)
         eps = rng.standard_normal((len(x), self.latent_dim)).astype(np.float32)
         return self.run("reconstruct", x=x, eps=eps, **self._labels(len(x), labels),
