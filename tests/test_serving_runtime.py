@@ -85,6 +85,10 @@ def test_load_names_each_broken_bundle(echo, tmp_path):
 
 
 def test_every_file_is_verified_unless_verification_is_off(echo, tmp_path):
+    path = copy_of(echo["plain"], tmp_path, lambda m: m.pop("files"))
+    with raises(f"{path}/onnx/encode.onnx has no sha256 entry in the manifest: the bundle cannot be verified"):
+        Bundle(path)
+    shutil.rmtree(path)
     path = copy_of(echo["plain"], tmp_path, lambda m: m["files"].pop("onnx/sample.onnx"))
     with raises(f"{path}/onnx/sample.onnx has no sha256 entry in the manifest: the bundle cannot be verified"):
         Bundle(path)
@@ -167,6 +171,11 @@ def test_run_names_a_manifest_that_disagrees_with_its_graph(echo, tmp_path):
     b = Bundle(copy_of(echo["plain"], tmp_path, lambda m: m["endpoints"]["decode"]["inputs"][0].update(name="w")))
     with raises("decode: the ONNX graph takes z, the manifest lists w (corrupt bundle)"):
         b.run("decode", w=z)
+    shutil.rmtree(tmp_path / "copy")
+    b = Bundle(copy_of(echo["plain"], tmp_path,
+                       lambda m: m["endpoints"]["log_prob"]["inputs"][1].update(name="noise")))
+    with raises("log_prob: the ONNX graph takes eps, x, the manifest lists x, noise (corrupt bundle)"):
+        b.run("log_prob", x=np.zeros((1, *SHAPE)), noise=np.zeros((1, 1, D)))
 
 
 def test_run_names_unknown_missing_and_extra_inputs(echo):
@@ -211,6 +220,8 @@ def test_shapes_dtypes_and_values_are_named(echo):
     assert b._check("decode", "z", np.array([[big, -float(big), 0.0]])).dtype == np.float32  # the edge passes
     with raises("decode: labels holds values outside int32"):
         b._check("decode", "labels", np.array([2 ** 31]))
+    with raises("decode: labels must be in 0..4; 1 are not (first at index 0: 5)"):
+        b._check("decode", "labels", np.array([5]))
     with raises("decode: labels holds values outside int32"):
         b._check("decode", "labels", np.array([-2 ** 31 - 1]))
     with raises("decode: labels must be in 0..4; 2 are not (first at index 1: 5)"):
@@ -239,6 +250,8 @@ def test_integer_checks_apply_to_every_int32_input(echo, tmp_path):
     b = Bundle(copy_of(echo["cond"], tmp_path, widen))
     with raises("decode: steps holds values outside int32"):
         b._check("decode", "steps", np.array([2 ** 40]))
+    edges = np.array([-2 ** 31, 2 ** 31 - 1])
+    np.testing.assert_array_equal(b._check("decode", "steps", edges), edges)  # int32's own range passes
     np.testing.assert_array_equal(b._check("decode", "steps", np.array([7, 9])), [7, 9])  # no class range
 
 
@@ -407,3 +420,7 @@ def test_seeds_and_counts_are_checked(echo):
         b.decode(np.float32(1))
     with pytest.raises(BundleError, match=r"^x must be an array: .*inhomogeneous"):
         b.reconstruct([[1, 2], [3]])
+    with raises("x must be a batch (an array with the examples along axis 0), got a scalar"):
+        b.log_prob(0.5)
+    with raises("x must be a batch (an array with the examples along axis 0), got a scalar"):
+        b.reconstruct(0.5)

@@ -11,14 +11,6 @@ class BundleError(ValueError):
     """A bundle is missing or corrupt, or an input does not fit an endpoint."""
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class Bundle:
     """The endpoints of an exported kvae model (see kvae.export); sessions are created lazily."""
 
@@ -116,6 +108,11 @@ class Bundle:
             raise BundleError(f"unknown endpoint {endpoint!r}; the bundle has {', '.join(self.endpoints)}")
         spec = self.manifest["endpoints"][endpoint]
         names = [i["name"] for i in spec["inputs"]]
+        session = self._session(endpoint)
+        graph_inputs = sorted(i.name for i in session.get_inputs())
+        if graph_inputs != sorted(names):
+            raise BundleError(f"{endpoint}: the ONNX graph takes {', '.join(graph_inputs)}, the manifest lists "
+                              f"{', '.join(names)} (corrupt bundle)")
         missing = [n for n in names if n not in inputs]
         if missing:
             raise BundleError(f"{endpoint}: missing input(s) {', '.join(missing)}")
@@ -129,11 +126,6 @@ class Bundle:
             raise BundleError(f"{endpoint}: inputs disagree on the batch size N ({shown}; log_prob's eps is [K, N, D])")
         if min(sizes.values()) < 1 or (endpoint == "log_prob" and arrays["eps"].shape[0] < 1):
             raise BundleError(f"{endpoint}: empty batch (N and K must be at least 1)")
-        session = self._session(endpoint)
-        graph_inputs = sorted(i.name for i in session.get_inputs())
-        if graph_inputs != sorted(names):
-            raise BundleError(f"{endpoint}: the ONNX graph takes {', '.join(graph_inputs)}, the manifest lists "
-                              f"{', '.join(names)} (corrupt bundle)")
         # fed and fetched by name (a manifest without onnx_name: the graph's outputs in order)
         graph_outputs = [o.name for o in session.get_outputs()]
         wanted = [o.get("onnx_name") for o in spec["outputs"]]
@@ -148,7 +140,7 @@ class Bundle:
             raise BundleError(f"{endpoint}: the inputs were rejected: {str(err).splitlines()[0][:300]}") from None
         return {o["name"]: v for o, v in zip(spec["outputs"], outputs)}
 
-    # -- conveniences with numpy noise
+    # -- conveniences with numpy noise (float64 draws; run() converts every input to its spec dtype)
     def _labels(self, n, labels, cycle=False):
         """``{"labels": ...}`` for a conditional model: one label per example (or one for all);
         ``cycle=True`` (sampling only) cycles through the classes when none are given."""
@@ -179,7 +171,7 @@ class Bundle:
         return np.random.default_rng(seed)
 
     def _uniform(self, n, rng):
-        return {"uniform": rng.uniform(size=(n,) + self.input_shape).astype(np.float32)} if self.needs_uniform else {}
+        return {"uniform": rng.uniform(size=(n,) + self.input_shape)} if self.needs_uniform else {}
 
     @staticmethod
     def _batch(name, value):
@@ -208,7 +200,7 @@ class Bundle:
         if "log_prob" not in self.manifest["endpoints"]:
             raise BundleError("this model has no log_prob endpoint (its encoder is deterministic)")
         x = self._batch("x", x)
-        eps = self._rng(seed).standard_normal((k, len(x), self.latent_dim)).astype(np.float32)
+        eps = self._rng(seed).standard_normal((k, len(x), self.latent_dim))
         return self.run("log_prob", x=x, eps=eps, **self._labels(len(x), labels))["log_prob"]
 
     def sample(self, n, seed=None, labels=None, source="prior"):
@@ -216,12 +208,12 @@ class Bundle:
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise BundleError(f"n must be a positive integer, got {n!r}")
         rng = self._rng(seed)
-        eps = rng.standard_normal((n, self.latent_dim)).astype(np.float32)
+        eps = rng.standard_normal((n, self.latent_dim))
         extra = {**self._labels(n, labels, cycle=True)}
         if source == "density":
             if "sample_density" not in self.manifest["endpoints"]:
                 raise BundleError("this bundle has no ex-post density: run `kvae fit-density` before exporting")
-            extra["component_uniform"] = rng.uniform(size=n).astype(np.float32)
+            extra["component_uniform"] = rng.uniform(size=n)
             endpoint = "sample_density"
         elif source == "prior":
             endpoint = "sample"
@@ -233,6 +225,6 @@ class Bundle:
         """Images decoded from one draw of z ~ q(z|x) per example."""
         x = self._batch("x", x)
         rng = self._rng(seed)
-        eps = rng.standard_normal((len(x), self.latent_dim)).astype(np.float32)
+        eps = rng.standard_normal((len(x), self.latent_dim))
         return self.run("reconstruct", x=x, eps=eps, **self._labels(len(x), labels),
                         **self._uniform(len(x), rng))["images"]
