@@ -1,0 +1,199 @@
+"""Disentanglement metrics against transcriptions of their formulas (numpy, by hand) and on codes
+whose answer is known; the procedural dSprites renderer by its geometry."""
+import numpy as np
+import pytest
+
+from kvae import disentanglement as dm
+from kvae import factors
+
+
+# -- the formulas, transcribed independently ------------------------------------------------------------
+
+def mutual_information(a, b):
+    """I(a; b) in nats from the joint histogram of two integer vectors."""
+    av, ai = np.unique(a, return_inverse=True)
+    bv, bi = np.unique(b, return_inverse=True)
+    joint = np.zeros((len(av), len(bv)))
+    np.add.at(joint, (ai, bi), 1.0)
+    joint /= joint.sum()
+    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+    nz = joint > 0
+    return float(np.sum(joint[nz] * np.log(joint[nz] / outer[nz])))
+
+
+def test_discretisation_is_twenty_equal_width_bins_per_dimension():
+    codes = np.array([[0.0, 5.0], [0.99, 5.5], [1.0, 6.0], [2.0, 7.0], [1.95, 5.0]])
+    got = dm.histogram_discretize(codes, num_bins=20)
+    # bin b covers [lo + b w, lo + (b + 1) w), numbered from 1; the maximum falls in the last bin
+    for j in range(2):
+        lo, hi = codes[:, j].min(), codes[:, j].max()
+        w = (hi - lo) / 20
+        want = np.minimum(np.floor((codes[:, j] - lo) / w + 1e-9), 19).astype(int) + 1
+        np.testing.assert_array_equal(got[:, j], want)
+
+
+def test_mig_equals_its_definition_on_a_small_example():
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 4, size=(400, 2))
+    codes = np.stack([v[:, 0] + 0.3 * rng.normal(size=400), rng.normal(size=400),
+                      v[:, 1] + 0.9 * rng.normal(size=400)], axis=1)
+    binned = dm.histogram_discretize(codes, 20)
+    mi = np.array([[mutual_information(binned[:, j], v[:, k]) for k in range(2)] for j in range(3)])
+    h = np.array([mutual_information(v[:, k], v[:, k]) for k in range(2)])
+    gaps = [(np.sort(mi[:, k])[-1] - np.sort(mi[:, k])[-2]) / h[k] for k in range(2)]
+    np.testing.assert_allclose(dm.discrete_mutual_info(binned, v), mi, atol=1e-12)
+    np.testing.assert_allclose(dm.mig(codes, v), np.mean(gaps), atol=1e-12)
+    assert 0.2 < dm.mig(codes, v) < 1.0
+
+
+def test_modularity_equals_its_definition():
+    m = np.array([[0.9, 0.1, 0.0], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0], [0.2, 0.0, 0.6]])
+    want = []
+    for row in m:
+        sq = row ** 2
+        want.append(0.0 if sq.max() == 0 else 1 - (sq.sum() - sq.max()) / (sq.max() * 2))
+    assert want[1] == 0.0 and want[2] == 0.0  # equal information about all factors / none at all
+    np.testing.assert_allclose(dm.modularity(m), np.mean(want), atol=1e-12)
+
+
+def test_dci_equals_its_definition_on_a_fixed_importance_matrix():
+    r = np.array([[0.8, 0.0], [0.1, 0.3], [0.1, 0.7], [0.0, 0.0]])  # 4 codes x 2 factors
+
+    def entropy(p, base):
+        p = p / p.sum()
+        p = p[p > 0]
+        return -np.sum(p * np.log(p)) / np.log(base)
+
+    d_codes = [1 - entropy(row, 2) if row.sum() > 0 else 0.0 for row in r]
+    d = sum(dj * r[j].sum() / r.sum() for j, dj in enumerate(d_codes))
+    c = sum((1 - entropy(r[:, k], 4)) * r[:, k].sum() / r.sum() for k in range(2))
+    got = dm.dci_from_importance(r)
+    np.testing.assert_allclose(got, (d, c), atol=1e-6)
+    np.testing.assert_allclose(dm.dci_from_importance(np.eye(3)), (1.0, 1.0), atol=1e-6)
+    np.testing.assert_allclose(dm.dci_from_importance(np.ones((3, 3))), (0.0, 0.0), atol=1e-6)
+
+
+def test_sap_is_the_mean_top_two_gap():
+    scores = np.array([[0.9, 0.2], [0.5, 0.6], [0.1, 0.55]])
+    np.testing.assert_allclose(dm.sap_from_scores(scores), np.mean([0.9 - 0.5, 0.6 - 0.55]), atol=1e-12)
+
+
+def test_explicitness_is_the_roc_auc_of_the_probabilities():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    v = rng.integers(0, 2, size=(300, 1))
+    z = v + rng.normal(scale=1.0, size=(300, 1))
+    got = dm.explicitness(z[:200], v[:200], z[200:], v[200:])
+    mean, std = z[:200].mean(0), z[:200].std(0)
+    p = LogisticRegression().fit((z[:200] - mean) / std, v[:200, 0]).predict_proba((z[200:] - mean) / std)[:, 1]
+    y = v[200:, 0]
+    # the AUC by its definition: P(score of a positive > score of a negative), ties counted half
+    pos, neg = p[y == 1], p[y == 0]
+    auc = np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :]))
+    np.testing.assert_allclose(got, auc, atol=1e-12)  # both columns of a binary factor give the same AUC
+    assert 0.6 < got < 0.95
+
+
+def test_factorvae_votes_go_to_the_dimension_of_least_relative_variance():
+    data = factors.FactorGrid((4, 4))
+    # z = (factor 1, factor 0, noise): fixing factor 0 leaves dimension 1 constant, factor 1 -> dimension 0
+    noise = np.random.default_rng(0)
+
+    def represent(x):
+        return np.stack([x[:, 1], x[:, 0], noise.normal(size=len(x))], axis=1)
+
+    votes = dm.factorvae_votes(data, represent, np.random.default_rng(1), np.ones(3), np.ones(3, bool), 16, 50)
+    assert votes[0, 1] + votes[1, 0] == 50 and votes[0, 1] > 10 and votes[1, 0] > 10
+    pruned = dm.factorvae_votes(data, represent, np.random.default_rng(1), np.ones(3), np.array([True, False, True]),
+                                16, 50)
+    assert pruned[:, 1].sum() == 0 and pruned[1, 0] == votes[1, 0]  # a pruned dimension never votes
+
+
+# -- codes whose answer is known ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scored():
+    data = factors.FactorGrid((3, 6, 10, 8))
+    q = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 4)))[0]
+    codes = {"identity": lambda x: x + 0.01 * np.random.default_rng(2).normal(size=x.shape),
+             "rotated": lambda x: x @ q,
+             "noise": lambda x: np.random.default_rng(int(1e6 * x.sum()) % 2 ** 32).normal(size=x.shape)}
+    return {name: dm.evaluate(data, f, seed=0, num_train=1500, num_test=800, num_variance_estimate=1500)
+            for name, f in codes.items()}
+
+
+def test_the_factors_themselves_score_the_maximum(scored):
+    s = scored["identity"]
+    for key in ("betavae_metric", "factorvae_metric", "dci_disentanglement", "dci_completeness",
+                "dci_informativeness", "modularity", "explicitness"):
+        assert s[key] > 0.97, (key, s[key])
+    assert s["mig"] > 0.9
+
+
+def test_a_rotation_scores_lower_and_noise_scores_nothing(scored):
+    ident, rot, noise = scored["identity"], scored["rotated"], scored["noise"]
+    for key in ("mig", "dci_disentanglement", "dci_completeness", "sap", "modularity"):
+        assert ident[key] > rot[key] + 0.1 > noise[key], (key, ident[key], rot[key], noise[key])
+    for key in ("mig", "dci_disentanglement", "dci_completeness", "sap"):
+        assert noise[key] < 0.05, (key, noise[key])
+    for key in ("betavae_metric", "factorvae_metric"):  # chance is 1/4
+        assert abs(noise[key] - 0.25) < 0.06, (key, noise[key])
+    assert abs(noise["explicitness"] - 0.5) < 0.05
+    assert set(dm.KEYS) <= set(ident)
+
+
+def test_mig_of_a_factor_copied_into_two_dimensions_is_near_zero():
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 8, size=(3000, 2))
+    copied = np.stack([v[:, 0], v[:, 0] + 1e-3 * rng.normal(size=3000), v[:, 1]], axis=1).astype(float)
+    assert dm.mig(copied[:, [0, 1]], v[:, :1]) < 0.02
+    assert dm.mig(copied[:, [0, 2]], v) > 0.95
+
+
+# -- procedural dSprites ------------------------------------------------------------------------------------
+
+def test_dsprites_grid_and_sampler():
+    d = factors.DSprites()
+    assert len(d) == 737280 and d.num_factors == 5 and d.image_shape == (64, 64, 1)
+    rng = np.random.default_rng(0)
+    f = d.sample_factors(2000, rng)
+    assert f.shape == (2000, 5) and (f.min(0) == 0).all() and (f.max(0) == np.array(d.factor_sizes) - 1).all()
+    np.testing.assert_array_equal(d.factors_of(d.index(f)), f)
+    assert d.index(np.array([[2, 5, 39, 31, 31]]))[0] == 737279
+    fixed = d.sample_with_fixed(64, 2, rng)
+    assert len(set(fixed[:, 2])) == 1 and len(set(fixed[:, 3])) > 1
+    with pytest.raises(ValueError, match=r"factor orientation must be in 0..39; 1 values are not \(first at row 1: 40\)"):
+        d.images(np.array([[0, 0, 0, 0, 0], [0, 0, 40, 0, 0]]))
+
+
+def test_dsprites_images_follow_their_factors():
+    d = factors.DSprites()
+    base = np.array([[1, 5, 0, 16, 16]])
+
+    def vary(k, values):
+        f = np.repeat(base, len(values), axis=0)
+        f[:, k] = values
+        return d.images(f)[..., 0].astype(float)
+
+    ims = vary(3, [0, 10, 20, 31])  # x moves the centroid's column, and only it
+    assert set(np.unique(ims)) == {0.0, 1.0}
+    cols = [(im.sum(0) * np.arange(64)).sum() / im.sum() for im in ims]
+    rows = [(im.sum(1) * np.arange(64)).sum() / im.sum() for im in ims]
+    assert np.all(np.diff(cols) > 10) and np.ptp(rows) < 0.5
+    np.testing.assert_allclose(cols[0], 13.0, atol=0.6)
+    np.testing.assert_allclose(cols[-1], 51.0, atol=0.6)
+    areas = vary(1, [0, 5]).sum((1, 2))  # scale 0.5 -> 1: area x4 (within the raster's error)
+    assert 3.3 < areas[1] / areas[0] < 4.7
+    shapes = vary(0, [0, 1, 2]).sum((1, 2))  # square, ellipse, heart: different areas
+    assert len(set(shapes)) == 3
+    turned = vary(2, [0, 10, 39])  # orientation 2 pi equals 0; a quarter turn of the ellipse differs
+    np.testing.assert_array_equal(turned[0], turned[2])
+    assert np.abs(turned[0] - turned[1]).sum() > 20
+    for i in (3, 10, 17, 30):  # the ellipse's major axis (from the pixels' second moments) is at the angle
+        im = vary(2, [i])[0]
+        ys, xs = np.nonzero(im)
+        c = np.cov(np.stack([xs, ys]))
+        axis = 0.5 * np.arctan2(2 * c[0, 1], c[0, 0] - c[1, 1])
+        gap = (axis - d.factor_values[2][i]) % np.pi
+        assert min(gap, np.pi - gap) < 0.05, (i, axis, d.factor_values[2][i])
