@@ -12,7 +12,7 @@ import math
 import os
 import sys
 
-_DATASETS = ("digits", "binarized_mnist", "mnist", "fashion_mnist")
+_DATASETS = ("digits", "binarized_mnist", "mnist", "fashion_mnist", "dsprites")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -139,7 +139,9 @@ def add_model_options(group, model):
             kind = _number(float, positive=True, allow_zero=True)
         choices = _part_choices(opt.name)
         if opt.name == "network":
-            choices = ["mlp", "conv"]
+            from .networks import _BUILDERS
+
+            choices = sorted(_BUILDERS)
         group.add_argument(opt.flag, type=kind, choices=choices, metavar=opt.name.rstrip("_").upper(), **kwargs)
     names = {o.name for o in options}
     from .runs import PART_OPTIONS
@@ -208,6 +210,13 @@ def _parser(argv=()):
     e.add_argument("--diagnostics", action="store_true",
                    help="also mutual information, MMD(q(z), N(0,I)), log det Cov q(z), probe accuracy (labelled "
                         "data), and PNGs of KL per dimension and latent traversals next to the run")
+    e.add_argument("--disentanglement", action="store_true",
+                   help="also the disentanglement metrics (data sets with factors: dsprites): beta-VAE, FactorVAE, "
+                        "MIG, DCI, SAP, modularity, explicitness, as in disentanglement_lib")
+    e.add_argument("--disentanglement-train", type=_pos_int, default=10000, metavar="N",
+                   help="points to fit each metric on (disentanglement_lib: 10000)")
+    e.add_argument("--disentanglement-test", type=_pos_int, default=5000, metavar="N",
+                   help="points to score each metric on (disentanglement_lib: 5000)")
 
     s = sub.add_parser("sample", help="draw samples from the prior and write a PNG grid")
     s.add_argument("run_dir")
@@ -284,6 +293,9 @@ def _evaluate(args):
         raise ConfigError("--k and --limit must be positive")
     model, config = runs.load_run(args.run_dir)
     split = _split_for(args, config)
+    if args.disentanglement and split.source is None:
+        raise ConfigError(f"--disentanglement needs a data set with ground-truth factors (dsprites); "
+                          f"{split.name} has none")
     x, y = split.arrays()
     validate(x, model.data_shape, model.likelihood.support, name=f"{split.name}/{split.split}")
     n = len(x) if args.limit is None else min(args.limit, len(x))
@@ -305,6 +317,22 @@ def _evaluate(args):
             plotting.save_kl_per_dim(result["kl_per_dim"], os.path.join(args.run_dir, "kl_per_dim.png"))
         plotting.save_latent_traversal(model, x[:1], None if y is None else y[:1],
                                        os.path.join(args.run_dir, "traversal.png"))
+    if args.disentanglement:
+        from . import disentanglement
+
+        total = [None]
+
+        def shown(done, total_steps):
+            if total[0] is None:
+                total[0] = keras.utils.Progbar(total_steps, unit_name="step",
+                                               verbose=1 if sys.stderr.isatty() else 2)
+            total[0].update(done)
+
+        print("disentanglement metrics", file=sys.stderr)
+        scores = disentanglement.evaluate(split.source, evaluation.representation(model, seed=args.seed),
+                                          seed=args.seed, num_train=args.disentanglement_train,
+                                          num_test=args.disentanglement_test, progress=shown)
+        result.update(scores)
     print(evaluation.format_table(result))
     if args.json:
         with open(args.json, "w") as f:

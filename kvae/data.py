@@ -8,12 +8,17 @@ name               source                                                 shape 
                    ``data_dir`` / ``$KVAE_DATA_DIR``, else tensorflow-datasets
 ``mnist``          tensorflow-datasets, re-binarised every epoch           (28, 28, 1) yes
 ``fashion_mnist``  tensorflow-datasets, grey levels in [0, 1]               (28, 28, 1) yes
+``dsprites``       procedural dSprites (:mod:`kvae.factors`), rendered on   (64, 64, 1) factors
+                   demand from factor indices
 =================  =====================================================  ==========  =======
 
 Splits are ``train``, ``valid`` and ``test``.  For ``digits`` they are a fixed-seed split
 (1257 / 180 / 360); for ``mnist`` and ``fashion_mnist`` ``valid`` is the last 10000 training
 images.  Dynamically binarised data (``mnist``) is re-sampled each epoch in the training
-pipeline and binarised once with a fixed seed for evaluation.
+pipeline and binarised once with a fixed seed for evaluation.  ``dsprites`` splits are a fixed
+permutation of the 737,280-image grid (test: the first 10000, valid: the next 10000, train: the
+rest); a split holds factor indices (``Split.factors``) and renders images only when read, so the
+training pipeline renders each batch and the full set never sits in memory.
 """
 import dataclasses
 import os
@@ -30,7 +35,10 @@ MNIST_FILE = "binarized_mnist.npz"
 
 @dataclasses.dataclass
 class Split:
-    """One split of a data set: images ``x`` (N, H, W, C), optional labels ``y`` (N,)."""
+    """One split of a data set: images ``x`` (N, H, W, C), optional labels ``y`` (N,).
+
+    A split of a factor data set (:mod:`kvae.factors`) has ``x = None``, ground-truth factor
+    indices ``factors`` (N, F) and the data set ``source`` that renders them (``source.images``)."""
 
     name: str
     split: str
@@ -38,21 +46,32 @@ class Split:
     y: np.ndarray = None
     binary: bool = True
     dynamic: bool = False  # x holds intensities, binarised by sampling
+    factors: np.ndarray = None
+    source: object = None
 
     @property
     def input_shape(self):
-        return tuple(self.x.shape[1:])
+        return tuple(self.source.image_shape) if self.x is None else tuple(self.x.shape[1:])
 
     @property
     def num_classes(self):
         return None if self.y is None else int(self.y.max()) + 1
 
     def __len__(self):
-        return int(self.x.shape[0])
+        return int(len(self.factors) if self.x is None else self.x.shape[0])
+
+    def head(self, n):
+        """The first ``n`` examples as a split of their own."""
+        cut = (lambda a: None if a is None else a[:n])
+        return dataclasses.replace(self, x=cut(self.x), y=cut(self.y), factors=cut(self.factors))
+
+    def images(self):
+        """``x``, rendered from the factors for a factor data set."""
+        return self.source.images(self.factors) if self.x is None else self.x
 
     def arrays(self, seed=0):
         """``x`` as float32 in [0, 1] (fixed-seed binarisation for dynamic data) and ``y``."""
-        x = self.x.astype(np.float32)
+        x = self.images().astype(np.float32)
         if x.max(initial=0.0) > 1.0:
             x = x / 255.0
         if self.dynamic:
@@ -68,7 +87,10 @@ class Split:
         that callback in ``fit``).  So a run resumed at epoch e sees the same batches as an
         uninterrupted one.  The pipeline's cardinality is the number of batches per epoch.
         """
-        if self.dynamic and shuffle:
+        rendered = self.x is None  # rows are factor vectors, rendered batch by batch
+        if rendered:
+            x, y = self.factors, self.y
+        elif self.dynamic and shuffle:
             x, y = self.x.astype(np.float32) / (255.0 if self.x.max() > 1 else 1.0), self.y
         else:
             x, y = self.arrays()
@@ -76,9 +98,18 @@ class Split:
             raise DataError(f"data set {self.name!r} has no labels")
         n = len(x)
         steps = n // batch_size if drop_remainder else -(-n // batch_size)
+        shape = (None,) + self.input_shape
+
+        def render(f):
+            images = tf.numpy_function(lambda a: self.source.images(a).astype(np.float32), [f], tf.float32)
+            return tf.ensure_shape(images, shape)
+
         if not shuffle:
             ds = tf.data.Dataset.from_tensor_slices((x, y) if labels else x)
-            return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+            if rendered:
+                ds = ds.map((lambda f, *rest: (render(f), *rest)) if labels else render)
+            return ds.prefetch(tf.data.AUTOTUNE)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
         key = tf.constant(int(seed), tf.int64)
         xs = tf.constant(x)
@@ -89,7 +120,8 @@ class Split:
             return tf.data.Dataset.from_tensor_slices(order)
 
         def gather(ids):
-            return (tf.gather(xs, ids), tf.gather(ys, ids)) if labels else tf.gather(xs, ids)
+            xb = render(tf.gather(xs, ids)) if rendered else tf.gather(xs, ids)
+            return (xb, tf.gather(ys, ids)) if labels else xb
 
         ds = tf.data.Dataset.range(1).flat_map(epoch_order).batch(batch_size, drop_remainder=drop_remainder)
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -217,11 +249,24 @@ def _tfds_mnist_like(name, binary, dynamic):
     return load
 
 
+def _factor_split(name):
+    def load(split, data_dir=None):
+        from .factors import FACTOR_DATASETS
+
+        source = FACTOR_DATASETS[name]()
+        order = np.random.RandomState(0).permutation(len(source))
+        rows = {"test": order[:10000], "valid": order[10000:20000], "train": order[20000:]}[split]
+        return Split(name, split, None, binary=True, factors=source.factors_of(rows), source=source)
+
+    return load
+
+
 DATASETS = {
     "digits": _digits,
     "binarized_mnist": _binarized_mnist,
     "mnist": _tfds_mnist_like("mnist", binary=True, dynamic=True),
     "fashion_mnist": _tfds_mnist_like("fashion_mnist", binary=False, dynamic=False),
+    "dsprites": _factor_split("dsprites"),
 }
 
 

@@ -178,16 +178,21 @@ def betavae_metric(data, represent, rng, batch_size=64, num_train=10000, num_eva
 
     def points(n):
         features, labels = [], []
-        for _ in range(n):
-            k = int(rng.integers(data.num_factors))
-            f1, f2 = data.sample_factors(batch_size, rng), data.sample_factors(batch_size, rng)
-            f2[:, k] = f1[:, k]
-            z = _codes(represent, data, np.concatenate([f1, f2]))
-            features.append(np.mean(np.abs(z[:batch_size] - z[batch_size:]), axis=0))
-            labels.append(k)
+        group = max(1, 4096 // (2 * batch_size))  # points encoded together
+        for start in range(0, n, group):
+            ks, pairs = [], []
+            for _ in range(min(group, n - start)):
+                k = int(rng.integers(data.num_factors))
+                f1, f2 = data.sample_factors(batch_size, rng), data.sample_factors(batch_size, rng)
+                f2[:, k] = f1[:, k]
+                ks.append(k)
+                pairs += [f1, f2]
+            z = _codes(represent, data, np.concatenate(pairs)).reshape(len(ks), 2, batch_size, -1)
+            features.append(np.mean(np.abs(z[:, 0] - z[:, 1]), axis=1))
+            labels += ks
             if progress:
-                progress()
-        return np.array(features), np.array(labels)
+                progress(len(ks))
+        return np.concatenate(features), np.array(labels)
 
     x_train, y_train = points(num_train)
     x_eval, y_eval = points(num_eval)
@@ -207,13 +212,16 @@ def factorvae_votes(data, represent, rng, global_variances, active, batch_size, 
     (batch variance / global variance) votes for that factor."""
     votes = np.zeros((data.num_factors, len(global_variances)), np.int64)
     kept = np.flatnonzero(active)
-    for _ in range(n):
-        k = int(rng.integers(data.num_factors))
-        z = _codes(represent, data, data.sample_with_fixed(batch_size, k, rng))
-        local = np.var(z, axis=0, ddof=1)
-        votes[k, kept[np.argmin(local[kept] / global_variances[kept])]] += 1
+    group = max(1, 4096 // batch_size)  # batches encoded together
+    for start in range(0, n, group):
+        ks = [int(rng.integers(data.num_factors)) for _ in range(min(group, n - start))]
+        batches = [data.sample_with_fixed(batch_size, k, rng) for k in ks]
+        z = _codes(represent, data, np.concatenate(batches)).reshape(len(ks), batch_size, -1)
+        for k, zk in zip(ks, z):
+            local = np.var(zk, axis=0, ddof=1)
+            votes[k, kept[np.argmin(local[kept] / global_variances[kept])]] += 1
         if progress:
-            progress()
+            progress(len(ks))
     return votes
 
 

@@ -75,6 +75,24 @@ def posterior_statistics(model, x, y=None, batch_size=500, seed=0):
     return result
 
 
+def representation(model, batch_size=512, seed=0):
+    """``images -> posterior means`` ([n, D] float64 numpy), the code the disentanglement metrics
+    score (:mod:`kvae.disentanglement`); unconditional models only."""
+    if model.conditional:
+        raise ValueError("disentanglement metrics need an unconditional model (codes from images alone)")
+
+    @tf.function(reduce_retracing=True)
+    def means(xb):
+        return posterior_mean(model.encode(xb), tf.constant([seed, 11], tf.int32))
+
+    def represent(images):
+        images = np.asarray(images, np.float32)
+        return np.concatenate([means(tf.constant(images[i:i + batch_size])).numpy()
+                               for i in range(0, len(images), batch_size)]).astype(np.float64)
+
+    return represent
+
+
 def active_units(z_mean, threshold=ACTIVE_UNIT_THRESHOLD, mean_noise=None):
     r"""Active units (Burda et al. 2016): dimensions d with A_d = Var_x(E_q[z_d|x]) > threshold;
     returns (count, A).
@@ -217,7 +235,9 @@ def format_table(result):
             ("importance samples k", str(result["k"])),
         ]
     rows += [("active units", f"{result['active_units']} / {result['latent_dim']}"), ("examples n", str(result["n"]))]
-    for key in ("mutual_information", "mmd_to_prior", "log_det_cov", "probe_accuracy"):
+    for key in ("mutual_information", "mmd_to_prior", "log_det_cov", "probe_accuracy", "betavae_metric",
+                "factorvae_metric", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap",
+                "modularity", "explicitness"):
         if result.get(key) is not None:
             rows.append((key.replace("_", " "), f"{result[key]:.4f}"))
     if result.get("kl_per_dim"):

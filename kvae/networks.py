@@ -24,18 +24,19 @@ def mlp_decoder(code_dim, output_shape, hidden=(500, 500), activation="relu", na
     return keras.Sequential(layers, name=name)
 
 
-def conv_encoder(input_shape, hidden=(500,), channels=(32, 64), activation="relu", name="encoder_network"):
-    """Strided 3x3 convolutions (one stride-2 layer per entry of ``channels``), then Dense ``hidden``."""
+def conv_encoder(input_shape, hidden=(500,), channels=(32, 64), activation="relu", name="encoder_network",
+                 kernel_size=3):
+    """Strided convolutions (one stride-2 ``kernel_size`` layer per entry of ``channels``), then Dense ``hidden``."""
     layers = [keras.Input(shape=tuple(input_shape))]
     for c in channels:
-        layers.append(keras.layers.Conv2D(int(c), 3, strides=2, padding="same", activation=activation))
+        layers.append(keras.layers.Conv2D(int(c), kernel_size, strides=2, padding="same", activation=activation))
     layers.append(keras.layers.Flatten())
     layers += [keras.layers.Dense(int(h), activation=activation) for h in hidden]
     return keras.Sequential(layers, name=name)
 
 
 def conv_decoder(code_dim, output_shape, hidden=(500,), channels=(32, 64), activation="relu",
-                 name="decoder_network"):
+                 name="decoder_network", kernel_size=3):
     """Mirror of :func:`conv_encoder`: Dense to a small feature map, stride-2 transposed
     convolutions up to (at least) the output size, cropped to it.  Features keep the output's
     spatial shape, so the likelihood head acts per pixel."""
@@ -52,7 +53,7 @@ def conv_decoder(code_dim, output_shape, hidden=(500,), channels=(32, 64), activ
     ]
     for c in reversed(tuple(channels)):
         layers.append(
-            keras.layers.Conv2DTranspose(int(c), 3, strides=2, padding="same", activation=activation)
+            keras.layers.Conv2DTranspose(int(c), kernel_size, strides=2, padding="same", activation=activation)
         )
     crop_h, crop_w = h0 * scale - height, w0 * scale - width
     if crop_h or crop_w:
@@ -60,15 +61,29 @@ def conv_decoder(code_dim, output_shape, hidden=(500,), channels=(32, 64), activ
     return keras.Sequential(layers, name=name)
 
 
-_BUILDERS = {"mlp": (mlp_encoder, mlp_decoder), "conv": (conv_encoder, conv_decoder)}
+def conv4_encoder(input_shape, hidden=(128,), activation="relu", name="encoder_network"):
+    """The dSprites encoder of Higgins et al. (2017) and Kim & Mnih (2018, Table 1): 4x4 stride-2
+    convolutions with 32, 32, 64, 64 channels, then Dense ``hidden`` (the papers: 128 or 256)."""
+    return conv_encoder(input_shape, hidden, (32, 32, 64, 64), activation, name, kernel_size=4)
+
+
+def conv4_decoder(code_dim, output_shape, hidden=(128,), activation="relu", name="decoder_network"):
+    """Its mirror: Dense ``hidden``, Dense to a 4x4x64 map (for 64x64 images), 4x4 stride-2
+    transposed convolutions with 64, 64, 32, 32 channels; the likelihood head maps the last 32
+    features of each pixel to its parameters (the papers' last layer has one channel)."""
+    return conv_decoder(code_dim, output_shape, hidden, (32, 32, 64, 64), activation, name, kernel_size=4)
+
+
+_BUILDERS = {"mlp": (mlp_encoder, mlp_decoder), "conv": (conv_encoder, conv_decoder),
+             "conv4": (conv4_encoder, conv4_decoder)}
 
 
 def build(kind, input_shape, code_dim, hidden):
-    """Return ``(encoder_network, decoder_network)`` for a builder name (``"mlp"``, ``"conv"``)."""
+    """Return ``(encoder_network, decoder_network)`` for a builder name (``"mlp"``, ``"conv"``, ``"conv4"``)."""
     try:
         enc, dec = _BUILDERS[kind]
     except KeyError:
         raise ValueError(f"unknown network {kind!r}; choose one of {sorted(_BUILDERS)}") from None
-    if kind == "conv" and len(input_shape) != 3:
-        raise ValueError(f"network='conv' needs image data (H, W, C), got input shape {tuple(input_shape)}")
+    if kind in ("conv", "conv4") and len(input_shape) != 3:
+        raise ValueError(f"network={kind!r} needs image data (H, W, C), got input shape {tuple(input_shape)}")
     return enc(input_shape, hidden=hidden), dec(code_dim, input_shape, hidden=hidden)

@@ -247,8 +247,7 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     train_split = kdata.load(dataset, "train", data_dir)
     valid_split = kdata.load(dataset, "valid", data_dir)
     if limit is not None:  # a quick run on the first examples only
-        train_split.x = train_split.x[:limit]
-        train_split.y = None if train_split.y is None else train_split.y[:limit]
+        train_split = train_split.head(limit)
     if model == "beta-tcvae" and "dataset_size" not in model_options:  # the estimator's N: the training-set size
         model_options = {**model_options, "dataset_size": len(train_split)}
     with dist.scope():
@@ -257,6 +256,8 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
         mdl.compile(optimizer=make_optimizer(optimizer, lr, ema), jit_compile=jit_compile)
     support = getattr(mdl.likelihood, "support", None)
     for split in (train_split, valid_split):
+        if split.x is None:  # rendered by kvae from factor indices: nothing a user supplied
+            continue
         kdata.validate(split.x, mdl.data_shape, "binary" if support == "binary" and not split.dynamic else None,
                        name=f"{dataset}/{split.split}")
     labels = mdl.conditional

@@ -1,5 +1,7 @@
 """Disentanglement metrics against transcriptions of their formulas (numpy, by hand) and on codes
 whose answer is known; the procedural dSprites renderer by its geometry."""
+import os
+
 import numpy as np
 import pytest
 
@@ -197,3 +199,47 @@ def test_dsprites_images_follow_their_factors():
         axis = 0.5 * np.arctan2(2 * c[0, 1], c[0, 0] - c[1, 1])
         gap = (axis - d.factor_values[2][i]) % np.pi
         assert min(gap, np.pi - gap) < 0.05, (i, axis, d.factor_values[2][i])
+
+
+# -- dSprites as a kvae data set, and the CLI ------------------------------------------------------------
+
+def test_dsprites_splits_are_disjoint_and_render_in_the_pipeline():
+    from kvae import data
+
+    splits = {s: data.load("dsprites", s) for s in ("train", "valid", "test")}
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [717280, 10000, 10000]
+    src = splits["train"].source
+    seen = np.concatenate([src.index(splits[s].factors) for s in splits])
+    assert len(np.unique(seen)) == 737280  # the three splits partition the grid
+    head = splits["valid"].head(40)
+    assert len(head) == 40 and head.input_shape == (64, 64, 1) and head.x is None
+    batches = list(head.dataset(batch_size=16, shuffle=False))
+    np.testing.assert_array_equal(np.concatenate(batches), src.images(head.factors).astype(np.float32))
+    shuffled = np.concatenate(list(head.dataset(batch_size=16, shuffle=True, seed=3)))
+    rendered = src.images(head.factors).reshape(40, -1)
+    matches = (shuffled.reshape(40, 1, -1) == rendered[None]).all(-1)
+    assert matches.any(1).all() and matches.any(0).all()  # a permutation of the same 40 images
+
+
+def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    run = str(tmp_path / "run")
+    env = dict(os.environ, KVAE_LAZY_IMPORT="")
+    subprocess.run([sys.executable, "-m", "kvae.cli", "train", "--model", "factorvae", "--dataset", "dsprites",
+                    "--network", "conv4", "--hidden", "32", "--latent-dim", "4", "--limit", "256", "--epochs", "1",
+                    "--batch-size", "64", "--out", run, "--quiet"], check=True, env=env, capture_output=True)
+    out = str(tmp_path / "e.json")
+    done = subprocess.run([sys.executable, "-m", "kvae.cli", "evaluate", run, "--split", "valid", "--limit", "20",
+                           "--k", "2", "--disentanglement", "--disentanglement-train", "300",
+                           "--disentanglement-test", "150", "--json", out], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.load(open(out))
+    for key in dm.KEYS:
+        assert 0.0 <= result[key] <= 1.0, (key, result[key])
+    assert "mig " in done.stdout and "dci disentanglement" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "kvae.cli", "evaluate", run, "--dataset", "digits", "--limit", "5",
+                          "--k", "2", "--disentanglement"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 1 and "needs a data set with ground-truth factors (dsprites); digits has none" in bad.stderr
