@@ -1,0 +1,77 @@
+"""Sample-quality measures against transcriptions of their definitions, and the shipped LeNet."""
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from kvae import sample_quality as sq
+
+
+def test_frechet_distance_equals_its_formula():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5))
+    b = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 0.5
+    s_a, s_b = np.cov(a.T), np.cov(b.T)
+    # tr (S_a S_b)^(1/2) = sum of the square roots of the eigenvalues of S_a S_b (all real, >= 0)
+    root_trace = np.sum(np.sqrt(np.abs(np.linalg.eigvals(s_a @ s_b))))
+    want = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * root_trace
+    np.testing.assert_allclose(sq.frechet_distance(a, b), want, rtol=1e-8)
+    assert abs(sq.frechet_distance(a, a)) < 1e-8
+    # two known Gaussians, many samples: ||mu||^2 + sum (s1 + s2 - 2 sqrt(s1 s2)) for diagonal covariances
+    x = rng.normal(size=(200000, 2)) * [1.0, 2.0]
+    y = rng.normal(size=(200000, 2)) * [3.0, 2.0] + [1.0, 0.0]
+    np.testing.assert_allclose(sq.frechet_distance(x, y), 1.0 + (1 + 9 - 2 * 3), atol=0.1)
+
+
+def test_precision_recall_equals_the_k_nearest_neighbour_definition():
+    rng = np.random.default_rng(1)
+    real, fake = rng.normal(size=(120, 3)), rng.normal(size=(90, 3)) * 1.5 + 0.3
+
+    def manifold_share(points, centres, k):
+        d_cc = cdist(centres, centres)
+        radius = np.sort(d_cc, axis=1)[:, k]  # column 0 is the centre itself
+        return np.mean((cdist(points, centres) <= radius[None, :]).any(axis=1))
+
+    for k in (1, 3, 5):
+        got = sq.precision_recall(real, fake, k=k, chunk=7)  # chunks that do not divide the sets
+        np.testing.assert_allclose(got["precision"], manifold_share(fake, real, k), atol=1e-12)
+        np.testing.assert_allclose(got["recall"], manifold_share(real, fake, k), atol=1e-12)
+    assert sq.precision_recall(real, real) == {"precision": 1.0, "recall": 1.0}
+    assert sq.precision_recall(real, real + 100.0) == {"precision": 0.0, "recall": 0.0}
+
+
+def test_mode_dropping_lowers_recall_not_precision():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(10, 8)) * 10
+    real = centres[rng.integers(0, 10, 2000)] + rng.normal(size=(2000, 8))
+    full = centres[rng.integers(0, 10, 2000)] + rng.normal(size=(2000, 8))  # the same distribution
+    dropped = centres[rng.integers(0, 5, 2000)] + rng.normal(size=(2000, 8))  # half the modes
+    base, got = sq.precision_recall(real, full), sq.precision_recall(real, dropped)
+    assert abs(got["precision"] - base["precision"]) < 0.05, (base, got)
+    assert 0.4 * base["recall"] < got["recall"] < 0.6 * base["recall"], (base, got)
+
+
+def test_the_shipped_lenet_separates_digits_from_scrambled_digits(mnist_dir):
+    from kvae import data
+
+    train, _ = data.load("binarized_mnist", "train", mnist_dir).arrays()
+    valid, _ = data.load("binarized_mnist", "valid", mnist_dir).arrays()
+    features = sq.LeNetFeatures()
+    f_valid, f_train = features(valid[:1000]), features(train[:1000])
+    assert f_valid.shape == (1000, 84)
+    rng = np.random.default_rng(0)
+    scrambled = np.stack([rng.permutation(im.ravel()).reshape(im.shape) for im in train[1000:2000]])
+    same, other = sq.frechet_distance(f_valid, f_train), sq.frechet_distance(f_valid, features(scrambled))
+    assert same * 20 < other, (same, other)
+    with pytest.raises(ValueError, match=r"LeNet features need images of shape \(28, 28, 1\), got \(8, 8, 1\)"):
+        features(np.zeros((2, 8, 8, 1)))
+    result = sq.evaluate(train[1000:1500], valid[:500], train[:2000])
+    assert result["precision_recall_space"] == "lenet" and result["fid_lenet"] < 0.2 * other
+    assert 0.5 < result["precision"] <= 1 and 0.5 < result["recall"] <= 1
+
+
+def test_images_of_other_shapes_use_the_pca_space(digits):
+    x = digits["train"].arrays()[0]
+    result = sq.evaluate(x[:300], x[300:600], x)
+    assert result["fid_lenet"] is None and result["precision_recall_space"] == "pca"
+    assert result["fid_pca"] < sq.evaluate(np.random.default_rng(0).uniform(size=(300, 8, 8, 1)) > 0.5,
+                                           x[300:600], x)["fid_pca"]
