@@ -237,7 +237,7 @@ def format_table(result):
     rows += [("active units", f"{result['active_units']} / {result['latent_dim']}"), ("examples n", str(result["n"]))]
     for key in ("mutual_information", "mmd_to_prior", "log_det_cov", "probe_accuracy", "betavae_metric",
                 "factorvae_metric", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap",
-                "modularity", "explicitness"):
+                "modularity", "explicitness", "fid_lenet", "fid_pca", "precision", "recall"):
         if result.get(key) is not None:
             rows.append((key.replace("_", " "), f"{result[key]:.4f}"))
     if result.get("kl_per_dim"):

@@ -75,3 +75,25 @@ def test_images_of_other_shapes_use_the_pca_space(digits):
     assert result["fid_lenet"] is None and result["precision_recall_space"] == "pca"
     assert result["fid_pca"] < sq.evaluate(np.random.default_rng(0).uniform(size=(300, 8, 8, 1)) > 0.5,
                                            x[300:600], x)["fid_pca"]
+
+
+def test_cli_reports_sample_quality(tmp_path, mnist_dir):
+    import json
+
+    from kvae import cli
+
+    run = str(tmp_path / "rae")
+    assert cli.main(["train", "--model", "rae", "--dataset", "binarized_mnist", "--data-dir", mnist_dir,
+                     "--limit", "2000", "--epochs", "1", "--hidden", "64", "--fit-density", "--out", run,
+                     "--quiet"]) == 0
+    scores = {}
+    for source in ("prior", "density"):
+        path = str(tmp_path / f"{source}.json")
+        assert cli.main(["evaluate", run, "--data-dir", mnist_dir, "--split", "valid", "--limit", "300",
+                         "--sample-quality", "--sample-n", "300", "--sample-source", source, "--json", path]) == 0
+        scores[source] = json.load(open(path))
+        for key in ("fid_lenet", "fid_pca"):
+            assert scores[source][key] > 0
+        assert 0 <= scores[source]["precision"] <= 1 and 0 <= scores[source]["recall"] <= 1
+        assert scores[source]["sample_n"] == 300 and scores[source]["sample_source"] == source
+    assert scores["prior"]["fid_lenet"] != scores["density"]["fid_lenet"]
