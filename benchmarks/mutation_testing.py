@@ -43,6 +43,19 @@ TARGETS = {
     "serving_validation": ("kvae_serve/bundle.py", None,
                            ["tests/test_serving_runtime.py", "tests/test_export.py", "-k",
                             "test_serving_runtime or runtime_rejects or runtime_fuzz or verifies_every"]),
+    # the metrics' formulas, each with its transcription test (the end-to-end scores on known codes fit
+    # classifiers for ~20 s per run and stay out of the mutation loop)
+    "disentanglement_metrics": ("kvae/disentanglement.py",
+                                ("histogram_discretize", "discrete_mutual_info", "discrete_entropy", "mig",
+                                 "modularity", "dci_from_importance", "sap_from_scores", "explicitness",
+                                 "factorvae_votes"),
+                                ["tests/test_disentanglement.py", "-k",
+                                 "formula or definition or discretisation or votes or copied or top_two"]),
+    "dsprites_renderer": ("kvae/factors.py", None, ["tests/test_disentanglement.py", "-k", "dsprites_grid or "
+                                                                                           "dsprites_images"]),
+    "sample_quality": ("kvae/sample_quality.py", ("frechet_distance", "_kth_neighbour_radius", "_inside",
+                                                  "precision_recall"),
+                       ["tests/test_sample_quality.py", "-k", "formula or definition or mode_dropping"]),
     "active_units": ("kvae/evaluation.py", ("active_units",), ["tests/test_evaluation.py", "-k",
                                                                "subtract or strict or float64"]),
 }
