@@ -13,12 +13,12 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 __version__ = "0.1.0"
 
 #: Submodules exposed as attributes of ``kvae``.
-SUBMODULES = ("callbacks", "data", "density", "divergences", "errors", "evaluation", "export", "flows", "layers",
-              "likelihoods", "models", "networks", "plotting", "posteriors", "priors", "regularizers", "runs",
-              "schedules")
+SUBMODULES = ("callbacks", "data", "density", "disentanglement", "divergences", "errors", "evaluation", "export",
+              "factors", "flows", "layers", "likelihoods", "models", "networks", "objectives", "plotting", "posteriors",
+              "priors", "regularizers", "runs", "sample_quality", "schedules")
 #: Model classes exposed as attributes of ``kvae`` (defined in :mod:`kvae.models`).
 MODEL_CLASSES = ("VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE",
-                 "BetaTCVAE", "MAE", "RAE", "AE")
+                 "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE")
 
 __all__ = [*MODEL_CLASSES, *SUBMODULES]
 

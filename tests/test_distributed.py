@@ -27,6 +27,8 @@ SCRIPT = textwrap.dedent('''
                                discriminator_lr=0.05, seed=3)
             m.regularizer_layers[0].optimizer = keras.optimizers.SGD(0.05)
             m.regularizer_layers[0].optimizer.build(m.regularizer_layers[0].own_variables)
+        elif kind == "piwae":  # [S, B, D] noise sliced per replica; two losses routed to two parameter sets
+            m = kvae.PIWAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), num_samples=3, num_groups=2, seed=3)
         else:  # flow prior + IAF posterior: Monte-Carlo KL, bijector caches, two flows
             m = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=3,
                          posterior=kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4),
@@ -67,10 +69,10 @@ def _run(*kinds):
 
 @pytest.fixture(scope="module")
 def results():
-    return _run("vae", "flows", "factorvae")
+    return _run("vae", "flows", "factorvae", "piwae")
 
 
-@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae"])
+@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae"])
 def test_two_replicas_apply_the_single_device_update(results, kind):
     r = results[kind]
     assert r["replicas"] == 2
@@ -78,7 +80,7 @@ def test_two_replicas_apply_the_single_device_update(results, kind):
     assert r["max_weight_diff"] < 1e-5, r
 
 
-@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae"])
+@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae"])
 def test_metrics_are_aggregated_across_replicas(results, kind):
     m1, m2 = results[kind]["metrics_1"], results[kind]["metrics_2"]
     assert set(m1) == set(m2)

@@ -137,3 +137,43 @@ class TestBetaTCVAE(ModelBattery):
 
     def make_model(self):
         return kvae.BetaTCVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), dataset_size=1000, seed=19)
+
+
+class TestIWAE(ModelBattery):
+    export_representative = False  # the objective changes training only: TestVAE's graph
+
+    def make_model(self):
+        return kvae.IWAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,), num_samples=3, seed=21)
+
+
+class TestMIWAEWithIAFPosterior(ModelBattery):
+    export_representative = False  # TestIAFPosteriorMAFPrior's graph
+
+    def make_model(self):
+        return kvae.MIWAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,), num_samples=2, num_groups=2,
+                          posterior=kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4),
+                          seed=22)
+
+
+class TestCIWAE(ModelBattery):
+    export_representative = False
+
+    def make_model(self):
+        return kvae.CIWAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,), num_samples=3, seed=23)
+
+
+class TestPIWAEConditional(ModelBattery):
+    labelled = True
+    export_representative = False  # TestConditionalVAE's graph
+
+    def make_model(self):
+        return kvae.PIWAE(input_shape=self.input_shape, num_classes=10, latent_dim=4, hidden=(32,), num_samples=2,
+                          num_groups=2, seed=24)
+
+
+class TestVLAEWithIWAEObjective(ModelBattery):
+    export_representative = False  # TestVLAE's graph
+
+    def make_model(self):
+        return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flow_steps=1, flow_hidden=(8,),
+                         pixelcnn_layers=2, pixelcnn_filters=4, objective=kvae.objectives.IWAEBound(2), seed=25)

@@ -4,5 +4,6 @@ from .registry import MODELS, get, register_model
 from .vae import VAE, BetaVAE, ConditionalVAE
 from .vlae import VLAE
 from .regularised import AE, MAE, RAE, BetaTCVAE, FactorVAE, InfoVAE
+from .iwae import CIWAE, IWAE, MIWAE, PIWAE
 
-__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "MODELS", "get", "register_model"]
+__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "MODELS", "get", "register_model"]

@@ -31,7 +31,7 @@ from ..schedules import beta_value
 tfd = tfp.distributions
 
 # Constructor arguments that may hold Keras objects; they are (de)serialised in the config.
-_OBJECT_ARGS = ("encoder_network", "decoder_network", "posterior", "prior", "decoder", "beta")
+_OBJECT_ARGS = ("encoder_network", "decoder_network", "posterior", "prior", "decoder", "beta", "objective")
 
 
 def _serialize(value):
@@ -72,12 +72,16 @@ class VariationalModel(keras.Model):
       seed: base seed of the training noise (a random one is drawn and stored if None).
       density_components: components of the ex-post Gaussian mixture (:meth:`fit_density`).
       analytic_kl: use the closed-form KL when TFP has one (else a one-sample Monte-Carlo estimate).
+      objective: ``"elbo"`` (the loss below) or a bound from :mod:`kvae.objectives` (``"iwae"``,
+        ``"miwae"``, ``"ciwae"``, ``"piwae"`` or a layer such as ``kvae.objectives.IWAEBound(50)``) that
+        replaces -log p(x|z) + beta KL; regularisers are still added.
     """
 
     def __init__(self, input_shape, latent_dim=32, network="mlp", hidden=(500, 500), decoder="bernoulli",
                  posterior="gaussian", prior="normal", encoder_network=None, decoder_network=None,
                  num_classes=None, beta=1.0, analytic_kl=True, free_bits_per_dim=0.0, free_bits_total=0.0,
-                 regularizers=(), seed=None, density_components=10, kl_warmup_steps=0, **kwargs):
+                 regularizers=(), seed=None, density_components=10, kl_warmup_steps=0, objective="elbo",
+                 **kwargs):
         super().__init__(**kwargs)
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
@@ -90,6 +94,7 @@ class VariationalModel(keras.Model):
             analytic_kl=bool(analytic_kl), free_bits_per_dim=float(free_bits_per_dim),
             free_bits_total=float(free_bits_total), regularizers=regularizers, seed=int(seed),
             density_components=int(density_components), kl_warmup_steps=int(kl_warmup_steps),
+            objective=_deserialize(objective),
         )
         self.data_shape = tuple(int(d) for d in input_shape)
         self.latent_dim = int(latent_dim)
@@ -124,6 +129,11 @@ class VariationalModel(keras.Model):
         self.prior = priors.get(prior, self.latent_dim)
         self.likelihood = likelihoods.get(decoder, self.data_shape)
         self.regularizer_layers = list(regularizers)
+        from .. import objectives
+
+        self.objective = objectives.get(self._init_args["objective"])
+        if self.objective is not None:
+            self.objective.check(self)
         from ..density import GaussianMixtureDensity
 
         self.density = GaussianMixtureDensity(self.latent_dim, density_components, name="density")
@@ -287,8 +297,9 @@ class VariationalModel(keras.Model):
             "training": training,
         }
 
-    def standard_noise(self, batch_size, seed):
-        """N(0, I) noise [batch_size, latent_dim] for this replica's share of the global batch.
+    def standard_noise(self, batch_size, seed, samples=None):
+        """N(0, I) noise [batch_size, latent_dim] (or [samples, batch_size, latent_dim]) for this
+        replica's share of the global batch.
 
         Every replica draws the noise of the whole global batch from the same seed and keeps its
         own slice, so an example gets the same noise on 1 or N replicas (the update is the same)
@@ -296,12 +307,13 @@ class VariationalModel(keras.Model):
         """
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        lead = [] if samples is None else [int(samples)]
         # (XLA's random kernels give another stream: runs are reproducible within a jit mode, not across.)
         if replicas == 1:
-            return tf.random.stateless_normal([batch_size, self.latent_dim], seed)
-        eps = tf.random.stateless_normal([batch_size * replicas, self.latent_dim], seed)
+            return tf.random.stateless_normal(lead + [batch_size, self.latent_dim], seed)
+        eps = tf.random.stateless_normal(lead + [batch_size * replicas, self.latent_dim], seed)
         start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * batch_size
-        return eps[start:start + batch_size]
+        return eps[start:start + batch_size] if samples is None else eps[:, start:start + batch_size]
 
     def sample_posterior(self, q, seed):
         """One reparameterised z ~ q(z|x) per example; through :meth:`standard_noise` when the
@@ -336,8 +348,12 @@ class VariationalModel(keras.Model):
         return floor_batch_mean(terms["kl"], self.free_bits_per_dim * self.latent_dim)
 
     def per_example_loss(self, terms, beta):
-        """-log p(x|z) + beta * KL + regularisers, one value per example, plus the regulariser values."""
-        loss = -terms["log_px_z"] + beta * self.kl_penalty(terms)
+        """-log p(x|z) + beta * KL (or the objective's negative bound) + regularisers, one value per
+        example, plus the regulariser values."""
+        if self.objective is not None:
+            loss = self.objective.per_example_loss(self, terms)
+        else:
+            loss = -terms["log_px_z"] + beta * self.kl_penalty(terms)
         reg_values = []
         for reg in self.regularizer_layers:
             value = tf.cast(reg.penalty(terms), tf.float32)
@@ -392,15 +408,29 @@ class VariationalModel(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = self._unpack(data)
         beta = self._current_beta()
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=self.objective is not None) as tape:
             terms = self.compute_terms(x, y, training=True, seed=self.noise_seed())
             per_example, reg_values = self.per_example_loss(terms, beta)
             loss = tf.nn.compute_average_loss(per_example, sample_weight=sample_weight)
             if self.losses:
                 loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.losses))
             scaled = self.optimizer.scale_loss(loss)
+            encoder_loss = None if self.objective is None else self.objective.encoder_loss(self, terms)
+            if encoder_loss is not None:  # PIWAE: the inference network follows its own bound
+                for value in reg_values:
+                    encoder_loss = encoder_loss + value
+                encoder_scaled = self.optimizer.scale_loss(
+                    tf.nn.compute_average_loss(encoder_loss, sample_weight=sample_weight))
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
+        if encoder_loss is not None:
+            inference = {id(v) for v in self.encoder_network.trainable_variables + self.posterior.trainable_variables}
+            chosen = [i for i, v in enumerate(variables) if id(v) in inference]
+            encoder_grads = tape.gradient(encoder_scaled, [variables[i] for i in chosen])
+            grads = list(grads)
+            for i, g in zip(chosen, encoder_grads):
+                grads[i] = g
+        del tape
         own = {id(v) for v in self.model_variables}
         # regularisers' own variables (discriminators) get zero here: their optimizer steps them in
         # after_step; keeping them in the list keeps the optimizer's state aligned for save/load

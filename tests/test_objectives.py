@@ -1,0 +1,127 @@
+"""The importance-weighted objectives against numpy transcriptions, PIWAE's gradient routing
+against an independent GradientTape, and every new model name through the CLI to an export."""
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+import kvae
+from kvae import objectives
+
+LOG_W = np.array([[-3.0, -10.0, 0.5], [-2.0, -11.0, 0.1], [-7.0, -9.5, 2.0], [-2.5, -30.0, 0.0],
+                  [-4.0, -10.5, 1.0], [-1.0, -12.0, -1.0]], np.float32)  # [S = 6, B = 3]
+
+
+def np_iwae(log_w, groups=1):
+    g = log_w.reshape(groups, -1, log_w.shape[1])
+    return np.mean(logsumexp(g, axis=1) - np.log(g.shape[1]), axis=0)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 6])
+def test_iwae_bound_is_the_grouped_logsumexp(groups):
+    np.testing.assert_allclose(objectives.iwae_bound(tf.constant(LOG_W), groups).numpy(), np_iwae(LOG_W, groups),
+                               rtol=1e-6)
+    if groups == 6:  # K = 1: the mean log-weight (the Monte-Carlo ELBO)
+        np.testing.assert_allclose(np_iwae(LOG_W, 6), LOG_W.mean(0), rtol=1e-6)
+
+
+def stubbed(objective):
+    """The objective with log_weights replaced by the fixed LOG_W."""
+    objective.log_weights = lambda model, terms: tf.constant(LOG_W)
+    return objective
+
+
+def test_each_objective_is_its_formula_on_fixed_log_weights():
+    terms = {}
+    np.testing.assert_allclose(stubbed(objectives.IWAEBound(6)).per_example_loss(None, terms),
+                               -(logsumexp(LOG_W, axis=0) - np.log(6)), rtol=1e-6)
+    np.testing.assert_allclose(stubbed(objectives.MIWAEBound(3, 2)).per_example_loss(None, terms),
+                               -np.mean([logsumexp(LOG_W[:3], 0) - np.log(3), logsumexp(LOG_W[3:], 0) - np.log(3)], 0),
+                               rtol=1e-6)
+    beta = 0.3
+    np.testing.assert_allclose(stubbed(objectives.CIWAEBound(6, beta)).per_example_loss(None, terms),
+                               -(beta * LOG_W.mean(0) + (1 - beta) * (logsumexp(LOG_W, 0) - np.log(6))), rtol=1e-6)
+    piwae = stubbed(objectives.PIWAEBound(2, 3))
+    np.testing.assert_allclose(piwae.per_example_loss(None, terms), -(logsumexp(LOG_W, 0) - np.log(6)), rtol=1e-6)
+    np.testing.assert_allclose(piwae.encoder_loss(None, terms), -np_iwae(LOG_W, 3), rtol=1e-6)
+    assert objectives.IWAEBound(4).encoder_loss(None, {}) is None
+
+
+def test_log_weights_are_log_p_x_z_plus_log_p_z_minus_log_q():
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), seed=0)
+    x = (np.random.RandomState(0).uniform(size=(4, 8, 8, 1)) > 0.5).astype("float32")
+    seed = tf.constant([5, 6], tf.int32)
+    terms = model.compute_terms(x, seed=seed)
+    log_w = objectives.IWAEBound(7).log_weights(model, terms).numpy()
+    eps = model.standard_noise(4, tf.cast(tf.random.experimental.stateless_fold_in(seed, 2711), tf.int32),
+                               samples=7).numpy()
+    loc, scale = (t.numpy() for t in model.encode_params(x))
+    z = loc + scale * eps  # [7, 4, 3]
+    logits = model.likelihood.named_params(model.decode_params(z))["logits"].numpy().astype(np.float64)
+    log_px = np.sum(x * logits - np.logaddexp(0, logits), axis=(2, 3, 4))  # Bernoulli(sigmoid(logits))
+    want = log_px + norm.logpdf(z).sum(-1) - norm.logpdf(z, loc, scale).sum(-1)
+    np.testing.assert_allclose(log_w, want, rtol=1e-4, atol=1e-3)
+    assert np.std(log_w, axis=0).min() > 0  # seven different samples per example
+
+
+def test_piwae_steps_the_encoder_on_miwae_and_the_decoder_on_iwae():
+    keras.utils.set_random_seed(0)
+    model = kvae.PIWAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), num_samples=2, num_groups=3, seed=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    x = (np.random.RandomState(1).uniform(size=(8, 8, 8, 1)) > 0.5).astype("float32")
+    variables = model.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    seed = model.noise_seed()  # step 0's seed, the one fit's first step uses
+    with tf.GradientTape(persistent=True) as tape:
+        terms = model.compute_terms(x, training=True, seed=seed)
+        log_w = model.objective.log_weights(model, terms)
+        iwae = -tf.reduce_mean(objectives.iwae_bound(log_w))
+        miwae = -tf.reduce_mean(objectives.iwae_bound(log_w, 3))
+    inference = {id(v) for v in model.encoder_network.trainable_variables + model.posterior.trainable_variables}
+    g_iwae, g_miwae = tape.gradient(iwae, variables), tape.gradient(miwae, variables)
+    model.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    routed = 0
+    for v, w0, gi, gm in zip(variables, before, g_iwae, g_miwae):
+        g = gm if id(v) in inference else gi
+        np.testing.assert_allclose(v.numpy(), w0 - 0.1 * g.numpy(), atol=2e-6, err_msg=v.path)
+        if id(v) in inference:
+            routed += 1
+            assert np.abs(gi.numpy() - gm.numpy()).max() > 1e-6  # the two bounds' gradients differ here
+    assert routed >= 4
+
+
+def test_objectives_need_a_density_and_valid_settings():
+    with pytest.raises(kvae.errors.ConfigError, match="IWAEBound needs a posterior with a density"):
+        kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), posterior="deterministic", objective="iwae")
+    with pytest.raises(kvae.errors.ConfigError, match="elbo_weight must be in"):
+        objectives.CIWAEBound(3, 1.5)
+    with pytest.raises(kvae.errors.ConfigError, match="unknown objective 'iwea'"):
+        objectives.get("iwea")
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), objective="miwae", seed=0)
+    assert isinstance(model.objective, objectives.MIWAEBound) and model.objective.num_groups == 8
+
+
+@pytest.mark.parametrize("name,options", [("iwae", ["--num-samples", "3"]),
+                                          ("miwae", ["--num-samples", "2", "--num-groups", "2"]),
+                                          ("ciwae", ["--elbo-weight", "0.25"]),
+                                          ("piwae", ["--num-samples", "2", "--num-groups", "2"])])
+def test_every_bound_trains_saves_and_exports_from_the_cli(tmp_path, name, options):
+    import json
+
+    from kvae import cli
+
+    run, bundle = str(tmp_path / "run"), str(tmp_path / "bundle")
+    assert cli.main(["train", "--model", name, "--dataset", "digits", "--epochs", "1", "--hidden", "16",
+                     "--latent-dim", "2", "--limit", "200", "--out", run, "--quiet", *options]) == 0
+    config = json.load(open(os.path.join(run, "config.json")))
+    model = keras.saving.load_model(os.path.join(run, "model.keras"))
+    assert type(model).__name__ == name.upper()
+    assert model.objective.num_samples == int(options[options.index("--num-samples") + 1]) if "--num-samples" in \
+        options else model.objective.elbo_weight == 0.25
+    assert config["model"] == name
+    assert cli.main(["export", run, "--out", bundle]) == 0
+    assert os.path.isfile(os.path.join(bundle, "manifest.json"))
