@@ -243,3 +243,89 @@ def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "kvae.cli", "evaluate", run, "--dataset", "digits", "--limit", "5",
                           "--k", "2", "--disentanglement"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "needs a data set with ground-truth factors (dsprites); digits has none" in bad.stderr
+
+
+# -- edges the transcriptions above leave open (found by mutation testing) -----------------------------
+
+def test_dci_weights_by_unnormalised_importance_and_handles_zero_importance():
+    r = np.array([[0.3, 0.0], [0.1, 0.05], [0.0, 0.05]])  # column sums 0.4 and 0.1, total 0.5
+
+    def entropy(p, base):
+        p = p / p.sum()
+        p = p[p > 0]
+        return -np.sum(p * np.log(p)) / np.log(base)
+
+    d = sum((1 - entropy(row, 2)) * row.sum() / r.sum() for row in r if row.sum() > 0)
+    c = sum((1 - entropy(r[:, k], 3)) * r[:, k].sum() / r.sum() for k in range(2))
+    np.testing.assert_allclose(dm.dci_from_importance(r), (d, c), atol=1e-6)
+    np.testing.assert_allclose(dm.dci_from_importance(np.zeros((3, 2))), (0.0, 0.0), atol=1e-6)
+
+
+def test_discretisation_defaults_to_twenty_bins_and_mig_passes_its_own():
+    codes = np.linspace(0, 1, 200)[:, None]
+    assert dm.histogram_discretize(codes).max() == 20 and dm.histogram_discretize(codes, 5).max() == 5
+    rng = np.random.default_rng(3)
+    v = rng.integers(0, 10, size=(500, 1))
+    z = v + rng.normal(scale=0.4, size=(500, 1))
+    z = np.concatenate([z, rng.normal(size=(500, 1))], axis=1)
+    assert abs(dm.mig(z, v, num_bins=5) - dm.mig(z, v)) > 0.02
+
+
+def test_factorvae_votes_count_every_batch_and_divide_by_the_global_variance():
+    data = factors.FactorGrid((4, 4))
+    calls = []
+    # dimension 0 varies 10x more than dimension 1 overall; fixing factor 0 halves dimension 0's batch
+    # variance: relative variance picks dimension 0, the raw product would not
+    scale = np.array([10.0, 1.0])
+
+    def represent(x):
+        return x * scale + np.random.default_rng(len(calls) + len(x)).normal(scale=0.01, size=x.shape)
+
+    votes = dm.factorvae_votes(data, represent, np.random.default_rng(0), scale ** 2 * 0.1, np.ones(2, bool),
+                               batch_size=4096, n=5, progress=calls.append)
+    assert votes.sum() == 5 and sum(calls) == 5 and all(isinstance(c, int) for c in calls)
+    assert votes[0, 0] + votes[1, 1] == 5  # each fixed factor voted for its own dimension
+
+
+def test_dsprites_renders_its_documented_definition():
+    """A direct transcription of the module docstring: the full 64 x 64 grid, no window."""
+    d = factors.DSprites()
+    f = d.sample_factors(300, np.random.default_rng(7))
+    f[:6, 3:] = [[0, 0], [31, 31], [0, 31], [31, 0], [16, 0], [0, 16]]  # the frame's edges
+    got = d.images(f, chunk=7)
+    assert got.shape == (300, 64, 64, 1) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, d.images(f))  # chunking changes nothing
+    scale = np.linspace(0.5, 1, 6)[f[:, 1]]
+    theta = np.linspace(0, 2 * np.pi, 40)[f[:, 2]]
+    cx, cy = 13 + 38 * f[:, 3] / 31, 13 + 38 * f[:, 4] / 31
+    centres = np.arange(64) + 0.5
+    for i in range(300):
+        dx, dy = centres[None, :] - cx[i], centres[:, None] - cy[i]
+        u = (np.cos(theta[i]) * dx + np.sin(theta[i]) * dy) / (9 * scale[i])
+        v = (-np.sin(theta[i]) * dx + np.cos(theta[i]) * dy) / (9 * scale[i])
+        if f[i, 0] == 0:
+            want = np.maximum(abs(u), abs(v)) <= 0.8
+        elif f[i, 0] == 1:
+            want = u ** 2 + (v / 0.5) ** 2 <= 1
+        else:
+            hu, hv = 1.2 * u, -1.2 * v + 0.15
+            want = (hu ** 2 + hv ** 2 - 1) ** 3 - hu ** 2 * hv ** 3 <= 0
+        mismatch = np.sum(got[i, ..., 0] != want)
+        assert mismatch <= 2, (i, f[i], mismatch)  # float32 vs float64 on a pixel centre at the boundary
+    assert set(f[:, 0]) == {0, 1, 2}
+
+
+def test_dsprites_factor_values_and_inputs():
+    d = factors.DSprites()
+    np.testing.assert_allclose(d.factor_values[1], [0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    np.testing.assert_allclose(d.factor_values[2][[0, -1]], [0, 2 * np.pi])
+    for k in (3, 4):
+        np.testing.assert_allclose(d.factor_values[k], np.arange(32) / 31)
+    np.testing.assert_array_equal(d.factor_values[0], [0, 1, 2])
+    with pytest.raises(ValueError, match=r"dSprites factors must have shape \[n, 5\], got \[5\]"):
+        d.images(np.zeros(5, int))
+    with pytest.raises(ValueError, match=r"got \[2, 4\]"):
+        d.images(np.zeros((2, 4), int))
+    rng = np.random.default_rng(0)
+    fixed = [d.sample_with_fixed(2, 0, rng)[0, 0] for _ in range(60)]
+    assert set(fixed) == {0, 1, 2}  # every value of the fixed factor is drawn, 0 included

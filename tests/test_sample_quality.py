@@ -97,3 +97,33 @@ def test_cli_reports_sample_quality(tmp_path, mnist_dir):
         assert 0 <= scores[source]["precision"] <= 1 and 0 <= scores[source]["recall"] <= 1
         assert scores[source]["sample_n"] == 300 and scores[source]["sample_source"] == source
     assert scores["prior"]["fid_lenet"] != scores["density"]["fid_lenet"]
+
+
+def test_manifold_balls_are_closed_and_k_defaults_to_three():
+    real = np.arange(6, dtype=float)[:, None]  # points 1 apart: every 1st-neighbour radius is 1
+    assert sq.precision_recall(real, np.array([[-1.0], [2.5]]), k=1)["precision"] == 1.0  # -1: on the ball
+    assert sq.precision_recall(real, np.array([[-1.01], [2.5]]), k=1)["precision"] == 0.5
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(200, 4)), rng.normal(size=(150, 4)) * 1.3
+    assert sq.precision_recall(a, b) == sq.precision_recall(a, b, k=3) != sq.precision_recall(a, b, k=4)
+
+
+def test_a_failed_square_root_is_retried_with_jitter(monkeypatch):
+    from scipy import linalg
+
+    calls = []
+    real_sqrtm = linalg.sqrtm
+
+    def failing_once(m):
+        calls.append(np.array(m))
+        return np.full_like(m, np.nan) if len(calls) == 1 else real_sqrtm(m)
+
+    monkeypatch.setattr(linalg, "sqrtm", failing_once)
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(50, 3)), rng.normal(size=(40, 3))
+    got = sq.frechet_distance(a, b)
+    s_a, s_b = np.cov(a.T), np.cov(b.T)
+    jitter = 1e-6 * np.eye(3)
+    np.testing.assert_allclose(calls[1], (s_a + jitter) @ (s_b + jitter), rtol=1e-12)
+    monkeypatch.setattr(linalg, "sqrtm", real_sqrtm)
+    np.testing.assert_allclose(got, sq.frechet_distance(a, b), atol=1e-4)
