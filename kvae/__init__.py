@@ -18,7 +18,8 @@ SUBMODULES = ("callbacks", "data", "density", "disentanglement", "divergences", 
               "priors", "regularizers", "runs", "sample_quality", "schedules")
 #: Model classes exposed as attributes of ``kvae`` (defined in :mod:`kvae.models`).
 MODEL_CLASSES = ("VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE",
-                 "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE")
+                 "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE",
+                 "AnnealedCapacityBetaVAE")
 
 __all__ = [*MODEL_CLASSES, *SUBMODULES]
 

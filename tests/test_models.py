@@ -177,3 +177,16 @@ class TestVLAEWithIWAEObjective(ModelBattery):
     def make_model(self):
         return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flow_steps=1, flow_hidden=(8,),
                          pixelcnn_layers=2, pixelcnn_filters=4, objective=kvae.objectives.IWAEBound(2), seed=25)
+
+
+class TestWAEMMD(ModelBattery):
+    def make_model(self):
+        return kvae.WAE(input_shape=self.input_shape, latent_dim=3, hidden=(32,), seed=26)
+
+
+class TestAnnealedCapacityBetaVAE(ModelBattery):
+    export_representative = False  # the capacity term changes training only: TestVAE's graph
+
+    def make_model(self):
+        return kvae.AnnealedCapacityBetaVAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,), gamma=10.0,
+                                           capacity=5.0, capacity_steps=10, seed=27)
