@@ -125,3 +125,13 @@ def test_every_bound_trains_saves_and_exports_from_the_cli(tmp_path, name, optio
     assert config["model"] == name
     assert cli.main(["export", run, "--out", bundle]) == 0
     assert os.path.isfile(os.path.join(bundle, "manifest.json"))
+
+
+def test_any_model_takes_an_objective_from_the_cli(tmp_path):
+    from kvae import cli
+
+    run = str(tmp_path / "run")
+    assert cli.main(["train", "--model", "vae", "--objective", "ciwae", "--dataset", "digits", "--epochs", "1",
+                     "--hidden", "16", "--latent-dim", "2", "--limit", "100", "--out", run, "--quiet"]) == 0
+    model = keras.saving.load_model(os.path.join(run, "model.keras"))
+    assert isinstance(model.objective, objectives.CIWAEBound) and model.objective.elbo_weight == 0.5
