@@ -70,7 +70,7 @@ def endpoints(model):
         return (model.reconstruct_from_noise(a["x"], a["eps"], a.get("labels"), a.get("uniform")),)
 
     def sample(a):
-        return (model.sample_from_noise(a["eps"], a.get("labels"), a.get("uniform")),)
+        return (model.sample_from_noise(a["eps"], a.get("labels"), a.get("uniform"), a.get("component_uniform")),)
 
     def sample_density(a):
         return (model.sample_density_from_noise(a["eps"], a["component_uniform"], a.get("labels"), a.get("uniform")),)
@@ -79,11 +79,13 @@ def endpoints(model):
         return (model.log_prob_from_noise(a["x"], a["eps"], a.get("labels")),)
 
     eps = _spec((None, d), "eps")
+    component_spec = ([_spec((None,), "component_uniform")]
+                      if getattr(model.prior, "needs_component_noise", False) else [])
     table = {
         "encode": (encode, [x_spec] + label_spec, post_names),
         "decode": (decode, [_spec((None, d), "z")] + label_spec, dec_names),
         "reconstruct": (reconstruct, [x_spec, eps] + label_spec + uniform_spec, ("images",)),
-        "sample": (sample, [eps] + label_spec + uniform_spec, ("images",)),
+        "sample": (sample, [eps] + component_spec + label_spec + uniform_spec, ("images",)),
         "log_prob": (log_prob, [x_spec, _spec((None, None, d), "eps")] + label_spec, ("log_prob",)),
     }
     if not model.has_density:  # a point-mass encoder has no importance-weighted bound

@@ -95,7 +95,76 @@ class FlowPrior(keras.layers.Layer):
                 "hidden_units": self.hidden_units, "kind": self.kind}
 
 
-_PRIORS = {"normal": StandardNormalPrior, "maf": FlowPrior,
+@keras.saving.register_keras_serializable(package="kvae")
+class VampPrior(keras.layers.Layer):
+    r"""VampPrior (Tomczak & Welling 2018): p(z) = (1/K) sum_k q(z | u_k), the model's own posterior at
+    K learned pseudo-inputs u_k = hardtanh_[0,1](w_k) (initialised N(0.05, 0.01) as in the paper).
+
+    The layer is bound to its model (``bind(model)``, called when the model builds its parts) and
+    evaluates the model's encoder on the pseudo-inputs, so gradients reach both.  Sampling takes
+    the component as explicit noise: ``from_noise(eps, component_uniform)`` picks component
+    floor(u K) and returns loc_k + scale_k eps (the exported ``sample`` endpoint takes
+    ``component_uniform`` [N] in [0, 1]).  Needs an unconditional model with a Gaussian posterior.
+    """
+
+    factorized = False
+    needs_component_noise = True
+
+    def __init__(self, latent_dim, num_components=500, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim, self.num_components = int(latent_dim), int(num_components)
+        if self.num_components < 1:
+            raise ValueError(f"num_components must be positive, got {num_components}")
+        self._model_encode = None
+
+    def bind(self, model):
+        from .errors import ConfigError
+
+        if model.conditional:
+            raise ConfigError("the VampPrior needs an unconditional model (its components are q(z|u_k) without labels)")
+        if not hasattr(model.posterior, "reparameterize") or getattr(model.posterior, "deterministic", False) or \
+                tuple(getattr(model.posterior, "param_names", ())) != ("loc", "scale"):
+            raise ConfigError("the VampPrior needs a Gaussian posterior (loc, scale)")
+        if getattr(self, "pseudo_inputs", None) is None:
+            self.pseudo_inputs = self.add_weight(
+                shape=(self.num_components,) + tuple(model.data_shape), name="pseudo_inputs",
+                initializer=keras.initializers.RandomNormal(0.05, 0.01))
+        self._model_encode = model.encode_params  # a bound method: not tracked as a sub-layer
+        self.built = True
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def components(self):
+        """(loc, scale) [K, D] of q(z | u_k)."""
+        if self._model_encode is None:
+            raise RuntimeError("the VampPrior is not bound to a model: pass it as a model's prior")
+        u = tf.clip_by_value(self.pseudo_inputs, 0.0, 1.0)
+        return self._model_encode(u)
+
+    def call(self, z):
+        return self.distribution().log_prob(z)
+
+    def distribution(self):
+        loc, scale = self.components()
+        return tfd.MixtureSameFamily(
+            tfd.Categorical(logits=tf.zeros([self.num_components])),
+            tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1))
+
+    def from_noise(self, eps, component_uniform=None):
+        """z = loc_k + scale_k eps with k = floor(u K) (component_uniform u [N] in [0, 1])."""
+        if component_uniform is None:
+            raise ValueError("the VampPrior samples with explicit component noise: from_noise(eps, component_uniform)")
+        loc, scale = self.components()
+        k = tf.minimum(tf.cast(tf.floor(tf.cast(component_uniform, tf.float32) * self.num_components), tf.int32),
+                       self.num_components - 1)
+        return tf.gather(loc, k) + tf.gather(scale, k) * tf.convert_to_tensor(eps, tf.float32)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim, "num_components": self.num_components}
+
+
+_PRIORS = {"normal": StandardNormalPrior, "maf": FlowPrior, "vamp": VampPrior,
            "iaf": lambda latent_dim, name: FlowPrior(latent_dim, kind="iaf", name=name)}
 
 

@@ -134,7 +134,7 @@ class ModelBattery:
         if name == "reconstruct":
             return [np.asarray(model.reconstruct_from_noise(x, eps, y, u))]
         if name == "sample":
-            return [np.asarray(model.sample_from_noise(eps, y, u))]
+            return [np.asarray(model.sample_from_noise(eps, y, u, inputs.get("component_uniform")))]
         if name == "log_prob":
             return [np.asarray(model.log_prob_from_noise(x, eps, y))]
         raise AssertionError(name)

@@ -190,3 +190,9 @@ class TestAnnealedCapacityBetaVAE(ModelBattery):
     def make_model(self):
         return kvae.AnnealedCapacityBetaVAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,), gamma=10.0,
                                            capacity=5.0, capacity_steps=10, seed=27)
+
+
+class TestVampPrior(ModelBattery):
+    def make_model(self):
+        return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,),
+                        prior=kvae.priors.VampPrior(3, num_components=7), seed=28)

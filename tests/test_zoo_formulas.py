@@ -54,11 +54,53 @@ def test_new_names_train_and_export_from_the_cli(tmp_path):
 
     from kvae import cli
 
-    for name, options in (("wae-mmd", ["--reg-weight", "3"]), ("annealed-beta-vae", ["--capacity-steps", "5"])):
+    for name, options in (("wae-mmd", ["--reg-weight", "3"]), ("annealed-beta-vae", ["--capacity-steps", "5"]),
+                          ("vamp", ["--num-components", "6"])):
         run, bundle = str(tmp_path / name), str(tmp_path / f"{name}-bundle")
         assert cli.main(["train", "--model", name, "--dataset", "digits", "--epochs", "1", "--hidden", "16",
                          "--latent-dim", "2", "--limit", "200", "--out", run, "--quiet", *options]) == 0
         model = keras.saving.load_model(os.path.join(run, "model.keras"))
-        assert model.get_config()["reg_weight" if name == "wae-mmd" else "capacity_steps"] == float(options[1])
+        key = {"wae-mmd": "reg_weight", "annealed-beta-vae": "capacity_steps", "vamp": "num_components"}[name]
+        assert model.get_config()[key] == float(options[1])
         assert cli.main(["export", run, "--out", bundle]) == 0
         assert os.path.isfile(os.path.join(bundle, "manifest.json"))
+
+
+def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,),
+                     prior=kvae.priors.VampPrior(3, num_components=5), seed=0)
+    prior = model.prior
+    prior.pseudo_inputs.assign(np.random.RandomState(0).uniform(-0.5, 1.5, size=(5, 8, 8, 1)))
+    u = np.clip(prior.pseudo_inputs.numpy(), 0, 1)  # hardtanh to [0, 1]
+    loc, scale = (t.numpy().astype(np.float64) for t in model.encode_params(u))
+    z = np.random.RandomState(1).normal(size=(20, 3)) * 2
+    want = logsumexp(norm.logpdf(z[:, None, :], loc[None], scale[None]).sum(-1), axis=1) - np.log(5)
+    np.testing.assert_allclose(model.prior_distribution().log_prob(z).numpy(), want, rtol=1e-5, atol=1e-5)
+    eps = np.random.RandomState(2).normal(size=(6, 3)).astype("float32")
+    cu = np.array([0.0, 0.19, 0.2, 0.5, 0.99, 1.0], "float32")
+    k = np.minimum(np.floor(cu * 5).astype(int), 4)  # [0, 0, 1, 2, 4, 4]
+    np.testing.assert_allclose(prior.from_noise(eps, cu).numpy(), loc[k] + scale[k] * eps, rtol=1e-5, atol=1e-6)
+    # gradients reach the pseudo-inputs and the encoder through log p(z)
+    with tf.GradientTape() as tape:
+        lp = tf.reduce_sum(model.prior_distribution().log_prob(z.astype("float32")))
+    grads = tape.gradient(lp, [prior.pseudo_inputs] + model.encoder_network.trainable_variables)
+    assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in grads)
+
+
+def test_vamp_prior_bundle_samples_with_component_noise(tmp_path):
+    from kvae import export
+    from kvae_serve import Bundle
+
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(16,),
+                     prior=kvae.priors.VampPrior(2, num_components=4), seed=0)
+    export.export(model, str(tmp_path / "b"))
+    bundle = Bundle(str(tmp_path / "b"))
+    names = [i["name"] for i in bundle.manifest["endpoints"]["sample"]["inputs"]]
+    assert names == ["eps", "component_uniform"]
+    images = bundle.sample(5, seed=3)
+    rng = np.random.default_rng(3)
+    eps, cu = rng.standard_normal((5, 2)).astype("float32"), rng.uniform(size=5).astype("float32")
+    np.testing.assert_allclose(images, model.sample_from_noise(eps, component_uniform=cu).numpy(), atol=1e-5)

@@ -217,6 +217,8 @@ class Bundle:
             endpoint = "sample_density"
         elif source == "prior":
             endpoint = "sample"
+            if any(i["name"] == "component_uniform" for i in self.manifest["endpoints"]["sample"]["inputs"]):
+                extra["component_uniform"] = rng.uniform(size=n)  # a mixture prior's component choice
         else:
             raise BundleError(f"source must be 'prior' or 'density', got {source!r}")
         return self.run(endpoint, eps=eps, **extra, **self._uniform(n, rng))["images"]

@@ -7,5 +7,6 @@ from .regularised import AE, MAE, RAE, BetaTCVAE, FactorVAE, InfoVAE
 from .iwae import CIWAE, IWAE, MIWAE, PIWAE
 from .wae import WAE
 from .annealed_capacity import AnnealedCapacityBetaVAE
+from .vamp import VampVAE
 
-__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "MODELS", "get", "register_model"]
+__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "MODELS", "get", "register_model"]

@@ -157,6 +157,8 @@ class VariationalModel(keras.Model):
         y0 = tf.zeros((1,), tf.int32) if self.conditional else None
         q = self.encode(x0, y0)
         self.decode(tf.zeros((1, self.latent_dim)), y0)
+        if hasattr(self.prior, "bind"):  # priors that use the model's own networks (the VampPrior)
+            self.prior.bind(self)
         if not self.prior.built:
             self.prior.build(None)
         if not self.density.built:
@@ -632,10 +634,14 @@ class VariationalModel(keras.Model):
 
     # ------------------------------------------------------------------ deterministic endpoints
     # Every source of randomness is an input: these are what kvae.export serves.
-    def sample_from_noise(self, eps, labels=None, uniform=None):
+    def sample_from_noise(self, eps, labels=None, uniform=None, component_uniform=None):
         """Images for prior noise eps [N, latent_dim] (z = prior.from_noise(eps)); PixelCNN decoders
-        also take the uniform pixel noise [N, *input_shape]."""
-        z = self.prior.from_noise(eps)
+        also take the uniform pixel noise [N, *input_shape], mixture priors (the VampPrior) the
+        component noise [N]."""
+        if getattr(self.prior, "needs_component_noise", False):
+            z = self.prior.from_noise(eps, component_uniform)
+        else:
+            z = self.prior.from_noise(eps)
         return self.likelihood.images(self.decode_params(z, labels), uniform)
 
     def sample_density_from_noise(self, eps, component_uniform, labels=None, uniform=None):
