@@ -83,6 +83,12 @@ def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
     cu = np.array([0.0, 0.19, 0.2, 0.5, 0.99, 1.0], "float32")
     k = np.minimum(np.floor(cu * 5).astype(int), 4)  # [0, 0, 1, 2, 4, 4]
     np.testing.assert_allclose(prior.from_noise(eps, cu).numpy(), loc[k] + scale[k] * eps, rtol=1e-5, atol=1e-6)
+    # no closed-form KL to a mixture: the one-sample estimate log q(z|x) - log p(z) at the drawn z
+    x = (np.random.RandomState(3).uniform(size=(4, 8, 8, 1)) > 0.5).astype("float32")
+    terms = model.compute_terms(x, seed=tf.constant([1, 1], tf.int32))
+    lq = norm.logpdf(terms["z"].numpy(), *(t.numpy() for t in model.encode_params(x))).sum(-1)
+    np.testing.assert_allclose(terms["kl"].numpy(), lq - model.prior_distribution().log_prob(terms["z"]).numpy(),
+                               rtol=1e-4, atol=1e-4)
     # gradients reach the pseudo-inputs and the encoder through log p(z)
     with tf.GradientTape() as tape:
         lp = tf.reduce_sum(model.prior_distribution().log_prob(z.astype("float32")))
