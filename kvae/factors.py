@@ -96,7 +96,7 @@ class DSprites(FactorData):
             i, k = np.argwhere(bad)[0]
             raise ValueError(f"dSprites factor {self.factor_names[k]} must be in 0..{self.factor_sizes[k] - 1}; "
                              f"{int(bad.sum())} values are not (first at row {i}: {factors[i, k]})")
-        out = np.empty((len(factors), 64, 64, 1), np.uint8)
+        out = np.zeros((len(factors), 64, 64, 1), np.uint8)
         for start in range(0, len(factors), chunk):
             out[start:start + chunk, ..., 0] = self._render(factors[start:start + chunk])
         return out

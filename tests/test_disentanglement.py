@@ -285,6 +285,14 @@ def test_factorvae_votes_count_every_batch_and_divide_by_the_global_variance():
                                batch_size=4096, n=5, progress=calls.append)
     assert votes.sum() == 5 and sum(calls) == 5 and all(isinstance(c, int) for c in calls)
     assert votes[0, 0] + votes[1, 1] == 5  # each fixed factor voted for its own dimension
+    # a noisy dimension: z0 = 10 f0 + 3 noise (global variance 100 Var f0 + 9), z1 = f1.  Fixing f0 leaves
+    # z0's batch variance at 9: relative to its global variance (0.39) it is below z1's (1), while the
+    # raw variance (or variance x global variance) would pick z1
+    var_f = np.var(np.arange(4) / 3)
+    noisy = dm.factorvae_votes(
+        data, lambda x: np.stack([10 * x[:, 0] + 3 * np.random.default_rng(len(x)).normal(size=len(x)), x[:, 1]], 1),
+        np.random.default_rng(1), np.array([100 * var_f + 9, var_f]), np.ones(2, bool), batch_size=1024, n=5)
+    assert noisy.sum() == 5 and noisy[0, 0] + noisy[1, 1] == 5 and noisy[0, 0] > 0, noisy
 
 
 def test_dsprites_renders_its_documented_definition():
