@@ -153,7 +153,18 @@ class DeterministicPosterior(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim}
 
 
-_POSTERIORS = {"gaussian": GaussianPosterior, "iaf": IAFPosterior, "deterministic": DeterministicPosterior}
+def _planar_radial(kinds):
+    def make(latent_dim, name="posterior"):
+        from .planar_radial import PlanarRadialPosterior
+
+        return PlanarRadialPosterior(latent_dim, kinds, name=name)
+
+    return make
+
+
+_POSTERIORS = {"gaussian": GaussianPosterior, "iaf": IAFPosterior, "deterministic": DeterministicPosterior,
+               "planar": _planar_radial("planar,planar,planar,planar"),
+               "radial": _planar_radial("radial,radial,radial,radial")}
 
 
 _REGISTRY = PartRegistry("posterior", _POSTERIORS)

@@ -196,3 +196,9 @@ class TestVampPrior(ModelBattery):
     def make_model(self):
         return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,),
                         prior=kvae.priors.VampPrior(3, num_components=7), seed=28)
+
+
+class TestPlanarRadialPosterior(ModelBattery):
+    def make_model(self):
+        return kvae.LinNFVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flows="planar,radial,planar",
+                             seed=29)

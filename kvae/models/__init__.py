@@ -8,5 +8,6 @@ from .iwae import CIWAE, IWAE, MIWAE, PIWAE
 from .wae import WAE
 from .annealed_capacity import AnnealedCapacityBetaVAE
 from .vamp import VampVAE
+from .linnf import LinNFVAE
 
-__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "MODELS", "get", "register_model"]
+__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "MODELS", "get", "register_model"]
