@@ -180,6 +180,7 @@ def _parser(argv=()):
                    help="Polyak/EMA weight averaging momentum in (0, 1), e.g. 0.998; 0 for none "
                         "(default: none; vlae: 0.998)")
     t.add_argument("--limit", type=_pos_int, help="train on the first N training examples only")
+    t.add_argument("--valid-limit", type=_pos_int, help="validate on the first N validation examples only")
     t.add_argument("--fit-density", action="store_true", help="fit the ex-post Gaussian mixture after training")
     t.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
                    help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch")
@@ -283,7 +284,7 @@ def _train(args):
         raise UsageError(f"argument --ema: must be in (0, 1), or 0 for none, got {args.ema}")
     runs.train(model=args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir, epochs=args.epochs,
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer, ema=args.ema,
-               limit=args.limit, verbose=2 if args.quiet else "auto", fit_density=args.fit_density,
+               limit=args.limit, valid_limit=args.valid_limit, verbose=2 if args.quiet else "auto", fit_density=args.fit_density,
                strategy=args.strategy, jit_compile=args.jit_compile, precision=args.precision,
                checkpoint_every=args.checkpoint_every, **options)
     print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")

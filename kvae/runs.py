@@ -200,8 +200,11 @@ def training_defaults(model):
 
 def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, batch_size=100, lr=None, seed=0,
           optimizer=None, ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
-          jit_compile=False, precision="float32", checkpoint_every=100, fit_density=False, **model_options):
+          jit_compile=False, precision="float32", checkpoint_every=100, fit_density=False, valid_limit=None,
+          **model_options):
     """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history).
+
+    ``limit`` / ``valid_limit``: train / validate on the first N examples of the split only.
 
     ``model_options`` are the model's constructor options (``latent_dim``, ``beta``, ``alpha``, ...,
     see ``kvae train --model NAME --help``); options not given keep the constructor's defaults.
@@ -223,8 +226,9 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
             raise ConfigError(f"--{option.replace('_', '-')} must be a positive integer, got {value!r}")
     if not (isinstance(lr, (int, float)) and lr > 0 and lr == lr and lr != float("inf")):
         raise ConfigError(f"--lr must be a positive finite number, got {lr!r}")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ConfigError(f"--limit must be a positive integer, got {limit!r}")
+    for option, value in (("limit", limit), ("valid_limit", valid_limit)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"--{option.replace('_', '-')} must be a positive integer, got {value!r}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     dist = make_strategy(strategy)  # first: multi-worker collectives must be set up before other TF work
@@ -233,13 +237,14 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     keras.mixed_precision.set_global_policy(precision)
     try:
         return _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose,
-                      callbacks, limit, dist, jit_compile, precision, checkpoint_every, fit_density, model_options)
+                      callbacks, limit, dist, jit_compile, precision, checkpoint_every, fit_density, model_options,
+                      valid_limit)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose, callbacks, limit,
-           dist, jit_compile, precision, checkpoint_every, fit_density, model_options):
+           dist, jit_compile, precision, checkpoint_every, fit_density, model_options, valid_limit=None):
     strategy = {tf.distribute.MirroredStrategy: "mirrored",
                 tf.distribute.MultiWorkerMirroredStrategy: "multiworker"}.get(type(dist), "default")
     chief = _is_chief(dist)
@@ -248,6 +253,8 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     valid_split = kdata.load(dataset, "valid", data_dir)
     if limit is not None:  # a quick run on the first examples only
         train_split = train_split.head(limit)
+    if valid_limit is not None:
+        valid_split = valid_split.head(valid_limit)
     if model == "beta-tcvae" and "dataset_size" not in model_options:  # the estimator's N: the training-set size
         model_options = {**model_options, "dataset_size": len(train_split)}
     with dist.scope():
@@ -266,7 +273,7 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     os.makedirs(out, exist_ok=True)
     run_config = {
         "model": model, "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "optimizer": optimizer, "ema": ema, "limit": limit, "strategy": strategy,
+        "optimizer": optimizer, "ema": ema, "limit": limit, "valid_limit": valid_limit, "strategy": strategy,
         "replicas": dist.num_replicas_in_sync, "jit_compile": jit_compile, "precision": precision,
         "checkpoint_every": checkpoint_every, "model_options": model_options,
         "model_class": type(mdl).__name__, "model_config": mdl.get_config(),

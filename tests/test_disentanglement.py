@@ -221,28 +221,27 @@ def test_dsprites_splits_are_disjoint_and_render_in_the_pipeline():
     assert matches.any(1).all() and matches.any(0).all()  # a permutation of the same 40 images
 
 
-def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path):
+def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path, capsys):
     import json
-    import subprocess
-    import sys
+
+    from kvae import cli
 
     run = str(tmp_path / "run")
-    env = dict(os.environ, KVAE_LAZY_IMPORT="")
-    subprocess.run([sys.executable, "-m", "kvae.cli", "train", "--model", "factorvae", "--dataset", "dsprites",
-                    "--network", "conv4", "--hidden", "32", "--latent-dim", "4", "--limit", "256", "--epochs", "1",
-                    "--batch-size", "64", "--out", run, "--quiet"], check=True, env=env, capture_output=True)
+    assert cli.main(["train", "--model", "factorvae", "--dataset", "dsprites", "--network", "conv4", "--hidden", "32",
+                     "--latent-dim", "4", "--limit", "256", "--valid-limit", "128", "--epochs", "1", "--batch-size",
+                     "64", "--out", run, "--quiet"]) == 0
+    assert json.load(open(os.path.join(run, "config.json")))["valid_limit"] == 128
     out = str(tmp_path / "e.json")
-    done = subprocess.run([sys.executable, "-m", "kvae.cli", "evaluate", run, "--split", "valid", "--limit", "20",
-                           "--k", "2", "--disentanglement", "--disentanglement-train", "300",
-                           "--disentanglement-test", "150", "--json", out], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    capsys.readouterr()
+    assert cli.main(["evaluate", run, "--split", "valid", "--limit", "20", "--k", "2", "--disentanglement",
+                     "--disentanglement-train", "100", "--disentanglement-test", "50", "--json", out]) == 0
+    printed = capsys.readouterr().out
     result = json.load(open(out))
     for key in dm.KEYS:
         assert 0.0 <= result[key] <= 1.0, (key, result[key])
-    assert "mig " in done.stdout and "dci disentanglement" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "kvae.cli", "evaluate", run, "--dataset", "digits", "--limit", "5",
-                          "--k", "2", "--disentanglement"], env=env, capture_output=True, text=True)
-    assert bad.returncode == 1 and "needs a data set with ground-truth factors (dsprites); digits has none" in bad.stderr
+    assert "mig " in printed and "dci disentanglement" in printed
+    assert cli.main(["evaluate", run, "--dataset", "digits", "--limit", "5", "--k", "2", "--disentanglement"]) == 1
+    assert "needs a data set with ground-truth factors (dsprites); digits has none" in capsys.readouterr().err
 
 
 # -- edges the transcriptions above leave open (found by mutation testing) -----------------------------
