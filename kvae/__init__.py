@@ -19,7 +19,7 @@ SUBMODULES = ("callbacks", "data", "density", "disentanglement", "divergences", 
 #: Model classes exposed as attributes of ``kvae`` (defined in :mod:`kvae.models`).
 MODEL_CLASSES = ("VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE",
                  "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE",
-                 "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE")
+                 "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE")
 
 __all__ = [*MODEL_CLASSES, *SUBMODULES]
 

@@ -202,3 +202,11 @@ class TestPlanarRadialPosterior(ModelBattery):
     def make_model(self):
         return kvae.LinNFVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flows="planar,radial,planar",
                              seed=29)
+
+
+class TestAdversarialAE(ModelBattery):
+    export_representative = False  # the discriminator never reaches the exported graph: TestAE's graph
+
+    def make_model(self):
+        return kvae.AdversarialAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), discriminator_hidden=(16,),
+                                  discriminator_lr=0.01, seed=30)

@@ -55,13 +55,14 @@ def test_new_names_train_and_export_from_the_cli(tmp_path):
     from kvae import cli
 
     for name, options in (("wae-mmd", ["--reg-weight", "3"]), ("annealed-beta-vae", ["--capacity-steps", "5"]),
-                          ("vamp", ["--num-components", "6"]), ("linnf", ["--flows", "planar,radial"])):
+                          ("vamp", ["--num-components", "6"]), ("linnf", ["--flows", "planar,radial"]),
+                          ("aae", ["--adversarial-weight", "0.5"])):
         run, bundle = str(tmp_path / name), str(tmp_path / f"{name}-bundle")
         assert cli.main(["train", "--model", name, "--dataset", "digits", "--epochs", "1", "--hidden", "16",
                          "--latent-dim", "2", "--limit", "200", "--out", run, "--quiet", *options]) == 0
         model = keras.saving.load_model(os.path.join(run, "model.keras"))
         key = {"wae-mmd": "reg_weight", "annealed-beta-vae": "capacity_steps", "vamp": "num_components",
-               "linnf": "flows"}[name]
+               "linnf": "flows", "aae": "adversarial_weight"}[name]
         want = options[1] if name == "linnf" else float(options[1])
         assert model.get_config()[key] == want
         assert cli.main(["export", run, "--out", bundle]) == 0
@@ -158,3 +159,28 @@ def test_planar_radial_posterior_density_is_the_change_of_variables():
     np.testing.assert_allclose(z_k.numpy(), flows[1].forward(z1).numpy(), atol=1e-5)
     want = norm.logpdf(z0, loc, scale).sum(-1) - log_det.numpy()
     np.testing.assert_allclose(q.log_prob(z_k).numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_adversarial_autoencoder_loss_and_discriminator_step():
+    model = kvae.AdversarialAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(16,), adversarial_weight=0.5,
+                               discriminator_hidden=(8,), discriminator_lr=0.05, seed=0)
+    reg = model.regularizer_layers[0]
+    x = (np.random.RandomState(0).uniform(size=(16, 8, 8, 1)) > 0.5).astype("float32")
+    seed = tf.constant([2, 3], tf.int32)
+    terms = model.compute_terms(x, seed=seed)
+    z = terms["z"].numpy()
+    np.testing.assert_allclose(z, model.encode_params(x)[0].numpy(), atol=1e-6)  # deterministic codes
+    logits = reg.discriminator(z).numpy()[:, 0].astype(np.float64)
+    loss, _ = model.per_example_loss(terms, 0.0)
+    np.testing.assert_allclose(loss.numpy(), -terms["log_px_z"].numpy() + 0.5 * np.logaddexp(0, -logits), rtol=1e-5)
+    # the discriminator's own step: it learns to tell prior draws (1) from codes (0)
+    real = terms["prior"].sample(16, seed=_fold(seed, 13)).numpy()
+
+    def bce():
+        lr, lf = reg.discriminator(real).numpy()[:, 0], reg.discriminator(z).numpy()[:, 0]
+        return np.mean(np.logaddexp(0, -lr) + np.logaddexp(0, lf))
+
+    before = bce()
+    for _ in range(20):
+        reg.after_step(model, terms)
+    assert bce() < before - 0.05
