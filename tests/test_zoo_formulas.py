@@ -181,6 +181,9 @@ def test_adversarial_autoencoder_loss_and_discriminator_step():
         return np.mean(np.logaddexp(0, -lr) + np.logaddexp(0, lf))
 
     before = bce()
+    autoencoder = [v.numpy().copy() for v in model.model_variables]
     for _ in range(20):
         reg.after_step(model, terms)
     assert bce() < before - 0.05
+    for v, w in zip(model.model_variables, autoencoder):  # the discriminator's step moves only its own weights
+        np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
