@@ -180,6 +180,8 @@ class TestVLAEWithIWAEObjective(ModelBattery):
 
 
 class TestWAEMMD(ModelBattery):
+    export_representative = False  # deterministic encoder, plain decoder, the MMD trains only: TestAE's graph
+
     def make_model(self):
         return kvae.WAE(input_shape=self.input_shape, latent_dim=3, hidden=(32,), seed=26)
 

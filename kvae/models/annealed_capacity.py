@@ -39,12 +39,7 @@ class AnnealedCapacityBetaVAE(VariationalModel):
         optimizer = getattr(self, "optimizer", None)
         return beta_value(self.capacity_schedule, 0 if optimizer is None else optimizer.iterations)
 
-    def per_example_loss(self, terms, beta):
+    def bound_loss(self, terms, beta):
+        """-log p(x|z) + gamma |E_batch KL - C(t)| per example."""
         gap = tf.abs(tf.reduce_mean(terms["kl"]) - tf.cast(self.current_capacity(), tf.float32))
-        loss = -terms["log_px_z"] + self.gamma * gap * tf.ones_like(terms["kl"])
-        reg_values = []
-        for reg in self.regularizer_layers:
-            value = tf.cast(reg.penalty(terms), tf.float32)
-            reg_values.append(value)
-            loss = loss + value
-        return loss, reg_values
+        return -terms["log_px_z"] + self.gamma * gap * tf.ones_like(terms["kl"])

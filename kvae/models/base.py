@@ -349,13 +349,16 @@ class VariationalModel(keras.Model):
             return tf.reduce_sum(tf.where(above, per_dim, lam), axis=-1)
         return floor_batch_mean(terms["kl"], self.free_bits_per_dim * self.latent_dim)
 
-    def per_example_loss(self, terms, beta):
-        """-log p(x|z) + beta * KL (or the objective's negative bound) + regularisers, one value per
-        example, plus the regulariser values."""
+    def bound_loss(self, terms, beta):
+        """The loss before regularisers, per example: -log p(x|z) + beta * KL, or the objective's
+        negative bound (models with another form override this)."""
         if self.objective is not None:
-            loss = self.objective.per_example_loss(self, terms)
-        else:
-            loss = -terms["log_px_z"] + beta * self.kl_penalty(terms)
+            return self.objective.per_example_loss(self, terms)
+        return -terms["log_px_z"] + beta * self.kl_penalty(terms)
+
+    def per_example_loss(self, terms, beta):
+        """:meth:`bound_loss` + regularisers, one value per example, plus the regulariser values."""
+        loss = self.bound_loss(terms, beta)
         reg_values = []
         for reg in self.regularizer_layers:
             value = tf.cast(reg.penalty(terms), tf.float32)
