@@ -31,15 +31,20 @@ def save_image_grid(images, path, ncol=None, title=None):
     import matplotlib.pyplot as plt
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    grid = image_grid(images, ncol=ncol)
     if title is None:
-        plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+        plt.imsave(path, image_grid(images, ncol=ncol), cmap="gray", vmin=0.0, vmax=1.0)
         return path
-    fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
+    # one screen pixel per grid pixel (a smaller axes would drop rows and columns of this
+    # nearest-neighbour image); at least 512 pixels wide so the title fits
+    grid = image_grid(images, ncol=ncol, min_size=512)
+    dpi, title_inches = 100, 0.4
+    width, height = grid.shape[1] / dpi, grid.shape[0] / dpi
+    fig = plt.figure(figsize=(width, height + title_inches), dpi=dpi)
+    ax = fig.add_axes((0.0, 0.0, 1.0, height / (height + title_inches)))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title(title)
     ax.axis("off")
-    fig.savefig(path, bbox_inches="tight", dpi=100)
+    fig.suptitle(title, fontsize=9, y=1.0 - 0.1 * title_inches / (height + title_inches), va="top")
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
