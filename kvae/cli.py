@@ -328,13 +328,12 @@ def _evaluate(args):
     if args.disentanglement:
         from . import disentanglement
 
-        total = [None]
+        bar = []
 
         def shown(done, total_steps):
-            if total[0] is None:
-                total[0] = keras.utils.Progbar(total_steps, unit_name="step",
-                                               verbose=1 if sys.stderr.isatty() else 2)
-            total[0].update(done)
+            if not bar:
+                bar.append(keras.utils.Progbar(total_steps, unit_name="step", verbose=1 if sys.stderr.isatty() else 2))
+            bar[0].update(done)
 
         print("disentanglement metrics", file=sys.stderr)
         scores = disentanglement.evaluate(split.source, evaluation.representation(model, seed=args.seed),

@@ -250,7 +250,8 @@ def evaluate(data, represent, seed=0, num_train=10000, num_test=5000, batch_size
     dict with :data:`KEYS` and the training-set accuracies.  ``progress(done, total)`` is called as
     representation batches complete."""
     rng = np.random.default_rng(seed)
-    total = 2 * (num_train + num_test) + 2 * -(-(num_train + num_test) // 1000)
+    # progress steps: the i.i.d. codes in chunks of 1000, then one per point of each intervention metric
+    total = -(-num_train // 1000) + -(-num_test // 1000) + 2 * (num_train + num_test)
     state = {"done": 0}
 
     def tick(n=1):

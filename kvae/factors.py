@@ -54,8 +54,9 @@ class FactorData:
         """Factor indices ``[n, F]`` of grid positions ``[n]``."""
         return np.stack(np.unravel_index(np.asarray(index), self.factor_sizes), axis=1).astype(np.int64)
 
-    def images(self, factors):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def images(self, factors):
+        """The images of factor indices ``[n, F]``: each factor data set defines its renderer."""
+        raise NotImplementedError(f"{type(self).__name__} does not define images(factors)")
 
 
 class FactorGrid(FactorData):

@@ -1,9 +1,9 @@
 r"""Training objectives that replace the one-sample ELBO term -log p(x|z) + beta KL.
 
 Contract: an objective is a Keras layer (no weights) whose ``per_example_loss(model, terms)``
-returns the negative bound per example ([B]); ``encoder_loss(model, terms)`` (or None) is a second
-per-example loss whose gradient replaces the first one's for the inference network (encoder
-network and posterior head), as in PIWAE.  Any model takes one as ``objective=`` (regularisers are
+returns the negative bound per example ([B]); an objective with ``splits_gradients = True`` also
+has ``encoder_loss(model, terms)``, a second per-example loss whose gradient replaces the first
+one's for the inference network (encoder network and posterior head), as in PIWAE.  Any model takes one as ``objective=`` (regularisers are
 still added); the importance weights of k reparameterised samples are computed in one batched pass
 
     log w_s = log p(x | z_s) + log p(z_s) - log q(z_s | x),   z_s = reparameterize(q, eps_s),
@@ -35,7 +35,8 @@ def iwae_bound(log_w, num_groups=1):
 class Objective(keras.layers.Layer):
     """Base class: ``num_samples`` K per group, ``num_groups`` M."""
 
-    samples_per_example = 1
+    #: whether :meth:`encoder_loss` gives the inference network a loss of its own (PIWAE)
+    splits_gradients = False
 
     def __init__(self, num_samples=5, num_groups=1, **kwargs):
         super().__init__(**kwargs)
@@ -69,6 +70,7 @@ class Objective(keras.layers.Layer):
         return px.log_prob(x) + model.prior_distribution().log_prob(z) - q.log_prob(z)
 
     def encoder_loss(self, model, terms):
+        """The inference network's per-example loss when :attr:`splits_gradients`, else None."""
         return None
 
     def get_config(self):
@@ -120,7 +122,10 @@ class CIWAEBound(Objective):
 
 @keras.saving.register_keras_serializable(package="kvae")
 class PIWAEBound(Objective):
-    """Generative network on IWAE_{MK}, inference network on MIWAE_{M,K} (Rainforth et al. 2018)."""
+    """Generative network on IWAE_{MK}, inference network on MIWAE_{M,K} (Rainforth et al. 2018).
+    Both bounds come from the same log-weights, computed once in :meth:`per_example_loss`."""
+
+    splits_gradients = True
 
     def __init__(self, num_samples=8, num_groups=8, name="piwae", **kwargs):
         super().__init__(num_samples=num_samples, num_groups=num_groups, name=name, **kwargs)

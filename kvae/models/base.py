@@ -413,22 +413,23 @@ class VariationalModel(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = self._unpack(data)
         beta = self._current_beta()
-        with tf.GradientTape(persistent=self.objective is not None) as tape:
+        split = self.objective is not None and self.objective.splits_gradients
+        with tf.GradientTape(persistent=split) as tape:
             terms = self.compute_terms(x, y, training=True, seed=self.noise_seed())
             per_example, reg_values = self.per_example_loss(terms, beta)
             loss = tf.nn.compute_average_loss(per_example, sample_weight=sample_weight)
             if self.losses:
                 loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.losses))
             scaled = self.optimizer.scale_loss(loss)
-            encoder_loss = None if self.objective is None else self.objective.encoder_loss(self, terms)
-            if encoder_loss is not None:  # PIWAE: the inference network follows its own bound
+            if split:  # PIWAE: the inference network follows its own bound
+                encoder_loss = self.objective.encoder_loss(self, terms)
                 for value in reg_values:
                     encoder_loss = encoder_loss + value
                 encoder_scaled = self.optimizer.scale_loss(
                     tf.nn.compute_average_loss(encoder_loss, sample_weight=sample_weight))
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        if encoder_loss is not None:
+        if split:
             inference = {id(v) for v in self.encoder_network.trainable_variables + self.posterior.trainable_variables}
             chosen = [i for i, v in enumerate(variables) if id(v) in inference]
             encoder_grads = tape.gradient(encoder_scaled, [variables[i] for i in chosen])
