@@ -109,3 +109,114 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_train_end(self, logs=None):
         if self.diverged is None:
             super().on_train_end(logs)
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the lowest ``monitor`` (validation loss by default), and
+    optionally stop after ``patience`` epochs without improvement (early stopping).
+
+    At each epoch end that improves on the best value by more than ``min_delta``, the weights are
+    written to ``directory/best.weights.h5``; ``directory/best.json`` records the best epoch and
+    value and the epochs waited, so a resumed run (:class:`SafeBackupAndRestore`) continues the
+    count instead of starting it over; an epoch it has already seen is not counted twice.  At the
+    end of training the best weights replace the model's.  With an optimizer that keeps a moving
+    average of the weights (``use_ema``), the *averaged* weights of the best epoch are kept: they are
+    what ``fit`` would have left in the model had it ended there.
+    """
+
+    def __init__(self, directory, monitor="val_loss", patience=None, min_delta=0.0):
+        super().__init__()
+        if patience is not None and (not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+        self.directory = directory
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = float(min_delta)
+        self.weights_path = os.path.join(directory, "best.weights.h5")
+        self.state_path = os.path.join(directory, "best.json")
+        self.state = {"best_epoch": None, "best": None, "wait": 0, "last_epoch": -1, "stopped_epoch": None}
+
+    def on_train_begin(self, logs=None):
+        import json
+
+        if os.path.isfile(self.state_path):
+            try:
+                with open(self.state_path) as f:
+                    self.state.update(json.load(f))
+            except ValueError as err:
+                raise RunError(f"{self.state_path} is not valid JSON ({err}); delete it to start the count over") from None
+
+    def _averaged(self):
+        opt = self.model.optimizer
+        if opt is None or not getattr(opt, "use_ema", False) or not opt.built:
+            return None
+        averages = getattr(opt, "_model_variables_moving_average", None)
+        return list(averages) if averages else None
+
+    def _save_weights(self):
+        averages = self._averaged()
+        variables = self.model.trainable_variables
+        held = None
+        if averages is not None and len(averages) == len(variables):
+            held = [v.numpy() for v in variables]
+            for v, a in zip(variables, averages):
+                v.assign(a)
+        try:
+            tmp = self.weights_path + ".tmp.weights.h5"
+            self.model.save_weights(tmp)
+            os.replace(tmp, self.weights_path)
+        finally:
+            if held is not None:
+                for v, h in zip(variables, held):
+                    v.assign(h)
+
+    def _write_state(self):
+        import json
+
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.state, f, indent=2)
+        os.replace(tmp, self.state_path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch <= self.state["last_epoch"]:  # an epoch replayed after a resume: already counted
+            return
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise RunError(f"KeepBest monitors {self.monitor!r}, which the epoch's logs do not have "
+                           f"(they have {sorted(logs or {})}); pass validation data")
+        value = float(value)
+        self.state["last_epoch"] = epoch
+        if math.isfinite(value) and (self.state["best"] is None or value < self.state["best"] - self.min_delta):
+            os.makedirs(self.directory, exist_ok=True)
+            self._save_weights()
+            self.state.update(best=value, best_epoch=epoch, wait=0)
+        else:
+            self.state["wait"] += 1
+            if self.patience is not None and self.state["wait"] >= self.patience:
+                self.state["stopped_epoch"] = epoch
+                self.model.stop_training = True
+        os.makedirs(self.directory, exist_ok=True)
+        self._write_state()
+
+    def on_train_end(self, logs=None):
+        if not os.path.isfile(self.weights_path):
+            return
+        self._restore()
+
+    def _restore(self):
+        """Load the best weights into the model's variables (not the optimizer's)."""
+        opt = self.model.optimizer
+        held = [v.numpy() for v in opt.variables] if opt is not None and opt.built else None
+        self.model.load_weights(self.weights_path)
+        if held is not None:  # the optimizer state stays the run's last (a resumed run continues from it)
+            for v, h in zip(opt.variables, held):
+                v.assign(h)
+
+
+def exponential_lr(initial, rate):
+    """``keras.callbacks.LearningRateScheduler`` for lr_e = initial · rate^e at epoch e (0-based):
+    a function of the epoch only, so a resumed run gets the same rate as an uninterrupted one."""
+    if not 0 < rate <= 1:
+        raise ValueError(f"the learning-rate decay rate must be in (0, 1], got {rate!r}")
+    return keras.callbacks.LearningRateScheduler(lambda epoch, lr=None: float(initial * rate ** epoch))

@@ -189,6 +189,12 @@ def _parser(argv=()):
                    help="compute dtype of the networks (log-probabilities and KL stay float32)")
     t.add_argument("--checkpoint-every", type=_pos_int, default=100,
                    help="steps between checkpoints in RUN_DIR/backup; rerun the same command to resume")
+    t.add_argument("--keep-best", action="store_true",
+                   help="save the weights of the epoch with the lowest validation loss, not the last")
+    t.add_argument("--early-stopping", type=_pos_int, metavar="EPOCHS",
+                   help="stop after EPOCHS epochs without a lower validation loss (implies --keep-best)")
+    t.add_argument("--lr-decay", type=_number(float, positive=True), metavar="RATE",
+                   help="learning rate of epoch e is lr * RATE**e (RATE in (0, 1])")
     t.add_argument("--out", required=True, help="run directory to write")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     if argv[:1] == ["train"]:
@@ -286,7 +292,8 @@ def _train(args):
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer, ema=args.ema,
                limit=args.limit, valid_limit=args.valid_limit, verbose=2 if args.quiet else "auto", fit_density=args.fit_density,
                strategy=args.strategy, jit_compile=args.jit_compile, precision=args.precision,
-               checkpoint_every=args.checkpoint_every, **options)
+               checkpoint_every=args.checkpoint_every, keep_best=args.keep_best,
+               early_stopping=args.early_stopping, lr_decay=args.lr_decay, **options)
     print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")
 
 

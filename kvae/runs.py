@@ -17,7 +17,7 @@ from . import data as kdata
 from . import evaluation, plotting
 from .errors import ConfigError, RunError
 from .models import registry
-from .callbacks import SafeBackupAndRestore
+from .callbacks import KeepBest, SafeBackupAndRestore, exponential_lr
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -201,7 +201,7 @@ def training_defaults(model):
 def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, batch_size=100, lr=None, seed=0,
           optimizer=None, ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
           jit_compile=False, precision="float32", checkpoint_every=100, fit_density=False, valid_limit=None,
-          **model_options):
+          keep_best=False, early_stopping=None, lr_decay=None, **model_options):
     """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history).
 
     ``limit`` / ``valid_limit``: train / validate on the first N examples of the split only.
@@ -214,6 +214,12 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     KL stay float32).  A checkpoint is written every ``checkpoint_every`` steps to ``out/backup``;
     rerunning the same command resumes from it at the next batch not yet applied.  ``fit_density``
     fits the ex-post Gaussian mixture to the training codes before the model is saved.
+
+    ``keep_best``: the saved model has the weights of the epoch with the lowest validation loss
+    (:class:`kvae.callbacks.KeepBest`; kept in ``out/best``, so a resumed run keeps its best);
+    ``early_stopping=P`` also stops after P epochs without improvement (implies ``keep_best``).
+    ``lr_decay=r``: the learning rate of epoch e (0-based) is lr · r^e.  Every epoch's metrics are
+    appended to ``out/history.csv`` as the run goes.
     """
     if out is None:
         raise ConfigError("a run directory is required (--out RUN_DIR)")
@@ -229,6 +235,11 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     for option, value in (("limit", limit), ("valid_limit", valid_limit)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(f"--{option.replace('_', '-')} must be a positive integer, got {value!r}")
+    if early_stopping is not None and (not isinstance(early_stopping, int) or isinstance(early_stopping, bool)
+                                       or early_stopping < 1):
+        raise ConfigError(f"--early-stopping must be a positive integer (epochs), got {early_stopping!r}")
+    if lr_decay is not None and not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
+        raise ConfigError(f"--lr-decay must be in (0, 1], got {lr_decay!r}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     dist = make_strategy(strategy)  # first: multi-worker collectives must be set up before other TF work
@@ -236,15 +247,17 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
+        extra = {"keep_best": bool(keep_best or early_stopping), "early_stopping": early_stopping, "lr_decay": lr_decay}
         return _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose,
                       callbacks, limit, dist, jit_compile, precision, checkpoint_every, fit_density, model_options,
-                      valid_limit)
+                      valid_limit, extra)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose, callbacks, limit,
-           dist, jit_compile, precision, checkpoint_every, fit_density, model_options, valid_limit=None):
+           dist, jit_compile, precision, checkpoint_every, fit_density, model_options, valid_limit=None, extra=None):
+    extra = extra or {"keep_best": False, "early_stopping": None, "lr_decay": None}
     strategy = {tf.distribute.MirroredStrategy: "mirrored",
                 tf.distribute.MultiWorkerMirroredStrategy: "multiworker"}.get(type(dist), "default")
     chief = _is_chief(dist)
@@ -275,14 +288,22 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
         "model": model, "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
         "optimizer": optimizer, "ema": ema, "limit": limit, "valid_limit": valid_limit, "strategy": strategy,
         "replicas": dist.num_replicas_in_sync, "jit_compile": jit_compile, "precision": precision,
-        "checkpoint_every": checkpoint_every, "model_options": model_options,
+        "checkpoint_every": checkpoint_every, **extra, "model_options": model_options,
         "model_class": type(mdl).__name__, "model_config": mdl.get_config(),
     }
     _write_json(run_config, os.path.join(out, CONFIG_FILE))
     train_ds = train_split.dataset(batch_size, shuffle=True, labels=labels, seed=seed)
     valid_ds = valid_split.dataset(batch_size, shuffle=False, labels=labels)
     backup = SafeBackupAndRestore(os.path.join(out, "backup"), save_freq=checkpoint_every)
-    cbs = [backup, keras.callbacks.TensorBoard(os.path.join(out, "logs")), *callbacks]
+    cbs = [backup, keras.callbacks.TensorBoard(os.path.join(out, "logs"))]
+    if extra["lr_decay"] is not None:  # before the logger, which then records each epoch's rate
+        cbs.append(exponential_lr(lr, extra["lr_decay"]))
+    cbs.append(keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True))
+    best = None
+    if extra["keep_best"]:
+        best = KeepBest(os.path.join(out, "best"), patience=extra["early_stopping"])
+        cbs.append(best)
+    cbs += list(callbacks)
     start = time.time()
     history = mdl.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=cbs, verbose=verbose)
     seconds = time.time() - start
@@ -295,6 +316,10 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     hist["resumed_from_step"] = backup.resumed_step
     hist["steps"] = int(mdl.optimizer.iterations.numpy())
     hist["seconds"] = seconds
+    if best is not None:
+        hist["best_epoch"] = None if best.state["best_epoch"] is None else best.state["best_epoch"] + 1
+        hist["best_val_loss"] = best.state["best"]
+        hist["stopped_epoch"] = None if best.state["stopped_epoch"] is None else best.state["stopped_epoch"] + 1
     _write_json(hist, os.path.join(out, HISTORY_FILE))
     if fit_density:
         tx, ty = train_split.arrays()

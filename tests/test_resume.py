@@ -1,5 +1,7 @@
 """Resume equals no interruption: a run SIGKILLed at step K and rerun ends with the same optimizer
-step count and the same weights as a run that was never interrupted."""
+step count and the same weights as a run that was never interrupted, and the same record of its
+best epoch (``keep_best``) under the same learning-rate decay."""
+import csv
 import json
 import os
 import subprocess
@@ -26,6 +28,11 @@ def _final(out):
     model = keras.models.load_model(os.path.join(out, "model.keras"))
     with open(os.path.join(out, "history.json")) as f:
         history = json.load(f)
+    with open(os.path.join(out, "best", "best.json")) as f:
+        history["best_state"] = json.load(f)
+    with open(os.path.join(out, "history.csv")) as f:
+        history["rows"] = list(csv.DictReader(f))
+    history["out"] = str(out)
     return model.get_weights(), history
 
 
@@ -50,6 +57,23 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, uninterrupted, kill
     assert ref_history["steps"] == 30
     assert history["steps"] == 30, f"resumed run applied {history['steps']} steps instead of 30"
     assert history["resumed_from_step"] == (kill_at // 5) * 5
+    assert history["best_state"] == pytest.approx(ref_history["best_state"])
     assert len(weights) == len(ref_weights)
     for w, r in zip(weights, ref_weights):
         np.testing.assert_allclose(w, r, atol=1e-6, rtol=0)
+
+
+def test_the_run_keeps_its_best_epoch_under_the_decayed_rate(uninterrupted):
+    import keras
+
+    weights, history = uninterrupted
+    model = keras.models.load_model(os.path.join(history["out"], "model.keras"))
+    model.load_weights(os.path.join(history["out"], "best", "best.weights.h5"))
+    for w, b in zip(weights, model.get_weights()):  # model.keras holds the best epoch's weights
+        np.testing.assert_array_equal(w, b)
+    rows = history["rows"]
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    val = [float(r["val_loss"]) for r in rows]
+    assert history["best_epoch"] == int(np.argmin(val)) + 1
+    assert history["best_val_loss"] == pytest.approx(min(val))
+    assert history["best_state"]["best_epoch"] == int(np.argmin(val))
