@@ -265,6 +265,15 @@ def _parser(argv=()):
     r.add_argument("--split", default="test", choices=("train", "valid", "test"))
     r.add_argument("--n", type=_pos_int, default=32)
     r.add_argument("--out", required=True, help="PNG file to write")
+
+    pre = sub.add_parser("pretrained", help="list the pretrained models shipped with kvae, or write one as a run dir",
+                         description="Pretrained models ship inside the package (no download). `fetch` writes a "
+                                     "run directory that every other command reads.")
+    pre_sub = pre.add_subparsers(dest="action", required=True, metavar="{list,fetch}")
+    pre_sub.add_parser("list", help="names, data and measured numbers")
+    pf = pre_sub.add_parser("fetch", help="write NAME as a run directory")
+    pf.add_argument("name")
+    pf.add_argument("--out", required=True, help="run directory to write")
     return p
 
 
@@ -443,6 +452,20 @@ def _export(args):
     print(f"wrote {args.out}: savedmodel/1, onnx/*.onnx, manifest.json")
 
 
+def _pretrained(args):
+    from . import pretrained
+
+    if args.action == "list":
+        for name in pretrained.names():
+            info = pretrained.manifest(name)
+            m = info.get("measured", {})
+            nll = f"NLL {m['nll']:.2f} nats (k={m['k']}, n={m['n']}, {m.get('split', 'valid')})" if "nll" in m else ""
+            print(f"{name:24s} {info.get('description', '')}  {nll}")
+        return
+    pretrained.fetch(args.name, args.out)
+    print(f"wrote {args.out}: model.keras, config.json, pretrained.json")
+
+
 def main(argv=None):
     """Run the ``kvae`` command; returns the exit status (0, or 1 after a one-line error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -461,7 +484,7 @@ def main(argv=None):
     from .errors import KvaeError
 
     commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reconstruct": _reconstruct,
-                "export": _export, "fit-density": _fit_density}
+                "export": _export, "fit-density": _fit_density, "pretrained": _pretrained}
     try:
         commands[args.command](args)
     except (KvaeError, UsageError, ValueError, OSError) as err:

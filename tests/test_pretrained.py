@@ -1,0 +1,111 @@
+"""Pretrained models: packing, float16 storage, sha256 checks, fetch as a run directory that the
+CLI reads, and the shipped models reproducing the numbers their manifests record."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from kvae import cli, pretrained, runs
+from kvae.errors import RunError
+
+REQUIRED = ("vae-binarized-mnist", "vlae-binarized-mnist", "rae-binarized-mnist")
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "vae"
+    runs.train(model="vae", dataset="digits", out=str(run), epochs=2, batch_size=50, hidden=(64,), latent_dim=6,
+               seed=3, verbose=0)
+    root = tmp_path_factory.mktemp("zoo")
+    pretrained.pack(str(run), "tiny-vae", root=str(root), description="test",
+                    measured={"nll": 1.0, "k": 10, "n": 5, "split": "valid"})
+    model, _ = runs.load_run(str(run))
+    return root, model, run
+
+
+def test_float16_storage_rounds_each_weight_and_keeps_the_rest(packed):
+    root, model, _ = packed
+    loaded = pretrained.load("tiny-vae", root=str(root))
+    assert len(loaded.weights) == len(model.weights)
+    for a, b in zip(model.weights, loaded.weights):
+        assert a.name == b.name and str(a.dtype) == str(b.dtype)
+        x, y = np.asarray(a.numpy()), np.asarray(b.numpy())
+        if np.issubdtype(x.dtype, np.floating):
+            np.testing.assert_array_equal(y, x.astype(np.float16).astype(x.dtype))
+        else:
+            np.testing.assert_array_equal(y, x)
+
+
+def test_float16_storage_moves_the_nll_by_less_than_005_nats(packed, digits):
+    _, model, _ = packed
+    x, _ = digits["valid"].arrays()
+    copy = pretrained.quantised_copy(model, "float16")
+    a = model.log_likelihood(x[:200], k=50, seed=7).numpy()
+    b = copy.log_likelihood(x[:200], k=50, seed=7).numpy()
+    assert abs(a.mean() - b.mean()) < 0.05
+    assert np.abs(a - b).max() > 0  # the storage did change the weights
+
+
+def test_a_changed_file_or_an_unknown_name_is_named(packed, tmp_path):
+    root, _, _ = packed
+    with pytest.raises(RunError, match="no pretrained model 'nope'; available: tiny-vae"):
+        pretrained.load("nope", root=str(root))
+    import shutil
+
+    copy = tmp_path / "zoo"
+    shutil.copytree(root, copy)
+    path = copy / "tiny-vae" / "weights.npz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(RunError, match="weights.npz has sha256 .* the file is damaged"):
+        pretrained.load("tiny-vae", root=str(copy))
+    os.remove(path)
+    with pytest.raises(RunError, match="weights.npz is missing"):
+        pretrained.verify("tiny-vae", root=str(copy))
+
+
+def test_fetch_writes_a_run_directory_the_cli_evaluates(packed, tmp_path, monkeypatch, digits):
+    root, _, _ = packed
+    monkeypatch.setattr(pretrained, "ROOT", str(root))
+    out = tmp_path / "fetched"
+    assert cli.main(["pretrained", "fetch", "tiny-vae", "--out", str(out)]) == 0
+    assert json.loads((out / "pretrained.json").read_text())["measured"]["nll"] == 1.0
+    assert cli.main(["pretrained", "fetch", "tiny-vae", "--out", str(out)]) == 1  # never overwrites
+    report = tmp_path / "eval.json"
+    assert cli.main(["evaluate", str(out), "--split", "valid", "--k", "20", "--limit", "100",
+                     "--json", str(report)]) == 0
+    x, _ = digits["valid"].arrays()
+    direct = pretrained.load("tiny-vae").log_likelihood(x[:100], k=20, seed=0).numpy()
+    assert json.loads(report.read_text())["nll"] == pytest.approx(-direct.mean(), abs=1e-3)
+
+
+def test_list_shows_name_and_numbers(packed, monkeypatch, capsys):
+    root, _, _ = packed
+    monkeypatch.setattr(pretrained, "ROOT", str(root))
+    assert cli.main(["pretrained", "list"]) == 0
+    assert "tiny-vae" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", pretrained.names())
+def test_shipped_model_loads_and_reproduces_its_recorded_check(name, mnist_dir):
+    """The manifest's ``check``: NLL of the first n validation images at k, seed 0, measured when
+    the model was packed (from the stored float16 weights); reproduced within its standard error."""
+    from kvae import data
+
+    info = pretrained.manifest(name)
+    for key in ("nll", "k", "n", "split", "epochs", "train_seconds", "commit", "storage_nll_change"):
+        assert key in info["measured"], f"{name}: manifest lacks measured.{key}"
+    check = info["measured"]["check"]
+    model = pretrained.load(name)
+    x, _ = data.load("binarized_mnist", "valid", mnist_dir).arrays()
+    nll = -model.log_likelihood(x[:check["n"]], k=check["k"], seed=0).numpy()
+    assert abs(nll.mean() - check["nll"]) <= check["standard_error"], (nll.mean(), check)
+
+
+def test_the_three_required_models_ship():
+    assert set(REQUIRED) <= set(pretrained.names())
+    total = sum(os.path.getsize(os.path.join(pretrained.ROOT, n, f)) for n in pretrained.names()
+                for f in os.listdir(os.path.join(pretrained.ROOT, n)))
+    assert total <= 30 * 2 ** 20
