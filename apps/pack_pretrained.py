@@ -1,0 +1,119 @@
+"""Make a shipped pretrained model from a training run, and record what was measured on it.
+
+    # 1. store the run's model (float16) as kvae/pretrained_models/NAME
+    python apps/pack_pretrained.py pack RUN_DIR NAME --description "..."
+    # 2. evaluate the *stored* weights as a user would
+    kvae pretrained fetch NAME --out R && kvae evaluate R --split valid --k 5000 --json eval.json
+    # 3. record the numbers in the manifest: that evaluation, the run's epochs and time, the commit,
+    #    what float16 storage changed (float32 run vs stored weights, same noise), and a quick
+    #    check (first N validation images at small k) that tests/test_pretrained.py reproduces
+    python apps/pack_pretrained.py record NAME RUN_DIR --eval eval.json [--check-n 200 --check-k 100]
+
+``record`` keeps the weight files (their sha256 does not change); only manifest.json is rewritten.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _nll(model, x, k, seed=0):
+    if not model.has_density:
+        return None
+    return -model.log_likelihood(x, k=k, seed=seed).numpy()
+
+
+def record(name, run_dir, eval_json=None, check_n=200, check_k=100, data_dir=None, extra=None):
+    from kvae import data, pretrained, runs
+
+    info = pretrained.manifest(name)
+    stored = pretrained.load(name)
+    original, config = runs.load_run(run_dir)
+    x, _ = data.load(config["dataset"], "valid", data_dir).arrays()
+    with open(os.path.join(run_dir, "history.json")) as f:
+        history = json.load(f)
+    measured = dict(info.get("measured", {}))
+    measured.update({
+        "split": "valid", "dataset": config["dataset"],
+        "epochs": len(history.get("loss", [])), "best_epoch": history.get("best_epoch"),
+        "train_seconds": history.get("seconds"), "train_steps": history.get("steps"),
+        "commit": _commit(),
+        "train_command": extra.get("train_command") if extra else None,
+    })
+    if eval_json:
+        with open(eval_json) as f:
+            result = json.load(f)
+        for key in ("nll", "nll_stderr", "elbo", "neg_elbo", "rec_loss", "kl", "active_units", "k", "n"):
+            measured[key] = result.get(key)
+    xs = x[:check_n]
+    a, b = _nll(original, xs, check_k), _nll(stored, xs, check_k)
+    if a is not None:
+        diff = b - a
+        measured["storage_nll_change"] = {"float32_run_nll": float(a.mean()), "stored_nll": float(b.mean()),
+                                          "change": float(diff.mean()), "k": check_k, "n": len(xs),
+                                          "same_noise": True}
+        measured["check"] = {"n": len(xs), "k": check_k, "seed": 0, "nll": float(b.mean()),
+                             "standard_error": float(np.std(b) / math.sqrt(len(b)))}
+    else:  # deterministic encoders: reconstruction error of the stored vs the float32 weights
+        ra = -original.decode(original.posterior_means(xs)).log_prob(xs).numpy()
+        rb = -stored.decode(stored.posterior_means(xs)).log_prob(xs).numpy()
+        measured["storage_nll_change"] = {"float32_run_rec_loss": float(ra.mean()), "stored_rec_loss": float(rb.mean()),
+                                          "change": float((rb - ra).mean()), "n": len(xs)}
+        measured["check"] = {"n": len(xs), "rec_loss": float(rb.mean()),
+                             "standard_error": float(np.std(rb) / math.sqrt(len(rb)))}
+    if extra:
+        measured.update({k: v for k, v in extra.items() if k != "train_command"})
+    info["measured"] = measured
+    path = os.path.join(pretrained.ROOT, name, "manifest.json")
+    with open(path, "w") as f:
+        json.dump(info, f, indent=1, default=float)
+    return measured
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("pack")
+    a.add_argument("run_dir")
+    a.add_argument("name")
+    a.add_argument("--description", default="")
+    a.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    r = sub.add_parser("record")
+    r.add_argument("name")
+    r.add_argument("run_dir")
+    r.add_argument("--eval", help="JSON written by kvae evaluate --json on the fetched model")
+    r.add_argument("--check-n", type=int, default=200)
+    r.add_argument("--check-k", type=int, default=100)
+    r.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
+    r.add_argument("--train-command")
+    r.add_argument("--extra", help="JSON object of further numbers to record")
+    args = p.parse_args()
+    from kvae import pretrained
+
+    if args.command == "pack":
+        print(pretrained.pack(args.run_dir, args.name, dtype=args.dtype, description=args.description))
+        return
+    extra = json.loads(args.extra) if args.extra else {}
+    if args.train_command:
+        extra["train_command"] = args.train_command
+    print(json.dumps(record(args.name, args.run_dir, args.eval, args.check_n, args.check_k, args.data_dir, extra),
+                     indent=1))
+
+
+if __name__ == "__main__":
+    main()
