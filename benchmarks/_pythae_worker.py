@@ -1,0 +1,106 @@
+"""The pythae side of ``peer_pythae.py``; runs inside the peer virtual environment (PyTorch and
+pythae, no TensorFlow, no kvae).  Prints one JSON line.
+
+The MLP 784-500-500-50 as pythae encoder/decoder modules; trained with torch.optim.Adam in a
+plain loop over pythae's ``model(inputs).loss`` (pythae's own trainer adds logging and
+checkpointing on top: this loop is the lower bound of its cost); NLL with pythae's ``get_nll``.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from pythae.models import IWAE, VAE, BetaVAE, BetaVAEConfig, IWAEConfig, VAEConfig
+from pythae.models.base.base_utils import ModelOutput
+from pythae.models.nn import BaseDecoder, BaseEncoder
+
+
+class Encoder(BaseEncoder):
+    def __init__(self, latent_dim, hidden):
+        super().__init__()
+        layers, width = [torch.nn.Flatten()], 784
+        for h in hidden:
+            layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+            width = h
+        self.body = torch.nn.Sequential(*layers)
+        self.mu, self.log_var = torch.nn.Linear(width, latent_dim), torch.nn.Linear(width, latent_dim)
+
+    def forward(self, x):
+        h = self.body(x)
+        return ModelOutput(embedding=self.mu(h), log_covariance=self.log_var(h))
+
+
+class Decoder(BaseDecoder):
+    def __init__(self, latent_dim, hidden):
+        super().__init__()
+        layers, width = [], latent_dim
+        for h in reversed(hidden):
+            layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+            width = h
+        self.body = torch.nn.Sequential(*layers, torch.nn.Linear(width, 784), torch.nn.Sigmoid())
+
+    def forward(self, z):
+        return ModelOutput(reconstruction=self.body(z).reshape(-1, 1, 28, 28))
+
+
+def build(name, latent_dim, hidden, beta, num_samples):
+    common = dict(input_dim=(1, 28, 28), latent_dim=latent_dim, reconstruction_loss="bce")
+    enc, dec = Encoder(latent_dim, hidden), Decoder(latent_dim, hidden)
+    if name == "vae":
+        return VAE(VAEConfig(**common), encoder=enc, decoder=dec)
+    if name == "beta-vae":
+        return BetaVAE(BetaVAEConfig(beta=beta, **common), encoder=enc, decoder=dec)
+    if name == "iwae":
+        return IWAE(IWAEConfig(number_samples=num_samples, **common), encoder=enc, decoder=dec)
+    raise SystemExit(f"unknown model {name}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--latent-dim", type=int, default=50)
+    p.add_argument("--hidden", default="500,500")
+    p.add_argument("--beta", type=float, default=4.0)
+    p.add_argument("--num-samples", type=int, default=5)
+    p.add_argument("--k", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(os.cpu_count())
+    with np.load(args.data) as d:
+        train = torch.tensor(d["train"], dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
+        valid = torch.tensor(d["valid"], dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
+    model = build(args.model, args.latent_dim, [int(h) for h in args.hidden.split(",")], args.beta,
+                  args.num_samples)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    rng = np.random.RandomState(args.seed)
+    steps, epochs = [], []
+    model.train()
+    for _ in range(args.epochs):
+        order = torch.tensor(rng.permutation(len(train)))
+        start = time.perf_counter()
+        for i in range(0, len(train) - args.batch_size + 1, args.batch_size):
+            t = time.perf_counter()
+            out = model({"data": train[order[i:i + args.batch_size]]})
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
+            steps.append(time.perf_counter() - t)
+        epochs.append(time.perf_counter() - start)
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        nll = -model.get_nll(valid, n_samples=args.k, batch_size=100)
+    print(json.dumps({"library": "pythae", "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "step_seconds": steps, "epoch_seconds": epochs, "nll": float(nll),
+                      "nll_seconds": time.perf_counter() - start}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""kvae against pythae (PyTorch) on the same models, data, network, optimizer, batch and epochs:
+seconds per training step and per epoch, and held-out NLL, side by side in one run.
+
+pythae and a CPU build of PyTorch are installed by this script into their own virtual environment
+(``--venv``, default ``benchmarks/.peer_pythae_venv``; never a dependency of kvae).  Each library
+trains in its own process, alternating kvae / pythae per model.  Models both libraries have:
+VAE, β-VAE (β = 4) and IWAE (K = 5) with the MLP 784-500-500-50 and a Bernoulli decoder, Adam
+1e-3, batch 100, on the first ``--limit`` images of static binarised MNIST (``$KVAE_DATA_DIR``),
+NLL on the first ``--n-eval`` validation images with each library's own importance-sampled
+estimator at the same k.  pythae is trained by a plain loop over its models' loss (its trainer
+adds logging on top), kvae by ``model.fit``.
+
+    python benchmarks/peer_pythae.py [--models vae,beta-vae,iwae] [--epochs 3] [--limit 10000]
+                                     [--k 500] [--n-eval 500] [--out benchmarks/peer_pythae.json]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import _timing  # noqa: E402
+from _report import emit  # noqa: E402
+
+#: what the peer environment gets; torch 2.13.0 is the CPU build on this machine's package mirror
+PEER_PACKAGES = (os.environ.get("KVAE_PEER_TORCH", "torch==2.13.0"), "pythae==0.1.2")
+KVAE_NAMES = {"vae": ("vae", {}), "beta-vae": ("beta-vae", {"beta": 4.0}), "iwae": ("iwae", {"num_samples": 5})}
+
+
+def ensure_venv(path):
+    """Create the peer virtual environment with PyTorch and pythae unless it already imports them."""
+    python = os.path.join(path, "bin", "python")
+    if os.path.isfile(python) and subprocess.run([python, "-c", "import pythae, torch"],
+                                                 capture_output=True).returncode == 0:
+        return python
+    print(f"installing {' and '.join(PEER_PACKAGES)} into {path} (once)", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "venv", path], check=True)
+    subprocess.run([python, "-m", "pip", "install", "--quiet", PEER_PACKAGES[0]], check=True)
+    subprocess.run([python, "-m", "pip", "install", "--quiet", PEER_PACKAGES[1]], check=True)
+    return python
+
+
+def kvae_side(name, data, epochs, batch_size, k, seed=0):
+    """Train and evaluate the kvae model in this process; returns the same fields as the worker."""
+    import keras
+
+    import kvae
+
+    with np.load(data) as d:
+        train, valid = d["train"].astype("float32"), d["valid"].astype("float32")
+    registered, options = KVAE_NAMES[name]
+    keras.utils.set_random_seed(seed)
+    model = kvae.models.get(registered)(input_shape=(28, 28, 1), latent_dim=50, hidden=(500, 500), seed=seed,
+                                        **options)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    clock, epoch_seconds = _timing.keras_step_clock(), []
+
+    class EpochClock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_seconds.append(time.perf_counter() - self.t)
+
+    model.fit(train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[clock, EpochClock()])
+    start = time.perf_counter()
+    nll = -model.log_likelihood(valid, k=k, seed=seed).numpy().mean()
+    return {"library": "kvae", "step_seconds": clock.seconds, "epoch_seconds": epoch_seconds, "nll": float(nll),
+            "nll_seconds": time.perf_counter() - start}
+
+
+def _summarise(raw, warmup=5):
+    return {"steps": _timing.summary(raw["step_seconds"][warmup:]), "first_step_seconds": raw["step_seconds"][0],
+            "epoch_seconds": raw["epoch_seconds"], "nll": raw["nll"], "nll_seconds": raw["nll_seconds"],
+            **{k: raw[k] for k in ("torch", "threads") if k in raw}}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="vae,beta-vae,iwae")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--limit", type=int, default=10000, help="training images")
+    p.add_argument("--n-eval", type=int, default=500, help="validation images for the NLL")
+    p.add_argument("--k", type=int, default=500, help="importance samples for the NLL")
+    p.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
+    p.add_argument("--venv", default=os.path.join(HERE, ".peer_pythae_venv"))
+    p.add_argument("--out")
+    p.add_argument("--_kvae", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._kvae:
+        print(json.dumps(kvae_side(args._kvae[0], args._kvae[1], args.epochs, 100, args.k)))
+        return
+    models = [m.strip() for m in args.models.split(",")]
+    unknown = [m for m in models if m not in KVAE_NAMES]
+    if unknown:
+        p.error(f"unknown model(s) {unknown}; both libraries have: {', '.join(KVAE_NAMES)}")
+    from kvae import data
+
+    python = ensure_venv(args.venv)
+    train = data.load("binarized_mnist", "train", args.data_dir).arrays()[0][:args.limit]
+    valid = data.load("binarized_mnist", "valid", args.data_dir).arrays()[0][:args.n_eval]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = os.path.join(tmp, "data.npz")
+        np.savez(npz, train=train, valid=valid)
+        for name in models:
+            results[name] = {}
+            for library in ("kvae", "pythae"):
+                if library == "kvae":
+                    cmd = [sys.executable, __file__, "--_kvae", name, npz, "--epochs", str(args.epochs),
+                           "--k", str(args.k)]
+                else:
+                    cmd = [python, os.path.join(HERE, "_pythae_worker.py"), "--model", name, "--data", npz,
+                           "--epochs", str(args.epochs), "--k", str(args.k)]
+                print(f"{name}: {library} ...", file=sys.stderr, flush=True)
+                done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                if done.returncode != 0:
+                    results[name][library] = {"error": done.stderr.strip().splitlines()[-5:]}
+                    continue
+                results[name][library] = _summarise(json.loads(done.stdout.strip().splitlines()[-1]))
+            ok = all("steps" in results[name].get(lib, {}) for lib in ("kvae", "pythae"))
+            if ok:
+                kv, py = results[name]["kvae"], results[name]["pythae"]
+                results[name]["step_ratio_kvae_over_pythae"] = kv["steps"]["median"] / py["steps"]["median"]
+                results[name]["nll_kvae_minus_pythae"] = kv["nll"] - py["nll"]
+    report = {"benchmark": "peer_pythae", "models": models, "epochs": args.epochs, "train_images": len(train),
+              "nll_images": len(valid), "k": args.k, "network": "MLP 784-500-500-50, Bernoulli decoder",
+              "optimizer": "Adam 1e-3, batch 100", "peer": list(PEER_PACKAGES), "results": results,
+              "machine": _timing.machine(), "commit": _timing.commit()}
+    emit(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
