@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _timing  # noqa: E402
 from _report import emit  # noqa: E402
 
 
@@ -34,12 +35,15 @@ def _latencies(fn, repeats):
     return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
 
 
-def _throughput(fn, n, repeats=5):
+def _throughput(fn, n, repeats=7):
+    """Examples per second at the median of ``repeats`` timed calls (after a warm-up call)."""
     fn()
-    start = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         fn()
-    return n * repeats / (time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
+    return n / float(np.median(times))
 
 
 def main():
@@ -101,7 +105,7 @@ def main():
             results["savedmodel"]["batch1"]["median_ms"] / results["onnx_runtime"]["batch1"]["median_ms"],
         "target_speedup": 2.0,
         "pixelcnn_onnx_sampler_64x28x28_seconds": onnx_sampler,
-        "machine": {"cpus": os.cpu_count()},
+        "machine": _timing.machine(),
     }
     emit(report, args.out)
 

@@ -1,0 +1,60 @@
+"""The speed figures in docs/benchmarks.md are the committed benchmarks/results.json rendered by
+benchmarks/markdown.py (so every figure is one ``python -m benchmarks`` measured), and the timing
+helpers compute what they say."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import _timing  # noqa: E402
+import markdown  # noqa: E402
+
+
+def test_docs_quote_the_committed_results_exactly():
+    with open(os.path.join(ROOT, "benchmarks", "results.json")) as f:
+        report = json.load(f)
+    assert not report["quick"], "the committed results come from a full run, not a smoke run"
+    for name in ("vlae_step", "vae_epoch", "is_eval", "vlae_sampling", "distributed_throughput", "serving_latency"):
+        assert name in report["benchmarks"] and "error" not in report["benchmarks"][name], name
+    text = open(os.path.join(ROOT, "docs", "benchmarks.md")).read()
+    start, end = text.index("<!-- results -->\n") + len("<!-- results -->\n"), text.index("<!-- /results -->")
+    assert text[start:end].strip() == markdown.render(report).strip()
+
+
+def test_summary_is_numpy_percentiles():
+    rng = np.random.RandomState(0)
+    x = rng.gamma(2.0, size=101)
+    s = _timing.summary(x)
+    assert s["n"] == 101 and s["median"] == pytest.approx(np.median(x))
+    assert s["p10"] == pytest.approx(np.percentile(x, 10)) and s["p90"] == pytest.approx(np.percentile(x, 90))
+    assert s["iqr"] == pytest.approx(np.percentile(x, 75) - np.percentile(x, 25))
+    assert _timing.ratio({"a": {"steps": {"median": 3.0}}, "b": {"steps": {"median": 2.0}}}, "a", "b") == 1.5
+
+
+def test_interleaved_calls_alternate_and_leave_warmup_out():
+    order = []
+    out = _timing.interleaved_calls({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3)
+    assert order == ["a", "b", "a", "b", "a", "b", "a", "b"]  # one warm-up each, then alternating
+    assert out["a"]["calls"]["n"] == 3 and out["b"]["calls"]["n"] == 3
+
+
+def test_profile_finds_the_ops_that_ran():
+    import tensorflow as tf
+
+    import _profile
+
+    w = tf.random.normal((256, 256))
+
+    @tf.function
+    def f():
+        return tf.reduce_sum(tf.nn.relu(tf.matmul(w, w)))
+
+    result = _profile.profile(lambda: f().numpy(), repeats=2)
+    ops = {o["op"] for o in result["by_op_type"]}
+    assert any("MatMul" in o for o in ops), ops
+    assert sum(o["share"] for o in result["by_op_type"]) <= 1.0 + 1e-9
