@@ -113,7 +113,9 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
 
 class KeepBest(keras.callbacks.Callback):
     """Keep the weights of the epoch with the lowest ``monitor`` (validation loss by default), and
-    optionally stop after ``patience`` epochs without improvement (early stopping).
+    optionally stop after ``patience`` epochs without improvement (early stopping).  ``monitor`` may
+    be a tuple of names, the first one the logs have is used: by default the validation negative
+    ELBO, which a KL warm-up or a β ≠ 1 does not bend, else the validation loss.
 
     At each epoch end that improves on the best value by more than ``min_delta``, the weights are
     written to ``directory/best.weights.h5``; ``directory/best.json`` records the best epoch and
@@ -124,7 +126,7 @@ class KeepBest(keras.callbacks.Callback):
     what ``fit`` would have left in the model had it ended there.
     """
 
-    def __init__(self, directory, monitor="val_loss", patience=None, min_delta=0.0):
+    def __init__(self, directory, monitor=("val_neg_elbo", "val_loss"), patience=None, min_delta=0.0):
         super().__init__()
         if patience is not None and (not isinstance(patience, int) or patience < 1):
             raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
@@ -181,9 +183,10 @@ class KeepBest(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch <= self.state["last_epoch"]:  # an epoch replayed after a resume: already counted
             return
-        value = (logs or {}).get(self.monitor)
+        names = (self.monitor,) if isinstance(self.monitor, str) else tuple(self.monitor)
+        value = next((logs[n] for n in names if n in (logs or {})), None)
         if value is None:
-            raise RunError(f"KeepBest monitors {self.monitor!r}, which the epoch's logs do not have "
+            raise RunError(f"KeepBest monitors {' or '.join(names)}, which the epoch's logs do not have "
                            f"(they have {sorted(logs or {})}); pass validation data")
         value = float(value)
         self.state["last_epoch"] = epoch

@@ -356,6 +356,7 @@ def _evaluate(args):
                                           seed=args.seed, num_train=args.disentanglement_train,
                                           num_test=args.disentanglement_test, progress=shown)
         result.update(scores)
+        result["data_source"] = getattr(split.source, "kind", None)
     if args.sample_quality:
         import numpy as np
 

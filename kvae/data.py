@@ -249,11 +249,66 @@ def _tfds_mnist_like(name, binary, dynamic):
     return load
 
 
+DSPRITES_LATENTS = ("label_shape", "label_scale", "label_orientation", "label_x_position", "label_y_position")
+
+
+def _tfds_dsprites(data_dir=None):
+    """The real dSprites (images and factor indices) from tensorflow-datasets' local cache, or None
+    when it is not prepared there (kvae never downloads 737,280 images unasked: prepare it with
+    ``tfds build dsprites`` once)."""
+    try:
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder("dsprites", data_dir=data_dir)
+        if not builder.is_prepared():
+            return None
+        data = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1))
+    except Exception:  # no tfds, a broken cache: the procedural renderer stands in
+        return None
+    return data["image"], np.stack([data[k] for k in DSPRITES_LATENTS], axis=1)
+
+
+#: how dSprites is obtained: "auto" (tensorflow-datasets' cache when prepared, else procedural),
+#: "tfds" (only the real one) or "procedural"; set with $KVAE_DSPRITES
+DSPRITES_SOURCE_ENV = "KVAE_DSPRITES"
+
+
+_SOURCES = {}
+
+
+def _dsprites_source(data_dir=None):
+    """The dSprites factor data set (``source.kind`` says which), built once per process."""
+    mode = os.environ.get(DSPRITES_SOURCE_ENV, "auto")
+    if (mode, data_dir) not in _SOURCES:
+        _SOURCES[(mode, data_dir)] = _make_dsprites_source(mode, data_dir)
+    return _SOURCES[(mode, data_dir)]
+
+
+def _make_dsprites_source(mode, data_dir):
+    from .factors import ArrayFactors, DSprites
+
+    if mode not in ("auto", "tfds", "procedural"):
+        raise DataError(f"${DSPRITES_SOURCE_ENV} must be auto, tfds or procedural, got {mode!r}")
+    real = None if mode == "procedural" else _tfds_dsprites(data_dir)
+    if real is None:
+        if mode == "tfds":
+            raise DataError("the real dSprites is not in tensorflow-datasets' cache: run `tfds build dsprites` "
+                            f"once on a machine that is online, or set ${DSPRITES_SOURCE_ENV}=procedural")
+        return DSprites()
+    images, factors = real
+    grid = DSprites()
+    try:
+        return ArrayFactors(images, factors, grid.factor_sizes, grid.factor_names, grid.factor_values,
+                            kind="tensorflow-datasets")
+    except ValueError as err:
+        raise DataError(f"tensorflow-datasets' dsprites does not match the dSprites grid: {err}") from None
+
+
 def _factor_split(name):
     def load(split, data_dir=None):
         from .factors import FACTOR_DATASETS
 
-        source = FACTOR_DATASETS[name]()
+        source = _dsprites_source() if name == "dsprites" else FACTOR_DATASETS[name]()
         order = np.random.RandomState(0).permutation(len(source))
         rows = {"test": order[:10000], "valid": order[10000:20000], "train": order[20000:]}[split]
         return Split(name, split, None, binary=True, factors=source.factors_of(rows), source=source)

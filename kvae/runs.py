@@ -291,6 +291,8 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
         "checkpoint_every": checkpoint_every, **extra, "model_options": model_options,
         "model_class": type(mdl).__name__, "model_config": mdl.get_config(),
     }
+    if train_split.source is not None:  # factor data: which renderer or file the images came from
+        run_config["data_source"] = getattr(train_split.source, "kind", None)
     _write_json(run_config, os.path.join(out, CONFIG_FILE))
     train_ds = train_split.dataset(batch_size, shuffle=True, labels=labels, seed=seed)
     valid_ds = valid_split.dataset(batch_size, shuffle=False, labels=labels)

@@ -336,3 +336,77 @@ def test_dsprites_factor_values_and_inputs():
     rng = np.random.default_rng(0)
     fixed = [d.sample_with_fixed(2, 0, rng)[0, 0] for _ in range(60)]
     assert set(fixed) == {0, 1, 2}  # every value of the fixed factor is drawn, 0 included
+
+
+# ---------------------------------------------------------------- real dSprites through tensorflow-datasets
+def _small_grid_arrays(sizes=(3, 2, 2, 4, 4), seed=0):
+    """A small dSprites-like grid rendered procedurally, rows shuffled as a file might hold them."""
+    from kvae.factors import DSprites
+
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij"), -1).reshape(-1, len(sizes))
+    full = grid * (np.array(DSprites.factor_sizes) // np.array(sizes))  # spread over the full index ranges
+    images = DSprites().images(full)
+    order = np.random.RandomState(seed).permutation(len(grid))
+    return images[order], grid[order], full[order]
+
+
+def test_array_factors_reorders_rows_to_the_grid_and_unpacks_bits():
+    from kvae.factors import ArrayFactors
+
+    images, grid, _ = _small_grid_arrays()
+    source = ArrayFactors(images, grid, (3, 2, 2, 4, 4), kind="test")
+    rng = np.random.default_rng(1)
+    f = source.sample_factors(50, rng)
+    lookup = {tuple(g): im for g, im in zip(grid, images)}
+    expected = np.stack([lookup[tuple(r)] for r in f])
+    np.testing.assert_array_equal(source.images(f), expected)
+    assert source.images(f).dtype == np.uint8 and source.kind == "test"
+
+
+def test_array_factors_names_a_grid_that_is_not_covered_once():
+    from kvae.factors import ArrayFactors
+
+    images, grid, _ = _small_grid_arrays()
+    dup = grid.copy()
+    dup[1] = dup[0]
+    with pytest.raises(ValueError, match="1 positions missing .* 1 repeated"):
+        ArrayFactors(images, dup, (3, 2, 2, 4, 4))
+    with pytest.raises(ValueError, match="factor factor_3 must be in 0..3"):
+        ArrayFactors(images, np.where(np.arange(5) == 3, 7, grid), (3, 2, 2, 4, 4))
+    with pytest.raises(ValueError, match="has 192 positions, got 191"):
+        ArrayFactors(images[:-1], grid[:-1], (3, 2, 2, 4, 4))
+
+
+def test_dsprites_uses_the_tfds_cache_when_prepared_and_says_so(monkeypatch):
+    from kvae import data
+    from kvae.factors import DSprites
+
+    calls = []
+    # tensorflow-datasets' dsprites, stubbed: every grid position once, in shuffled order
+    n = 3 * 6 * 40 * 32 * 32
+    rng = np.random.RandomState(0)
+    order = rng.permutation(n)
+    factors = DSprites().factors_of(order)
+    images = np.zeros((n, 2, 2, 1), np.uint8)  # tiny images: the grid bookkeeping is what is tested
+    images[:, 0, 0, 0] = factors[:, 3] % 2  # a pixel that tells the rows apart
+
+    def stub(data_dir=None):
+        calls.append(data_dir)
+        return images, factors
+
+    monkeypatch.setattr(data, "_tfds_dsprites", stub)
+    monkeypatch.setattr(data, "_SOURCES", {})
+    monkeypatch.setenv(data.DSPRITES_SOURCE_ENV, "auto")
+    split = data.load("dsprites", "valid")
+    assert split.source.kind == "tensorflow-datasets" and len(split) == 10000
+    got = split.source.images(split.factors[:20])
+    np.testing.assert_array_equal(got[:, 0, 0, 0], split.factors[:20, 3] % 2)
+    data.load("dsprites", "train")
+    assert len(calls) == 1  # read once per process
+
+    monkeypatch.setattr(data, "_tfds_dsprites", lambda data_dir=None: None)
+    monkeypatch.setattr(data, "_SOURCES", {})
+    assert data.load("dsprites", "test").source.kind == "procedural"
+    monkeypatch.setenv(data.DSPRITES_SOURCE_ENV, "tfds")
+    with pytest.raises(data.DataError, match="tfds build dsprites"):
+        data.load("dsprites", "test")

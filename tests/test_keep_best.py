@@ -40,6 +40,16 @@ def test_keeps_the_lowest_validation_epoch_and_stops_after_patience(tmp_path):
     assert state["best_epoch"] == 3 and state["best"] == 2.9 and state["wait"] == 2 and state["stopped_epoch"] == 5
 
 
+def test_the_negative_elbo_is_preferred_to_a_loss_bent_by_warm_up(tmp_path):
+    model = _tiny()
+    cb = KeepBest(str(tmp_path))
+    cb.set_model(model)
+    cb.on_train_begin()
+    cb.on_epoch_end(0, {"val_loss": 50.0, "val_neg_elbo": 100.0})  # beta = 0.5 during warm-up
+    cb.on_epoch_end(1, {"val_loss": 90.0, "val_neg_elbo": 95.0})
+    assert cb.state["best_epoch"] == 1 and cb.state["best"] == 95.0
+
+
 def test_min_delta_and_non_finite_values_are_not_improvements(tmp_path):
     model = _tiny()
     cb = KeepBest(str(tmp_path), min_delta=0.5)
@@ -90,7 +100,7 @@ def test_missing_monitor_and_corrupt_state_are_named(tmp_path):
     cb = KeepBest(str(tmp_path))
     cb.set_model(_tiny())
     cb.on_train_begin()
-    with pytest.raises(RunError, match="val_loss.*pass validation data"):
+    with pytest.raises(RunError, match="val_neg_elbo or val_loss.*pass validation data"):
         cb.on_epoch_end(0, {"loss": 1.0})
     (tmp_path / "best.json").write_text("{not json")
     with pytest.raises(RunError, match="best.json is not valid JSON"):
