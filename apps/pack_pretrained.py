@@ -55,11 +55,18 @@ def record(name, run_dir, eval_json=None, check_n=200, check_k=100, data_dir=Non
         "commit": _commit(),
         "train_command": extra.get("train_command") if extra else None,
     })
-    if eval_json:
-        with open(eval_json) as f:
-            result = json.load(f)
-        for key in ("nll", "nll_stderr", "elbo", "neg_elbo", "rec_loss", "kl", "active_units", "k", "n"):
-            measured[key] = result.get(key)
+    evaluations = {str(e["k"]): e for e in measured.get("evaluations", [])}
+    given = []
+    for path in ([eval_json] if isinstance(eval_json, str) else list(eval_json or [])):
+        with open(path) as f:
+            given.append(json.load(f))
+        evaluations[str(given[-1]["k"])] = {key: given[-1].get(key) for key in ("k", "n", "nll", "nll_stderr")}
+    if evaluations:  # every k is kept; the headline numbers are those of the largest k
+        measured["evaluations"] = sorted(evaluations.values(), key=lambda e: e["k"])
+        largest = max(given, key=lambda r: r["k"], default=None)
+        if largest is not None and largest["k"] == measured["evaluations"][-1]["k"]:
+            for key in ("nll", "nll_stderr", "elbo", "neg_elbo", "rec_loss", "kl", "active_units", "k", "n"):
+                measured[key] = largest.get(key)
     xs = x[:check_n]
     a, b = _nll(original, xs, check_k), _nll(stored, xs, check_k)
     if a is not None:
@@ -96,7 +103,8 @@ def main():
     r = sub.add_parser("record")
     r.add_argument("name")
     r.add_argument("run_dir")
-    r.add_argument("--eval", help="JSON written by kvae evaluate --json on the fetched model")
+    r.add_argument("--eval", nargs="*", default=[],
+                   help="JSON file(s) written by kvae evaluate --json on the fetched model (one per k)")
     r.add_argument("--check-n", type=int, default=200)
     r.add_argument("--check-k", type=int, default=100)
     r.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
