@@ -92,6 +92,72 @@ def record(name, run_dir, eval_json=None, check_n=200, check_k=100, data_dir=Non
     return measured
 
 
+def parse_keras_log(path):
+    """Per-epoch metrics from a ``kvae train --quiet`` log (Keras' one line per epoch)."""
+    import re
+
+    rows = []
+    with open(path) as f:
+        for line in f:
+            if " - loss: " not in line and " - neg_elbo: " not in line:
+                continue
+            rows.append({k: float(v) for k, v in re.findall(r"(\w+): ([-+0-9.eE]+)", line)})
+    return rows
+
+
+def curve(log, out, title, best_epoch=None):
+    """Training and validation negative ELBO per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = parse_keras_log(log)
+    epochs = np.arange(1, len(rows) + 1)
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    for key, label in (("neg_elbo", "training"), ("val_neg_elbo", "validation")):
+        ax.plot(epochs, [r.get(key, np.nan) for r in rows], label=f"{label} −ELBO")
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", ls=":", label=f"kept: epoch {best_epoch}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per image")
+    ax.set_title(title, fontsize=10)
+    values = [r.get("val_neg_elbo", np.nan) for r in rows] + [r.get("neg_elbo", np.nan) for r in rows]
+    finite = [v for v in values if np.isfinite(v)]
+    if finite:
+        low = min(finite)
+        ax.set_ylim(low - 2, low + 25)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def table():
+    """The Markdown table of the shipped models (docs/pretrained.md holds exactly this)."""
+    from kvae import pretrained
+
+    lines = ["| name | NLL (valid, nats) | other k | −ELBO | epochs (kept) | training time | float16 change |",
+             "|---|---|---|---|---|---|---|"]
+    for name in pretrained.names():
+        m = pretrained.manifest(name)["measured"]
+        if m.get("nll") is not None:
+            nll = f"**{m['nll']:.2f} ± {m['nll_stderr']:.2f}** (k={m['k']}, n={m['n']})"
+            other = ", ".join(f"{e['nll']:.2f} ± {e['nll_stderr']:.2f} (k={e['k']}, n={e['n']})"
+                              for e in m.get("evaluations", []) if e["k"] != m["k"]) or "–"
+            elbo = f"{m['neg_elbo']:.2f}"
+            change = f"{m['storage_nll_change']['change']:+.4f} nats"
+        else:
+            nll, other, elbo = "– (deterministic encoder)", "–", "–"
+            change = f"{m['storage_nll_change']['change']:+.4f} nats of reconstruction error"
+        kept = f"{m['epochs']} ({m.get('best_epoch') or m['epochs']})"
+        lines.append(f"| `{name}` | {nll} | {other} | {elbo} | {kept} | {m['train_seconds'] / 60:.0f} min | {change} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,7 +176,19 @@ def main():
     r.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
     r.add_argument("--train-command")
     r.add_argument("--extra", help="JSON object of further numbers to record")
+    c = sub.add_parser("curve", help="training curve PNG from a kvae train --quiet log")
+    c.add_argument("log")
+    c.add_argument("out")
+    c.add_argument("--title", default="")
+    c.add_argument("--best-epoch", type=int)
+    sub.add_parser("table", help="print the Markdown table of the shipped models")
     args = p.parse_args()
+    if args.command == "curve":
+        print(curve(args.log, args.out, args.title, args.best_epoch))
+        return
+    if args.command == "table":
+        print(table(), end="")
+        return
     from kvae import pretrained
 
     if args.command == "pack":
