@@ -58,3 +58,22 @@ def test_profile_finds_the_ops_that_ran():
     ops = {o["op"] for o in result["by_op_type"]}
     assert any("MatMul" in o for o in ops), ops
     assert sum(o["share"] for o in result["by_op_type"]) <= 1.0 + 1e-9
+
+
+def test_the_entry_point_runs_a_benchmark_end_to_end(tmp_path):
+    """`python -m benchmarks --quick --only vae_epoch` writes one JSON with the machine, the commit
+    and the benchmark's steady-state summary and same-run ratio."""
+    import subprocess
+
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "vae_epoch", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["quick"] and report["machine"]["logical_cpus"] >= 1 and report["commit"]
+    r = report["benchmarks"]["vae_epoch"]
+    assert r["results"]["kvae"]["steps"]["n"] > 0 and r["ratio_kvae_over_baseline"] > 0
+    assert "kvae" in markdown.render(report)
+    bad = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "nope"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "unknown benchmark(s) nope" in bad.stderr

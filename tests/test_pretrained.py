@@ -118,3 +118,29 @@ def test_the_three_required_models_ship():
     total = sum(os.path.getsize(os.path.join(pretrained.ROOT, n, f)) for n in pretrained.names()
                 for f in os.listdir(os.path.join(pretrained.ROOT, n)))
     assert total <= 30 * 2 ** 20
+
+
+def test_docs_table_is_the_manifests():
+    import subprocess
+    import sys
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    sys.path.insert(0, os.path.join(root, "apps"))
+    import pack_pretrained
+
+    text = open(os.path.join(root, "docs", "pretrained.md")).read()
+    start = text.index("<!-- table -->\n") + len("<!-- table -->\n")
+    assert text[start:text.index("<!-- /table -->")].strip() == pack_pretrained.table().strip()
+
+
+def test_readme_pretrained_commands_run(tmp_path, monkeypatch):
+    """The README's one-command sampling from the pretrained VLAE, run as written."""
+    from test_docs import command_lines
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    commands = [c for c in command_lines(os.path.join(root, "README.md")) if "runs/vlae-pre" in " ".join(c)]
+    assert [c[0] for c in commands] == ["pretrained", "sample"]
+    monkeypatch.chdir(tmp_path)
+    for argv in commands:
+        assert cli.main(argv) == 0, argv
+    assert os.path.getsize(tmp_path / "runs" / "vlae-pre" / "samples.png") > 1000
