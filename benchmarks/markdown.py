@@ -48,6 +48,14 @@ def render(report):
                   f"{v['epoch_seconds_50k_from_median_step']:.0f} s. Independent clock (one `fit` of "
                   f"{ic['steps']} steps, wall time / steps): {_ms(ic['fit_wall_seconds_per_step'])}, "
                   f"{ic['ratio_to_per_batch_median']:.2f}× the per-batch median.", ""]
+        if "profile_train_step" in v:
+            lines += ["Where a VLAE training step's time goes (TensorFlow profiler; each op's own CPU time, "
+                      "share of all ops):", "", "| | top op types | top scopes |", "|---|---|---|"]
+            for who, prof in v["profile_train_step"].items():
+                ops = ", ".join(f"{o['op']} {o['share']:.0%}" for o in prof["by_op_type"][:6])
+                scopes = ", ".join(f"{o['scope']} {o['share']:.0%}" for o in prof["by_scope"][:5])
+                lines.append(f"| {who} | {ops} | {scopes} |")
+            lines.append("")
     if "vae_epoch" in b and "results" in b["vae_epoch"]:
         v, r = b["vae_epoch"], b["vae_epoch"]["results"]
         lines += ["### MLP VAE training step (`vae_epoch`)", "", f"{v['network']}, Adam 1e-3.", "",
