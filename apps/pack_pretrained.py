@@ -105,7 +105,33 @@ def parse_keras_log(path):
     return rows
 
 
-def curve(log, out, title, best_epoch=None):
+def project(log, gap, target, key="val_neg_elbo", start=5):
+    """Fit the validation −ELBO per epoch with a + b · epoch^(−c) (epochs ≥ ``start``) and project
+    the NLL (−ELBO − ``gap``, the gap measured at the end of the run) to later epochs: the epoch
+    where it would reach ``target`` (None if the fitted asymptote stays above it) and the asymptote.
+    An extrapolation, not a measurement."""
+    from scipy.optimize import curve_fit
+
+    rows = parse_keras_log(log)
+    y = np.array([r[key] for r in rows], np.float64)
+    e = np.arange(1, len(y) + 1, dtype=np.float64)
+    keep = e >= start
+
+    def f(t, a, b, c):
+        return a + b * t ** (-c)
+
+    (a, b, c), _ = curve_fit(f, e[keep], y[keep], p0=(y[-1] - 2.0, 20.0, 0.7), maxfev=20000)
+    reach = None
+    if a - gap < target and b > 0:
+        reach = float(((target + gap - a) / b) ** (-1.0 / c))
+    return {"fit": {"a": float(a), "b": float(b), "c": float(c), "form": "a + b * epoch^-c", "epochs_fitted":
+                    [int(start), int(len(y))]},
+            "gap_elbo_minus_nll": float(gap), "target_nll": float(target),
+            "projected_nll_asymptote": float(a - gap), "projected_epoch_reaching_target": reach,
+            "projected_nll_at": {str(n): float(f(n, a, b, c) - gap) for n in (100, 200, 500, 1000)}}
+
+
+def curve(log, out, title, best_epoch=None, projection=None):
     """Training and validation negative ELBO per epoch, as a PNG."""
     import matplotlib
 
@@ -119,6 +145,13 @@ def curve(log, out, title, best_epoch=None):
         ax.plot(epochs, [r.get(key, np.nan) for r in rows], label=f"{label} −ELBO")
     if best_epoch:
         ax.axvline(best_epoch, color="grey", ls=":", label=f"kept: epoch {best_epoch}")
+    if projection:
+        fit = projection["fit"]
+        t = np.arange(fit["epochs_fitted"][0], max(len(rows), 1) * 3 + 1)
+        ax.plot(t, fit["a"] + fit["b"] * t ** (-fit["c"]), "--", color="C1", alpha=0.6,
+                label="validation −ELBO, fitted and projected")
+        ax.axhline(projection["target_nll"] + projection["gap_elbo_minus_nll"], color="C3", ls="-.", alpha=0.6,
+                   label=f"−ELBO at which the NLL would be {projection['target_nll']:g}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per image")
     ax.set_title(title, fontsize=10)
@@ -181,10 +214,15 @@ def main():
     c.add_argument("out")
     c.add_argument("--title", default="")
     c.add_argument("--best-epoch", type=int)
+    c.add_argument("--project", nargs=2, type=float, metavar=("GAP", "TARGET"),
+                   help="fit and project the validation curve; GAP = -ELBO minus NLL at the end")
     sub.add_parser("table", help="print the Markdown table of the shipped models")
     args = p.parse_args()
     if args.command == "curve":
-        print(curve(args.log, args.out, args.title, args.best_epoch))
+        proj = project(args.log, *args.project) if args.project else None
+        print(curve(args.log, args.out, args.title, args.best_epoch, proj))
+        if proj:
+            print(json.dumps(proj, indent=1))
         return
     if args.command == "table":
         print(table(), end="")
