@@ -144,3 +144,18 @@ def test_readme_pretrained_commands_run(tmp_path, monkeypatch):
     for argv in commands:
         assert cli.main(argv) == 0, argv
     assert os.path.getsize(tmp_path / "runs" / "vlae-pre" / "samples.png") > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vae-binarized-mnist", "vlae-binarized-mnist"])
+def test_fetch_and_evaluate_at_k100_reproduce_the_shipped_number(name, mnist_dir, tmp_path):
+    """The issue's acceptance command, on all 10,000 validation images (minutes: slow)."""
+    info = pretrained.manifest(name)["measured"]
+    shipped = next(e for e in info["evaluations"] if e["k"] == 100)
+    out, report = tmp_path / "run", tmp_path / "eval.json"
+    assert cli.main(["pretrained", "fetch", name, "--out", str(out)]) == 0
+    assert cli.main(["evaluate", str(out), "--dataset", "binarized_mnist", "--data-dir", mnist_dir, "--split",
+                     "valid", "--k", "100", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["n"] == 10000
+    assert abs(result["nll"] - shipped["nll"]) <= shipped["nll_stderr"]
