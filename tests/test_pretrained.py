@@ -128,9 +128,10 @@ def test_docs_table_is_the_manifests():
     sys.path.insert(0, os.path.join(root, "apps"))
     import pack_pretrained
 
-    text = open(os.path.join(root, "docs", "pretrained.md")).read()
-    start = text.index("<!-- table -->\n") + len("<!-- table -->\n")
-    assert text[start:text.index("<!-- /table -->")].strip() == pack_pretrained.table().strip()
+    for doc in ("pretrained.md", "results.md"):
+        text = open(os.path.join(root, "docs", doc)).read()
+        start = text.index("<!-- table -->\n") + len("<!-- table -->\n")
+        assert text[start:text.index("<!-- /table -->")].strip() == pack_pretrained.table().strip(), doc
 
 
 def test_readme_pretrained_commands_run(tmp_path, monkeypatch):
