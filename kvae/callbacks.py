@@ -223,3 +223,62 @@ def exponential_lr(initial, rate):
     if not 0 < rate <= 1:
         raise ValueError(f"the learning-rate decay rate must be in (0, 1], got {rate!r}")
     return keras.callbacks.LearningRateScheduler(lambda epoch, lr=None: float(initial * rate ** epoch))
+
+
+class TensorBoardImages(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback that also writes, at the end of every ``every``-th epoch, to its
+    validation writer (``log_dir/validation``):
+
+    * ``samples``: a grid of ``n`` decoded prior samples from noise fixed at the start (E[x|z], so
+      only the model changes from epoch to epoch),
+    * ``reconstructions``: ``n`` fixed validation images each followed by its reconstruction,
+    * ``kl_per_dim``: a histogram over latent dimensions of the batch-mean KL(q(z_d|x) || p(z_d))
+      of those images, when q and p factorise.
+
+    ``kvae train`` uses it for ``RUN_DIR/logs``.  Images are the :func:`kvae.plotting.image_grid`
+    of the model's outputs (grey levels in [0, 1]).
+    """
+
+    def __init__(self, log_dir, validation_images, validation_labels=None, n=16, seed=0, every=1, **kwargs):
+        super().__init__(log_dir, **kwargs)
+        self.validation_images = np.asarray(validation_images[:n], np.float32)
+        self.validation_labels = None if validation_labels is None else np.asarray(validation_labels[:n])
+        self.n, self.seed, self.every = int(n), int(seed), int(every)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if (epoch + 1) % self.every == 0:
+            self.write_pictures(epoch)
+
+    def grids(self):
+        """(samples grid, reconstructions grid, KL per dimension or None) for the current weights."""
+        from .plotting import image_grid
+
+        model = self.model
+        labels = None if not model.conditional else np.arange(self.n) % model.num_classes
+        samples = np.asarray(model.sample(self.n, labels=labels, seed=self.seed))
+        x, y = self.validation_images, (self.validation_labels if model.conditional else None)
+        rec = np.asarray(model.reconstruct(x, y))
+        pairs = np.stack([x, rec], axis=1).reshape((-1,) + x.shape[1:])
+        kl = None
+        if getattr(model, "has_density", False):
+            q = model.encode(x, y)
+            per_dim = model.kl_per_dimension(q)
+            kl = None if per_dim is None else np.asarray(per_dim).mean(axis=0)
+        def four_d(grid):  # [H, W] or [H, W, 3] -> [1, H, W, C]
+            return (grid[..., None] if grid.ndim == 2 else grid)[None]
+
+        return four_d(image_grid(samples, ncol=int(np.ceil(np.sqrt(self.n))), min_size=0)), \
+            four_d(image_grid(pairs, ncol=8, min_size=0)), kl
+
+    def write_pictures(self, epoch):
+        import tensorflow as tf
+
+        samples, recs, kl = self.grids()
+        with self._val_writer.as_default():
+            tf.summary.image("samples", samples, step=epoch)
+            tf.summary.image("reconstructions", recs, step=epoch)
+            if kl is not None:
+                tf.summary.histogram("kl_per_dim", kl, step=epoch, buckets=min(30, len(kl)))
+                tf.summary.scalar("active_dims_kl_above_0.01", float(np.sum(kl > 0.01)), step=epoch)
+        self._val_writer.flush()

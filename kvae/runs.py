@@ -17,7 +17,7 @@ from . import data as kdata
 from . import evaluation, plotting
 from .errors import ConfigError, RunError
 from .models import registry
-from .callbacks import KeepBest, SafeBackupAndRestore, exponential_lr
+from .callbacks import KeepBest, SafeBackupAndRestore, TensorBoardImages, exponential_lr
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -297,7 +297,8 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     train_ds = train_split.dataset(batch_size, shuffle=True, labels=labels, seed=seed)
     valid_ds = valid_split.dataset(batch_size, shuffle=False, labels=labels)
     backup = SafeBackupAndRestore(os.path.join(out, "backup"), save_freq=checkpoint_every)
-    cbs = [backup, keras.callbacks.TensorBoard(os.path.join(out, "logs"))]
+    shown_x, shown_y = valid_split.head(16).arrays()
+    cbs = [backup, TensorBoardImages(os.path.join(out, "logs"), shown_x, shown_y, seed=seed)]
     if extra["lr_decay"] is not None:  # before the logger, which then records each epoch's rate
         cbs.append(exponential_lr(lr, extra["lr_decay"]))
     cbs.append(keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True))
