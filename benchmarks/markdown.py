@@ -118,6 +118,29 @@ def render(report):
     return "\n".join(lines).rstrip() + "\n"
 
 
+def render_peer(report):
+    """The kvae-vs-pythae table of ``benchmarks/peer_pythae.json``."""
+    m = report["machine"]
+    lines = [f"{report['network']}, {report['optimizer']}, {report['epochs']} epochs on the first "
+             f"{report['train_images']} training images; NLL on the first {report['nll_images']} validation images, "
+             f"k = {report['k']}, each library's own estimator. Peer: {', '.join(report['peer'])}. Commit "
+             f"`{report['commit'][:12]}`, {m.get('cpu_model')}, load average {m.get('load_average_at_start', [0])[0]:.2f} "
+             "at start" + (" (other jobs were running: the ratio, not the seconds, is the figure)."
+                           if m.get("load_average_at_start", [0])[0] > 1.5 else "."), "",
+             "| model | kvae step | pythae step | kvae / pythae | kvae epoch (last) | pythae epoch (last) | "
+             "NLL kvae | NLL pythae | NLL time kvae / pythae |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in report["results"].items():
+        if "kvae" not in r or "pythae" not in r or "steps" not in r["kvae"] or "steps" not in r["pythae"]:
+            lines.append(f"| {name} | failed | | | | | | | |")
+            continue
+        kv, py = r["kvae"], r["pythae"]
+        lines.append(f"| {name} | {_ms(kv['steps']['median'])} | {_ms(py['steps']['median'])} | "
+                     f"**{r['step_ratio_kvae_over_pythae']:.2f}** | {kv['epoch_seconds'][-1]:.1f} s | "
+                     f"{py['epoch_seconds'][-1]:.1f} s | {kv['nll']:.2f} | {py['nll']:.2f} | "
+                     f"{kv['nll_seconds']:.1f} s / {py['nll_seconds']:.1f} s |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results.json")
     with open(path) as f:

@@ -26,6 +26,15 @@ def test_docs_quote_the_committed_results_exactly():
     assert text[start:end].strip() == markdown.render(report).strip()
 
 
+def test_docs_quote_the_peer_comparison_exactly():
+    with open(os.path.join(ROOT, "benchmarks", "peer_pythae.json")) as f:
+        report = json.load(f)
+    assert {"vae", "beta-vae", "iwae"} <= set(report["results"])
+    text = open(os.path.join(ROOT, "docs", "benchmarks.md")).read()
+    start, end = text.index("<!-- peer -->\n") + len("<!-- peer -->\n"), text.index("<!-- /peer -->")
+    assert text[start:end].strip() == markdown.render_peer(report).strip()
+
+
 def test_summary_is_numpy_percentiles():
     rng = np.random.RandomState(0)
     x = rng.gamma(2.0, size=101)
