@@ -28,7 +28,7 @@ BENCHMARKS = {
     "vlae_sampling": ("vlae_speed.py", [], ["--n", "4"]),
     "distributed_throughput": ("distributed_throughput.py", [], ["--steps", "10"]),
     "serving_latency": ("serving_latency.py", [], ["--repeats", "20"]),
-    "disentanglement_speed": ("disentanglement_speed.py", [], ["--n", "2000", "--repeats", "1"]),
+    "disentanglement_speed": ("disentanglement_speed.py", ["--n", "4000", "--repeats", "1"], ["--n", "1000", "--repeats", "1"]),
 }
 
 
