@@ -6,6 +6,7 @@ and 90th percentiles, and the interquartile range), timed one step at a time; fi
 (tracing, the first step) are reported apart.  kvae and its baseline run in *interleaved* blocks
 in the same process, so both see the same machine load, and their ratio is a ratio of medians.
 """
+import argparse
 import os
 import platform
 import subprocess
@@ -144,3 +145,18 @@ def interleaved_calls(functions, repeats, warmup=1):
 def ratio(result, name, baseline, key="steps"):
     """Median of ``name`` over median of ``baseline`` in a result of the functions above."""
     return result[name][key]["median"] / result[baseline][key]["median"]
+
+
+def main(run, description):
+    """The command line every timing benchmark shares: ``[--quick] [--data-dir DIR] [--out FILE]``;
+    runs ``run(quick, data_dir)`` and prints (and writes) its report with the machine and commit."""
+    from _report import emit
+
+    p = argparse.ArgumentParser(description=description.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a few steps only (a smoke run)")
+    p.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
+    p.add_argument("--out", help="also write the JSON here")
+    args = p.parse_args()
+    report = run(args.quick, args.data_dir)
+    report.update(machine=machine(), commit=commit())
+    emit(report, args.out)

@@ -10,7 +10,6 @@ logaddexp.  Both estimates are reported (they differ by Monte-Carlo noise only).
 
     python benchmarks/is_eval.py [--quick] [--data-dir DIR] [--out is_eval.json]
 """
-import argparse
 import math
 import os
 import sys
@@ -19,7 +18,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing  # noqa: E402
-from _report import emit  # noqa: E402
 
 
 def direct_nll(model, jit=True):
@@ -110,16 +108,5 @@ def run(quick=False, data_dir=None, profile=True):
     return report
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few examples only (a smoke run)")
-    p.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
-    p.add_argument("--out")
-    args = p.parse_args()
-    report = run(args.quick, args.data_dir)
-    report.update(machine=_timing.machine(), commit=_timing.commit())
-    emit(report, args.out)
-
-
 if __name__ == "__main__":
-    main()
+    _timing.main(run, __doc__)

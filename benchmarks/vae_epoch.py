@@ -8,7 +8,6 @@ epoch that the median implies, and the ratios kvae / baseline (target <= 1.05).
 
     python benchmarks/vae_epoch.py [--quick] [--data-dir DIR] [--out results.json]
 """
-import argparse
 import os
 import sys
 
@@ -16,7 +15,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing  # noqa: E402
-from _report import emit  # noqa: E402
 
 
 def _baseline_model(input_shape, latent_dim, hidden):
@@ -101,16 +99,5 @@ def run(quick=False, data_dir=None, latent_dim=50, hidden=(500, 500), batch_size
     }
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few steps only (a smoke run)")
-    p.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
-    p.add_argument("--out", help="also write the JSON here")
-    args = p.parse_args()
-    report = run(args.quick, args.data_dir)
-    report.update(machine=_timing.machine(), commit=_timing.commit())
-    emit(report, args.out)
-
-
 if __name__ == "__main__":
-    main()
+    _timing.main(run, __doc__)

@@ -11,7 +11,6 @@ so the baseline computes what kvae computes.
 
     python benchmarks/vlae_step.py [--quick] [--data-dir DIR] [--out vlae_step.json]
 """
-import argparse
 import math
 import os
 import sys
@@ -20,7 +19,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing  # noqa: E402
-from _report import emit  # noqa: E402
 
 
 def hand_written_vlae(model):
@@ -163,16 +161,5 @@ def run(quick=False, data_dir=None, blocks=None, steps_per_block=None):
     }
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few steps only (a smoke run)")
-    p.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
-    p.add_argument("--out")
-    args = p.parse_args()
-    report = run(args.quick, args.data_dir)
-    report.update(machine=_timing.machine(), commit=_timing.commit())
-    emit(report, args.out)
-
-
 if __name__ == "__main__":
-    main()
+    _timing.main(run, __doc__)

@@ -13,24 +13,16 @@ Each model lives in ``kvae/pretrained_models/NAME/`` as three files:
 directory every other command reads (evaluate, sample, export, reconstruct, fit-density).
 Nothing is downloaded.  :func:`pack` makes these files from a trained run directory.
 """
-import hashlib
 import json
 import os
 
 import numpy as np
 
 from .errors import RunError
+from .export import _sha256  # the bundle manifest's file hash
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
 FILES = ("model.json", "weights.npz")
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def names(root=None):
