@@ -97,18 +97,19 @@ def test_shipped_model_loads_and_reproduces_its_recorded_check(name, mnist_dir):
 
     info = pretrained.manifest(name)
     measured = info["measured"]
-    for key in ("n", "split", "epochs", "train_seconds", "commit", "storage_nll_change", "check"):
+    for key in ("split", "epochs", "train_seconds", "commit", "storage_nll_change", "check"):
         assert key in measured, f"{name}: manifest lacks measured.{key}"
     check = measured["check"]
     model = pretrained.load(name)
     x, _ = data.load("binarized_mnist", "valid", mnist_dir).arrays()
     xs = x[:check["n"]]
     if model.has_density:
-        assert measured["nll"] is not None and measured["k"] >= 100
+        assert measured["nll"] is not None and measured["k"] >= 100 and measured["n"] == 10000
         assert abs(measured["storage_nll_change"]["change"]) < 0.05  # float16 storage: < 0.05 nats
         value = -model.log_likelihood(xs, k=check["k"], seed=0).numpy().mean()
         assert abs(value - check["nll"]) <= check["standard_error"], (value, check)
     else:
+        assert measured["rec_loss"] > 0 and measured["rec_loss_n"] == 10000
         value = -model.decode(model.posterior_means(xs)).log_prob(xs).numpy().mean()
         assert abs(value - check["rec_loss"]) <= check["standard_error"], (value, check)
 
