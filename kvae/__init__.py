@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 #: Submodules exposed as attributes of ``kvae``.
 SUBMODULES = ("callbacks", "data", "density", "disentanglement", "divergences", "errors", "evaluation", "export",
-              "factors", "flows", "layers", "likelihoods", "models", "networks", "objectives", "planar_radial", "plotting", "posteriors",
+              "factors", "flows", "layers", "likelihoods", "models", "networks", "objectives", "planar_radial", "plotting", "posteriors", "pretrained",
               "priors", "regularizers", "runs", "sample_quality", "schedules")
 #: Model classes exposed as attributes of ``kvae`` (defined in :mod:`kvae.models`).
 MODEL_CLASSES = ("VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE",
