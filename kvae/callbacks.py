@@ -112,7 +112,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
 
 
 class KeepBest(keras.callbacks.Callback):
-    """Keep the weights of the epoch with the lowest ``monitor`` (validation loss by default), and
+    """Keep the weights of the epoch with the lowest ``monitor`` (validation −ELBO by default), and
     optionally stop after ``patience`` epochs without improvement (early stopping).  ``monitor`` may
     be a tuple of names, the first one the logs have is used: by default the validation negative
     ELBO, which a KL warm-up or a β ≠ 1 does not bend, else the validation loss.
@@ -136,7 +136,8 @@ class KeepBest(keras.callbacks.Callback):
         self.min_delta = float(min_delta)
         self.weights_path = os.path.join(directory, "best.weights.h5")
         self.state_path = os.path.join(directory, "best.json")
-        self.state = {"best_epoch": None, "best": None, "wait": 0, "last_epoch": -1, "stopped_epoch": None}
+        self.state = {"best_epoch": None, "best": None, "wait": 0, "last_epoch": -1, "stopped_epoch": None,
+                      "monitor": None}
 
     def on_train_begin(self, logs=None):
         import json
@@ -190,8 +191,9 @@ class KeepBest(keras.callbacks.Callback):
                            f"(they have {sorted(logs or {})}); pass validation data")
         value = float(value)
         self.state["last_epoch"] = epoch
+        self.state["monitor"] = next(n for n in names if n in logs)
+        os.makedirs(self.directory, exist_ok=True)
         if math.isfinite(value) and (self.state["best"] is None or value < self.state["best"] - self.min_delta):
-            os.makedirs(self.directory, exist_ok=True)
             self._save_weights()
             self.state.update(best=value, best_epoch=epoch, wait=0)
         else:
@@ -199,13 +201,11 @@ class KeepBest(keras.callbacks.Callback):
             if self.patience is not None and self.state["wait"] >= self.patience:
                 self.state["stopped_epoch"] = epoch
                 self.model.stop_training = True
-        os.makedirs(self.directory, exist_ok=True)
         self._write_state()
 
     def on_train_end(self, logs=None):
-        if not os.path.isfile(self.weights_path):
-            return
-        self._restore()
+        if os.path.isfile(self.weights_path):
+            self._restore()
 
     def _restore(self):
         """Load the best weights into the model's variables (not the optimizer's)."""

@@ -190,9 +190,9 @@ def _parser(argv=()):
     t.add_argument("--checkpoint-every", type=_pos_int, default=100,
                    help="steps between checkpoints in RUN_DIR/backup; rerun the same command to resume")
     t.add_argument("--keep-best", action="store_true",
-                   help="save the weights of the epoch with the lowest validation loss, not the last")
+                   help="save the weights of the epoch with the lowest validation -ELBO, not the last")
     t.add_argument("--early-stopping", type=_pos_int, metavar="EPOCHS",
-                   help="stop after EPOCHS epochs without a lower validation loss (implies --keep-best)")
+                   help="stop after EPOCHS epochs without a lower validation -ELBO (implies --keep-best)")
     t.add_argument("--lr-decay", type=_number(float, positive=True), metavar="RATE",
                    help="learning rate of epoch e is lr * RATE**e (RATE in (0, 1])")
     t.add_argument("--out", required=True, help="run directory to write")

@@ -34,6 +34,7 @@ def names(root=None):
 
 
 def _directory(name, root=None):
+    root = ROOT if root is None else root
     available = names(root)
     if not isinstance(name, str) or name not in available:
         raise RunError(f"no pretrained model {name!r}; available: {', '.join(available) or 'none'}")

@@ -215,7 +215,7 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     rerunning the same command resumes from it at the next batch not yet applied.  ``fit_density``
     fits the ex-post Gaussian mixture to the training codes before the model is saved.
 
-    ``keep_best``: the saved model has the weights of the epoch with the lowest validation loss
+    ``keep_best``: the saved model has the weights of the epoch with the lowest validation −ELBO
     (:class:`kvae.callbacks.KeepBest`; kept in ``out/best``, so a resumed run keeps its best);
     ``early_stopping=P`` also stops after P epochs without improvement (implies ``keep_best``).
     ``lr_decay=r``: the learning rate of epoch e (0-based) is lr · r^e.  Every epoch's metrics are
@@ -232,12 +232,9 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
             raise ConfigError(f"--{option.replace('_', '-')} must be a positive integer, got {value!r}")
     if not (isinstance(lr, (int, float)) and lr > 0 and lr == lr and lr != float("inf")):
         raise ConfigError(f"--lr must be a positive finite number, got {lr!r}")
-    for option, value in (("limit", limit), ("valid_limit", valid_limit)):
+    for option, value in (("limit", limit), ("valid_limit", valid_limit), ("early_stopping", early_stopping)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(f"--{option.replace('_', '-')} must be a positive integer, got {value!r}")
-    if early_stopping is not None and (not isinstance(early_stopping, int) or isinstance(early_stopping, bool)
-                                       or early_stopping < 1):
-        raise ConfigError(f"--early-stopping must be a positive integer (epochs), got {early_stopping!r}")
     if lr_decay is not None and not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
         raise ConfigError(f"--lr-decay must be in (0, 1], got {lr_decay!r}")
     if precision not in PRECISIONS:
@@ -256,8 +253,7 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
 
 
 def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose, callbacks, limit,
-           dist, jit_compile, precision, checkpoint_every, fit_density, model_options, valid_limit=None, extra=None):
-    extra = extra or {"keep_best": False, "early_stopping": None, "lr_decay": None}
+           dist, jit_compile, precision, checkpoint_every, fit_density, model_options, valid_limit, extra):
     strategy = {tf.distribute.MirroredStrategy: "mirrored",
                 tf.distribute.MultiWorkerMirroredStrategy: "multiworker"}.get(type(dist), "default")
     chief = _is_chief(dist)
@@ -321,7 +317,8 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     hist["seconds"] = seconds
     if best is not None:
         hist["best_epoch"] = None if best.state["best_epoch"] is None else best.state["best_epoch"] + 1
-        hist["best_val_loss"] = best.state["best"]
+        hist["best_val_loss"] = best.state["best"]  # of the monitored quantity:
+        hist["best_monitor"] = best.state["monitor"]  # val_neg_elbo (or val_loss if a model has none)
         hist["stopped_epoch"] = None if best.state["stopped_epoch"] is None else best.state["stopped_epoch"] + 1
     _write_json(hist, os.path.join(out, HISTORY_FILE))
     if fit_density:
