@@ -8,27 +8,38 @@ checkpointing on top: this loop is the lower bound of its cost); NLL with pythae
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
 import torch
-from pythae.models import IWAE, VAE, BetaVAE, BetaVAEConfig, IWAEConfig, VAEConfig
+import torch.nn.functional as F
+from pythae.models import (INFOVAE_MMD, IWAE, RAE_L2, VAE, BetaVAE, BetaVAEConfig, INFOVAE_MMD_Config, IWAEConfig,
+                           RAE_L2_Config, VAEConfig)
 from pythae.models.base.base_utils import ModelOutput
 from pythae.models.nn import BaseDecoder, BaseEncoder
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _peer_metrics import bernoulli_error  # noqa: E402
+
 
 class Encoder(BaseEncoder):
-    def __init__(self, latent_dim, hidden):
+    def __init__(self, latent_dim, hidden, deterministic=False):
         super().__init__()
+        self.deterministic = deterministic
         layers, width = [torch.nn.Flatten()], 784
         for h in hidden:
             layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
             width = h
         self.body = torch.nn.Sequential(*layers)
-        self.mu, self.log_var = torch.nn.Linear(width, latent_dim), torch.nn.Linear(width, latent_dim)
+        self.mu = torch.nn.Linear(width, latent_dim)
+        if not deterministic:
+            self.log_var = torch.nn.Linear(width, latent_dim)
 
     def forward(self, x):
         h = self.body(x)
+        if self.deterministic:
+            return ModelOutput(embedding=self.mu(h))
         return ModelOutput(embedding=self.mu(h), log_covariance=self.log_var(h))
 
 
@@ -45,8 +56,25 @@ class Decoder(BaseDecoder):
         return ModelOutput(reconstruction=self.body(z).reshape(-1, 1, 28, 28))
 
 
+class BernoulliRAE_L2(RAE_L2):
+    """pythae's RAE_L2 with its squared-error reconstruction term replaced by the Bernoulli one
+    (summed binary cross-entropy, as pythae's VAE computes it), so both libraries train the same
+    objective on binary images; nothing else changes (its latent term 1/2 ||z||^2 stays)."""
+
+    def loss_function(self, recon_x, x, z):
+        recon = F.binary_cross_entropy(recon_x.reshape(x.shape[0], -1), x.reshape(x.shape[0], -1),
+                                       reduction="none").sum(dim=-1)
+        embedding = 0.5 * torch.linalg.norm(z, dim=-1) ** 2
+        return ((recon + self.model_config.embedding_weight * embedding).mean(dim=0), recon.mean(dim=0),
+                embedding.mean(dim=0))
+
+
 def build(name, latent_dim, hidden, beta, num_samples):
     common = dict(input_dim=(1, 28, 28), latent_dim=latent_dim, reconstruction_loss="bce")
+    if name == "rae":
+        enc, dec = Encoder(latent_dim, hidden, deterministic=True), Decoder(latent_dim, hidden)
+        return BernoulliRAE_L2(RAE_L2_Config(input_dim=(1, 28, 28), latent_dim=latent_dim, embedding_weight=1e-4,
+                                             reg_weight=1e-7), encoder=enc, decoder=dec)
     enc, dec = Encoder(latent_dim, hidden), Decoder(latent_dim, hidden)
     if name == "vae":
         return VAE(VAEConfig(**common), encoder=enc, decoder=dec)
@@ -54,6 +82,9 @@ def build(name, latent_dim, hidden, beta, num_samples):
         return BetaVAE(BetaVAEConfig(beta=beta, **common), encoder=enc, decoder=dec)
     if name == "iwae":
         return IWAE(IWAEConfig(number_samples=num_samples, **common), encoder=enc, decoder=dec)
+    if name == "infovae":  # the MMD-VAE: alpha = 1 (no KL), lambda = 1000, one RBF kernel exp(-d^2 / 2D)
+        return INFOVAE_MMD(INFOVAE_MMD_Config(alpha=1.0, lbd=1000.0, kernel_choice="rbf", kernel_bandwidth=1.0,
+                                              **common), encoder=enc, decoder=dec)
     raise SystemExit(f"unknown model {name}")
 
 
@@ -78,7 +109,12 @@ def main():
         valid = torch.tensor(d["valid"], dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
     model = build(args.model, args.latent_dim, [int(h) for h in args.hidden.split(",")], args.beta,
                   args.num_samples)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if args.model == "rae":  # pythae's training pipeline: the decoder's optimizer decays by reg_weight
+        opt = torch.optim.Adam([{"params": model.encoder.parameters()},
+                                {"params": model.decoder.parameters(), "weight_decay": model.model_config.reg_weight}],
+                               lr=args.lr)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.RandomState(args.seed)
     steps, epochs = [], []
     model.train()
@@ -96,10 +132,12 @@ def main():
     model.eval()
     start = time.perf_counter()
     with torch.no_grad():
-        nll = -model.get_nll(valid, n_samples=args.k, batch_size=100)
+        nll = None if args.model == "rae" else float(-model.get_nll(valid, n_samples=args.k, batch_size=100))
+        nll_seconds = time.perf_counter() - start
+        mean = model.decoder(model.encoder(valid).embedding)["reconstruction"].reshape(len(valid), -1).numpy()
     print(json.dumps({"library": "pythae", "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "step_seconds": steps, "epoch_seconds": epochs, "nll": float(nll),
-                      "nll_seconds": time.perf_counter() - start}))
+                      "step_seconds": steps, "epoch_seconds": epochs, "nll": nll, "nll_seconds": nll_seconds,
+                      "rec_bce": bernoulli_error(valid.reshape(len(valid), -1).numpy(), mean)}))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@ seconds per training step and per epoch, and held-out NLL, side by side in one r
 pythae and a CPU build of PyTorch are installed by this script into their own virtual environment
 (``--venv``, default ``benchmarks/.peer_pythae_venv``; never a dependency of kvae).  Each library
 trains in its own process, alternating kvae / pythae per model.  Models both libraries have:
-VAE, β-VAE (β = 4) and IWAE (K = 5) with the MLP 784-500-500-50 and a Bernoulli decoder, Adam
-1e-3, batch 100, on the first ``--limit`` images of static binarised MNIST (``$KVAE_DATA_DIR``),
-NLL on the first ``--n-eval`` validation images with each library's own importance-sampled
-estimator at the same k.  pythae is trained by a plain loop over its models' loss (its trainer
+VAE, β-VAE (β = 4), IWAE (K = 5), RAE-L2 and InfoVAE-MMD (the MMD-VAE) with the MLP
+784-500-500-50 and a Bernoulli decoder, Adam 1e-3, batch 100, on the first ``--limit`` images of
+static binarised MNIST (``$KVAE_DATA_DIR``), NLL on the first ``--n-eval`` validation images with
+each library's own importance-sampled estimator at the same k (not for the RAE, whose encoder is
+deterministic), and for every model the reconstruction error -log p(x | E[x|z]) at the posterior
+mean code, computed by the same arithmetic on both sides.  pythae is trained by a plain loop over its models' loss (its trainer
 adds logging on top), kvae by ``model.fit``.
 
-    python benchmarks/peer_pythae.py [--models vae,beta-vae,iwae] [--epochs 3] [--limit 10000]
+    python benchmarks/peer_pythae.py [--models vae,beta-vae,iwae,rae,infovae] [--epochs 3] [--limit 10000]
                                      [--k 500] [--n-eval 500] [--out benchmarks/peer_pythae.json]
 """
 import argparse
@@ -26,11 +28,20 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import _timing  # noqa: E402
+from _peer_metrics import bernoulli_error  # noqa: E402
 from _report import emit  # noqa: E402
 
 #: what the peer environment gets; torch 2.13.0 is the CPU build on this machine's package mirror
 PEER_PACKAGES = (os.environ.get("KVAE_PEER_TORCH", "torch==2.13.0"), "pythae==0.1.2")
-KVAE_NAMES = {"vae": ("vae", {}), "beta-vae": ("beta-vae", {"beta": 4.0}), "iwae": ("iwae", {"num_samples": 5})}
+#: kvae's side of each model; the pythae side is ``_pythae_worker.build``.  RAE: pythae's decoder
+#: optimizer decays by reg_weight = 1e-7 (the gradient of 1/2 * 1e-7 * ||w||^2), kvae's DecoderL2 is
+#: reg_weight * ||w||^2, hence 5e-8.  InfoVAE: the MMD-VAE (alpha 1, lambda 1000, RBF exp(-d^2 / 2D)).
+KVAE_NAMES = {"vae": ("vae", {}), "beta-vae": ("beta-vae", {"beta": 4.0}), "iwae": ("iwae", {"num_samples": 5}),
+              "rae": ("rae", {"latent_weight": 1e-4, "reg_weight": 5e-8}),
+              "infovae": ("infovae", {"alpha": 1.0, "lambda_": 1000.0, "kernel": "rbf", "bandwidths": (1.0,)})}
+#: models without a likelihood estimate (deterministic encoder): compared on reconstruction error
+NO_NLL = ("rae",)
+
 
 
 def ensure_venv(path):
@@ -70,20 +81,23 @@ def kvae_side(name, data, epochs, batch_size, k, seed=0):
 
     model.fit(train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[clock, EpochClock()])
     start = time.perf_counter()
-    nll = -model.log_likelihood(valid, k=k, seed=seed).numpy().mean()
-    return {"library": "kvae", "step_seconds": clock.seconds, "epoch_seconds": epoch_seconds, "nll": float(nll),
-            "nll_seconds": time.perf_counter() - start}
+    nll = None if name in NO_NLL else float(-model.log_likelihood(valid, k=k, seed=seed).numpy().mean())
+    nll_seconds = time.perf_counter() - start
+    mean = np.asarray(model.reconstruct(valid)).reshape(len(valid), -1)
+    return {"library": "kvae", "step_seconds": clock.seconds, "epoch_seconds": epoch_seconds, "nll": nll,
+            "nll_seconds": nll_seconds, "rec_bce": bernoulli_error(valid.reshape(len(valid), -1), mean)}
 
 
 def _summarise(raw, warmup=5):
     return {"steps": _timing.summary(raw["step_seconds"][warmup:]), "first_step_seconds": raw["step_seconds"][0],
             "epoch_seconds": raw["epoch_seconds"], "nll": raw["nll"], "nll_seconds": raw["nll_seconds"],
+            "rec_bce": raw["rec_bce"],
             **{k: raw[k] for k in ("torch", "threads") if k in raw}}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="vae,beta-vae,iwae")
+    p.add_argument("--models", default=",".join(KVAE_NAMES))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--limit", type=int, default=10000, help="training images")
     p.add_argument("--n-eval", type=int, default=500, help="validation images for the NLL")
@@ -128,7 +142,9 @@ def main():
             if ok:
                 kv, py = results[name]["kvae"], results[name]["pythae"]
                 results[name]["step_ratio_kvae_over_pythae"] = kv["steps"]["median"] / py["steps"]["median"]
-                results[name]["nll_kvae_minus_pythae"] = kv["nll"] - py["nll"]
+                if kv["nll"] is not None and py["nll"] is not None:
+                    results[name]["nll_kvae_minus_pythae"] = kv["nll"] - py["nll"]
+                results[name]["rec_bce_kvae_minus_pythae"] = kv["rec_bce"] - py["rec_bce"]
     report = {"benchmark": "peer_pythae", "models": models, "epochs": args.epochs, "train_images": len(train),
               "nll_images": len(valid), "k": args.k, "network": "MLP 784-500-500-50, Bernoulli decoder",
               "optimizer": "Adam 1e-3, batch 100", "peer": list(PEER_PACKAGES), "results": results,

@@ -11,6 +11,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+import _peer_metrics  # noqa: E402
 import _timing  # noqa: E402
 import markdown  # noqa: E402
 
@@ -33,6 +34,18 @@ def test_docs_quote_the_peer_comparison_exactly():
     text = open(os.path.join(ROOT, "docs", "benchmarks.md")).read()
     start, end = text.index("<!-- peer -->\n") + len("<!-- peer -->\n"), text.index("<!-- /peer -->")
     assert text[start:end].strip() == markdown.render_peer(report).strip()
+
+
+def test_peer_reconstruction_error_is_the_bernoulli_log_likelihood():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((7, 30)) < 0.4).astype(np.float32)
+    mean = rng.uniform(0.01, 0.99, (7, 30))
+    expected = -stats.bernoulli.logpmf(x, mean).sum(axis=1).mean()
+    assert _peer_metrics.bernoulli_error(x, mean) == pytest.approx(expected, rel=1e-12)
+    # probabilities of exactly 0 or 1 are clipped, not infinite
+    assert np.isfinite(_peer_metrics.bernoulli_error(np.ones((1, 2)), np.zeros((1, 2))))
 
 
 def test_summary_is_numpy_percentiles():
