@@ -248,6 +248,21 @@ def _parser(argv=()):
     x.add_argument("--out", required=True, help="bundle directory to write")
     x.add_argument("--opset", type=_pos_int, default=17, help="ONNX opset")
     x.add_argument("--no-check", action="store_true", help="skip the Keras/SavedModel/ONNX parity check")
+    x.add_argument("--explorer-examples", type=_nonneg_int, default=500,
+                   help="validation images of the run's data set encoded into explorer.json for the browser "
+                        "explorer (KL per dimension, code map); 0 for none")
+    x.add_argument("--data-dir")
+
+    e = sub.add_parser("explore", help="open the browser explorer on a run (or a pretrained model)",
+                       description="Export RUN_DIR (or --pretrained NAME) to a temporary bundle with explorer data "
+                                   "and serve it with kvae-serve; the page shows samples, one slider per latent "
+                                   "dimension, a canvas to draw on, interpolations and a map of the codes.")
+    e.add_argument("run_dir", nargs="?")
+    e.add_argument("--pretrained", metavar="NAME", help="a pretrained model (kvae pretrained list)")
+    e.add_argument("--host", default="127.0.0.1")
+    e.add_argument("--port", type=_nonneg_int, default=8000, help="0 picks a free port")
+    e.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
+    e.add_argument("--data-dir")
 
     f = sub.add_parser("fit-density", help="fit the ex-post Gaussian mixture to training codes (RAE paper)",
                        description="Fit a Gaussian mixture to the posterior means of the training data, store it "
@@ -445,12 +460,32 @@ def _export(args):
     _missing_extra(("onnx", "tf2onnx", "onnxruntime"), "export")
     from . import export, runs
 
-    model, _ = runs.load_run(args.run_dir)
-    manifest = export.export(model, args.out, opset=args.opset, check=not args.no_check)
+    model, config = runs.load_run(args.run_dir)
+    extra = None
+    if args.explorer_examples:
+        from . import explorer
+
+        found = explorer.run_examples(config, args.data_dir, n=args.explorer_examples)
+        if found is None:
+            print("no validation images found for the run's data set: explorer.json not written")
+        else:
+            extra = explorer.explorer_data(model, *found)
+    manifest = export.export(model, args.out, opset=args.opset, check=not args.no_check, explorer=extra)
     for name, diffs in manifest.get("parity", {}).items():
         print(f"{name:12s} |keras-savedmodel| {diffs['savedmodel_max_abs_diff']:.2e}  "
               f"|keras-onnx| {diffs['onnx_max_abs_diff']:.2e}")
     print(f"wrote {args.out}: savedmodel/1, onnx/*.onnx, manifest.json")
+
+
+def _explore(args):
+    if (args.run_dir is None) == (args.pretrained is None):
+        raise UsageError("give a run directory or --pretrained NAME (one of them)")
+    if args.port > 65535:
+        raise UsageError(f"--port must be in 0..65535, got {args.port}")
+    _missing_extra(("onnx", "tf2onnx", "onnxruntime"), "export")
+    from . import explorer
+
+    explorer.explore(args.run_dir, args.pretrained, args.host, args.port, not args.no_browser, args.data_dir)
 
 
 def _pretrained(args):
@@ -485,7 +520,7 @@ def main(argv=None):
     from .errors import KvaeError
 
     commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "reconstruct": _reconstruct,
-                "export": _export, "fit-density": _fit_density, "pretrained": _pretrained}
+                "export": _export, "fit-density": _fit_density, "pretrained": _pretrained, "explore": _explore}
     try:
         commands[args.command](args)
     except (KvaeError, UsageError, ValueError, OSError) as err:

@@ -8,6 +8,9 @@ Bundle layout::
                                     library versions, ONNX opset, sha256 of every file, parity
       savedmodel/1/                 tf.saved_model with one signature per endpoint
       onnx/<endpoint>.onnx          one ONNX graph per endpoint
+      explorer.json                 (optional) what the browser explorer shows beside the endpoints:
+                                    KL per latent dimension, encoded example codes and their 2-D
+                                    PCA map, a few example images (see kvae.explorer)
 
 Endpoints (``labels`` only for conditional models, ``uniform`` only for PixelCNN decoders):
 
@@ -16,6 +19,7 @@ endpoint       inputs                                          outputs
 =============  ==============================================  ===================================
 encode         x [N, *shape]                                   posterior parameters (loc, scale, ...)
 decode         z [N, D] (, labels [N])                          decoder parameters (probs / loc, scale)
+images         z [N, D] (, labels, uniform)                    images decoded from the codes z
 reconstruct    x, eps [N, D] (, labels, uniform)               images
 sample         eps [N, D] (, labels, uniform [N, *shape])      images (prior flow + decoder/sampler)
 sample_density eps, component_uniform [N] (, labels, uniform)  images from the ex-post Gaussian mixture
@@ -69,6 +73,9 @@ def endpoints(model):
     def reconstruct(a):
         return (model.reconstruct_from_noise(a["x"], a["eps"], a.get("labels"), a.get("uniform")),)
 
+    def images(a):
+        return (model.likelihood.images(model.decode_params(a["z"], a.get("labels")), a.get("uniform")),)
+
     def sample(a):
         return (model.sample_from_noise(a["eps"], a.get("labels"), a.get("uniform"), a.get("component_uniform")),)
 
@@ -84,6 +91,7 @@ def endpoints(model):
     table = {
         "encode": (encode, [x_spec] + label_spec, post_names),
         "decode": (decode, [_spec((None, d), "z")] + label_spec, dec_names),
+        "images": (images, [_spec((None, d), "z")] + label_spec + uniform_spec, ("images",)),
         "reconstruct": (reconstruct, [x_spec, eps] + label_spec + uniform_spec, ("images",)),
         "sample": (sample, [eps] + component_spec + label_spec + uniform_spec, ("images",)),
         "log_prob": (log_prob, [x_spec, _spec((None, None, d), "eps")] + label_spec, ("log_prob",)),
@@ -193,12 +201,13 @@ def _shape_list(shape):
     return [None if d is None else int(d) for d in shape]
 
 
-def export(model, out_dir, opset=OPSET, check=True):
+def export(model, out_dir, opset=OPSET, check=True, explorer=None):
     """Write the bundle for ``model`` to ``out_dir`` and return the manifest (also written).
 
     With ``check=True`` every endpoint is run on random inputs in Keras, in the reloaded
     SavedModel and in onnxruntime, and the largest absolute differences are recorded under
-    ``parity`` in the manifest.
+    ``parity`` in the manifest.  ``explorer``: the dict of :func:`kvae.explorer.explorer_data`
+    (or None), written as ``explorer.json`` and listed with its sha256 like every file.
     """
     import keras
     import onnx
@@ -229,6 +238,9 @@ def export(model, out_dir, opset=OPSET, check=True):
             "inputs": [{"name": s.name, "shape": _shape_list(s.shape), "dtype": s.dtype.name} for s in spec],
             "outputs": [{"name": o, "onnx_name": oo} for o, oo in zip(outs, onnx_outputs)],
         }
+    if explorer is not None:
+        with open(os.path.join(out_dir, "explorer.json"), "w") as f:
+            json.dump(explorer, f, separators=(",", ":"))
     files = {}
     for root, _, names in os.walk(out_dir):
         for fname in names:
@@ -245,6 +257,7 @@ def export(model, out_dir, opset=OPSET, check=True):
                   "num_classes": model.num_classes, "likelihood": type(model.likelihood).__name__,
                   "needs_uniform": bool(getattr(model.likelihood, "needs_uniform", False))},
         "endpoints": manifest_endpoints,
+        "explorer": "explorer.json" if explorer is not None else None,
         "savedmodel": "savedmodel/1",
         "opset": opset,
         "versions": {"kvae": __import__("kvae").__version__, "tensorflow": tf.__version__,

@@ -131,6 +131,10 @@ class ModelBattery:
         if name == "decode":
             named = model.likelihood.named_params(model.decode_params(inputs["z"], y))
             return [np.asarray(v) for v in named.values()]
+        if name == "images":  # E[x|z]; a PixelCNN decoder's sampler with the given pixel noise
+            if u is None:
+                return [np.asarray(model.decode(inputs["z"], y).mean())]
+            return [np.asarray(model.likelihood.images(model.decode_params(inputs["z"], y), u))]
         if name == "reconstruct":
             return [np.asarray(model.reconstruct_from_noise(x, eps, y, u))]
         if name == "sample":
@@ -155,7 +159,7 @@ class ModelBattery:
         x, y = self._data()
         model.fit(x, y, batch_size=self.batch, epochs=1, verbose=0)  # trained weights, not the initial ones
         manifest = export.export(model, str(tmp_path / "bundle"), check=False)
-        expected = {"encode", "decode", "reconstruct", "sample"} | ({"log_prob"} if model.has_density else set())
+        expected = {"encode", "decode", "images", "reconstruct", "sample"} | ({"log_prob"} if model.has_density else set())
         assert set(manifest["endpoints"]) == expected
         loaded = tf.saved_model.load(str(tmp_path / "bundle" / "savedmodel" / "1"))
         for name, spec in manifest["endpoints"].items():

@@ -91,7 +91,7 @@ def test_every_advertised_endpoint_is_served(server):
     port = server
     status, answer = _raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     served = _json(answer)["endpoints"]
-    assert set(served) == {"/healthz", "/sample", "/decode", "/encode", "/reconstruct", "/log_prob"}
+    assert set(served) == {"/healthz", "/sample", "/decode", "/images", "/encode", "/reconstruct", "/log_prob"}
     x = (np.random.RandomState(0).uniform(size=(2, 8, 8, 1)) > 0.5).astype(int).tolist()
     status, answer = _post(port, "/encode", {"x": x, "labels": [1, 2]})
     assert status == 200 and np.asarray(_json(answer)["loc"]).shape == (2, 3)

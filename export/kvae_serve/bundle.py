@@ -46,12 +46,33 @@ class Bundle:
                 if hashlib.sha256(content).hexdigest() != expected:
                     raise BundleError(f"{file} does not match the sha256 in the manifest (corrupt bundle)")
             self._bytes[name] = content
+        self.explorer = self._explorer(path, verify)
         model = self.manifest["model"]
         self.input_shape = tuple(model["input_shape"])
         self.latent_dim = int(model["latent_dim"])
         self.num_classes = model.get("num_classes")
         self.needs_uniform = bool(model.get("needs_uniform"))
         self._sessions = {}
+
+    def _explorer(self, path, verify):
+        """explorer.json (None when the bundle has none), checked against its sha256."""
+        name = self.manifest.get("explorer")
+        if not name:
+            return None
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            raise BundleError(f"{file} is missing from the bundle")
+        with open(file, "rb") as f:
+            content = f.read()
+        if verify and hashlib.sha256(content).hexdigest() != self.manifest.get("files", {}).get(name):
+            raise BundleError(f"{file} does not match the sha256 in the manifest (corrupt bundle)")
+        try:
+            data = json.loads(content)
+        except ValueError as err:
+            raise BundleError(f"{file} is not valid JSON: {err}") from None
+        if not isinstance(data, dict) or data.get("format") != "kvae-explorer/1":
+            raise BundleError(f"{file}: unknown explorer format")
+        return data
 
     @property
     def endpoints(self):
@@ -192,6 +213,14 @@ class Bundle:
         """Decoder parameters of codes z [N, latent_dim] (labels required by conditional models)."""
         z = self._batch("z", z)
         return self.run("decode", z=z, **self._labels(len(z), labels))
+
+    def images(self, z, seed=None, labels=None):
+        """Images decoded from codes z [N, latent_dim]: E[x|z], or a PixelCNN decoder's draw with
+        pixel noise from ``seed``."""
+        if "images" not in self.manifest["endpoints"]:
+            raise BundleError("this bundle has no images endpoint (exported before kvae 0.1's explorer): re-export it")
+        z = self._batch("z", z)
+        return self.run("images", z=z, **self._labels(len(z), labels), **self._uniform(len(z), self._rng(seed)))["images"]
 
     def log_prob(self, x, k=100, seed=None, labels=None):
         """Importance-weighted bound on log p(x) with k samples per example (nats, [N])."""

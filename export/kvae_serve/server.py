@@ -2,9 +2,12 @@
 
     python -m kvae_serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--max-samples 256]
 
-* ``GET /healthz`` -> ``{"status": "ok", "model": ..., "endpoints": [paths served]}``
+* ``GET /`` -> the browser explorer (``static/``, shipped in this package: no CDN, works offline)
+* ``GET /explorer.json`` -> the bundle's explorer data (KL per dimension, code map, examples), 404 if none
+* ``GET /healthz`` -> ``{"status": "ok", "model": ..., "endpoints": [paths served], "input_shape", ...}``
 * ``POST /sample`` ``{"n": 4, "seed": 0, "labels": [..], "source": "prior"|"density"}`` -> ``{"images", "shape"}``
 * ``POST /decode`` ``{"z": [[...], ...], "labels": [...]}`` -> decoder parameters (``probs`` or ``loc``, ...)
+* ``POST /images`` ``{"z": [[...], ...], "seed": 0, "labels": [...]}`` -> ``{"images", "shape"}`` decoded from z
 * ``POST /encode`` ``{"x": [...], "labels": [...]}`` -> posterior parameters (``loc``, ``scale``, ...)
 * ``POST /reconstruct`` ``{"x": [...], "seed": 0, "labels": [...]}`` -> ``{"images", "shape"}``
 * ``POST /log_prob`` ``{"x": [...], "k": 100, "seed": 0, "labels": [...]}`` -> ``{"log_prob": [...]}``
@@ -19,6 +22,7 @@ of being reset (benchmarks/serving_load.py measures it).
 import argparse
 import errno
 import json
+import os
 import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +31,22 @@ from .bundle import Bundle, BundleError
 
 MAX_BODY = 64 << 20
 READ_TIMEOUT = 30.0
-POST_PATHS = ("/sample", "/decode", "/encode", "/reconstruct", "/log_prob")
+POST_PATHS = ("/sample", "/decode", "/images", "/encode", "/reconstruct", "/log_prob")
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".css": "text/css; charset=utf-8"}
+
+
+def _static_files():
+    """{URL path: file} of the explorer's assets: ``/`` is index.html, the rest under /static/."""
+    files = {}
+    if os.path.isdir(STATIC_DIR):
+        for name in sorted(os.listdir(STATIC_DIR)):
+            if os.path.splitext(name)[1] in STATIC_TYPES:
+                files[f"/static/{name}"] = os.path.join(STATIC_DIR, name)
+    if "/static/index.html" in files:
+        files["/"] = files["/static/index.html"]
+    return files
 
 
 class RequestError(Exception):
@@ -76,6 +95,8 @@ def make_handler(bundle, max_samples):
     endpoints = set(bundle.endpoints)
     served = ["/healthz"] + [p for p in POST_PATHS if p.lstrip("/") in endpoints
                              or (p == "/sample" and "sample" in endpoints)]
+    static = _static_files()
+    get_paths = ["/healthz", "/explorer.json"] + list(static)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "kvae-serve/0.2"
@@ -85,11 +106,11 @@ def make_handler(bundle, max_samples):
         def log_message(self, fmt, *args):  # quiet; errors are returned to the client
             pass
 
-        def _send(self, status, payload, headers=None):
-            body = json.dumps(payload).encode()
+        def _send(self, status, payload, headers=None, content_type="application/json"):
+            body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
@@ -164,7 +185,7 @@ def make_handler(bundle, max_samples):
             self._dispatch(self._get)
 
         def do_HEAD(self):
-            self._dispatch(lambda: self._method_not_allowed("GET" if self._path() == "/healthz" else "POST"))
+            self._dispatch(lambda: self._method_not_allowed("GET" if self._path() in get_paths else "POST"))
 
         def do_POST(self):
             self._dispatch(self._post)
@@ -176,7 +197,7 @@ def make_handler(bundle, max_samples):
 
         def _other(self):
             path = self._path()
-            if path == "/healthz":
+            if path in get_paths:
                 self._method_not_allowed("GET")
             if path in served:
                 self._method_not_allowed("POST")
@@ -187,7 +208,17 @@ def make_handler(bundle, max_samples):
             if path == "/healthz":
                 self._send(200, {"status": "ok", "model": bundle.manifest["model"]["class"], "endpoints": served,
                                  "input_shape": list(bundle.input_shape), "latent_dim": bundle.latent_dim,
-                                 "num_classes": bundle.num_classes})
+                                 "num_classes": bundle.num_classes, "likelihood": bundle.manifest["model"].get(
+                                     "likelihood"), "explorer": bundle.explorer is not None})
+            elif path == "/explorer.json":
+                if bundle.explorer is None:
+                    raise RequestError(404, "this bundle has no explorer data: export it with "
+                                            "`kvae export RUN_DIR --explorer-examples 500`")
+                self._send(200, bundle.explorer)
+            elif path in static:
+                with open(static[path], "rb") as f:
+                    self._send(200, f.read(), {"Cache-Control": "no-cache"},
+                               STATIC_TYPES[os.path.splitext(static[path])[1]])
             elif path in served:
                 self._method_not_allowed("POST")
             else:
@@ -195,7 +226,7 @@ def make_handler(bundle, max_samples):
 
         def _post(self):
             path = self._path()
-            if path == "/healthz":
+            if path in get_paths:
                 self._method_not_allowed("GET")
             if path not in served:
                 raise RequestError(404, f"unknown path {path[:200]}; served: {', '.join(served)}")
@@ -212,6 +243,10 @@ def make_handler(bundle, max_samples):
             elif path == "/decode":
                 out = bundle.decode(_array_field(data, "z", max_samples), labels=labels)
                 self._send(200, {k: v.tolist() for k, v in out.items()})
+            elif path == "/images":
+                seed = _int_field(data, "seed", None, minimum=0)
+                images = bundle.images(_array_field(data, "z", max_samples), seed=seed, labels=labels)
+                self._send(200, {"images": images.tolist(), "shape": list(images.shape)})
             elif path == "/encode":
                 out = bundle.encode(_array_field(data, "x", max_samples), labels=labels)
                 self._send(200, {k: v.tolist() for k, v in out.items()})

@@ -1,0 +1,55 @@
+"""`kvae explore` end to end: a subprocess exports the pretrained VAE to a temporary bundle and
+serves the explorer; the page, its data and an endpoint answer; Ctrl-C stops it cleanly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.status, r.read()
+
+
+def test_kvae_explore_serves_a_pretrained_model(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "kvae_cli", "explore", "--pretrained", "vae-binarized-mnist",
+                             "--no-browser", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        url, lines = None, []
+        deadline = time.time() + 300
+        while time.time() < deadline and url is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("explorer at "):
+                url = line.split()[2]
+        assert url, ("".join(lines), proc.stderr.read() if proc.poll() is not None else "")
+        status, page = _get(url)
+        assert status == 200 and b"kvae explorer" in page
+        health = json.loads(_get(url + "healthz")[1])
+        assert health["latent_dim"] == 50 and "/images" in health["endpoints"]
+        assert health["explorer"] == bool(os.environ.get("KVAE_DATA_DIR"))  # validation digits need the data
+        if health["explorer"]:
+            info = json.loads(_get(url + "explorer.json")[1])
+            assert info["n"] == 500 and len(info["kl_per_dim"]) == 50
+        req = urllib.request.Request(url + "images", json.dumps({"z": [[0.0] * 50]}).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert json.loads(r.read())["shape"] == [1, 28, 28, 1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("kvae explore did not stop on Ctrl-C")
+    assert proc.returncode == 0, proc.stderr.read()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("kvae-explore-")]  # the bundle is removed
