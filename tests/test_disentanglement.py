@@ -410,3 +410,29 @@ def test_dsprites_uses_the_tfds_cache_when_prepared_and_says_so(monkeypatch):
     monkeypatch.setenv(data.DSPRITES_SOURCE_ENV, "tfds")
     with pytest.raises(data.DataError, match="tfds build dsprites"):
         data.load("dsprites", "test")
+
+
+def test_the_claims_aggregation_over_seeds():
+    """apps/disentanglement.py: per-configuration means over seeds, the 10% reconstruction window,
+    the difference of means with its standard error, and paired wins."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "disentanglement_app", os.path.join(os.path.dirname(__file__), "..", "apps", "disentanglement.py"))
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+
+    def run(model, options, seed, rec, fm):
+        return {"model": model, "options": options, "seed": seed, "reconstruction_error": rec, "kl": 1.0,
+                **{k: 0.0 for k in dm.KEYS}, "factorvae_metric": fm}
+
+    runs = {"a": run("factorvae", {"gamma": 10.0}, 0, 60.0, 0.50), "b": run("factorvae", {"gamma": 10.0}, 1, 62.0, 0.40),
+            "c": run("factorvae", {"gamma": 40.0}, 0, 80.0, 0.90),  # outside the 10% window: not chosen
+            "d": run("beta-vae", {"beta": 1.0}, 0, 61.0, 0.45), "e": run("beta-vae", {"beta": 1.0}, 1, 63.0, 0.42)}
+    out = app.claim(runs)
+    assert out["factorvae"]["options"] == {"gamma": 10.0}
+    assert out["factorvae"]["factorvae_metric"]["mean"] == pytest.approx(0.45)
+    assert out["difference"] == pytest.approx(0.45 - 0.435) and out["holds"] is True
+    se = np.sqrt(np.var([0.5, 0.4], ddof=1) / 2 + np.var([0.45, 0.42], ddof=1) / 2)
+    assert out["difference_standard_error"] == pytest.approx(se)
+    assert out["seeds_where_factorvae_is_higher"] == "1 of 2"
