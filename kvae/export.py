@@ -96,7 +96,7 @@ def endpoints(model):
         "sample": (sample, [eps] + component_spec + label_spec + uniform_spec, ("images",)),
         "log_prob": (log_prob, [x_spec, _spec((None, None, d), "eps")] + label_spec, ("log_prob",)),
     }
-    if not model.has_density:  # a point-mass encoder has no importance-weighted bound
+    if not (model.has_density and model.has_likelihood):  # a point-mass encoder or a score has no bound
         del table["log_prob"]
     if model.density.is_fitted:  # the ex-post Gaussian mixture, with the component choice as noise
         table["sample_density"] = (sample_density, [eps, _spec((None,), "component_uniform")] + label_spec

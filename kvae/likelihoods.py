@@ -6,6 +6,8 @@ Contract (shared by every likelihood):
 * ``layer.distribution(params)`` returns a ``tfd.Distribution`` whose event shape is the
   data shape (``tfd.Independent`` over pixels), so ``log_prob(x)`` is one number per example;
 * ``layer.support`` is ``"binary"`` or ``"real"`` and drives input validation;
+* ``layer.normalised`` says whether ``log_prob`` is a normalised log-density (the MS-SSIM head's is
+  a reconstruction score: the model then has no NLL, ELBO or exported ``log_prob``);
 * ``layer.images(params, uniform)`` is what a sampler shows: E[x|z] for factorised likelihoods,
   an ancestral draw driven by the uniform noise for autoregressive ones (``needs_uniform``).
 
@@ -31,6 +33,7 @@ class LikelihoodHead(keras.layers.Layer):
     num_params = 1
     support = "real"
     needs_uniform = False
+    normalised = True  # log_prob is a normalised log-density (False: a reconstruction score, no NLL)
 
     def images(self, params, uniform=None):
         """E[x|z] from the parameters (deterministic)."""
@@ -268,6 +271,94 @@ class PixelCNNLikelihood(LikelihoodHead):
         net = self.network
         return {**super().get_config(), "num_layers": net.num_layers, "kernel_size": net.kernel_size,
                 "filters": net.filters, "cond_channels": self.cond_channels}
+
+
+class MSSSIMReconstruction(tfd.Distribution):
+    r"""The MS-SSIM VAE's reconstruction term as a distribution-shaped object: ``log_prob(x)`` is
+    -(1 - MS-SSIM(x, E[x|z])) (one number per example; :func:`kvae.ssim.ms_ssim`), ``mean()`` and ``sample()`` are E[x|z] =
+    sigmoid(logits).  Not a normalised density (``normalised = False``): there is no NLL or ELBO."""
+
+    normalised = False
+
+    def __init__(self, logits, power_factors, filter_size, filter_sigma=1.5, positive="shift",
+                 name="MSSSIMReconstruction"):
+        parameters = dict(locals())
+        self._logits = tf.convert_to_tensor(logits, tf.float32)
+        self._factors, self._filter, self._sigma = tuple(power_factors), int(filter_size), float(filter_sigma)
+        self._positive = positive
+        super().__init__(dtype=tf.float32, reparameterization_type=tfd.FULLY_REPARAMETERIZED, validate_args=False,
+                         allow_nan_stats=True, parameters=parameters, name=name)
+
+    def _batch_shape(self):
+        return self._logits.shape[:-3]
+
+    def _batch_shape_tensor(self):
+        return tf.shape(self._logits)[:-3]
+
+    def _event_shape(self):
+        return self._logits.shape[-3:]
+
+    def _event_shape_tensor(self):
+        return tf.shape(self._logits)[-3:]
+
+    def _mean(self):
+        return tf.sigmoid(self._logits)
+
+    def _sample_n(self, n, seed=None):
+        return tf.broadcast_to(self._mean(), tf.concat([[n], tf.shape(self._logits)], 0))
+
+    def _log_prob(self, x):
+        from .ssim import ms_ssim
+
+        mean = self._mean() + tf.zeros_like(tf.cast(x, tf.float32))
+        x = tf.cast(x, tf.float32) + tf.zeros_like(mean)
+        return -(1.0 - ms_ssim(x, mean, self._factors, self._filter, self._sigma, positive=self._positive))
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class MSSSIMLikelihood(LikelihoodHead):
+    """Decoder head of the MS-SSIM VAE (Snell et al. 2017): logits -> E[x|z] = sigmoid(logits), and a
+    reconstruction term 1 - MS-SSIM(x, E[x|z]) (:mod:`kvae.ssim`) in place of -log p(x|z).
+
+    Args:
+      power_factors: weight of each scale; None picks :func:`kvae.ssim.default_scales` for the image.
+      filter_size: Gaussian window in pixels; None with ``power_factors=None`` picks the largest that fits.
+      filter_sigma: the window's standard deviation (1.5, Wang et al.).
+      positive: how each scale's term is made positive before its power: ``"shift"`` (v + 1) / 2 as
+        pythae trains (finite gradients everywhere), or ``"relu"``, TensorFlow's clip at 0 (equal
+        to ``tf.image.ssim_multiscale``; NaN gradients where a term is 0).
+    """
+
+    support = "real"
+    normalised = False
+    param_names = ("logits",)
+
+    def __init__(self, event_shape, power_factors=None, filter_size=None, filter_sigma=1.5, positive="shift",
+                 **kwargs):
+        super().__init__(event_shape, **kwargs)
+        from .ssim import check_scales, default_scales
+
+        if positive not in ("shift", "relu"):
+            raise ValueError(f"positive must be 'shift' or 'relu', got {positive!r}")
+        self.positive = positive
+        if power_factors is None:
+            power_factors, filter_size = default_scales(self.event_shape, filter_size)
+        elif filter_size is None:
+            filter_size = 3
+        check_scales(self.event_shape, power_factors, filter_size)
+        self.power_factors = tuple(float(p) for p in power_factors)
+        self.filter_size, self.filter_sigma = int(filter_size), float(filter_sigma)
+
+    def named_params(self, params):
+        return {"probs": tf.sigmoid(params[0]), "logits": params[0]}
+
+    def distribution(self, params):
+        (logits,) = params
+        return MSSSIMReconstruction(logits, self.power_factors, self.filter_size, self.filter_sigma, self.positive)
+
+    def get_config(self):
+        return {**super().get_config(), "power_factors": list(self.power_factors), "filter_size": self.filter_size,
+                "filter_sigma": self.filter_sigma, "positive": self.positive}
 
 
 _LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood, "pixelcnn": PixelCNNLikelihood}

@@ -52,6 +52,9 @@ class Objective(keras.layers.Layer):
         if not model.has_density:
             raise ConfigError(f"{type(self).__name__} needs a posterior with a density (importance weights); "
                               f"{type(model.posterior).__name__} has none")
+        if not model.has_likelihood:
+            raise ConfigError(f"{type(self).__name__} needs a normalised p(x|z) (importance weights); "
+                              f"{type(model.likelihood).__name__} is a reconstruction score")
 
     def log_weights(self, model, terms):
         """log w [M K, B] for the batch in ``terms`` (its q, x, y, seed and training flag)."""

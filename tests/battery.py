@@ -119,6 +119,14 @@ class ModelBattery:
             with pytest.raises(ConfigError, match="deterministic encoder"):
                 model.log_likelihood(x, y, k=8)
             return
+        if not model.has_likelihood:
+            import pytest
+
+            from kvae.errors import ConfigError
+
+            with pytest.raises(ConfigError, match="not a normalised density"):
+                model.log_likelihood(x, y, k=8)
+            return
         ll = model.log_likelihood(x, y, k=8, batch_size=5)
         assert ll.shape == (self.batch,)
         assert np.all(np.isfinite(ll)) and np.all(ll.numpy() < 0)
@@ -159,7 +167,7 @@ class ModelBattery:
         x, y = self._data()
         model.fit(x, y, batch_size=self.batch, epochs=1, verbose=0)  # trained weights, not the initial ones
         manifest = export.export(model, str(tmp_path / "bundle"), check=False)
-        expected = {"encode", "decode", "images", "reconstruct", "sample"} | ({"log_prob"} if model.has_density else set())
+        expected = {"encode", "decode", "images", "reconstruct", "sample"} | ({"log_prob"} if model.has_density and model.has_likelihood else set())
         assert set(manifest["endpoints"]) == expected
         loaded = tf.saved_model.load(str(tmp_path / "bundle" / "savedmodel" / "1"))
         for name, spec in manifest["endpoints"].items():

@@ -212,3 +212,8 @@ class TestAdversarialAE(ModelBattery):
     def make_model(self):
         return kvae.AdversarialAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), discriminator_hidden=(16,),
                                   discriminator_lr=0.01, seed=30)
+
+
+class TestMSSSIMVAE(ModelBattery):
+    def make_model(self):
+        return kvae.MSSSIMVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), beta=0.01, seed=31)

@@ -182,6 +182,12 @@ class VariationalModel(keras.Model):
         return not getattr(self.posterior, "deterministic", False)
 
     @property
+    def has_likelihood(self):
+        """Whether p(x|z) is a normalised density, so that log p(x), the ELBO and the NLL are defined
+        (not for a reconstruction score such as MS-SSIM)."""
+        return bool(getattr(self.likelihood, "normalised", True))
+
+    @property
     def conditional(self):
         return self.num_classes is not None
 
@@ -614,6 +620,9 @@ class VariationalModel(keras.Model):
         if not self.has_density:
             raise ConfigError(f"{type(self).__name__} has a deterministic encoder: q(z|x) has no density, so "
                               "the importance-sampled likelihood is not defined")
+        if not self.has_likelihood:
+            raise ConfigError(f"{type(self).__name__}'s decoder term ({type(self.likelihood).__name__}) is a "
+                              "reconstruction score, not a normalised density: log p(x) is not defined")
         x = np.asarray(x, np.float32) if not isinstance(x, tf.Tensor) else tf.cast(x, tf.float32)
         n = int(x.shape[0])
         seed = self._seed(seed)
