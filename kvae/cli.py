@@ -13,6 +13,8 @@ import os
 import sys
 
 _DATASETS = ("digits", "binarized_mnist", "mnist", "fashion_mnist", "dsprites")
+#: kvae.density.KINDS, without importing TensorFlow to parse a command line (tests check they agree)
+KINDS_OF_DENSITY = ("gmm", "maf", "iaf")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -103,10 +105,10 @@ def _chosen_model(argv):
 
 
 def _part_choices(option):
-    from . import likelihoods, posteriors, priors
+    from . import density, likelihoods, posteriors, priors
 
     registry = {"decoder": likelihoods._LIKELIHOODS, "posterior": posteriors._POSTERIORS,
-                "prior": priors._PRIORS}.get(option)
+                "prior": priors._PRIORS, "density": dict.fromkeys(density.KINDS)}.get(option)
     return None if registry is None else sorted(registry)
 
 
@@ -264,14 +266,19 @@ def _parser(argv=()):
     e.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
     e.add_argument("--data-dir")
 
-    f = sub.add_parser("fit-density", help="fit the ex-post Gaussian mixture to training codes (RAE paper)",
-                       description="Fit a Gaussian mixture to the posterior means of the training data, store it "
+    f = sub.add_parser("fit-density", help="fit an ex-post density (Gaussian mixture or flow) to training codes",
+                       description="Fit a density (--kind) to the posterior means of the training data, store it "
                                    "in RUN_DIR/model.keras, and write samples_density.png next to samples from "
                                    "the prior (samples_prior.png).")
     f.add_argument("run_dir")
     f.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
     f.add_argument("--data-dir")
     f.add_argument("--limit", type=_pos_int, help="fit on the first N training examples only (default: all)")
+    f.add_argument("--kind", choices=KINDS_OF_DENSITY,
+                   help="the density: a Gaussian mixture (gmm) or an autoregressive flow (maf, iaf); default: the "
+                        "model's own (--density when it was trained, else gmm)")
+    f.add_argument("--epochs", type=_pos_int, help="epochs of maximum likelihood for a flow (default: the "
+                                                   "density's own, 50)")
 
     r = sub.add_parser("reconstruct", help="write a PNG of data | reconstruction pairs, side by side")
     r.add_argument("run_dir")
@@ -417,15 +424,25 @@ def _fit_density(args):
     x, y = _split_for(args, config).arrays()
     if args.limit is not None:
         x, y = x[:args.limit], None if y is None else y[:args.limit]
-    model.fit_density(x, y)
+    if args.kind is not None and args.kind != getattr(model.density, "kind", None):
+        model = model.with_density(args.kind)
+    if args.epochs is not None:
+        if model.density.kind == "gmm":
+            raise UsageError("--epochs applies to a flow density (--kind maf or iaf), not the Gaussian mixture")
+        model.density.epochs = args.epochs
+    info = model.fit_density(x, y)
     runs.atomic_save(model, os.path.join(args.run_dir, runs.MODEL_FILE))
     labels = None if not model.conditional else list(range(64))
     for source in ("density", "prior"):
         images = model.sample(64, labels=None if labels is None else [i % model.num_classes for i in labels],
                               seed=0, source=source).numpy()
         plotting.save_image_grid(images, os.path.join(args.run_dir, f"samples_{source}.png"), ncol=8)
-    print(f"fitted a {model.density.n_components}-component Gaussian mixture on {len(x)} codes; "
-          f"wrote samples_density.png and samples_prior.png")
+    if model.density.kind == "gmm":
+        what = f"a {model.density.n_components}-component Gaussian mixture"
+    else:
+        what = (f"a {model.density.kind.upper()} flow (held-out log p(z) {info['heldout_log_prob']:.3f} nats per "
+                "dimension)")
+    print(f"fitted {what} on {len(x)} codes; wrote samples_density.png and samples_prior.png")
 
 
 def _reconstruct(args):

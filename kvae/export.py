@@ -22,8 +22,8 @@ decode         z [N, D] (, labels [N])                          decoder paramete
 images         z [N, D] (, labels, uniform)                    images decoded from the codes z
 reconstruct    x, eps [N, D] (, labels, uniform)               images
 sample         eps [N, D] (, labels, uniform [N, *shape])      images (prior flow + decoder/sampler)
-sample_density eps, component_uniform [N] (, labels, uniform)  images from the ex-post Gaussian mixture
-               (only when the model's density was fitted)
+sample_density eps (, component_uniform [N], labels, uniform)  images from the ex-post density (only
+               when it was fitted; component_uniform for the Gaussian mixture only)
 log_prob       x, eps [K, N, D] (, labels)                     importance-weighted bound [N]
 =============  ==============================================  ===================================
 
@@ -80,7 +80,8 @@ def endpoints(model):
         return (model.sample_from_noise(a["eps"], a.get("labels"), a.get("uniform"), a.get("component_uniform")),)
 
     def sample_density(a):
-        return (model.sample_density_from_noise(a["eps"], a["component_uniform"], a.get("labels"), a.get("uniform")),)
+        return (model.sample_density_from_noise(a["eps"], a.get("component_uniform"), a.get("labels"),
+                                                a.get("uniform")),)
 
     def log_prob(a):
         return (model.log_prob_from_noise(a["x"], a["eps"], a.get("labels")),)
@@ -98,9 +99,9 @@ def endpoints(model):
     }
     if not (model.has_density and model.has_likelihood):  # a point-mass encoder or a score has no bound
         del table["log_prob"]
-    if model.density.is_fitted:  # the ex-post Gaussian mixture, with the component choice as noise
-        table["sample_density"] = (sample_density, [eps, _spec((None,), "component_uniform")] + label_spec
-                                   + uniform_spec, ("images",))
+    if model.density.is_fitted:  # the ex-post density (a mixture's component choice as noise)
+        density_noise = [_spec((None,), "component_uniform")] if model.density.needs_component_noise else []
+        table["sample_density"] = (sample_density, [eps] + density_noise + label_spec + uniform_spec, ("images",))
     return {name: (_positional(fn, spec), spec, outs) for name, (fn, spec, outs) in table.items()}
 
 

@@ -242,8 +242,9 @@ class Bundle:
         if source == "density":
             if "sample_density" not in self.manifest["endpoints"]:
                 raise BundleError("this bundle has no ex-post density: run `kvae fit-density` before exporting")
-            extra["component_uniform"] = rng.uniform(size=n)
             endpoint = "sample_density"
+            if any(i["name"] == "component_uniform" for i in self.manifest["endpoints"][endpoint]["inputs"]):
+                extra["component_uniform"] = rng.uniform(size=n)  # a Gaussian mixture's component choice
         elif source == "prior":
             endpoint = "sample"
             if any(i["name"] == "component_uniform" for i in self.manifest["endpoints"]["sample"]["inputs"]):

@@ -31,7 +31,7 @@ from ..schedules import beta_value
 tfd = tfp.distributions
 
 # Constructor arguments that may hold Keras objects; they are (de)serialised in the config.
-_OBJECT_ARGS = ("encoder_network", "decoder_network", "posterior", "prior", "decoder", "beta", "objective")
+_OBJECT_ARGS = ("encoder_network", "decoder_network", "posterior", "prior", "decoder", "beta", "objective", "density")
 
 
 def _serialize(value):
@@ -70,7 +70,10 @@ class VariationalModel(keras.Model):
         MAE's reference code, Ma et al. 2019); 0 for none.
       regularizers: list of ``kvae.regularizers.Regularizer`` layers added to the loss.
       seed: base seed of the training noise (a random one is drawn and stored if None).
-      density_components: components of the ex-post Gaussian mixture (:meth:`fit_density`).
+      density: the ex-post density over codes (:meth:`fit_density`): ``"gmm"`` (a Gaussian mixture,
+        Ghosh et al. 2020), ``"maf"`` / ``"iaf"`` (an autoregressive flow) or a layer of
+        :mod:`kvae.density`.
+      density_components: components of the ex-post Gaussian mixture.
       analytic_kl: use the closed-form KL when TFP has one (else a one-sample Monte-Carlo estimate).
       objective: ``"elbo"`` (the loss below) or a bound from :mod:`kvae.objectives` (``"iwae"``,
         ``"miwae"``, ``"ciwae"``, ``"piwae"`` or a layer such as ``kvae.objectives.IWAEBound(50)``) that
@@ -81,7 +84,7 @@ class VariationalModel(keras.Model):
                  posterior="gaussian", prior="normal", encoder_network=None, decoder_network=None,
                  num_classes=None, beta=1.0, analytic_kl=True, free_bits_per_dim=0.0, free_bits_total=0.0,
                  regularizers=(), seed=None, density_components=10, kl_warmup_steps=0, objective="elbo",
-                 **kwargs):
+                 density="gmm", **kwargs):
         super().__init__(**kwargs)
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
@@ -94,7 +97,7 @@ class VariationalModel(keras.Model):
             analytic_kl=bool(analytic_kl), free_bits_per_dim=float(free_bits_per_dim),
             free_bits_total=float(free_bits_total), regularizers=regularizers, seed=int(seed),
             density_components=int(density_components), kl_warmup_steps=int(kl_warmup_steps),
-            objective=_deserialize(objective),
+            objective=_deserialize(objective), density=_deserialize(density),
         )
         self.data_shape = tuple(int(d) for d in input_shape)
         self.latent_dim = int(latent_dim)
@@ -134,9 +137,9 @@ class VariationalModel(keras.Model):
         self.objective = objectives.get(self._init_args["objective"])
         if self.objective is not None:
             self.objective.check(self)
-        from ..density import GaussianMixtureDensity
+        from .. import density as densities
 
-        self.density = GaussianMixtureDensity(self.latent_dim, density_components, name="density")
+        self.density = densities.get(self._init_args["density"], self.latent_dim, int(density_components))
 
         # index of the batch within the current evaluation, folded into the validation noise seed
         self._eval_batch = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False,
@@ -560,7 +563,10 @@ class VariationalModel(keras.Model):
         if source == "density":
             if not self.density.is_fitted:
                 raise ConfigError("the ex-post density is not fitted: call fit_density(x) (kvae fit-density RUN_DIR)")
-            z = self.density.distribution().sample(n, seed=s1)
+            if self.density.needs_component_noise:  # the Gaussian mixture
+                z = self.density.distribution().sample(n, seed=s1)
+            else:
+                z = self.density.from_noise(tf.random.stateless_normal([n, self.latent_dim], s1))
         elif source == "prior":
             z = self.prior_distribution().sample(n, seed=s1)
         else:
@@ -596,9 +602,33 @@ class VariationalModel(keras.Model):
         means, noises = np.concatenate(means), np.concatenate(noises)
         return (means, noises) if return_noise else means
 
-    def fit_density(self, x, y=None, seed=0):
-        """Fit the ex-post Gaussian mixture to the posterior means of x (Ghosh et al. 2020)."""
+    def fit_density(self, x, y=None, seed=0, kind=None):
+        """Fit the ex-post density (the ``density`` option: a Gaussian mixture by default, Ghosh et al.
+        2020) to the posterior means of x.  ``kind`` must be the model's own: for another kind,
+        ``model.with_density(kind)`` returns the same model with that density slot."""
+        current = getattr(self.density, "kind", None)
+        if kind is not None and kind != current:
+            raise ConfigError(f"this model's ex-post density is {current!r}, not {kind!r}: use "
+                              f"model = model.with_density({kind!r}) first (kvae fit-density --kind does this)")
         return self.density.fit(self.posterior_means(x, y), seed=seed)
+
+    def with_density(self, kind):
+        """A copy of this model (same weights) whose ex-post density is ``kind`` (``"gmm"``, ``"maf"``,
+        ``"iaf"``) or a density layer of :mod:`kvae.density`, not yet fitted."""
+        config = self.get_config()
+        config["density"] = _serialize(kind)
+        clone = type(self).from_config(config)
+
+        def others(model):  # every variable but the density's, in tracking order (layer names may differ)
+            skip = {id(v) for v in model.density.weights}
+            return [v for v in model.weights if id(v) not in skip]
+
+        mine, theirs = others(self), others(clone)
+        if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs)):
+            raise ConfigError("with_density: the copy's variables do not match the model's")
+        for source, target in zip(mine, theirs):
+            target.assign(source)
+        return clone
 
     @tf.function(reduce_retracing=True)
     def _log_weights(self, x, y, k, seed):
@@ -657,8 +687,9 @@ class VariationalModel(keras.Model):
             z = self.prior.from_noise(eps)
         return self.likelihood.images(self.decode_params(z, labels), uniform)
 
-    def sample_density_from_noise(self, eps, component_uniform, labels=None, uniform=None):
-        """Images for codes drawn from the ex-post Gaussian mixture with explicit noise."""
+    def sample_density_from_noise(self, eps, component_uniform=None, labels=None, uniform=None):
+        """Images for codes drawn from the ex-post density with explicit noise (``component_uniform``
+        [N] only for the Gaussian mixture)."""
         z = self.density.from_noise(eps, component_uniform)
         return self.likelihood.images(self.decode_params(z, labels), uniform)
 
