@@ -14,7 +14,7 @@ import sys
 
 _DATASETS = ("digits", "binarized_mnist", "mnist", "fashion_mnist", "dsprites")
 #: kvae.density.KINDS, without importing TensorFlow to parse a command line (tests check they agree)
-KINDS_OF_DENSITY = ("gmm", "maf", "iaf")
+KINDS_OF_DENSITY = ("gmm", "maf", "iaf", "two-stage")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -275,9 +275,9 @@ def _parser(argv=()):
     f.add_argument("--data-dir")
     f.add_argument("--limit", type=_pos_int, help="fit on the first N training examples only (default: all)")
     f.add_argument("--kind", choices=KINDS_OF_DENSITY,
-                   help="the density: a Gaussian mixture (gmm) or an autoregressive flow (maf, iaf); default: the "
-                        "model's own (--density when it was trained, else gmm)")
-    f.add_argument("--epochs", type=_pos_int, help="epochs of maximum likelihood for a flow (default: the "
+                   help="the density: a Gaussian mixture (gmm), an autoregressive flow (maf, iaf) or a second VAE "
+                        "(two-stage); default: the model's own (--density when it was trained, else gmm)")
+    f.add_argument("--epochs", type=_pos_int, help="training epochs of a flow or second-stage VAE (default: the "
                                                    "density's own, 50)")
 
     r = sub.add_parser("reconstruct", help="write a PNG of data | reconstruction pairs, side by side")
@@ -428,7 +428,8 @@ def _fit_density(args):
         model = model.with_density(args.kind)
     if args.epochs is not None:
         if model.density.kind == "gmm":
-            raise UsageError("--epochs applies to a flow density (--kind maf or iaf), not the Gaussian mixture")
+            raise UsageError("--epochs applies to a trained density (--kind maf, iaf or two-stage), not the "
+                             "Gaussian mixture")
         model.density.epochs = args.epochs
     info = model.fit_density(x, y)
     runs.atomic_save(model, os.path.join(args.run_dir, runs.MODEL_FILE))
@@ -440,8 +441,8 @@ def _fit_density(args):
     if model.density.kind == "gmm":
         what = f"a {model.density.n_components}-component Gaussian mixture"
     else:
-        what = (f"a {model.density.kind.upper()} flow (held-out log p(z) {info['heldout_log_prob']:.3f} nats per "
-                "dimension)")
+        name = "second-stage VAE" if model.density.kind == "two-stage" else f"{model.density.kind.upper()} flow"
+        what = f"a {name} (held-out log p(z) {info['heldout_log_prob']:.3f} nats per dimension)"
     print(f"fitted {what} on {len(x)} codes; wrote samples_density.png and samples_prior.png")
 
 
