@@ -95,36 +95,32 @@ class GaussianMixtureDensity(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim, "n_components": self.n_components}
 
 
-@keras.saving.register_keras_serializable(package="kvae")
-class FlowDensity(keras.layers.Layer):
-    r"""An autoregressive flow over standardised codes: z = m + s * f(eps), eps ~ N(0, I), with m, s
-    the codes' mean and standard deviation and f ``num_steps`` MADE-driven affine steps (``kind``
-    ``"maf"``: density in one pass per step, sampling sequential; ``"iaf"``: the reverse), so
-    log p(z) = log N(f^{-1}((z - m)/s)) + log|det d f^{-1}/du| - sum_d log s_d.
-
-    ``fit`` maximises the mean log-likelihood of the codes with Adam (``epochs``, ``batch_size``,
-    ``lr``) on 90% of them and reports the mean log-likelihood per dimension of the other 10%.
-    The layer is not trainable by the model's optimizer (``trainable`` is False outside ``fit``).
-    """
+class TrainedDensity(keras.layers.Layer):
+    """Shared machinery of the densities fitted by gradient descent on standardised codes
+    u = (z - m) / s: the non-trainable ``shift`` m, ``scale`` s and ``fitted`` weights, a 90/10
+    split, the Adam loop over ``epochs`` of ``batch_size`` codes, and trainable parts that train
+    only inside :meth:`fit` (the model's optimizer never sees them).  Subclasses define
+    ``_parts()`` (their sublayers), ``_extra_weights()``, ``_loss(u, seed)`` and ``log_prob(z)``."""
 
     needs_component_noise = False
 
-    def __init__(self, latent_dim, kind="maf", num_steps=4, hidden_units=(256, 256), epochs=50, batch_size=256,
-                 lr=1e-3, **kwargs):
+    def __init__(self, latent_dim, epochs=50, batch_size=256, lr=1e-3, **kwargs):
         super().__init__(**kwargs)
-        if kind not in ("maf", "iaf"):
-            raise ValueError(f"kind must be 'maf' or 'iaf', got {kind!r}")
-        self.latent_dim, self.kind, self.num_steps = int(latent_dim), kind, int(num_steps)
-        self.hidden_units = [int(h) for h in hidden_units]
+        self.latent_dim = int(latent_dim)
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
-        from .priors import FlowPrior
 
-        self.flow = FlowPrior(self.latent_dim, num_steps=self.num_steps, hidden_units=self.hidden_units, kind=kind,
-                              name="flow")
+    def _parts(self):
+        return []
+
+    def _extra_weights(self):
+        pass
 
     def build(self, input_shape=None):
         d = self.latent_dim
-        self.flow.build(None)
+        for part in self._parts():
+            if not part.built:
+                part.build(None if not isinstance(part, keras.Sequential) else (None, d))
+        self._extra_weights()
         self.shift = self.add_weight(shape=(d,), initializer="zeros", trainable=False, name="shift")
         self.scale = self.add_weight(shape=(d,), initializer="ones", trainable=False, name="scale")
         self.fitted = self.add_weight(shape=(), initializer="zeros", trainable=False, name="fitted")
@@ -132,14 +128,97 @@ class FlowDensity(keras.layers.Layer):
         self._set_trainable(False)
 
     def _set_trainable(self, value):
-        """The flow trains only inside :meth:`fit` (set on the nested flow too: a layer deserialised
-        with ``trainable=False`` does not pass it to the flow it creates afterwards)."""
+        """Set on the nested parts too: a layer deserialised with ``trainable=False`` does not pass it
+        to the parts it creates afterwards."""
         self.trainable = value
-        self.flow.trainable = value
+        for part in self._parts():
+            part.trainable = value
 
     @property
     def is_fitted(self):
         return bool(self.fitted.numpy() > 0)
+
+    def _standardise(self, z):
+        return (tf.convert_to_tensor(z, tf.float32) - self.shift) / self.scale
+
+    def fit(self, z, seed=0, verbose=False):
+        """Minimise ``_loss`` on 90% of the codes z [N, latent_dim]; returns {"train_log_prob",
+        "heldout_log_prob"} (mean log p(z) per dimension on the training codes and the other 10%)."""
+        z = np.asarray(z, np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"codes must have shape [N, {self.latent_dim}], got {list(z.shape)}")
+        if len(z) < 10:
+            raise ValueError(f"fitting {type(self).__name__} needs at least 10 codes, got {len(z)}")
+        order = np.random.RandomState(seed).permutation(len(z))
+        held = max(1, len(z) // 10)
+        train, heldout = z[order[held:]], z[order[:held]]
+        self.shift.assign(train.mean(axis=0))
+        self.scale.assign(np.maximum(train.std(axis=0), 1e-3))
+        self._set_trainable(True)
+        variables = self.trainable_variables
+        optimizer = keras.optimizers.Adam(self.lr)
+
+        @tf.function
+        def step(batch, s):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(self._loss(self._standardise(batch), s))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return loss
+
+        data = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=seed).batch(self.batch_size)
+        count = 0
+        try:
+            for epoch in range(self.epochs):
+                losses = []
+                for batch in data:
+                    losses.append(float(step(batch, tf.constant([seed, count], tf.int32))))
+                    count += 1
+                if verbose:
+                    print(f"{type(self).__name__} epoch {epoch + 1}/{self.epochs}: loss {np.mean(losses):.3f}",
+                          flush=True)
+        finally:
+            self._set_trainable(False)
+        self.fitted.assign(1.0)
+
+        def mean_log_prob(codes):
+            return float(np.mean(self.log_prob(codes).numpy()) / self.latent_dim)
+
+        return {"train_log_prob": mean_log_prob(train[:2000]), "heldout_log_prob": mean_log_prob(heldout)}
+
+    def call(self, z):
+        return self.log_prob(z)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim, "epochs": self.epochs,
+                "batch_size": self.batch_size, "lr": self.lr}
+
+
+def _standard_normal(d):
+    return tfd.Independent(tfd.Normal(tf.zeros([d]), 1.0), reinterpreted_batch_ndims=1)
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class FlowDensity(TrainedDensity):
+    r"""An autoregressive flow over standardised codes: z = m + s * f(eps), eps ~ N(0, I), with m, s
+    the codes' mean and standard deviation and f ``num_steps`` MADE-driven affine steps (``kind``
+    ``"maf"``: density in one pass per step, sampling sequential; ``"iaf"``: the reverse), so
+    log p(z) = log N(f^{-1}((z - m)/s)) + log|det d f^{-1}/du| - sum_d log s_d, fitted by maximum
+    likelihood (:class:`TrainedDensity`: Adam, ``epochs``, ``batch_size``, ``lr``).
+    """
+
+    def __init__(self, latent_dim, kind="maf", num_steps=4, hidden_units=(256, 256), **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        if kind not in ("maf", "iaf"):
+            raise ValueError(f"kind must be 'maf' or 'iaf', got {kind!r}")
+        self.kind, self.num_steps = kind, int(num_steps)
+        self.hidden_units = [int(h) for h in hidden_units]
+        from .priors import FlowPrior
+
+        self.flow = FlowPrior(self.latent_dim, num_steps=self.num_steps, hidden_units=self.hidden_units, kind=kind,
+                              name="flow")
+
+    def _parts(self):
+        return [self.flow]
 
     def bijector(self):
         import tensorflow_probability as tfp
@@ -149,68 +228,26 @@ class FlowDensity(keras.layers.Layer):
                           self.flow.bijector()])
 
     def distribution(self):
-        base = tfd.Independent(tfd.Normal(tf.zeros([self.latent_dim]), 1.0), reinterpreted_batch_ndims=1)
-        return tfd.TransformedDistribution(base, self.bijector())
+        return tfd.TransformedDistribution(_standard_normal(self.latent_dim), self.bijector())
 
     def from_noise(self, eps, component_uniform=None):
         """z = m + s * f(eps) from standard-normal noise eps [N, latent_dim]."""
         return self.bijector().forward(tf.convert_to_tensor(eps, tf.float32))
 
-    def fit(self, z, seed=0, verbose=False):
-        """Maximum likelihood on codes z [N, latent_dim]; returns {"train_log_prob", "heldout_log_prob"}
-        (mean nats per dimension, on the standardised-then-rescaled codes, i.e. of p(z) itself)."""
-        z = np.asarray(z, np.float32)
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"codes must have shape [N, {self.latent_dim}], got {list(z.shape)}")
-        if len(z) < 10:
-            raise ValueError(f"fitting a flow needs at least 10 codes, got {len(z)}")
-        rng = np.random.RandomState(seed)
-        order = rng.permutation(len(z))
-        held = max(1, len(z) // 10)
-        train, heldout = z[order[held:]], z[order[:held]]
-        self.shift.assign(train.mean(axis=0))
-        self.scale.assign(np.maximum(train.std(axis=0), 1e-3))
-        self._set_trainable(True)
-        variables = self.flow.trainable_variables
-        optimizer = keras.optimizers.Adam(self.lr)
-
-        @tf.function
-        def step(batch):
-            with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(self.distribution().log_prob(batch))
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return loss
-
-        data = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=seed).batch(self.batch_size)
-        try:
-            for epoch in range(self.epochs):
-                losses = [float(step(b)) for b in data]
-                if verbose:
-                    print(f"density epoch {epoch + 1}/{self.epochs}: -log p(z) {np.mean(losses):.3f}", flush=True)
-        finally:
-            self._set_trainable(False)
-        self.fitted.assign(1.0)
-
-        def mean_log_prob(codes):
-            return float(np.mean(self.distribution().log_prob(codes).numpy()) / self.latent_dim)
-
-        return {"train_log_prob": mean_log_prob(train[:5000]), "heldout_log_prob": mean_log_prob(heldout)}
+    def _loss(self, u, seed):
+        return -self.flow.distribution().log_prob(u)  # the constant sum log s does not move the optimum
 
     def log_prob(self, z):
         """log p(z) [N] of codes z [N, latent_dim]."""
         return self.distribution().log_prob(tf.convert_to_tensor(z, tf.float32))
 
-    def call(self, z):
-        return self.distribution().log_prob(z)
-
     def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim, "kind": self.kind,
-                "num_steps": self.num_steps, "hidden_units": self.hidden_units, "epochs": self.epochs,
-                "batch_size": self.batch_size, "lr": self.lr}
+        return {**super().get_config(), "kind": self.kind, "num_steps": self.num_steps,
+                "hidden_units": self.hidden_units}
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class TwoStageDensity(keras.layers.Layer):
+class TwoStageDensity(TrainedDensity):
     r"""The two-stage VAE's second stage (Dai & Wipf 2019, "Diagnosing and enhancing VAE models"): a
     VAE fitted to the standardised codes u = (z - m) / s of the first model, with a latent v of the
     same dimension, q(v|u) = N(mu(u), diag sigma(u)^2), p(v) = N(0, I) and p(u|v) = N(g(v), gamma I)
@@ -218,43 +255,29 @@ class TwoStageDensity(keras.layers.Layer):
     are z = m + s g(v), v ~ N(0, I) (the decoder mean, as the paper samples); log p(z) is the
     importance-sampled bound log (1/k) sum_i p(u, v_i) / q(v_i|u) - sum_d log s_d (``log_prob``).
 
-    ``fit`` maximises the ELBO with Adam (``epochs``, ``batch_size``, ``lr``) on 90% of the codes and
-    reports the held-out log p(z) per dimension (k = 100).  Its MLPs have ``hidden_units`` (the
-    paper: 3 x 1024 with a skip connection; here 2 x 256 by default); trainable only inside ``fit``.
+    Trained by its ELBO (:class:`TrainedDensity`: Adam, ``epochs``, ``batch_size``, ``lr``); its MLPs
+    have ``hidden_units`` (the paper: 3 x 1024 with a skip connection; here 2 x 256 by default).
     """
 
-    needs_component_noise = False
     kind = "two-stage"
 
-    def __init__(self, latent_dim, hidden_units=(256, 256), epochs=50, batch_size=256, lr=1e-3, **kwargs):
-        super().__init__(**kwargs)
-        self.latent_dim, self.hidden_units = int(latent_dim), [int(h) for h in hidden_units]
-        self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
+    def __init__(self, latent_dim, hidden_units=(256, 256), **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        self.hidden_units = [int(h) for h in hidden_units]
         d = self.latent_dim
-        self.encoder = keras.Sequential([keras.Input((d,))] + [keras.layers.Dense(h, activation="relu")
-                                                                for h in self.hidden_units]
-                                        + [keras.layers.Dense(2 * d)], name="second_encoder")
-        self.decoder = keras.Sequential([keras.Input((d,))] + [keras.layers.Dense(h, activation="relu")
-                                                                for h in self.hidden_units]
-                                        + [keras.layers.Dense(d)], name="second_decoder")
 
-    def build(self, input_shape=None):
-        d = self.latent_dim
+        def mlp(out, name):
+            return keras.Sequential([keras.Input((d,))] + [keras.layers.Dense(h, activation="relu")
+                                                           for h in self.hidden_units]
+                                    + [keras.layers.Dense(out)], name=name)
+
+        self.encoder, self.decoder = mlp(2 * d, "second_encoder"), mlp(d, "second_decoder")
+
+    def _parts(self):
+        return [self.encoder, self.decoder]
+
+    def _extra_weights(self):
         self.log_gamma = self.add_weight(shape=(), initializer="zeros", name="log_gamma")
-        self.shift = self.add_weight(shape=(d,), initializer="zeros", trainable=False, name="shift")
-        self.scale = self.add_weight(shape=(d,), initializer="ones", trainable=False, name="scale")
-        self.fitted = self.add_weight(shape=(), initializer="zeros", trainable=False, name="fitted")
-        self.built = True
-        self._set_trainable(False)
-
-    def _set_trainable(self, value):
-        self.trainable = value
-        self.encoder.trainable = value
-        self.decoder.trainable = value
-
-    @property
-    def is_fitted(self):
-        return bool(self.fitted.numpy() > 0)
 
     def _posterior(self, u):
         params = self.encoder(u)
@@ -266,29 +289,21 @@ class TwoStageDensity(keras.layers.Layer):
         flat = self.decoder(tf.reshape(v, [-1, self.latent_dim]))
         return tf.reshape(flat, tf.shape(v))
 
-    def _likelihood(self, v):
-        scale = tf.exp(0.5 * tf.convert_to_tensor(self.log_gamma)) * tf.ones([self.latent_dim])
-        return tfd.Independent(tfd.Normal(self._decode(v), scale), reinterpreted_batch_ndims=1)
-
-    def _standardise(self, z):
-        return (tf.convert_to_tensor(z, tf.float32) - self.shift) / self.scale
-
-    def _elbo(self, u, seed):
+    def _log_weights(self, u, eps):
+        """log p(u, v) - log q(v|u) at v = mu(u) + sigma(u) eps, eps [..., N, latent_dim]."""
         q = self._posterior(u)
-        loc = q.mean()
-        v = loc + q.stddev() * tf.random.stateless_normal(tf.shape(loc), seed)
-        prior = tfd.Independent(tfd.Normal(tf.zeros([self.latent_dim]), 1.0), reinterpreted_batch_ndims=1)
-        return self._likelihood(v).log_prob(u) + prior.log_prob(v) - q.log_prob(v)
+        v = q.mean() + q.stddev() * eps
+        scale = tf.exp(0.5 * tf.convert_to_tensor(self.log_gamma)) * tf.ones([self.latent_dim])
+        likelihood = tfd.Independent(tfd.Normal(self._decode(v), scale), reinterpreted_batch_ndims=1)
+        return likelihood.log_prob(u) + _standard_normal(self.latent_dim).log_prob(v) - q.log_prob(v)
+
+    def _loss(self, u, seed):
+        return -self._log_weights(u, tf.random.stateless_normal(tf.shape(u), seed))  # the negative ELBO
 
     def log_prob(self, z, k=100, seed=0):
         """Importance-sampled log p(z) [N] with k draws of v ~ q(v|u) per code (a lower bound)."""
         u = self._standardise(z)
-        q = self._posterior(u)
-        loc = q.mean()
-        eps = tf.random.stateless_normal(tf.concat([[k], tf.shape(loc)], 0), [seed, 17])
-        v = loc + q.stddev() * eps
-        prior = tfd.Independent(tfd.Normal(tf.zeros([self.latent_dim]), 1.0), reinterpreted_batch_ndims=1)
-        log_w = self._likelihood(v).log_prob(u) + prior.log_prob(v) - q.log_prob(v)
+        log_w = self._log_weights(u, tf.random.stateless_normal(tf.concat([[k], tf.shape(u)], 0), [seed, 17]))
         return (tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(float(k))
                 - tf.reduce_sum(tf.math.log(tf.convert_to_tensor(self.scale))))
 
@@ -297,55 +312,12 @@ class TwoStageDensity(keras.layers.Layer):
         return self.shift + self.scale * self._decode(tf.convert_to_tensor(eps, tf.float32))
 
     def fit(self, z, seed=0, verbose=False):
-        """Maximise the second stage's ELBO on codes z [N, latent_dim]; returns
-        {"train_log_prob", "heldout_log_prob", "gamma"} (log p(z) per dimension, k = 100)."""
-        z = np.asarray(z, np.float32)
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"codes must have shape [N, {self.latent_dim}], got {list(z.shape)}")
-        if len(z) < 10:
-            raise ValueError(f"fitting the second stage needs at least 10 codes, got {len(z)}")
-        order = np.random.RandomState(seed).permutation(len(z))
-        held = max(1, len(z) // 10)
-        train, heldout = z[order[held:]], z[order[:held]]
-        self.shift.assign(train.mean(axis=0))
-        self.scale.assign(np.maximum(train.std(axis=0), 1e-3))
-        self._set_trainable(True)
-        variables = self.encoder.trainable_variables + self.decoder.trainable_variables + [self.log_gamma]
-        optimizer = keras.optimizers.Adam(self.lr)
-
-        @tf.function
-        def step(batch, s):
-            with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(self._elbo(self._standardise(batch), s))
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return loss
-
-        data = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=seed).batch(self.batch_size)
-        count = 0
-        try:
-            for epoch in range(self.epochs):
-                losses = []
-                for b in data:
-                    losses.append(float(step(b, tf.constant([seed, count], tf.int32))))
-                    count += 1
-                if verbose:
-                    print(f"second stage epoch {epoch + 1}/{self.epochs}: -ELBO {np.mean(losses):.3f}", flush=True)
-        finally:
-            self._set_trainable(False)
-        self.fitted.assign(1.0)
-
-        def mean_log_prob(codes):
-            return float(np.mean(self.log_prob(codes).numpy()) / self.latent_dim)
-
-        return {"train_log_prob": mean_log_prob(train[:2000]), "heldout_log_prob": mean_log_prob(heldout),
-                "gamma": float(np.exp(self.log_gamma.numpy()))}
-
-    def call(self, z):
-        return self.log_prob(z)
+        """As :meth:`TrainedDensity.fit` (log p(z) by the bound with k = 100), plus the learned ``gamma``."""
+        info = super().fit(z, seed=seed, verbose=verbose)
+        return {**info, "gamma": float(np.exp(self.log_gamma.numpy()))}
 
     def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim, "hidden_units": self.hidden_units,
-                "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        return {**super().get_config(), "hidden_units": self.hidden_units}
 
 
 #: ex-post density kinds by name (the model's ``density`` option)

@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +18,9 @@ import kvae
 from kvae import data, explorer, export
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers"))
 import explorer_screenshot  # noqa: E402  (the browser helpers the docs' screenshot uses)
+from serving import serving  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -45,14 +46,8 @@ def bundle(trained, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(bundle):
-    from kvae_serve.server import make_server
-
-    srv = make_server(bundle, port=0, max_samples=256)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with serving(bundle, max_samples=256) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def _get(url):
@@ -135,20 +130,13 @@ def test_server_serves_the_page_its_assets_and_the_images_endpoint(server, train
 
 
 def test_a_bundle_without_explorer_data_answers_404(tmp_path):
-    from kvae_serve.server import make_server
-
     path = str(tmp_path / "plain")
     export.export(kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0), path, check=False)
-    srv = make_server(path, port=0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{srv.server_address[1]}"
+    with serving(path) as port:
+        url = f"http://127.0.0.1:{port}"
         status, _, body = _get(url + "/explorer.json")
         assert status == 404 and b"--explorer-examples" in body
         assert json.loads(_get(url + "/healthz")[2])["explorer"] is False
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 # ---------------------------------------------------------------- a real browser

@@ -14,6 +14,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPORT_DIR = os.path.join(HERE, "..", "export")
+sys.path.insert(0, os.path.join(HERE, "helpers"))
+from serving import serving  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +31,8 @@ def bundle_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(bundle_path):
-    from kvae_serve.server import make_server
-
-    srv = make_server(bundle_path, port=0, max_samples=16)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    with serving(bundle_path, max_samples=16) as port:
+        yield port
 
 
 def _raw(port, data, read_timeout=10.0):
