@@ -194,3 +194,35 @@ def test_flow_prior_is_a_density_and_from_noise_matches_sample(kind):
     # and the grid density agrees with the samples: P(z_1 < median of z_1) = 0.5
     median = np.median(b[:, 0])
     assert abs(density[grid[:, 0] < median].sum() * step * step - 0.5) < 0.02
+
+
+def test_mixed_iaf_planar_radial_posterior_density_is_the_change_of_variables():
+    """log q(z_K|x) of a posterior mixing gated IAF steps with planar and radial flows equals
+    log N(z_0; mu, sigma) - log|det dz_K/dz_0|, the Jacobian taken by autodiff of the whole map."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    import kvae
+    from kvae.planar_radial import PlanarRadialPosterior
+
+    posterior = PlanarRadialPosterior(3, "iaf,planar,iaf,radial", iaf_hidden=(12,), context_size=4, name="posterior")
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), seed=5, posterior=posterior)
+    rng = np.random.RandomState(0)
+    for v in model.posterior.trainable_weights:  # move every flow away from its identity (masks stay)
+        v.assign(v.numpy() + 0.3 * rng.normal(size=v.shape))
+    x = (rng.uniform(size=(5, 8, 8, 1)) > 0.5).astype("float32")
+    params = model.encode_params(x)
+    q = model.posterior.distribution(params)
+    eps = tf.constant(rng.normal(size=(5, 3)).astype("float32"))
+    z0 = params[0] + params[1] * eps
+    zk = model.posterior.reparameterize(q, eps)
+    chain = tfp.bijectors.Chain(list(reversed(model.posterior.bijectors(params[2]))))
+    with tf.GradientTape() as tape:
+        tape.watch(z0)
+        out = chain.forward(z0)
+    jac = tape.batch_jacobian(out, z0).numpy()
+    np.testing.assert_allclose(out.numpy(), zk.numpy(), atol=1e-5)
+    base = tfp.distributions.Normal(params[0], params[1]).log_prob(z0).numpy().sum(-1)
+    expected = base - np.log(np.abs(np.linalg.det(jac)))
+    np.testing.assert_allclose(q.log_prob(zk).numpy(), expected, rtol=1e-4, atol=1e-4)

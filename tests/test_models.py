@@ -217,3 +217,12 @@ class TestAdversarialAE(ModelBattery):
 class TestMSSSIMVAE(ModelBattery):
     def make_model(self):
         return kvae.MSSSIMVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), beta=0.01, seed=31)
+
+
+class TestIAFMixedWithPlanarRadial(ModelBattery):
+    def make_model(self):
+        from kvae.planar_radial import PlanarRadialPosterior
+
+        return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), seed=32,
+                        posterior=PlanarRadialPosterior(3, "iaf,planar,iaf,radial", iaf_hidden=(12,), context_size=4,
+                                                        name="posterior"))

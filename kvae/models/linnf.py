@@ -13,7 +13,8 @@ class LinNFVAE(VariationalModel):
     """VAE whose posterior is a Gaussian followed by planar and radial flows.
 
     Args:
-      flows: the flows applied to z_0, comma-separated ``planar``/``radial`` (e.g. ``planar,planar,radial``).
+      flows: the flows applied to z_0, comma-separated ``planar``/``radial``/``iaf`` (e.g. ``planar,planar,radial``;
+        ``iaf`` entries are gated IAF steps amortised by the encoder, mixable with the others).
     """
 
     fixed_options = ("posterior",)
