@@ -226,3 +226,9 @@ class TestIAFMixedWithPlanarRadial(ModelBattery):
         return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), seed=32,
                         posterior=PlanarRadialPosterior(3, "iaf,planar,iaf,radial", iaf_hidden=(12,), context_size=4,
                                                         name="posterior"))
+
+
+class TestHVAE(ModelBattery):
+    def make_model(self):
+        return kvae.HVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), num_leapfrog=2, step_size=0.05,
+                         learn_step_size=True, seed=33)

@@ -11,5 +11,6 @@ from .vamp import VampVAE
 from .linnf import LinNFVAE
 from .aae import AdversarialAE
 from .msssim import MSSSIMVAE
+from .hvae import HVAE
 
-__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "MODELS", "get", "register_model"]
+__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "MODELS", "get", "register_model"]
