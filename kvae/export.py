@@ -190,6 +190,24 @@ class _Module(tf.Module):
         self.model = model
 
 
+class _quiet_optional_rewrites:
+    """tf2onnx logs a full traceback when one of its optional graph rewrites fails (its transpose
+    optimizer does on the PixelCNN sampler's Loop) and then converts without that rewrite; the
+    exported graph is still checked (onnx.checker, and the parity check against Keras), so those
+    warnings are kept out of the user's terminal while converting."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger = logging.getLogger("tf2onnx.optimizer")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+        return False
+
+
 def _sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -229,8 +247,9 @@ def export(model, out_dir, opset=OPSET, check=True, explorer=None):
     manifest_endpoints = {}
     for name, (fn, spec, outs) in eps.items():
         path = os.path.join(out_dir, "onnx", f"{name}.onnx")
-        tf2onnx.convert.from_function(tf.function(fn, input_signature=spec, autograph=False), input_signature=spec,
-                                      opset=opset, output_path=path)
+        with _quiet_optional_rewrites():
+            tf2onnx.convert.from_function(tf.function(fn, input_signature=spec, autograph=False),
+                                          input_signature=spec, opset=opset, output_path=path)
         proto = onnx.load(path)
         onnx.checker.check_model(proto)
         onnx_outputs = [o.name for o in proto.graph.output]

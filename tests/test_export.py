@@ -338,3 +338,29 @@ def test_runtime_fuzz_bad_arrays_get_bundle_error(bundles):
                 except BundleError:
                     pass
     assert calls >= 1000
+
+
+def test_exporting_a_pixelcnn_model_logs_no_tracebacks(tmp_path):
+    """tf2onnx's transpose optimizer fails on the PixelCNN sampler's Loop and logs a warning with a
+    traceback per endpoint before converting without it; export keeps those out of the terminal
+    (the graphs are still checked) and leaves the logger's level as it was."""
+    import logging
+
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("tf2onnx.optimizer")
+    handler = Collect(level=logging.WARNING)
+    logger.addHandler(handler)
+    level = logger.level
+    try:
+        vlae = kvae.VLAE(input_shape=(6, 6, 1), latent_dim=3, hidden=(16,), flow_steps=1, flow_hidden=(8,),
+                         pixelcnn_layers=2, pixelcnn_filters=4, seed=2)
+        export.export(vlae, str(tmp_path / "vlae"), check=False)
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
+    assert logger.level == level
