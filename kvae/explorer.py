@@ -13,7 +13,6 @@ endpoints, and ``kvae explore``, which exports a run to a temporary bundle and s
 * ``prior``: ``"standard_normal"`` (the explorer then draws z ~ N(0, I) itself and
   interpolates spherically) or the prior's class name (z drawn from the example codes).
 """
-import json
 import os
 import shutil
 import tempfile
@@ -135,8 +134,3 @@ def explore(run_dir=None, pretrained=None, host="127.0.0.1", port=8000, open_bro
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def load(path):
-    """explorer.json as a dict (for tests and tools)."""
-    with open(path) as f:
-        return json.load(f)

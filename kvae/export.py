@@ -30,8 +30,10 @@ log_prob       x, eps [K, N, D] (, labels)                     importance-weight
 TensorFlow's stateless random ops do not convert to ONNX, hence the explicit noise: eps is
 standard normal, uniform is U(0, 1).  The PixelCNN sampler exports as an ONNX ``Loop``.
 """
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 
@@ -190,22 +192,19 @@ class _Module(tf.Module):
         self.model = model
 
 
-class _quiet_optional_rewrites:
+@contextlib.contextmanager
+def _quiet_optional_rewrites():
     """tf2onnx logs a full traceback when one of its optional graph rewrites fails (its transpose
     optimizer does on the PixelCNN sampler's Loop) and then converts without that rewrite; the
     exported graph is still checked (onnx.checker, and the parity check against Keras), so those
     warnings are kept out of the user's terminal while converting."""
-
-    def __enter__(self):
-        import logging
-
-        self.logger = logging.getLogger("tf2onnx.optimizer")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        self.logger.setLevel(self.level)
-        return False
+    logger = logging.getLogger("tf2onnx.optimizer")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _sha256(path):

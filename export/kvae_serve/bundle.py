@@ -30,22 +30,10 @@ class Bundle:
         for key in ("endpoints", "model"):
             if not isinstance(self.manifest.get(key), dict):
                 raise BundleError(f"{manifest_path}: {key!r} is missing or not an object (corrupt bundle)")
-        self._bytes = {}
-        for name, spec in self.manifest["endpoints"].items():
-            # Sessions are created from these bytes, read once and verified here: a file swapped on
-            # disk after loading is never run.
-            file = os.path.join(path, spec["onnx"])
-            if not os.path.isfile(file):
-                raise BundleError(f"{file} is missing from the bundle")
-            with open(file, "rb") as f:
-                content = f.read()
-            if verify:
-                expected = self.manifest.get("files", {}).get(spec["onnx"])
-                if expected is None:
-                    raise BundleError(f"{file} has no sha256 entry in the manifest: the bundle cannot be verified")
-                if hashlib.sha256(content).hexdigest() != expected:
-                    raise BundleError(f"{file} does not match the sha256 in the manifest (corrupt bundle)")
-            self._bytes[name] = content
+        # Sessions are created from these bytes, read once and verified here: a file swapped on
+        # disk after loading is never run.
+        self._bytes = {name: self._read_verified(path, spec["onnx"], verify)
+                       for name, spec in self.manifest["endpoints"].items()}
         self.explorer = self._explorer(path, verify)
         model = self.manifest["model"]
         self.input_shape = tuple(model["input_shape"])
@@ -54,18 +42,28 @@ class Bundle:
         self.needs_uniform = bool(model.get("needs_uniform"))
         self._sessions = {}
 
-    def _explorer(self, path, verify):
-        """explorer.json (None when the bundle has none), checked against its sha256."""
-        name = self.manifest.get("explorer")
-        if not name:
-            return None
+    def _read_verified(self, path, name, verify):
+        """The bytes of the bundle's file ``name``, checked against its sha256 in the manifest."""
         file = os.path.join(path, name)
         if not os.path.isfile(file):
             raise BundleError(f"{file} is missing from the bundle")
         with open(file, "rb") as f:
             content = f.read()
-        if verify and hashlib.sha256(content).hexdigest() != self.manifest.get("files", {}).get(name):
-            raise BundleError(f"{file} does not match the sha256 in the manifest (corrupt bundle)")
+        if verify:
+            expected = self.manifest.get("files", {}).get(name)
+            if expected is None:
+                raise BundleError(f"{file} has no sha256 entry in the manifest: the bundle cannot be verified")
+            if hashlib.sha256(content).hexdigest() != expected:
+                raise BundleError(f"{file} does not match the sha256 in the manifest (corrupt bundle)")
+        return content
+
+    def _explorer(self, path, verify):
+        """explorer.json (None when the bundle has none), checked against its sha256."""
+        name = self.manifest.get("explorer")
+        if not name:
+            return None
+        content = self._read_verified(path, name, verify)
+        file = os.path.join(path, name)
         try:
             data = json.loads(content)
         except ValueError as err:
