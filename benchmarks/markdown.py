@@ -10,7 +10,6 @@ import json
 import os
 import sys
 
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -120,40 +119,39 @@ def render(report):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _steady(epochs):
-    """Median epoch time after the first (which traces the step), or the only epoch."""
-    return float(np.median(epochs[1:] if len(epochs) > 1 else epochs))
-
-
 def render_peer(report):
     """The kvae-vs-pythae table of ``benchmarks/peer_pythae.json``."""
     m = report["machine"]
+    repeats = report.get("repeats", 1)
     lines = [f"{report['network']}, {report['optimizer']}, {report['epochs']} epochs on the first "
-             f"{report['train_images']} training images; NLL on the first {report['nll_images']} validation images, "
-             f"k = {report['k']}, each library's own estimator. Peer: {', '.join(report['peer'])}. Commit "
+             f"{report['train_images']} training images, {repeats} interleaved runs per library and model; NLL on "
+             f"the first {report['nll_images']} validation images, k = {report['k']}, each library's own "
+             f"estimator. Peer: {', '.join(report['peer'])}. Commit "
              f"`{report['commit'][:12]}`, {m.get('cpu_model')}, load average {m.get('load_average_at_start', [0])[0]:.2f} "
              "at start" + (" (other jobs were running: the ratio, not the seconds, is the figure)."
                            if m.get("load_average_at_start", [0])[0] > 1.5 else "."), "",
-             "Epoch: the median wall time of the epochs after the first (which traces the step). "
-             "Reconstruction error: -log p(x | E[x|z]) at the posterior mean code, nats per image, the same "
-             "arithmetic for both (the only figure for the RAE, whose encoder is deterministic).", "",
-             "| model | kvae step | pythae step | kvae / pythae | kvae epoch | pythae epoch | "
+             "Step: the median over the runs' steps after 5 warm-up steps. Epoch: the median wall time of the "
+             "runs' epochs after their first (which traces the step). Reconstruction error: -log p(x | E[x|z]) at "
+             "the posterior mean code, nats per image, the same arithmetic for both (the only figure for the RAE, "
+             "whose encoder is deterministic).", "",
+             "| model | kvae step | pythae step | kvae / pythae | kvae epoch | pythae epoch | kvae / pythae | "
              "NLL kvae | NLL pythae | NLL time kvae / pythae | rec. error kvae | rec. error pythae |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def nll(r):
         return "–" if r.get("nll") is None else f"{r['nll']:.2f}"
 
     for name, r in report["results"].items():
         if "kvae" not in r or "pythae" not in r or "steps" not in r["kvae"] or "steps" not in r["pythae"]:
-            lines.append(f"| {name} | failed | | | | | | | | | |")
+            lines.append(f"| {name} | failed | | | | | | | | | | |")
             continue
         kv, py = r["kvae"], r["pythae"]
         timing = ("–" if kv.get("nll") is None else f"{kv['nll_seconds']:.1f} s / {py['nll_seconds']:.1f} s")
         rec = [("–" if x.get("rec_bce") is None else f"{x['rec_bce']:.2f}") for x in (kv, py)]
         lines.append(f"| {name} | {_ms(kv['steps']['median'])} | {_ms(py['steps']['median'])} | "
-                     f"**{r['step_ratio_kvae_over_pythae']:.2f}** | {_steady(kv['epoch_seconds']):.2f} s | "
-                     f"{_steady(py['epoch_seconds']):.2f} s | {nll(kv)} | {nll(py)} | {timing} | {rec[0]} | {rec[1]} |")
+                     f"**{r['step_ratio_kvae_over_pythae']:.2f}** | {kv['steady_epochs']['median']:.2f} s | "
+                     f"{py['steady_epochs']['median']:.2f} s | **{r['epoch_ratio_kvae_over_pythae']:.2f}** | "
+                     f"{nll(kv)} | {nll(py)} | {timing} | {rec[0]} | {rec[1]} |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,9 @@ seconds per training step and per epoch, and held-out NLL, side by side in one r
 
 pythae and a CPU build of PyTorch are installed by this script into their own virtual environment
 (``--venv``, default ``benchmarks/.peer_pythae_venv``; never a dependency of kvae).  Each library
-trains in its own process, alternating kvae / pythae per model.  Models both libraries have:
+trains in its own process, ``--repeats`` times per model, interleaved (kvae then pythae, then pythae
+then kvae, ...), so that a slow spell of the shared machine falls on both; steps and epochs are
+pooled over the repeats.  Models both libraries have:
 VAE, β-VAE (β = 4), IWAE (K = 5), RAE-L2 and InfoVAE-MMD (the MMD-VAE) with the MLP
 784-500-500-50 and a Bernoulli decoder, Adam 1e-3, batch 100, on the first ``--limit`` images of
 static binarised MNIST (``$KVAE_DATA_DIR``), NLL on the first ``--n-eval`` validation images with
@@ -12,7 +14,7 @@ deterministic), and for every model the reconstruction error -log p(x | E[x|z]) 
 mean code, computed by the same arithmetic on both sides.  pythae is trained by a plain loop over its models' loss (its trainer
 adds logging on top), kvae by ``model.fit``.
 
-    python benchmarks/peer_pythae.py [--models vae,beta-vae,iwae,rae,infovae] [--epochs 3] [--limit 10000]
+    python benchmarks/peer_pythae.py [--models vae,beta-vae,iwae,rae,infovae] [--epochs 3] [--repeats 3] [--limit 10000]
                                      [--k 500] [--n-eval 500] [--out benchmarks/peer_pythae.json]
 """
 import argparse
@@ -88,17 +90,27 @@ def kvae_side(name, data, epochs, batch_size, k, seed=0):
             "nll_seconds": nll_seconds, "rec_bce": bernoulli_error(valid.reshape(len(valid), -1), mean)}
 
 
-def _summarise(raw, warmup=5):
-    return {"steps": _timing.summary(raw["step_seconds"][warmup:]), "first_step_seconds": raw["step_seconds"][0],
-            "epoch_seconds": raw["epoch_seconds"], "nll": raw["nll"], "nll_seconds": raw["nll_seconds"],
-            "rec_bce": raw["rec_bce"],
-            **{k: raw[k] for k in ("torch", "threads") if k in raw}}
+def _summarise(raws, warmup=5):
+    """One library's repeats pooled: steps after ``warmup`` of every repeat, epochs after the first of
+    every repeat (the first traces the step); NLL and reconstruction error of the first repeat (the
+    same seed each time), every repeat's kept beside them."""
+    steps = [s for raw in raws for s in raw["step_seconds"][warmup:]]
+    steady = [e for raw in raws for e in (raw["epoch_seconds"][1:] or raw["epoch_seconds"])]
+    first = raws[0]
+    return {"steps": _timing.summary(steps), "steady_epochs": _timing.summary(steady),
+            "first_step_seconds": [raw["step_seconds"][0] for raw in raws],
+            "epoch_seconds": [raw["epoch_seconds"] for raw in raws], "repeats": len(raws),
+            "nll": first["nll"], "nll_seconds": first["nll_seconds"], "rec_bce": first["rec_bce"],
+            "nll_repeats": [raw["nll"] for raw in raws],
+            **{k: first[k] for k in ("torch", "threads") if k in first}}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(KVAE_NAMES))
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs per library and model, interleaved (kvae first, then pythae first, ...)")
     p.add_argument("--limit", type=int, default=10000, help="training images")
     p.add_argument("--n-eval", type=int, default=500, help="validation images for the NLL")
     p.add_argument("--k", type=int, default=500, help="importance samples for the NLL")
@@ -125,27 +137,36 @@ def main():
         np.savez(npz, train=train, valid=valid)
         for name in models:
             results[name] = {}
+            raws = {"kvae": [], "pythae": []}
+            for repeat in range(args.repeats):
+                order = ("kvae", "pythae") if repeat % 2 == 0 else ("pythae", "kvae")
+                for library in order:
+                    if library == "kvae":
+                        cmd = [sys.executable, __file__, "--_kvae", name, npz, "--epochs", str(args.epochs),
+                               "--k", str(args.k)]
+                    else:
+                        cmd = [python, os.path.join(HERE, "_pythae_worker.py"), "--model", name, "--data", npz,
+                               "--epochs", str(args.epochs), "--k", str(args.k)]
+                    print(f"{name}: {library} (repeat {repeat + 1}/{args.repeats}) ...", file=sys.stderr, flush=True)
+                    done = subprocess.run(cmd, capture_output=True, text=True,
+                                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                    if done.returncode != 0:
+                        results[name][library] = {"error": done.stderr.strip().splitlines()[-5:]}
+                        continue
+                    raws[library].append(json.loads(done.stdout.strip().splitlines()[-1]))
             for library in ("kvae", "pythae"):
-                if library == "kvae":
-                    cmd = [sys.executable, __file__, "--_kvae", name, npz, "--epochs", str(args.epochs),
-                           "--k", str(args.k)]
-                else:
-                    cmd = [python, os.path.join(HERE, "_pythae_worker.py"), "--model", name, "--data", npz,
-                           "--epochs", str(args.epochs), "--k", str(args.k)]
-                print(f"{name}: {library} ...", file=sys.stderr, flush=True)
-                done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-                if done.returncode != 0:
-                    results[name][library] = {"error": done.stderr.strip().splitlines()[-5:]}
-                    continue
-                results[name][library] = _summarise(json.loads(done.stdout.strip().splitlines()[-1]))
+                if "error" not in results[name].get(library, {}) and raws[library]:
+                    results[name][library] = _summarise(raws[library])
             ok = all("steps" in results[name].get(lib, {}) for lib in ("kvae", "pythae"))
             if ok:
                 kv, py = results[name]["kvae"], results[name]["pythae"]
                 results[name]["step_ratio_kvae_over_pythae"] = kv["steps"]["median"] / py["steps"]["median"]
+                results[name]["epoch_ratio_kvae_over_pythae"] = (kv["steady_epochs"]["median"]
+                                                                 / py["steady_epochs"]["median"])
                 if kv["nll"] is not None and py["nll"] is not None:
                     results[name]["nll_kvae_minus_pythae"] = kv["nll"] - py["nll"]
                 results[name]["rec_bce_kvae_minus_pythae"] = kv["rec_bce"] - py["rec_bce"]
-    report = {"benchmark": "peer_pythae", "models": models, "epochs": args.epochs, "train_images": len(train),
+    report = {"benchmark": "peer_pythae", "models": models, "epochs": args.epochs, "repeats": args.repeats, "train_images": len(train),
               "nll_images": len(valid), "k": args.k, "network": "MLP 784-500-500-50, Bernoulli decoder",
               "optimizer": "Adam 1e-3, batch 100", "peer": list(PEER_PACKAGES), "results": results,
               "machine": _timing.machine(), "commit": _timing.commit()}

@@ -79,14 +79,12 @@ class Split:
         return x, self.y
 
     def dataset(self, batch_size=100, shuffle=True, labels=False, seed=0, drop_remainder=False):
-        """A ``tf.data`` pipeline of batches of x or (x, y).
+        """A ``tf.data`` pipeline of batches of x or (x, y) (:func:`batches`).
 
-        With ``shuffle=True`` the order of epoch e is a fixed function of (``seed``, e): a
-        stateless permutation keyed by the epoch counter ``dataset.kvae_epoch`` (a ``tf.Variable``
-        that :class:`kvae.callbacks.DataEpoch` sets at the start of each epoch; kvae models add
-        that callback in ``fit``).  So a run resumed at epoch e sees the same batches as an
-        uninterrupted one.  The pipeline's cardinality is the number of batches per epoch.
-        """
+        With ``shuffle=True`` the order of epoch e is a fixed function of (``seed``, e), keyed by the
+        epoch counter ``dataset.kvae_epoch``, so a run resumed at epoch e sees the same batches as an
+        uninterrupted one.  Dynamically binarised data draws new pixels every epoch; factor data
+        sets render each batch from its factor indices."""
         rendered = self.x is None  # rows are factor vectors, rendered batch by batch
         if rendered:
             x, y = self.factors, self.y
@@ -96,48 +94,87 @@ class Split:
             x, y = self.arrays()
         if labels and y is None:
             raise DataError(f"data set {self.name!r} has no labels")
-        n = len(x)
-        steps = n // batch_size if drop_remainder else -(-n // batch_size)
         shape = (None,) + self.input_shape
 
         def render(f):
             images = tf.numpy_function(lambda a: self.source.images(a).astype(np.float32), [f], tf.float32)
             return tf.ensure_shape(images, shape)
 
-        if not shuffle:
-            ds = tf.data.Dataset.from_tensor_slices((x, y) if labels else x)
-            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-            if rendered:
-                ds = ds.map((lambda f, *rest: (render(f), *rest)) if labels else render)
-            return ds.prefetch(tf.data.AUTOTUNE)
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
-        key = tf.constant(int(seed), tf.int64)
-        xs = tf.constant(x)
-        ys = tf.constant(y) if labels else None
+        # dynamic binarisation draws new pixels every epoch (a generator outside the pipeline)
+        binarise = _bernoulli_sampler(seed) if self.dynamic and shuffle else None
+        return batches(x, y if labels else None, batch_size, shuffle=shuffle, seed=seed,
+                       drop_remainder=drop_remainder, render=render if rendered else None, transform=binarise)
 
-        def epoch_order(_):
-            order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([key, epoch.read_value()])))
-            return tf.data.Dataset.from_tensor_slices(order)
 
-        def gather(ids):
-            xb = render(tf.gather(xs, ids)) if rendered else tf.gather(xs, ids)
-            return (xb, tf.gather(ys, ids)) if labels else xb
+def _bernoulli_sampler(seed):
+    """x -> 1[u < x], u from a stateful generator that lives outside the pipeline, so every epoch
+    (every new iterator) draws new pixels, even when a global seed makes in-graph random ops repeat."""
+    generator = tf.random.Generator.from_seed(seed)
 
-        ds = tf.data.Dataset.range(1).flat_map(epoch_order).batch(batch_size, drop_remainder=drop_remainder)
-        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if self.dynamic:
-            # A stateful generator lives outside the pipeline, so every epoch (every new iterator)
-            # draws new pixels, even when a global seed makes in-graph random ops repeat.
-            generator = tf.random.Generator.from_seed(seed)
+    def binarise(x):
+        return tf.cast(generator.uniform(tf.shape(x)) < x, tf.float32)
 
-            def binarise(x, *rest):
-                x = tf.cast(generator.uniform(tf.shape(x)) < x, tf.float32)
-                return (x, *rest) if rest else x
+    return binarise
 
-            ds = ds.map(binarise, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
-        ds.kvae_epoch = epoch
-        return ds
+
+#: parallel calls of a pipeline's ``map`` and batches prefetched (fixed: tf.data's autotuner is off)
+PIPELINE_PARALLELISM = 2
+PIPELINE_PREFETCH = 2
+
+
+def pipeline_options():
+    """``tf.data.Options`` of every kvae pipeline: the autotuner off.  With it on, creating an
+    epoch's iterator waited ~1.1 s here every two or three epochs (the previous iterator's
+    autotuning thread being torn down), a whole extra epoch of a 100-step MLP epoch; fixed
+    parallelism (:data:`PIPELINE_PARALLELISM`, :data:`PIPELINE_PREFETCH`) keeps the steps fed."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+def batches(x, y=None, batch_size=32, shuffle=True, seed=0, drop_remainder=False, render=None, transform=None):
+    """A ``tf.data`` pipeline of batches of ``x`` (or ``(x, y)`` when ``y`` is given) from arrays.
+
+    With ``shuffle=True`` epoch e's order is a stateless permutation keyed by (``seed``, e), e read
+    from the variable ``dataset.kvae_epoch`` when an epoch's iterator is created
+    (:class:`kvae.callbacks.DataEpoch` sets it; kvae models add that callback in ``fit``).
+    ``render`` maps a batch of rows of ``x`` to images (factor data sets), ``transform`` maps a
+    batch of images (dynamic binarisation).  Its cardinality is the number of batches per epoch;
+    options: :func:`pipeline_options`."""
+    n = len(x)
+    steps = n // batch_size if drop_remainder else -(-n // batch_size)
+    options = pipeline_options()
+    if not shuffle:
+        ds = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else x)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        if render is not None:
+            ds = ds.map((lambda f, *rest: (render(f), *rest)) if y is not None else render)
+        if transform is not None:
+            ds = ds.map((lambda b, *rest: (transform(b), *rest)) if y is not None else transform)
+        return ds.prefetch(PIPELINE_PREFETCH).with_options(options)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+    key = tf.constant(int(seed), tf.int64)
+    xs = tf.constant(x)
+    ys = tf.constant(y) if y is not None else None
+
+    def epoch_order(_):
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([key, epoch.read_value()])))
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    def gather(ids):
+        xb = tf.gather(xs, ids)
+        xb = render(xb) if render is not None else xb
+        xb = transform(xb) if transform is not None else xb
+        return (xb, tf.gather(ys, ids)) if ys is not None else xb
+
+    ds = tf.data.Dataset.range(1).flat_map(epoch_order).batch(batch_size, drop_remainder=drop_remainder)
+    # the transform (a stateful generator's draw) runs in order, so it is not parallel
+    ds = ds.map(gather, num_parallel_calls=None if transform is not None else PIPELINE_PARALLELISM,
+                deterministic=True)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(PIPELINE_PREFETCH)
+    ds = ds.with_options(options)
+    ds.kvae_epoch = epoch
+    return ds
 
 
 def _split_name(split):

@@ -43,6 +43,66 @@ def test_pipeline_batches_and_shuffles_each_epoch(digits):
     assert x.dtype == tf.float32 and x.shape == (50, 8, 8, 1)
 
 
+class _SeenBatches(keras.callbacks.Callback):
+    """Records the examples' ids (the last pixel holds the id) of every batch ``train_step`` sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append([])
+
+
+def _id_model(n):
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), decoder="gaussian", seed=3)
+    seen = _SeenBatches()
+    original = model.train_step
+
+    def train_step(batch):  # runs eagerly (run_eagerly=True): read the ids of the batch
+        x = batch[0] if isinstance(batch, tuple) else batch
+        seen.epochs[-1].append(np.rint(x.numpy()[:, -1, -1, 0] * n).astype(int))
+        return original(batch)
+
+    model.train_step = train_step
+    model.compile(optimizer="adam", run_eagerly=True)
+    return model, seen
+
+
+def test_fit_on_arrays_batches_by_a_kvae_pipeline_in_an_order_keyed_by_seed_and_epoch():
+    """numpy arrays given to fit go through kvae.data.batches: Keras' default batch size 32, every
+    example once per epoch, epoch e's order that of the pipeline with the model's seed at epoch e
+    (so it repeats across runs and on resume), and the tf.data autotuner off."""
+    n = 70
+    x = np.random.RandomState(0).uniform(size=(n, 8, 8, 1)).astype("float32")
+    x[:, -1, -1, 0] = np.arange(n) / n
+    model, seen = _id_model(n)
+    model.fit(x, epochs=2, verbose=0, callbacks=[seen])
+    assert [len(b) for b in seen.epochs[0]] == [32, 32, 6]
+    for e, batches in enumerate(seen.epochs):
+        order = np.concatenate(batches)
+        np.testing.assert_array_equal(np.sort(order), np.arange(n))
+        reference = data.batches(x, batch_size=32, shuffle=True, seed=3)
+        reference.kvae_epoch.assign(e)
+        expected = np.concatenate([np.rint(b.numpy()[:, -1, -1, 0] * n).astype(int) for b in reference])
+        np.testing.assert_array_equal(order, expected)
+    assert not np.array_equal(np.concatenate(seen.epochs[0]), np.concatenate(seen.epochs[1]))
+    model2, seen2 = _id_model(n)
+    model2.fit(x, epochs=1, verbose=0, shuffle=False, batch_size=25, callbacks=[seen2])
+    np.testing.assert_array_equal(np.concatenate(seen2.epochs[0]), np.arange(n))
+    assert data.batches(x).options().autotune.enabled is False
+    assert data.batches(x, shuffle=False).options().autotune.enabled is False
+
+
+def test_fit_leaves_keras_options_it_does_not_cover_to_keras():
+    """sample_weight and validation_split keep Keras' array handling (and still train)."""
+    x = (np.random.RandomState(1).uniform(size=(40, 8, 8, 1)) > 0.5).astype("float32")
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
+    model.compile(optimizer="adam")
+    h = model.fit(x, sample_weight=np.ones(40, "float32"), validation_split=0.25, batch_size=10, epochs=1, verbose=0)
+    assert np.isfinite(h.history["val_loss"][0])
+
+
 def test_dynamic_binarisation_resamples_each_epoch():
     keras.utils.set_random_seed(0)  # a seeded run must still see new pixels every epoch
     split = data.Split("toy", "train", np.full((4, 2, 2, 1), 128, np.uint8), np.arange(4), dynamic=True)
