@@ -199,9 +199,15 @@ def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progr
         rec = -np.concatenate([model.decode(means[i:i + 500], None if y is None or not model.conditional
                                             else y[i:i + 500]).log_prob(x[i:i + 500]).numpy()
                                for i in range(0, len(x), 500)])
-        return {"nll": None, "nll_stderr": None, "elbo": None, "neg_elbo": None, "rec_loss": float(rec.mean()),
-                "kl": None, "kl_per_dim": None, "active_units": active_units(means)[0],
-                "latent_dim": int(model.latent_dim), "k": int(k), "n": int(len(x))}
+        result = {"nll": None, "nll_stderr": None, "elbo": None, "neg_elbo": None, "rec_loss": float(rec.mean()),
+                  "kl": None, "kl_per_dim": None, "active_units": active_units(means)[0],
+                  "latent_dim": int(model.latent_dim), "k": int(k), "n": int(len(x))}
+        if hasattr(model, "codebook_usage"):  # VQ-VAE: q is a point mass on the index map k(x), so the
+            # ELBO is log p(x|z_q) + log p(k(x)) under the code prior (uniform until fit_prior)
+            code_nll = -float(np.mean(model.prior_distribution().log_prob(means).numpy()))
+            result.update(model.codebook_usage(x, y), kl=code_nll, neg_elbo=result["rec_loss"] + code_nll,
+                          elbo=-(result["rec_loss"] + code_nll), code_prior_fitted=model.prior.is_fitted)
+        return result
     stats = posterior_statistics(model, x, y, seed=seed)
     au, _ = active_units(stats["z_mean"], mean_noise=stats["z_mean_noise"])
     if not model.has_likelihood:  # a reconstruction score (MS-SSIM): no NLL, no ELBO
@@ -229,7 +235,14 @@ def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progr
 
 def format_table(result):
     """A readable two-column table of an :func:`evaluate` result."""
-    if result.get("nll") is None:
+    if result.get("perplexity") is not None:  # VQ-VAE
+        prior = "PixelCNN code prior" if result.get("code_prior_fitted") else "uniform code prior"
+        rows = [("reconstruction -log p(x|z_q)", f"{result['rec_loss']:.3f} nats"),
+                (f"-log p(k(x)) ({prior})", f"{result['kl']:.3f} nats"),
+                ("negative ELBO", f"{result['neg_elbo']:.3f} nats"),
+                ("code perplexity", f"{result['perplexity']:.1f} of {result['num_embeddings']}"),
+                ("dead codes", f"{result['dead_codes']} of {result['num_embeddings']}")]
+    elif result.get("nll") is None:
         scored = result.get("kl") is not None  # a reconstruction score with a stochastic encoder (MS-SSIM)
         rows = [("reconstruction term", f"{result['rec_loss']:.3f}" + ("" if scored else " nats"))]
         if scored:

@@ -17,6 +17,8 @@ noise for an example on 1 or N replicas).
   the ELBO being the mean of the K log-weights.
 * :class:`PIWAEBound` (Rainforth et al. 2018): the generative network (decoder, likelihood, prior) is
   trained on IWAE_{MK}, the inference network on MIWAE_{M,K}, from the same M K samples.
+* :class:`VAEGANObjective` (Larsen et al. 2016): reconstruction in a discriminator's feature space,
+  the encoder on KL + that, the decoder on gamma times that plus the GAN loss.
 """
 import keras
 import tensorflow as tf
@@ -142,6 +144,60 @@ class PIWAEBound(Objective):
         return terms.get("_piwae_encoder_loss")
 
 
+@keras.saving.register_keras_serializable(package="kvae")
+class VAEGANObjective(Objective):
+    r"""VAE-GAN (Larsen et al. 2016): reconstruction measured in a discriminator's feature space,
+    L_llike = 1/2 ||Dis_l(x) - Dis_l(x~)||^2 (-log N(Dis_l(x); Dis_l(x~), I) up to a constant),
+    x~ = E[x|z] for z ~ q(z|x).  As the paper's three updates:
+
+    * encoder and posterior: KL(q(z|x) || p(z)) + L_llike   (:meth:`encoder_loss`);
+    * decoder: gamma * L_llike + the discriminator's GAN penalty (a regulariser, added by the model);
+    * discriminator: its own optimizer (:class:`kvae.regularizers.ImageDiscriminator`).
+
+    The model needs an :class:`~kvae.regularizers.ImageDiscriminator` among its regularisers
+    (:class:`kvae.VAEGAN` adds one)."""
+
+    splits_gradients = True
+
+    def __init__(self, gamma=1.0, name="vae_gan", **kwargs):
+        kwargs.pop("num_samples", None)
+        kwargs.pop("num_groups", None)
+        super().__init__(num_samples=1, num_groups=1, name=name, **kwargs)
+        self.gamma = float(gamma)
+
+    def check(self, model):
+        from .regularizers import ImageDiscriminator
+
+        if not any(isinstance(r, ImageDiscriminator) for r in model.regularizer_layers):
+            raise ConfigError("the VAE-GAN objective needs an ImageDiscriminator regulariser (kvae.VAEGAN adds one)")
+
+    @staticmethod
+    def discriminator(model):
+        from .regularizers import ImageDiscriminator
+
+        return next(r for r in model.regularizer_layers if isinstance(r, ImageDiscriminator))
+
+    def feature_loss(self, model, terms):
+        """L_llike per example [B]."""
+        dis = self.discriminator(model)
+        diff = dis.features(terms["x"]) - dis.features(terms["px"].mean())
+        return 0.5 * tf.reduce_sum(diff ** 2, axis=-1)
+
+    def per_example_loss(self, model, terms):
+        feature = self.feature_loss(model, terms)
+        terms["_vaegan_encoder_loss"] = terms["kl"] + feature
+        return self.gamma * feature
+
+    def encoder_loss(self, model, terms):
+        return terms.get("_vaegan_encoder_loss")
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("num_samples", None)
+        config.pop("num_groups", None)
+        return {**config, "gamma": self.gamma}
+
+
 _OBJECTIVES = {"iwae": IWAEBound, "miwae": MIWAEBound, "ciwae": CIWAEBound, "piwae": PIWAEBound}
 
 
@@ -162,4 +218,4 @@ def get(identifier):
     raise ConfigError(f"objective must be a name or an Objective layer, got {type(identifier).__name__}")
 
 
-__all__ = ["Objective", "IWAEBound", "MIWAEBound", "CIWAEBound", "PIWAEBound", "iwae_bound", "get"]
+__all__ = ["Objective", "IWAEBound", "MIWAEBound", "CIWAEBound", "PIWAEBound", "VAEGANObjective", "iwae_bound", "get"]

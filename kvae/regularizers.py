@@ -149,6 +149,80 @@ class AdversarialDivergence(_DiscriminatorPenalty):
         return terms["prior"].sample(tf.shape(z)[0], seed=_fold(terms["seed"], 13)), z
 
 
+@keras.saving.register_keras_serializable(package="kvae")
+class ImageDiscriminator(_DiscriminatorPenalty):
+    r"""VAE-GAN's discriminator on images (Larsen et al. 2016): an MLP T on flattened images with its
+    own Adam, stepped in the model's ``train_step`` on the paper's three terms
+    BCE(T(x), 1) + BCE(T(x~), 0) + BCE(T(x_p), 0), where x~ = E[x|z] is the reconstruction and
+    x_p = E[x|z_p], z_p ~ p(z), a sample (computed with the decoder after the model's update).
+    The decoder pays weight * [softplus(-T(x~)) + softplus(-T(x_p))] (the non-saturating GAN loss);
+    the encoder does not (``encoder_term = False``: Larsen et al. update the encoder on KL + L_llike
+    only).  :meth:`features` is Dis_l, the activations of hidden layer ``feature_layer``, in whose
+    space the VAE-GAN objective measures reconstruction (:class:`kvae.objectives.VAEGANObjective`)."""
+
+    encoder_term = False
+
+    def __init__(self, weight=1.0, hidden=(256, 256), lr=1e-4, beta_1=0.5, beta_2=0.999, feature_layer=-1,
+                 name="gan", **kwargs):
+        super().__init__(weight=weight, hidden=hidden, lr=lr, beta_1=beta_1, beta_2=beta_2, name=name, **kwargs)
+        self.feature_layer = int(feature_layer)
+        if not -len(self.hidden) <= self.feature_layer < len(self.hidden):
+            raise ValueError(f"feature_layer must index one of the {len(self.hidden)} hidden layers, "
+                             f"got {feature_layer}")
+        self._decode = None
+
+    def build_for(self, model):
+        size = 1
+        for d in model.data_shape:
+            size *= int(d)
+        if not self.discriminator.built:
+            self.discriminator.build((None, size))
+        self.optimizer.build(self.discriminator.trainable_variables)
+        self._decode = model.decode  # a bound method: not tracked as a sub-layer
+        self.built = True
+
+    @staticmethod
+    def _flat(x):
+        x = tf.cast(x, tf.float32)
+        return tf.reshape(x, [tf.shape(x)[0], -1])
+
+    def logits(self, x):
+        return tf.cast(self.discriminator(self._flat(x)), tf.float32)[:, 0]
+
+    def features(self, x):
+        """Dis_l(x): the activations after hidden layer ``feature_layer`` (its LeakyReLU), [B, units]."""
+        h = self._flat(x)
+        last = 2 * (self.feature_layer % len(self.hidden)) + 1  # Dense, LeakyReLU per hidden layer
+        for layer in self.discriminator.layers[:last + 1]:
+            h = layer(h)
+        return tf.cast(h, tf.float32)
+
+    def generated(self, terms, training=False):
+        """x_p = E[x|z_p] for z_p ~ p(z), one per example of the batch (seed folded from the step's)."""
+        z = terms["prior"].sample(tf.shape(terms["x"])[0], seed=_fold(terms["seed"], 19))
+        return self._decode(z, terms["y"], training=training).mean()
+
+    def penalty(self, terms):
+        fake = tf.concat([terms["px"].mean(), self.generated(terms, terms["training"])], axis=0)
+        gen = tf.nn.softplus(-self.logits(fake))
+        b = tf.shape(terms["x"])[0]
+        return self.weight * (gen[:b] + gen[b:])
+
+    def after_step(self, model, terms):
+        real = tf.stop_gradient(tf.cast(terms["x"], tf.float32))
+        fake = tf.stop_gradient(tf.concat([terms["px"].mean(), self.generated(terms)], axis=0))
+        with tf.GradientTape() as tape:
+            b = tf.shape(real)[0]
+            bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones([b]), logits=self.logits(real))
+            fake_bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros([2 * b]), logits=self.logits(fake))
+            loss = tf.nn.compute_average_loss(bce + fake_bce[:b] + fake_bce[b:])
+        variables = self.discriminator.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+
+    def get_config(self):
+        return {**super().get_config(), "feature_layer": self.feature_layer}
+
+
 def permute_dims(z, seed):
     """Shuffle each latent dimension independently across the batch (FactorVAE): the result has
     the same marginals as z and (approximately) independent dimensions."""

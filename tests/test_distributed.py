@@ -29,6 +29,9 @@ SCRIPT = textwrap.dedent('''
             m.regularizer_layers[0].optimizer.build(m.regularizer_layers[0].own_variables)
         elif kind == "piwae":  # [S, B, D] noise sliced per replica; two losses routed to two parameter sets
             m = kvae.PIWAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), num_samples=3, num_groups=2, seed=3)
+        elif kind == "vqvae":  # the codebook's moving averages: counts and sums all-reduced across replicas
+            m = kvae.VQVAE(input_shape=(8, 8, 1), grid=(2, 2), embedding_dim=2, num_embeddings=8, hidden=(32,),
+                           decay=0.8, seed=3)
         else:  # flow prior + IAF posterior: Monte-Carlo KL, bijector caches, two flows
             m = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=3,
                          posterior=kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4),
@@ -69,10 +72,10 @@ def _run(*kinds):
 
 @pytest.fixture(scope="module")
 def results():
-    return _run("vae", "flows", "factorvae", "piwae")
+    return _run("vae", "flows", "factorvae", "piwae", "vqvae")
 
 
-@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae"])
+@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae", "vqvae"])
 def test_two_replicas_apply_the_single_device_update(results, kind):
     r = results[kind]
     assert r["replicas"] == 2

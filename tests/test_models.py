@@ -232,3 +232,22 @@ class TestHVAE(ModelBattery):
     def make_model(self):
         return kvae.HVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), num_leapfrog=2, step_size=0.05,
                          learn_step_size=True, seed=33)
+
+
+class TestVQVAE(ModelBattery):
+    def make_model(self):
+        return kvae.VQVAE(input_shape=self.input_shape, grid=(2, 2), embedding_dim=2, num_embeddings=8, hidden=(16,),
+                          prior_layers=2, prior_filters=8, seed=34)
+
+
+class TestVAEGAN(ModelBattery):
+    export_representative = False  # the discriminator never reaches the exported graph: TestVAE's graph
+
+    def make_model(self):
+        return kvae.VAEGAN(input_shape=self.input_shape, latent_dim=3, hidden=(16,), discriminator_hidden=(16, 8),
+                           discriminator_lr=0.01, seed=35)
+
+
+class TestPoincareVAE(ModelBattery):
+    def make_model(self):
+        return kvae.PoincareVAE(input_shape=self.input_shape, latent_dim=2, hidden=(16,), curvature=0.7, seed=36)

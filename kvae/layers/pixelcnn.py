@@ -71,8 +71,10 @@ class MaskedConv2D(keras.layers.Layer):
 class PixelCNNNetwork(keras.layers.Layer):
     """``network(x, cond) -> logits``: x [N, H, W, C] (binary pixels), cond [N, H, W, c] (from z)."""
 
-    def __init__(self, channels=1, num_layers=6, kernel_size=3, filters=32, **kwargs):
+    def __init__(self, channels=1, num_layers=6, kernel_size=3, filters=32, head_initializer="glorot_uniform",
+                 **kwargs):
         super().__init__(**kwargs)
+        self.head_initializer = head_initializer
         if num_layers < 1:
             raise ValueError("a PixelCNN needs at least one masked layer")
         self.channels, self.num_layers = int(channels), int(num_layers)
@@ -83,7 +85,7 @@ class PixelCNNNetwork(keras.layers.Layer):
         self.blocks = [(MaskedConv2D(2 * f, self.kernel_size, "B", name=f"masked_b_{i}"),
                         keras.layers.Conv2D(2 * f, 1, name=f"cond_{i + 1}"),
                         keras.layers.Conv2D(f, 1, name=f"proj_{i}")) for i in range(self.num_layers - 1)]
-        self.head = keras.layers.Conv2D(self.channels, 1, name="logits")
+        self.head = keras.layers.Conv2D(self.channels, 1, kernel_initializer=head_initializer, name="logits")
 
     def build(self, x_shape, cond_shape=None):
         x_shape = tuple(x_shape)
@@ -127,7 +129,7 @@ class PixelCNNNetwork(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "num_layers": self.num_layers,
-                "kernel_size": self.kernel_size, "filters": self.filters}
+                "kernel_size": self.kernel_size, "filters": self.filters, "head_initializer": self.head_initializer}
 
 
 def ancestral_sample(network, cond, uniform, band=True):

@@ -432,8 +432,9 @@ class VariationalModel(keras.Model):
             scaled = self.optimizer.scale_loss(loss)
             if split:  # PIWAE: the inference network follows its own bound
                 encoder_loss = self.objective.encoder_loss(self, terms)
-                for value in reg_values:
-                    encoder_loss = encoder_loss + value
+                for reg, value in zip(self.regularizer_layers, reg_values):
+                    if getattr(reg, "encoder_term", True):  # not the VAE-GAN's GAN loss
+                        encoder_loss = encoder_loss + value
                 encoder_scaled = self.optimizer.scale_loss(
                     tf.nn.compute_average_loss(encoder_loss, sample_weight=sample_weight))
         variables = self.trainable_variables

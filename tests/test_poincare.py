@@ -1,0 +1,92 @@
+"""The Poincaré ball's maths and the wrapped normal (Mathieu et al. 2019), against numpy and
+numerical integration."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kvae
+from kvae import poincare
+
+
+def _np_mobius(x, y, c):
+    xy, x2, y2 = (x * y).sum(-1, keepdims=True), (x * x).sum(-1, keepdims=True), (y * y).sum(-1, keepdims=True)
+    return ((1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y) / (1 + 2 * c * xy + c * c * x2 * y2)
+
+
+@pytest.mark.parametrize("c", [1.0, 0.5])
+def test_mobius_addition_maps_and_distance_against_numpy(c):
+    rng = np.random.RandomState(0)
+    s = np.sqrt(c)
+    x = rng.uniform(-0.5, 0.5, size=(6, 3)) / s
+    y = rng.uniform(-0.5, 0.5, size=(6, 3)) / s
+    np.testing.assert_allclose(poincare.mobius_add(tf.constant(x, tf.float32), tf.constant(y, tf.float32), c),
+                               _np_mobius(x, y, c), rtol=1e-5, atol=1e-6)
+    v = rng.normal(size=(6, 3))
+    r = np.linalg.norm(v, axis=-1, keepdims=True)
+    e = np.tanh(s * r) * v / (s * r)
+    np.testing.assert_allclose(poincare.expmap0(tf.constant(v, tf.float32), c), e, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(poincare.logmap0(tf.constant(e, tf.float32), c), v, rtol=1e-3, atol=1e-4)
+    want = 2 / s * np.arctanh(s * np.linalg.norm(_np_mobius(-x, y, c), axis=-1))
+    np.testing.assert_allclose(poincare.distance(tf.constant(x, tf.float32), tf.constant(y, tf.float32), c), want,
+                               rtol=1e-4)
+    # the distance from the origin to exp_0(v) is 2 ||v|| (the metric at 0 is 4 times Euclidean)
+    np.testing.assert_allclose(poincare.distance(tf.zeros([6, 3]), tf.constant(e, tf.float32), c), 2 * r[:, 0],
+                               rtol=1e-3)
+
+
+@pytest.mark.parametrize("c", [1.0, 0.5])
+def test_wrap_log_det_equals_the_autodiff_jacobian(c):
+    rng = np.random.RandomState(1)
+    loc = tf.constant(rng.uniform(-0.4, 0.4, size=(5, 3)) / np.sqrt(c), tf.float32)
+    v = tf.constant(rng.normal(size=(5, 3)) * 0.8, tf.float32)
+    bij = poincare.PoincareWrap(loc, c)
+    with tf.GradientTape() as tape:
+        tape.watch(v)
+        z = bij.forward(v)
+    jac = tape.batch_jacobian(z, v).numpy().astype(np.float64)
+    want = np.linalg.slogdet(jac)[1]
+    np.testing.assert_allclose(bij.forward_log_det_jacobian(v, event_ndims=1), want, atol=2e-4)
+    np.testing.assert_allclose(bij.inverse(z), v, atol=2e-4)
+    np.testing.assert_allclose(bij.inverse_log_det_jacobian(z, event_ndims=1), -want, atol=2e-3)
+
+
+@pytest.mark.parametrize("loc, scale, c", [((0.3, -0.2), (0.5, 0.4), 1.0), ((0.0, 0.0), (0.6, 0.6), 1.0),
+                                           ((0.5, 0.4), (0.3, 0.5), 0.5)])
+def test_wrapped_normal_density_integrates_to_one_on_the_disc(loc, scale, c):
+    """Riemann sum of exp(log p(z)) over a 1201 x 1201 grid on the disc of radius 1/sqrt(c)."""
+    radius = 1.0 / np.sqrt(c)
+    g = np.linspace(-radius, radius, 1201)
+    xx, yy = np.meshgrid(g, g)
+    pts = np.stack([xx.ravel(), yy.ravel()], -1)
+    inside = (pts ** 2).sum(-1) < (radius * (1 - 1e-4)) ** 2
+    dist = poincare.wrapped_normal(tf.constant(loc, tf.float32), tf.constant(scale, tf.float32), c)
+    logp = dist.log_prob(tf.constant(pts[inside], tf.float32)).numpy().astype(np.float64)
+    total = np.exp(logp).sum() * (g[1] - g[0]) ** 2
+    assert total == pytest.approx(1.0, abs=0.01)
+    # samples: the mean distance to loc equals the distance integrated against the density
+    z = dist.sample(20000, seed=[1, 2])
+    d_samples = poincare.distance(tf.constant(loc, tf.float32), z, c).numpy().mean()
+    d_grid = (poincare.distance(tf.constant(loc, tf.float32), tf.constant(pts[inside], tf.float32), c).numpy()
+              * np.exp(logp)).sum() * (g[1] - g[0]) ** 2
+    assert d_samples == pytest.approx(d_grid, rel=0.02)
+
+
+def test_poincare_vae_trains_and_its_prior_samples_lie_in_the_ball():
+    x, _ = kvae.data.load("digits", "train").arrays()
+    model = kvae.PoincareVAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(64,), curvature=1.0, seed=0)
+    model.compile(optimizer="adam")
+    history = model.fit(x, batch_size=64, epochs=3, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0] and np.all(np.isfinite(history["kl"]))
+    z = model.prior_distribution().sample(500, seed=[3, 4]).numpy()
+    assert np.all((z ** 2).sum(-1) < 1.0)
+    q = model.encode(x[:10])
+    zq = model.sample_posterior(q, tf.constant([5, 6], tf.int32)).numpy()
+    assert np.all((zq ** 2).sum(-1) < 1.0)
+    ll = model.log_likelihood(x[:20], k=50).numpy()
+    assert np.all(np.isfinite(ll)) and np.all(ll < 0)
+
+
+def test_log_sinhc_against_numpy_across_its_branches():
+    x = np.array([0.0, 1e-4, 5e-3, 0.0101, 0.0999, 0.1001, 0.5, 3.0, 40.0, 200.0])
+    want = np.array([0.0] + [np.log(np.sinh(v) / v) for v in x[1:-1]] + [200.0 - np.log(2.0) - np.log(200.0)])
+    np.testing.assert_allclose(poincare.log_sinhc(tf.constant(x, tf.float32)), want, rtol=1e-5, atol=1e-6)  # nats: float32 cancellation near 0.1
