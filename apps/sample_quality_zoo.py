@@ -86,6 +86,7 @@ def main(argv=None):
             sampler, source = model, "prior"
         samples = np.asarray(sampler.sample(args.n, seed=args.seed, mean=False, source=source))
         scores = sample_quality.evaluate(samples, valid_x, train_x[:10000], seed=args.seed)
+        fit = fit if isinstance(fit, dict) else None  # the GMM's fit returns scikit-learn's estimator
         report["samplers"][name] = {**scores, "fit": fit, "sampler_seconds": time.time() - start}
         rows.append(samples[:12])
         print(f"{name}: FID(LeNet) {scores['fid_lenet']:.1f}  FID(PCA) {scores['fid_pca']:.2f}  "

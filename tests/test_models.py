@@ -251,3 +251,8 @@ class TestVAEGAN(ModelBattery):
 class TestPoincareVAE(ModelBattery):
     def make_model(self):
         return kvae.PoincareVAE(input_shape=self.input_shape, latent_dim=2, hidden=(16,), curvature=0.7, seed=36)
+
+
+class TestSVAE(ModelBattery):
+    def make_model(self):
+        return kvae.SVAE(input_shape=self.input_shape, latent_dim=4, hidden=(16,), seed=37)
