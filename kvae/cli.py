@@ -161,6 +161,14 @@ def add_model_options(group, model):
     return options
 
 
+def _add_training_codes_arguments(parser):
+    """RUN_DIR and the training data whose codes fit-density and fit-prior fit."""
+    parser.add_argument("run_dir")
+    parser.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--limit", type=_pos_int, help="fit on the first N training examples only (default: all)")
+
+
 def _parser(argv=()):
     argv = list(argv)
     p = _Parser(prog="kvae", description="Variational autoencoders on Keras 3 + TFP.")
@@ -270,10 +278,7 @@ def _parser(argv=()):
                        description="Fit a density (--kind) to the posterior means of the training data, store it "
                                    "in RUN_DIR/model.keras, and write samples_density.png next to samples from "
                                    "the prior (samples_prior.png).")
-    f.add_argument("run_dir")
-    f.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
-    f.add_argument("--data-dir")
-    f.add_argument("--limit", type=_pos_int, help="fit on the first N training examples only (default: all)")
+    _add_training_codes_arguments(f)
     f.add_argument("--kind", choices=KINDS_OF_DENSITY,
                    help="the density: a Gaussian mixture (gmm), an autoregressive flow (maf, iaf) or a second VAE "
                         "(two-stage); default: the model's own (--density when it was trained, else gmm)")
@@ -284,10 +289,7 @@ def _parser(argv=()):
                         description="Fit the PixelCNN prior of a vq-vae run to the code index maps of the "
                                     "training images, store it in RUN_DIR/model.keras (sampling and the exported "
                                     "sample endpoint then draw from it), and write samples_prior.png.")
-    fp.add_argument("run_dir")
-    fp.add_argument("--dataset", choices=_DATASETS, help="data set (default: the run's)")
-    fp.add_argument("--data-dir")
-    fp.add_argument("--limit", type=_pos_int, help="fit on the first N training examples only (default: all)")
+    _add_training_codes_arguments(fp)
     fp.add_argument("--epochs", type=_pos_int, help="training epochs of the prior (default: the prior's own, 20)")
     fp.add_argument("--batch-size", type=_pos_int, help="(default: the prior's own, 100)")
     fp.add_argument("--lr", type=_pos_float, help="Adam learning rate (default: the prior's own, 0.001)")
@@ -430,14 +432,20 @@ def _sample(args):
     print(f"wrote {args.out}")
 
 
-def _fit_density(args):
-    from . import plotting, runs
-
-    model, config = runs.load_run(args.run_dir)
+def _training_data(args, config):
+    """The run's training split (or --dataset's), its first --limit examples."""
     args.split = "train"
     x, y = _split_for(args, config).arrays()
     if args.limit is not None:
         x, y = x[:args.limit], None if y is None else y[:args.limit]
+    return x, y
+
+
+def _fit_density(args):
+    from . import plotting, runs
+
+    model, config = runs.load_run(args.run_dir)
+    x, y = _training_data(args, config)
     if args.kind is not None and args.kind != getattr(model.density, "kind", None):
         model = model.with_density(args.kind)
     if args.epochs is not None:
@@ -467,10 +475,7 @@ def _fit_prior(args):
     if not hasattr(model, "fit_prior"):
         raise UsageError(f"{args.run_dir} holds a {type(model).__name__}; fit-prior fits a vq-vae's code prior "
                          "(other models: kvae fit-density)")
-    args.split = "train"
-    x, y = _split_for(args, config).arrays()
-    if args.limit is not None:
-        x, y = x[:args.limit], None if y is None else y[:args.limit]
+    x, y = _training_data(args, config)
     info = model.fit_prior(x, y, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                            verbose=not args.quiet)
     runs.atomic_save(model, os.path.join(args.run_dir, runs.MODEL_FILE))

@@ -168,9 +168,10 @@ def batches(x, y=None, batch_size=32, shuffle=True, seed=0, drop_remainder=False
         return (xb, tf.gather(ys, ids)) if ys is not None else xb
 
     ds = tf.data.Dataset.range(1).flat_map(epoch_order).batch(batch_size, drop_remainder=drop_remainder)
-    # the transform (a stateful generator's draw) runs in order, so it is not parallel
-    ds = ds.map(gather, num_parallel_calls=None if transform is not None else PIPELINE_PARALLELISM,
-                deterministic=True)
+    if transform is not None:  # the transform (a stateful generator's draw) runs in order
+        ds = ds.map(gather)
+    else:
+        ds = ds.map(gather, num_parallel_calls=PIPELINE_PARALLELISM, deterministic=True)
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(PIPELINE_PREFETCH)
     ds = ds.with_options(options)
     ds.kvae_epoch = epoch

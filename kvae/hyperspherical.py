@@ -29,13 +29,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from .code_prior import normal_cdf
+
 tfd = tfp.distributions
 
 GRID = 512
-
-
-def _normal_cdf(x):
-    return 0.5 * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
 
 
 def vmf_cosine(u, kappa, dim):
@@ -79,7 +77,7 @@ def vmf_from_noise(mean_direction, concentration, eps):
     mu = tf.convert_to_tensor(mean_direction, tf.float32)
     eps = tf.convert_to_tensor(eps, tf.float32)
     dim = int(mu.shape[-1])
-    w = vmf_cosine(_normal_cdf(eps[..., 0]), concentration, dim)[..., None]
+    w = vmf_cosine(normal_cdf(eps[..., 0]), concentration, dim)[..., None]
     v = tf.math.l2_normalize(eps[..., 1:], axis=-1)
     z0 = tf.concat([w, tf.sqrt(tf.maximum(1.0 - w * w, 0.0)) * v], axis=-1)
     return householder_to(mu, z0)
