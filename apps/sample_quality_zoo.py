@@ -92,7 +92,7 @@ def main(argv=None):
         print(f"{name}: FID(LeNet) {scores['fid_lenet']:.1f}  FID(PCA) {scores['fid_pca']:.2f}  "
               f"precision {scores['precision']:.3f}  recall {scores['recall']:.3f}", flush=True)
         with open(path + ".tmp", "w") as f:  # replaced whole: a failure never leaves half a file
-            json.dump(report, f, indent=2)
+            json.dump(report, f, indent=2, default=float)
         os.replace(path + ".tmp", path)
     if rows and not args.only:
         plotting.save_image_grid(np.concatenate(rows), os.path.join(args.out, "samples.png"), ncol=12,
