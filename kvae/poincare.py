@@ -111,11 +111,21 @@ class PoincareWrap(tfb.Bijector):
         return logmap0(mobius_add(-self._loc, z, self._c), self._c)
 
     def _forward_log_det_jacobian(self, v):
+        """(d - 1) log sinhc(2 s r) + d log(1 - c ||z||^2), the last term written without forming
+        1 - c ||z||^2 (which cancels near the boundary): with y = exp_0(v),
+        1 - c ||mu (+) y||^2 = (1 - c ||mu||^2) sech^2(s r) / (1 + 2c <mu, y> + c^2 ||mu||^2 ||y||^2)."""
+        c = self._c
         d = tf.cast(tf.shape(v)[-1], tf.float32)
-        s = math.sqrt(self._c)
-        z = self._forward(v)
-        two_sr = 2.0 * s * _norm(v)[..., 0]
-        return (d - 1.0) * log_sinhc(two_sr) + d * tf.math.log(1.0 - self._c * _sq(z)[..., 0])
+        s = math.sqrt(c)
+        sr = s * _norm(v)[..., 0]
+        y = expmap0(v, c)
+        mu = self._loc + tf.zeros_like(y)
+        mu2, y2 = _sq(mu)[..., 0], _sq(y)[..., 0]
+        mu_y = tf.reduce_sum(mu * y, axis=-1)
+        log_cosh = sr + tf.math.log(1.0 + tf.exp(-2.0 * sr)) - math.log(2.0)
+        log_one_minus = (tf.math.log(1.0 - c * mu2) - 2.0 * log_cosh
+                         - tf.math.log(1.0 + 2.0 * c * mu_y + c * c * mu2 * y2))
+        return (d - 1.0) * log_sinhc(2.0 * sr) + d * log_one_minus
 
     def _inverse_log_det_jacobian(self, z):
         return -self._forward_log_det_jacobian(self._inverse(z))
