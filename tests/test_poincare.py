@@ -90,3 +90,20 @@ def test_log_sinhc_against_numpy_across_its_branches():
     x = np.array([0.0, 1e-4, 5e-3, 0.0101, 0.0999, 0.1001, 0.5, 3.0, 40.0, 200.0])
     want = np.array([0.0] + [np.log(np.sinh(v) / v) for v in x[1:-1]] + [200.0 - np.log(2.0) - np.log(200.0)])
     np.testing.assert_allclose(poincare.log_sinhc(tf.constant(x, tf.float32)), want, rtol=1e-5, atol=1e-6)  # nats: float32 cancellation near 0.1
+
+
+def test_wrap_log_det_is_accurate_near_the_boundary():
+    """At |mu| = 0.95 and |v| up to 4 (|z| within 1e-3 of the boundary) the float32 log-det agrees with
+    the float64 numpy formula (d - 1) log(sinh(2r)/(2r)) + d log(1 - |z|^2) to 2e-4 nats."""
+    rng = np.random.RandomState(3)
+    mu = rng.normal(size=(6, 3))
+    mu = 0.95 * mu / np.linalg.norm(mu, axis=-1, keepdims=True)
+    v = rng.normal(size=(6, 3))
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True) * np.linspace(0.5, 4.0, 6)[:, None]
+    r = np.linalg.norm(v, axis=-1)
+    y = np.tanh(r)[:, None] * v / r[:, None]
+    z = _np_mobius(mu, y, 1.0)
+    want = 2 * np.log(np.sinh(2 * r) / (2 * r)) + 3 * np.log(1 - (z ** 2).sum(-1))
+    got = poincare.PoincareWrap(tf.constant(mu, tf.float32)).forward_log_det_jacobian(tf.constant(v, tf.float32),
+                                                                                       event_ndims=1)
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-4)
