@@ -18,8 +18,10 @@ def _get(url):
 
 def test_kvae_explore_serves_a_pretrained_model(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(tmp_path))
+    # stderr to a file: a pipe nobody reads fills up (export logs) and blocks the child, Ctrl-C included
+    err = open(tmp_path / "stderr.txt", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "kvae_cli", "explore", "--pretrained", "vae-binarized-mnist",
-                             "--no-browser", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--no-browser", "--port", "0"], stdout=subprocess.PIPE, stderr=err,
                             text=True, env=env)
     try:
         url, lines = None, []
@@ -31,7 +33,7 @@ def test_kvae_explore_serves_a_pretrained_model(tmp_path):
             lines.append(line)
             if line.startswith("explorer at "):
                 url = line.split()[2]
-        assert url, ("".join(lines), proc.stderr.read() if proc.poll() is not None else "")
+        assert url, ("".join(lines), open(err.name).read()[-3000:])
         status, page = _get(url)
         assert status == 200 and b"kvae explorer" in page
         health = json.loads(_get(url + "healthz")[1])
@@ -51,5 +53,5 @@ def test_kvae_explore_serves_a_pretrained_model(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             pytest.fail("kvae explore did not stop on Ctrl-C")
-    assert proc.returncode == 0, proc.stderr.read()
+    assert proc.returncode == 0, open(err.name).read()[-3000:]
     assert not [p for p in os.listdir(tmp_path) if p.startswith("kvae-explore-")]  # the bundle is removed

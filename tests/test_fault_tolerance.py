@@ -21,6 +21,15 @@ def _weights(path):
     return keras.models.load_model(path).get_weights()
 
 
+def _epoch(metadata):
+    """The epoch in Keras' checkpoint metadata, 0 while it is absent or half written (Keras writes it in place)."""
+    try:
+        with open(metadata) as f:
+            return json.load(f).get("epoch", 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def test_sigkill_then_rerun_resumes_from_the_checkpoint_and_never_truncates_the_model(tmp_path):
     run = str(tmp_path / "run")
     model_path = os.path.join(run, "model.keras")
@@ -31,7 +40,7 @@ def test_sigkill_then_rerun_resumes_from_the_checkpoint_and_never_truncates_the_
     metadata = os.path.join(run, "backup", "training_metadata.json")
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(metadata) and json.load(open(metadata)).get("epoch", 0) >= 2:
+        if _epoch(metadata) >= 2:
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be killed"
