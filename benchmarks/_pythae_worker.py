@@ -14,8 +14,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pythae.models import (INFOVAE_MMD, IWAE, RAE_L2, VAE, BetaVAE, BetaVAEConfig, INFOVAE_MMD_Config, IWAEConfig,
-                           RAE_L2_Config, VAEConfig)
+from pythae.models import (INFOVAE_MMD, IWAE, RAE_L2, VAE, VQVAE, BetaVAE, BetaVAEConfig, INFOVAE_MMD_Config,
+                           IWAEConfig, RAE_L2_Config, VAEConfig, VQVAEConfig)
 from pythae.models.base.base_utils import ModelOutput
 from pythae.models.nn import BaseDecoder, BaseEncoder
 
@@ -69,12 +69,28 @@ class BernoulliRAE_L2(RAE_L2):
                 embedding.mean(dim=0))
 
 
+class BernoulliVQVAE(VQVAE):
+    """pythae's VQVAE with its squared-error reconstruction replaced by the summed binary cross-entropy
+    (its VQ loss unchanged), so both libraries train the same objective on binary images."""
+
+    def loss_function(self, recon_x, x, quantizer_output):
+        recon = F.binary_cross_entropy(recon_x.reshape(x.shape[0], -1), x.reshape(x.shape[0], -1),
+                                       reduction="none").sum(dim=-1)
+        vq_loss = quantizer_output.loss
+        return (recon + vq_loss).mean(dim=0), recon.mean(dim=0), vq_loss.mean(dim=0)
+
+
 def build(name, latent_dim, hidden, beta, num_samples):
     common = dict(input_dim=(1, 28, 28), latent_dim=latent_dim, reconstruction_loss="bce")
     if name == "rae":
         enc, dec = Encoder(latent_dim, hidden, deterministic=True), Decoder(latent_dim, hidden)
         return BernoulliRAE_L2(RAE_L2_Config(input_dim=(1, 28, 28), latent_dim=latent_dim, embedding_weight=1e-4,
                                              reg_weight=1e-7), encoder=enc, decoder=dec)
+    if name == "vq-vae":  # the MLP VQ-VAE: one 50-d code per image among 512 entries, EMA codebook
+        enc, dec = Encoder(latent_dim, hidden, deterministic=True), Decoder(latent_dim, hidden)
+        return BernoulliVQVAE(VQVAEConfig(input_dim=(1, 28, 28), latent_dim=latent_dim, num_embeddings=512,
+                                          commitment_loss_factor=0.25, use_ema=True, decay=0.99),
+                              encoder=enc, decoder=dec)
     enc, dec = Encoder(latent_dim, hidden), Decoder(latent_dim, hidden)
     if name == "vae":
         return VAE(VAEConfig(**common), encoder=enc, decoder=dec)
@@ -132,9 +148,13 @@ def main():
     model.eval()
     start = time.perf_counter()
     with torch.no_grad():
-        nll = None if args.model == "rae" else float(-model.get_nll(valid, n_samples=args.k, batch_size=100))
+        deterministic = args.model in ("rae", "vq-vae")
+        nll = None if deterministic else float(-model.get_nll(valid, n_samples=args.k, batch_size=100))
         nll_seconds = time.perf_counter() - start
-        mean = model.decoder(model.encoder(valid).embedding)["reconstruction"].reshape(len(valid), -1).numpy()
+        if args.model == "vq-vae":  # decoded from the quantised code
+            mean = model({"data": valid}).recon_x.reshape(len(valid), -1).numpy()
+        else:
+            mean = model.decoder(model.encoder(valid).embedding)["reconstruction"].reshape(len(valid), -1).numpy()
     print(json.dumps({"library": "pythae", "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "step_seconds": steps, "epoch_seconds": epochs, "nll": nll, "nll_seconds": nll_seconds,
                       "rec_bce": bernoulli_error(valid.reshape(len(valid), -1).numpy(), mean)}))

@@ -6,15 +6,15 @@ pythae and a CPU build of PyTorch are installed by this script into their own vi
 trains in its own process, ``--repeats`` times per model, interleaved (kvae then pythae, then pythae
 then kvae, ...), so that a slow spell of the shared machine falls on both; steps and epochs are
 pooled over the repeats.  Models both libraries have:
-VAE, β-VAE (β = 4), IWAE (K = 5), RAE-L2 and InfoVAE-MMD (the MMD-VAE) with the MLP
+VAE, β-VAE (β = 4), IWAE (K = 5), RAE-L2, InfoVAE-MMD (the MMD-VAE) and VQ-VAE with the MLP
 784-500-500-50 and a Bernoulli decoder, Adam 1e-3, batch 100, on the first ``--limit`` images of
 static binarised MNIST (``$KVAE_DATA_DIR``), NLL on the first ``--n-eval`` validation images with
-each library's own importance-sampled estimator at the same k (not for the RAE, whose encoder is
-deterministic), and for every model the reconstruction error -log p(x | E[x|z]) at the posterior
+each library's own importance-sampled estimator at the same k (not for the RAE and the VQ-VAE,
+whose encoders are deterministic), and for every model the reconstruction error -log p(x | E[x|z]) at the posterior
 mean code, computed by the same arithmetic on both sides.  pythae is trained by a plain loop over its models' loss (its trainer
 adds logging on top), kvae by ``model.fit``.
 
-    python benchmarks/peer_pythae.py [--models vae,beta-vae,iwae,rae,infovae] [--epochs 3] [--repeats 3] [--limit 10000]
+    python benchmarks/peer_pythae.py [--models vae,beta-vae,iwae,rae,infovae,vq-vae] [--epochs 3] [--repeats 3] [--limit 10000]
                                      [--k 500] [--n-eval 500] [--out benchmarks/peer_pythae.json]
 """
 import argparse
@@ -38,11 +38,16 @@ PEER_PACKAGES = (os.environ.get("KVAE_PEER_TORCH", "torch==2.13.0"), "pythae==0.
 #: kvae's side of each model; the pythae side is ``_pythae_worker.build``.  RAE: pythae's decoder
 #: optimizer decays by reg_weight = 1e-7 (the gradient of 1/2 * 1e-7 * ||w||^2), kvae's DecoderL2 is
 #: reg_weight * ||w||^2, hence 5e-8.  InfoVAE: the MMD-VAE (alpha 1, lambda 1000, RBF exp(-d^2 / 2D)).
+#: VQ-VAE: pythae's MLP VQ-VAE quantises the whole 50-d code as one vector (a 1 x 1 grid) among 512
+#: entries, EMA codebook; its commitment term is 0.25 times the *mean* squared error over the 50
+#: numbers, kvae's a per-example sum, hence 0.25 / 50.
 KVAE_NAMES = {"vae": ("vae", {}), "beta-vae": ("beta-vae", {"beta": 4.0}), "iwae": ("iwae", {"num_samples": 5}),
               "rae": ("rae", {"latent_weight": 1e-4, "reg_weight": 5e-8}),
-              "infovae": ("infovae", {"alpha": 1.0, "lambda_": 1000.0, "kernel": "rbf", "bandwidths": (1.0,)})}
+              "infovae": ("infovae", {"alpha": 1.0, "lambda_": 1000.0, "kernel": "rbf", "bandwidths": (1.0,)}),
+              "vq-vae": ("vq-vae", {"grid": (1, 1), "embedding_dim": 50, "num_embeddings": 512,
+                                    "commitment": 0.25 / 50, "codebook": "ema", "decay": 0.99})}
 #: models without a likelihood estimate (deterministic encoder): compared on reconstruction error
-NO_NLL = ("rae",)
+NO_NLL = ("rae", "vq-vae")
 
 
 

@@ -85,8 +85,11 @@ class VQVAE(VariationalModel):
         z, z_e, codes = params
         codes = tf.cast(codes, tf.int32)
         px = self.decode(z, y, training=training)
+        uniform = tf.fill(tf.shape(codes)[:1], float(self.posterior.positions * np.log(self.num_embeddings)))
+        # -log p(k): the constant H W log K until the prior is fitted (no PixelCNN pass while training)
+        kl = tf.cond(self.prior.fitted > 0, lambda: -self.prior.log_prob_codes(codes), lambda: uniform)
         return {"x": x, "y": y, "q": self.posterior.distribution(params), "z": z, "px": px,
-                "log_px_z": px.log_prob(x), "kl": -self.prior.log_prob_codes(codes), "kl_per_dim": None,
+                "log_px_z": px.log_prob(x), "kl": kl, "kl_per_dim": None,
                 "prior": self.prior_distribution(), "seed": seed, "decode_params": self.decode_params,
                 "training": training, "z_e": z_e, "codes": codes}
 
