@@ -7,8 +7,9 @@ r"""Vector quantisation (van den Oord et al. 2017, "Neural Discrete Representati
   exponential moving averages (``update="ema"``, the paper's Appendix A.1), per entry i:
       N_i <- gamma N_i + (1 - gamma) n_i,   m_i <- gamma m_i + (1 - gamma) sum_{j: k_j = i} z_e,j,
       e_i = m_i / N~_i,   N~_i = (N_i + eps) / (sum_l N_l + K eps) * sum_l N_l  (Laplace smoothing),
-  with n_i the number of batch vectors assigned to i.  The sums start at N_i = 1, m_i = e_i (the
-  initial codebook), so an entry no vector has chosen keeps its vector instead of decaying to 0.
+  with n_i the number of batch vectors assigned to i.  N and m start at 0 (so an entry's first
+  update sets it to the mean of its vectors, as in the paper); an entry no vector has chosen yet
+  (N_i = 0) keeps its initial vector instead of the 0 / 0 of the formula.
   Under ``tf.distribute`` n_i and the sums are all-reduced over the replicas first, so every
   replica applies the update of the global batch.
 * :class:`VectorQuantizedPosterior`: the posterior head of the VQ-VAE: z_e = Dense(h) as
@@ -64,9 +65,8 @@ class VectorQuantizer(keras.layers.Layer):
         kept = {"aggregation": "only_first_replica"} if ema else {}
         self.codebook = self.add_weight(shape=(k, d), initializer=init, trainable=not ema, name="codebook", **kept)
         if ema:
-            self.ema_count = self.add_weight(shape=(k,), initializer="ones", trainable=False, name="ema_count", **kept)
+            self.ema_count = self.add_weight(shape=(k,), initializer="zeros", trainable=False, name="ema_count", **kept)
             self.ema_sum = self.add_weight(shape=(k, d), initializer="zeros", trainable=False, name="ema_sum", **kept)
-            self.ema_sum.assign(self.codebook)
         self.built = True
 
     def codes(self, z_e):
@@ -104,7 +104,8 @@ class VectorQuantizer(keras.layers.Layer):
         smoothed = (count + self.epsilon) / (n + self.num_embeddings * self.epsilon) * n
         self.ema_count.assign(count)
         self.ema_sum.assign(total)
-        self.codebook.assign(total / smoothed[:, None])
+        used = (count > 0)[:, None]  # never chosen yet: keep the initial vector
+        self.codebook.assign(tf.where(used, total / tf.maximum(smoothed, 1e-30)[:, None], self.codebook))
 
     def codebook_loss(self, z_e, codes):
         """||sg(z_e) - e_k||^2 per example [B] (summed over every axis after the batch): moves the

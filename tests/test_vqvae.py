@@ -34,30 +34,31 @@ def test_nearest_entry_and_straight_through_gradient():
     np.testing.assert_array_equal(nearest(z_e, vq.codebook).numpy(), want)
 
 
-def _numpy_ema(count, total, z, codes, k, decay, eps):
+def _numpy_ema(count, total, book, z, codes, k, decay, eps):
     onehot = np.eye(k)[codes.reshape(-1)]
     count = decay * count + (1 - decay) * onehot.sum(0)
     total = decay * total + (1 - decay) * onehot.T @ z.reshape(-1, z.shape[-1])
     n = count.sum()
     smoothed = (count + eps) / (n + k * eps) * n
-    return count, total, total / smoothed[:, None]
+    return count, total, np.where((count > 0)[:, None], total / smoothed[:, None], book)
 
 
 def test_moving_average_codebook_equals_the_papers_update():
-    """Two training calls move counts, sums and codebook as Appendix A.1 + Laplace smoothing (numpy);
-    z_q comes from the codebook before the call's update; inference calls change nothing."""
+    """Two training calls move counts, sums and codebook as Appendix A.1 + Laplace smoothing (numpy),
+    from counts and sums at 0, an entry never chosen keeping its vector; z_q comes from the codebook
+    before the call's update; inference calls change nothing."""
     rng = np.random.RandomState(1)
     k, d, decay, eps = 5, 2, 0.9, 1e-5
     vq = VectorQuantizer(k, d, update="ema", decay=decay, epsilon=eps)
     vq.build()
-    count, total, book = np.ones(k), vq.codebook.numpy().astype(np.float64), vq.codebook.numpy().astype(np.float64)
+    count, total, book = np.zeros(k), np.zeros((k, d)), vq.codebook.numpy().astype(np.float64)
     for step in range(2):
         z = (rng.normal(size=(6, 3, d)) * 0.5).astype("float32")
         codes = _numpy_nearest(z, book)
         z_q, got = vq(tf.constant(z), training=True)
         np.testing.assert_array_equal(got.numpy(), codes)
         np.testing.assert_allclose(z_q.numpy(), book[codes], atol=1e-6)
-        count, total, book = _numpy_ema(count, total, z, codes, k, decay, eps)
+        count, total, book = _numpy_ema(count, total, book, z, codes, k, decay, eps)
         np.testing.assert_allclose(vq.ema_count.numpy(), count, rtol=1e-5)
         np.testing.assert_allclose(vq.ema_sum.numpy(), total, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(vq.codebook.numpy(), book, rtol=1e-4, atol=1e-6)
@@ -70,10 +71,10 @@ def test_unused_entry_keeps_its_vector():
     vq = VectorQuantizer(3, 2, update="ema", decay=0.5, epsilon=0.0)
     vq.build()
     vq.codebook.assign([[0.0, 0.0], [10.0, 10.0], [-10.0, 5.0]])
-    vq.ema_sum.assign(vq.codebook)
     for _ in range(5):
         vq(tf.constant([[[0.1, 0.2]], [[-0.1, 0.0]]]), training=True)
     np.testing.assert_allclose(vq.codebook.numpy()[1:], [[10.0, 10.0], [-10.0, 5.0]], rtol=1e-5)
+    np.testing.assert_allclose(vq.codebook.numpy()[0], [0.0, 0.1], atol=1e-5)  # the mean of its vectors
 
 
 def test_perplexity_is_exp_entropy_of_code_usage():
@@ -177,6 +178,11 @@ def test_fit_prior_learns_dependent_codes():
     assert info["heldout_nll"] < info["uniform_nll"] - 0.6 * 2 * np.log(6), info
     assert model.prior.is_fitted
     assert not any("prior" in w.path for w in model.trainable_weights)  # still only fit_prior trains it
+    # once fitted, the KL of the training terms is -log p(k(x)) under the PixelCNN, not H W log K
+    x = (rng.uniform(size=(4, 8, 8, 1)) > 0.5).astype("float32")
+    terms = model.compute_terms(x)
+    np.testing.assert_allclose(terms["kl"].numpy(), -model.prior.log_prob_codes(terms["codes"]).numpy(), rtol=1e-6)
+    assert not np.allclose(terms["kl"].numpy(), 4 * np.log(6))
 
 
 def test_vqvae_trains_and_reports_codebook_usage():
