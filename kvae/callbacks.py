@@ -98,6 +98,13 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.resumed_step = int(self.model.optimizer.iterations.numpy())
             epoch = int(getattr(self.model, "_initial_epoch", 0) or 0)
             steps = (self.params or {}).get("steps")
+            if steps:
+                # the epoch from the restored optimizer step, not from Keras' metadata file: Keras writes
+                # the weights, then the metadata, so a kill between the two leaves the file an epoch
+                # behind the weights (and the epoch's batches would be applied twice)
+                epoch = self.resumed_step // steps
+                self.model._initial_epoch = epoch
+                self._current_epoch = epoch
             skip = self.resumed_step - epoch * steps if steps else 0
             if steps and 0 < skip <= steps and hasattr(self.model, "skip_batches"):
                 self.model.skip_batches(skip)

@@ -77,3 +77,22 @@ def test_the_run_keeps_its_best_epoch_under_the_decayed_rate(uninterrupted):
     assert history["best_epoch"] == int(np.argmin(val)) + 1
     assert history["best_val_loss"] == pytest.approx(min(val))
     assert history["best_state"]["best_epoch"] == int(np.argmin(val))
+
+
+def test_resume_when_the_metadata_file_lags_the_weights(tmp_path, uninterrupted):
+    """Keras writes a checkpoint's weights, then its metadata file: a kill between the two leaves the
+    file one checkpoint behind (here: the weights at step 15, epoch 2 batch 5; the file still at the
+    step-10 checkpoint, epoch 1 batch 10).  The resumed run takes the epoch from the restored optimizer
+    step, so it still applies 30 steps and ends with the uninterrupted run's weights."""
+    out = tmp_path / "run"
+    killed = _run(out, 17)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    with open(out / "backup" / "training_metadata.json", "w") as f:
+        json.dump({"epoch": 0, "batch": 9}, f)
+    resumed = _run(out)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    weights, history = _final(out)
+    assert history["steps"] == 30, f"resumed run applied {history['steps']} steps instead of 30"
+    assert history["resumed_from_step"] == 15
+    for w, r in zip(weights, uninterrupted[0]):
+        np.testing.assert_allclose(w, r, atol=1e-6, rtol=0)
