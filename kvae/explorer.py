@@ -15,7 +15,9 @@ endpoints, and ``kvae explore``, which exports a run to a temporary bundle and s
 """
 import os
 import shutil
+import signal
 import tempfile
+import threading
 
 import numpy as np
 
@@ -93,6 +95,18 @@ def run_examples(config, data_dir=None, n=500):
     return x, y
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _interrupt_on(signum):
+    """Make ``signum`` raise KeyboardInterrupt in the main thread; returns the previous handler (None
+    outside the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signum, _raise_interrupt)
+
+
 def explore(run_dir=None, pretrained=None, host="127.0.0.1", port=8000, open_browser=True, data_dir=None):
     """Export a run directory (or a pretrained model) to a temporary bundle with explorer data and
     serve it with kvae-serve until interrupted; the bundle is deleted afterwards."""
@@ -125,12 +139,18 @@ def explore(run_dir=None, pretrained=None, host="127.0.0.1", port=8000, open_bro
             import webbrowser
 
             webbrowser.open(url)
+        # Ctrl-C (and SIGTERM) stop the server and remove the bundle, even when the process was started
+        # with SIGINT ignored (a background job of a non-interactive shell inherits SIG_IGN)
+        previous = _interrupt_on(signal.SIGINT), _interrupt_on(signal.SIGTERM)
         try:
             srv.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
             srv.server_close()
+            for signum, handler in zip((signal.SIGINT, signal.SIGTERM), previous):
+                if handler is not None:
+                    signal.signal(signum, handler)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

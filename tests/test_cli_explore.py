@@ -20,9 +20,11 @@ def test_kvae_explore_serves_a_pretrained_model(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(tmp_path))
     # stderr to a file: a pipe nobody reads fills up (export logs) and blocks the child, Ctrl-C included
     err = open(tmp_path / "stderr.txt", "w+")
+    # started with SIGINT ignored, as a background job of a non-interactive shell is (and as pytest's
+    # children are when pytest itself runs that way): Ctrl-C must still stop it
     proc = subprocess.Popen([sys.executable, "-m", "kvae_cli", "explore", "--pretrained", "vae-binarized-mnist",
                              "--no-browser", "--port", "0"], stdout=subprocess.PIPE, stderr=err,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         url, lines = None, []
         deadline = time.time() + 300
