@@ -22,6 +22,7 @@ The log-densities are written with operations ONNX has (:class:`VonMisesFisher`,
 log I_v(kappa) by its power series summed in float64 in log space (:func:`log_bessel_iv`), exact to
 float64 rounding for kappa <= :data:`MAX_CONCENTRATION`, where the posterior caps kappa.
 """
+import functools
 import math
 
 import keras
@@ -29,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from .code_prior import normal_cdf
+from .code_prior import normal_cdf, one_hot
 
 tfd = tfp.distributions
 
@@ -55,8 +56,7 @@ def vmf_cosine(u, kappa, dim):
     j = 1 + tf.reduce_sum(tf.cast(inner_cdf < u[..., None], tf.int32), axis=-1)  # [..., B] in 1..G
 
     def pick(table, index):  # table [B, G+1], index [..., B] -> [..., B], by one-hot (exports to ONNX)
-        onehot = tf.cast(tf.equal(index[..., None], tf.range(GRID + 1)), tf.float32)
-        return tf.reduce_sum(onehot * table, axis=-1)
+        return tf.reduce_sum(one_hot(index, GRID + 1) * table, axis=-1)
 
     c0, c1, s0, s1 = pick(cdf, j - 1), pick(cdf, j), pick(s, j - 1), pick(s, j)
     frac = (u - c0) / tf.maximum(c1 - c0, 1e-30)
@@ -88,15 +88,20 @@ MAX_CONCENTRATION = 5000.0
 _SERIES_TERMS = 3200
 
 
+@functools.lru_cache(maxsize=None)
+def _series_constants(v):
+    """(2k + v, -log k! - log Gamma(k + v + 1)) for k < 3200, computed once per order v."""
+    from scipy.special import gammaln
+
+    k = np.arange(_SERIES_TERMS, dtype=np.float64)
+    return 2.0 * k + v, -(gammaln(k + 1.0) + gammaln(k + v + 1.0))
+
+
 def log_bessel_ive(v, x):
     """log(I_v(x) e^-x) for a fixed order v >= 0 and x in (0, MAX_CONCENTRATION], float64: the power
     series I_v(x) = sum_k (x/2)^(2k+v) / (k! Gamma(k+v+1)) summed in log space (its terms peak near
     k = x/2; 3200 terms cover x <= 5000 with a margin of 12 standard deviations)."""
-    from scipy.special import gammaln
-
-    k = np.arange(_SERIES_TERMS, dtype=np.float64)
-    const = tf.constant(-(gammaln(k + 1.0) + gammaln(k + v + 1.0)), tf.float64)
-    power = tf.constant(2.0 * k + v, tf.float64)
+    power, const = _series_constants(float(v))
     x = tf.cast(x, tf.float64)
     return tf.reduce_logsumexp(power * tf.math.log(x / 2.0)[..., None] + const, axis=-1) - x
 
