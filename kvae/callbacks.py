@@ -1,8 +1,13 @@
 """Callbacks that keep a run's work: checkpoints that never hold a diverged state, and resume.
 
 :class:`SafeBackupAndRestore` is ``keras.callbacks.BackupAndRestore`` (weights, optimizer state and
-the epoch, saved every ``save_freq`` steps, double-buffered so a kill during a write leaves the
-previous checkpoint) with three changes:
+the epoch, saved every ``save_freq`` steps) with four changes:
+
+* a checkpoint is written to a temporary file and renamed over the last one (an atomic rename), so
+  a kill at any moment leaves a complete checkpoint: the new one or the one before.  (Keras writes
+  over the last checkpoint in place; a kill during that write left a truncated HDF5 file that
+  would not load.)  The checkpoint before the last is kept (``latest.weights.h5.bkp``) and restored when
+  the last one cannot be read;
 
 * a non-finite loss stops training and is *not* checkpointed; the last good checkpoint is kept
   (not deleted at the end of training) and :attr:`diverged` says at which step it happened;
@@ -86,10 +91,36 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_epoch_begin(self, epoch, logs=None):
         self._current_epoch = epoch  # Keras records epoch 0 for a mid-epoch checkpoint of a resumed run
 
-    def on_train_begin(self, logs=None):
-        had_checkpoint = os.path.exists(self._weights_path)
+    def _tmp_paths(self):
+        return (os.path.join(self.backup_dir, "writing.weights.h5"),
+                os.path.join(self.backup_dir, "writing_metadata.json"))
+
+    def _restore(self):
+        """Load the last checkpoint; if it cannot be read, the one before it."""
+        for tmp in self._tmp_paths():  # a write the kill interrupted
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if not os.path.exists(self._weights_path) and os.path.exists(self._prev_weights_path):
+            # killed between the two renames of a save: the previous checkpoint is the last one
+            os.replace(self._prev_weights_path, self._weights_path)
+            if os.path.exists(self._prev_training_metadata_path):
+                os.replace(self._prev_training_metadata_path, self._training_metadata_path)
         try:
-            super().on_train_begin(logs)
+            self._load_model()
+        except Exception as first:
+            if not os.path.exists(self._prev_weights_path):
+                raise first
+            os.replace(self._prev_weights_path, self._weights_path)
+            if os.path.exists(self._prev_training_metadata_path):
+                os.replace(self._prev_training_metadata_path, self._training_metadata_path)
+            print(f"the last checkpoint in {self.backup_dir} could not be read "
+                  f"({type(first).__name__}); resuming from the one before it", flush=True)
+            self._load_model()
+
+    def on_train_begin(self, logs=None):
+        had_checkpoint = os.path.exists(self._weights_path) or os.path.exists(self._prev_weights_path)
+        try:
+            self._restore()
         except Exception as err:
             msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise RunError(f"the checkpoint in {self.backup_dir} is corrupt or does not fit this model "
@@ -130,7 +161,21 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.diverged = {"where": "weights", "step": step, "loss": float("nan")}
             self.model.stop_training = True
             return
-        super()._save_model()
+        import json
+
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp_weights, tmp_meta = self._tmp_paths()
+        self.model.save_weights(tmp_weights, overwrite=True)
+        with open(tmp_meta, "w") as f:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
+        # the complete new checkpoint exists; now two renames make it the last one.  A kill between
+        # them leaves only prev.*, which _restore takes as the last checkpoint.
+        if os.path.exists(self._weights_path):
+            os.replace(self._weights_path, self._prev_weights_path)
+        if os.path.exists(self._training_metadata_path):
+            os.replace(self._training_metadata_path, self._prev_training_metadata_path)
+        os.replace(tmp_meta, self._training_metadata_path)
+        os.replace(tmp_weights, self._weights_path)
 
     def on_train_batch_end(self, batch, logs=None):
         if batch < self._skip:  # a batch applied before the interruption, read and skipped

@@ -120,3 +120,73 @@ def test_a_save_that_fails_half_way_leaves_the_old_model_byte_identical(tmp_path
         pass
     assert open(path, "rb").read() == before
     assert sorted(os.listdir(tmp_path)) == ["model.keras"]  # no partial temporary file left behind
+
+
+def _checkpointed_vae(backup, seed):
+    import kvae
+    from kvae.callbacks import SafeBackupAndRestore
+
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=seed)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit((np.random.default_rng(seed).random((16, 8, 8, 1)) > 0.5).astype("float32"), epochs=1, batch_size=8, verbose=0)
+    callback = SafeBackupAndRestore(str(backup))
+    callback.set_model(model)
+    callback.set_params({"steps": 2, "epochs": 1})
+    return model, callback
+
+
+def test_a_kill_while_a_checkpoint_is_written_leaves_a_complete_checkpoint(tmp_path, monkeypatch):
+    """The checkpoint is written beside the last one and renamed over it: a write that dies half way
+    (here: half a file, then an error, as a kill would leave it) leaves the last checkpoint readable,
+    and the next run restores it.  (Keras' own callback writes in place; CI's kill test once caught a
+    truncated HDF5 file that would not load.)"""
+    backup = tmp_path / "backup"
+    model, callback = _checkpointed_vae(backup, seed=0)
+    callback._save_model()
+    saved = model.get_weights()
+    complete = open(backup / "latest.weights.h5", "rb").read()
+    changed, callback = _checkpointed_vae(backup, seed=1)
+
+    def dies_half_way(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(complete[: len(complete) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(changed), "save_weights", dies_half_way)
+    try:
+        callback._save_model()
+        raise AssertionError("the save should have been interrupted")
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert open(backup / "latest.weights.h5", "rb").read() == complete
+    fresh, callback = _checkpointed_vae(backup, seed=2)
+    callback.on_train_begin()
+    for a, b in zip(fresh.get_weights(), saved):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(os.listdir(backup)) == ["latest.weights.h5", "training_metadata.json"]  # the partial file removed
+
+
+def test_an_unreadable_last_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+    backup = tmp_path / "backup"
+    first, callback = _checkpointed_vae(backup, seed=0)
+    callback._save_model()
+    second, callback = _checkpointed_vae(backup, seed=1)
+    callback._save_model()
+    assert (backup / "latest.weights.h5.bkp").exists()
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    fresh, callback = _checkpointed_vae(backup, seed=2)
+    callback.on_train_begin()
+    for a, b in zip(fresh.get_weights(), first.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert "resuming from the one before it" in capsys.readouterr().out
+    # killed between the save's two renames: only the previous checkpoint is there
+    os.remove(backup / "latest.weights.h5")
+    os.rename(backup / "training_metadata.json", backup / "training_metadata.json.bkp")
+    second, callback = _checkpointed_vae(backup, seed=1)
+    callback._save_model()
+    os.replace(backup / "latest.weights.h5", backup / "latest.weights.h5.bkp")
+    fresh, callback = _checkpointed_vae(backup, seed=3)
+    callback.on_train_begin()
+    for a, b in zip(fresh.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
