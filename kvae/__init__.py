@@ -16,11 +16,11 @@ __version__ = "0.1.0"
 SUBMODULES = ("callbacks", "data", "density", "disentanglement", "divergences", "errors", "evaluation", "export",
               "factors", "flows", "layers", "likelihoods", "models", "networks", "objectives", "planar_radial", "plotting", "posteriors", "pretrained",
               "priors", "regularizers", "runs", "sample_quality", "schedules", "ssim", "explorer", "hamiltonian",
-              "quantize", "code_prior", "poincare", "hyperspherical")
+              "quantize", "code_prior", "poincare", "hyperspherical", "riemannian")
 #: Model classes exposed as attributes of ``kvae`` (defined in :mod:`kvae.models`).
 MODEL_CLASSES = ("VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE",
                  "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE",
-                 "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "VQVAE", "VAEGAN", "PoincareVAE", "SVAE")
+                 "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "RHVAE", "VQVAE", "VAEGAN", "PoincareVAE", "SVAE")
 
 __all__ = [*MODEL_CLASSES, *SUBMODULES]
 

@@ -235,8 +235,8 @@ def _parser(argv=()):
                         "shipped LeNet feature space (28x28x1) and a PCA space (kvae.sample_quality)")
     e.add_argument("--sample-n", type=_pos_int, default=2000, metavar="N",
                    help="samples and held-out images compared by --sample-quality")
-    e.add_argument("--sample-source", choices=("prior", "density"), default="prior",
-                   help="draw z from the prior or the ex-post Gaussian mixture (after kvae fit-density)")
+    e.add_argument("--sample-source", choices=("prior", "density", "manifold"), default="prior",
+                   help="draw z from the prior, the ex-post density (after kvae fit-density) or an RHVAE's manifold")
     e.add_argument("--disentanglement-train", type=_pos_int, default=10000, metavar="N",
                    help="points to fit each metric on (disentanglement_lib: 10000)")
     e.add_argument("--disentanglement-test", type=_pos_int, default=5000, metavar="N",
@@ -249,6 +249,9 @@ def _parser(argv=()):
     s.add_argument("--labels", type=_labels, help="class label(s) for conditional models, e.g. 3 or 0,1,2")
     s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--draw", action="store_true", help="draw pixels x ~ p(x|z) instead of showing E[x|z]")
+    s.add_argument("--source", choices=("prior", "density", "manifold"), default="prior",
+                   help="draw z from the prior, the ex-post density (after kvae fit-density) or, for an RHVAE, "
+                        "its learned manifold (HMC under the stored metric)")
 
     x = sub.add_parser("export", help="export a run as a serving bundle (SavedModel + ONNX + manifest)",
                        description="Write BUNDLE_DIR with savedmodel/1 (TensorFlow Serving layout), onnx/*.onnx "
@@ -427,7 +430,9 @@ def _sample(args):
         raise ConfigError("--labels only applies to conditional models (e.g. --model cvae)")
     if labels is not None and len(labels) == 1:
         labels = labels[0]
-    images = model.sample(args.n, labels=labels, seed=args.seed, mean=not args.draw).numpy()
+    if args.source == "manifold" and not hasattr(model, "manifold_codes"):
+        raise ConfigError(f"--source manifold needs an RHVAE (a learned metric); this run is a {type(model).__name__}")
+    images = model.sample(args.n, labels=labels, seed=args.seed, mean=not args.draw, source=args.source).numpy()
     plotting.save_image_grid(images, args.out, ncol=min(8, args.n))
     print(f"wrote {args.out}")
 

@@ -32,6 +32,9 @@ SCRIPT = textwrap.dedent('''
         elif kind == "vqvae":  # the codebook's moving averages: counts and sums all-reduced across replicas
             m = kvae.VQVAE(input_shape=(8, 8, 1), grid=(2, 2), embedding_dim=2, num_embeddings=8, hidden=(32,),
                            decay=0.8, seed=3)
+        elif kind == "rhvae":  # the metric sums over the global batch: centroids and factors all-gathered
+            m = kvae.RHVAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(32,), num_leapfrog=1, fixed_point_steps=2,
+                           step_size=0.1, metric_hidden=(8,), seed=3)
         else:  # flow prior + IAF posterior: Monte-Carlo KL, bijector caches, two flows
             m = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=3,
                          posterior=kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4),
@@ -72,10 +75,10 @@ def _run(*kinds):
 
 @pytest.fixture(scope="module")
 def results():
-    return _run("vae", "flows", "factorvae", "piwae", "vqvae")
+    return _run("vae", "flows", "factorvae", "piwae", "vqvae", "rhvae")
 
 
-@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae", "vqvae"])
+@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae", "vqvae", "rhvae"])
 def test_two_replicas_apply_the_single_device_update(results, kind):
     r = results[kind]
     assert r["replicas"] == 2
@@ -83,7 +86,7 @@ def test_two_replicas_apply_the_single_device_update(results, kind):
     assert r["max_weight_diff"] < 1e-5, r
 
 
-@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae"])
+@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae", "rhvae"])
 def test_metrics_are_aggregated_across_replicas(results, kind):
     m1, m2 = results[kind]["metrics_1"], results[kind]["metrics_2"]
     assert set(m1) == set(m2)

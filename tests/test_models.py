@@ -234,6 +234,14 @@ class TestHVAE(ModelBattery):
                          learn_step_size=True, seed=33)
 
 
+class TestRHVAE(ModelBattery):
+    export_representative = False  # the metric network never reaches the exported graph: TestVAE's graph
+
+    def make_model(self):
+        return kvae.RHVAE(input_shape=self.input_shape, latent_dim=2, hidden=(16,), num_leapfrog=1, fixed_point_steps=1,
+                          step_size=0.05, metric_hidden=(8,), metric_points=16, seed=38)
+
+
 class TestVQVAE(ModelBattery):
     def make_model(self):
         return kvae.VQVAE(input_shape=self.input_shape, grid=(2, 2), embedding_dim=2, num_embeddings=8, hidden=(16,),

@@ -12,9 +12,10 @@ from .linnf import LinNFVAE
 from .aae import AdversarialAE
 from .msssim import MSSSIMVAE
 from .hvae import HVAE
+from .rhvae import RHVAE
 from .vqvae import VQVAE
 from .vaegan import VAEGAN
 from .poincare import PoincareVAE
 from .svae import SVAE
 
-__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "VQVAE", "VAEGAN", "PoincareVAE", "SVAE", "MODELS", "get", "register_model"]
+__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "RHVAE", "VQVAE", "VAEGAN", "PoincareVAE", "SVAE", "MODELS", "get", "register_model"]
