@@ -12,6 +12,11 @@ r"""Vector quantisation (van den Oord et al. 2017, "Neural Discrete Representati
   (N_i = 0) keeps its initial vector instead of the 0 / 0 of the formula.
   Under ``tf.distribute`` n_i and the sums are all-reduced over the replicas first, so every
   replica applies the update of the global batch.
+  With ``restart_threshold`` t > 0 (EMA only; Dhariwal et al. 2020's random restarts), after each
+  step an entry whose moving count N_i is below t is dead: it restarts at a z_e vector drawn at
+  random from the (global) batch, e_i = z_e,j, with N_i = t and m_i = t z_e,j.  (The draw
+  :func:`restart_picks` is keyed by the step, the same on every replica.)  Entries the encoder
+  stopped choosing then come back where the codes are, instead of staying unused.
 * :class:`VectorQuantizedPosterior`: the posterior head of the VQ-VAE: z_e = Dense(h) as
   ``positions`` vectors of size D (latent_dim = positions * D), quantised; q(z|x) is the point mass
   at z_q (no density).
@@ -31,6 +36,12 @@ def nearest(z_e, codebook):
     return tf.reshape(tf.argmin(d, axis=1, output_type=tf.int32), tf.shape(z_e)[:-1])
 
 
+def restart_picks(step, pool_size, num_embeddings):
+    """Indices [K] into a pool of ``pool_size`` vectors: the restart candidates of update ``step``."""
+    seed = tf.stack([tf.cast(step, tf.int32), tf.constant(7919, tf.int32)])
+    return tf.random.stateless_uniform([num_embeddings], seed, maxval=pool_size, dtype=tf.int32)
+
+
 def perplexity(codes, num_embeddings):
     """exp(entropy) of the codes' empirical distribution: K when every entry is used equally, 1 when one is."""
     counts = tf.math.bincount(tf.reshape(codes, [-1]), minlength=num_embeddings, maxlength=num_embeddings,
@@ -48,14 +59,19 @@ class VectorQuantizer(keras.layers.Layer):
         (the codebook is trainable and :meth:`codebook_loss` moves it).
     """
 
-    def __init__(self, num_embeddings=64, embedding_dim=8, update="ema", decay=0.99, epsilon=1e-5, **kwargs):
+    def __init__(self, num_embeddings=64, embedding_dim=8, update="ema", decay=0.99, epsilon=1e-5,
+                 restart_threshold=0.0, **kwargs):
         super().__init__(**kwargs)
         if update not in ("ema", "loss"):
             raise ValueError(f"update must be 'ema' or 'loss', got {update!r}")
         if not 0.0 < float(decay) < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
+        if float(restart_threshold) < 0 or (float(restart_threshold) > 0 and update != "ema"):
+            raise ValueError(f"restart_threshold must be >= 0, and applies to update='ema' only; got "
+                             f"{restart_threshold} with update={update!r}")
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.update, self.decay, self.epsilon = update, float(decay), float(epsilon)
+        self.restart_threshold = float(restart_threshold)
 
     def build(self, input_shape=None):
         k, d = self.num_embeddings, self.embedding_dim
@@ -67,6 +83,9 @@ class VectorQuantizer(keras.layers.Layer):
         if ema:
             self.ema_count = self.add_weight(shape=(k,), initializer="zeros", trainable=False, name="ema_count", **kept)
             self.ema_sum = self.add_weight(shape=(k, d), initializer="zeros", trainable=False, name="ema_sum", **kept)
+            if self.restart_threshold > 0:
+                self.ema_steps = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
+                                                 name="ema_steps", **kept)
         self.built = True
 
     def codes(self, z_e):
@@ -95,17 +114,28 @@ class VectorQuantizer(keras.layers.Layer):
         counts = tf.reduce_sum(onehot, axis=0)
         sums = tf.matmul(onehot, flat, transpose_a=True)
         ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
+        distributed = ctx is not None and ctx.num_replicas_in_sync > 1
+        if distributed:
             counts, sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [counts, sums])
         g = self.decay
         count = g * self.ema_count + (1.0 - g) * counts
         total = g * self.ema_sum + (1.0 - g) * sums
         n = tf.reduce_sum(count)
         smoothed = (count + self.epsilon) / (n + self.num_embeddings * self.epsilon) * n
+        used = (count > 0)[:, None]  # never chosen yet: keep the initial vector
+        codebook = tf.where(used, total / tf.maximum(smoothed, 1e-30)[:, None], self.codebook)
+        if self.restart_threshold > 0:
+            pool = ctx.all_gather(flat, axis=0) if distributed else flat
+            fresh = tf.gather(pool, restart_picks(self.ema_steps, tf.shape(pool)[0], self.num_embeddings))
+            dead = count < self.restart_threshold
+            t = self.restart_threshold
+            count = tf.where(dead, t, count)
+            total = tf.where(dead[:, None], t * fresh, total)
+            codebook = tf.where(dead[:, None], fresh, codebook)
+            self.ema_steps.assign_add(1)
         self.ema_count.assign(count)
         self.ema_sum.assign(total)
-        used = (count > 0)[:, None]  # never chosen yet: keep the initial vector
-        self.codebook.assign(tf.where(used, total / tf.maximum(smoothed, 1e-30)[:, None], self.codebook))
+        self.codebook.assign(codebook)
 
     def codebook_loss(self, z_e, codes):
         """||sg(z_e) - e_k||^2 per example [B] (summed over every axis after the batch): moves the
@@ -115,7 +145,8 @@ class VectorQuantizer(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
-                "update": self.update, "decay": self.decay, "epsilon": self.epsilon}
+                "update": self.update, "decay": self.decay, "epsilon": self.epsilon,
+                "restart_threshold": self.restart_threshold}
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -130,14 +161,16 @@ class VectorQuantizedPosterior(keras.layers.Layer):
     deterministic = True
     param_names = ("z", "z_e", "codes")
 
-    def __init__(self, latent_dim, num_embeddings=64, embedding_dim=8, update="ema", decay=0.99, **kwargs):
+    def __init__(self, latent_dim, num_embeddings=64, embedding_dim=8, update="ema", decay=0.99,
+                 restart_threshold=0.0, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim, self.embedding_dim = int(latent_dim), int(embedding_dim)
         if self.latent_dim % self.embedding_dim:
             raise ValueError(f"latent_dim {latent_dim} is not a multiple of embedding_dim {embedding_dim}")
         self.positions = self.latent_dim // self.embedding_dim
         self.dense = keras.layers.Dense(self.latent_dim, name="code")
-        self.quantizer = VectorQuantizer(num_embeddings, embedding_dim, update=update, decay=decay, name="quantizer")
+        self.quantizer = VectorQuantizer(num_embeddings, embedding_dim, update=update, decay=decay,
+                                         restart_threshold=restart_threshold, name="quantizer")
 
     @property
     def num_embeddings(self):
@@ -170,7 +203,8 @@ class VectorQuantizedPosterior(keras.layers.Layer):
     def get_config(self):
         q = self.quantizer
         return {**super().get_config(), "latent_dim": self.latent_dim, "num_embeddings": q.num_embeddings,
-                "embedding_dim": self.embedding_dim, "update": q.update, "decay": q.decay}
+                "embedding_dim": self.embedding_dim, "update": q.update, "decay": q.decay,
+                "restart_threshold": q.restart_threshold}
 
 
-__all__ = ["VectorQuantizer", "VectorQuantizedPosterior", "nearest", "perplexity"]
+__all__ = ["VectorQuantizer", "VectorQuantizedPosterior", "nearest", "perplexity", "restart_picks"]

@@ -29,9 +29,10 @@ SCRIPT = textwrap.dedent('''
             m.regularizer_layers[0].optimizer.build(m.regularizer_layers[0].own_variables)
         elif kind == "piwae":  # [S, B, D] noise sliced per replica; two losses routed to two parameter sets
             m = kvae.PIWAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), num_samples=3, num_groups=2, seed=3)
-        elif kind == "vqvae":  # the codebook's moving averages: counts and sums all-reduced across replicas
+        elif kind == "vqvae":  # the codebook's moving averages: counts and sums all-reduced across replicas,
+            # dead entries restarted at vectors of the all-gathered global batch
             m = kvae.VQVAE(input_shape=(8, 8, 1), grid=(2, 2), embedding_dim=2, num_embeddings=8, hidden=(32,),
-                           decay=0.8, seed=3)
+                           decay=0.8, restart_threshold=0.5, seed=3)
         elif kind == "rhvae":  # the metric sums over the global batch: centroids and factors all-gathered
             m = kvae.RHVAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(32,), num_leapfrog=1, fixed_point_steps=2,
                            step_size=0.1, metric_hidden=(8,), seed=3)

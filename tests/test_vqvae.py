@@ -77,6 +77,38 @@ def test_unused_entry_keeps_its_vector():
     np.testing.assert_allclose(vq.codebook.numpy()[0], [0.0, 0.1], atol=1e-5)  # the mean of its vectors
 
 
+def test_dead_entries_restart_at_batch_vectors():
+    """With restart_threshold t, after each moving-average step (numpy, as above) the entries whose
+    count is below t take the batch vectors restart_picks(step) chooses, with count t and sum t z; the
+    live entries follow the paper's update."""
+    from kvae.quantize import restart_picks
+
+    rng = np.random.RandomState(3)
+    k, d, decay, eps, t = 6, 2, 0.8, 1e-5, 0.5
+    vq = VectorQuantizer(k, d, update="ema", decay=decay, epsilon=eps, restart_threshold=t)
+    vq.build()
+    vq.codebook.assign(np.array([[0, 0], [0.1, 0], [50, 50], [60, 60], [70, 70], [80, 80]], "float32"))
+    count, total, book = np.zeros(k), np.zeros((k, d)), vq.codebook.numpy().astype(np.float64)
+    restarted = 0
+    for step in range(3):
+        z = (rng.normal(size=(8, 1, d)) * 0.3).astype("float32")
+        codes = _numpy_nearest(z, book)
+        vq(tf.constant(z), training=True)
+        count, total, book = _numpy_ema(count, total, book, z, codes, k, decay, eps)
+        dead = count < t
+        picks = restart_picks(step, 8, k).numpy()
+        fresh = z.reshape(-1, d)[picks]
+        count, total = np.where(dead, t, count), np.where(dead[:, None], t * fresh, total)
+        book = np.where(dead[:, None], fresh, book)
+        restarted += int(dead.sum())
+        np.testing.assert_allclose(vq.ema_count.numpy(), count, rtol=1e-5)
+        np.testing.assert_allclose(vq.ema_sum.numpy(), total, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(vq.codebook.numpy(), book, rtol=1e-4, atol=1e-6)
+    assert restarted >= 4 and np.abs(vq.codebook.numpy()).max() < 5  # the far entries came to the data
+    with pytest.raises(ValueError, match="restart_threshold"):
+        VectorQuantizer(k, d, update="loss", restart_threshold=1.0)
+
+
 def test_perplexity_is_exp_entropy_of_code_usage():
     codes = np.array([[0, 0, 1, 3], [3, 3, 3, 0]])
     p = np.bincount(codes.ravel(), minlength=6) / codes.size

@@ -39,6 +39,8 @@ class VQVAE(VariationalModel):
       commitment: the commitment weight (0.25 in the paper).
       codebook: ``ema`` (moving-average codebook, the paper's Appendix A.1) or ``loss`` (the codebook loss).
       decay: the moving averages' decay gamma (0.99 in the paper).
+      restart_threshold: with ``codebook="ema"``, an entry whose moving count falls below this
+        restarts at a random code vector of the batch (0: never, as the paper).
       prior_layers: masked convolution layers of the PixelCNN prior over the indices.
       prior_filters: filters per layer of that PixelCNN.
     """
@@ -47,7 +49,7 @@ class VQVAE(VariationalModel):
                      "free_bits_total", "kl_warmup_steps", "objective", "density", "density_components")
 
     def __init__(self, input_shape, grid=(4, 4), embedding_dim=8, num_embeddings=64, commitment=0.25,
-                 codebook="ema", decay=0.99, prior_layers=4, prior_filters=32, **kwargs):
+                 codebook="ema", decay=0.99, restart_threshold=0.0, prior_layers=4, prior_filters=32, **kwargs):
         grid = tuple(int(g) for g in grid)
         if len(grid) != 2 or min(grid) < 1:
             raise ValueError(f"grid must be two positive sizes (H, W), got {grid}")
@@ -56,7 +58,9 @@ class VQVAE(VariationalModel):
             raise ValueError(f"a VQ-VAE's latent_dim is H W D = {latent_dim}; set grid and embedding_dim instead")
         kwargs["latent_dim"] = latent_dim
         kwargs.setdefault("posterior", VectorQuantizedPosterior(latent_dim, num_embeddings, embedding_dim,
-                                                                update=codebook, decay=decay, name="posterior"))
+                                                                update=codebook, decay=decay,
+                                                                restart_threshold=restart_threshold,
+                                                                name="posterior"))
         kwargs.setdefault("prior", PixelCNNCodePrior(grid, num_embeddings, num_layers=prior_layers,
                                                      filters=prior_filters, name="prior"))
         kwargs["beta"] = 0.0
@@ -66,7 +70,8 @@ class VQVAE(VariationalModel):
         self.perplexity_tracker = keras.metrics.Mean(name="perplexity")
         self._init_args.update(dict(grid=list(grid), embedding_dim=int(embedding_dim),
                                     num_embeddings=int(num_embeddings), commitment=self.commitment,
-                                    codebook=codebook, decay=float(decay), prior_layers=int(prior_layers),
+                                    codebook=codebook, decay=float(decay),
+                                    restart_threshold=float(restart_threshold), prior_layers=int(prior_layers),
                                     prior_filters=int(prior_filters)))
 
     @property
