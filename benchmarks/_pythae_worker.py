@@ -86,7 +86,7 @@ def build(name, latent_dim, hidden, beta, num_samples):
         enc, dec = Encoder(latent_dim, hidden, deterministic=True), Decoder(latent_dim, hidden)
         return BernoulliRAE_L2(RAE_L2_Config(input_dim=(1, 28, 28), latent_dim=latent_dim, embedding_weight=1e-4,
                                              reg_weight=1e-7), encoder=enc, decoder=dec)
-    if name == "vq-vae":  # the MLP VQ-VAE: one 50-d code per image among 512 entries, EMA codebook
+    if name == "vq-vae":  # the MLP VQ-VAE: pythae quantises each of the 50 numbers among 512 scalar entries (EMA)
         enc, dec = Encoder(latent_dim, hidden, deterministic=True), Decoder(latent_dim, hidden)
         return BernoulliVQVAE(VQVAEConfig(input_dim=(1, 28, 28), latent_dim=latent_dim, num_embeddings=512,
                                           commitment_loss_factor=0.25, use_ema=True, decay=0.99),

@@ -38,13 +38,15 @@ PEER_PACKAGES = (os.environ.get("KVAE_PEER_TORCH", "torch==2.13.0"), "pythae==0.
 #: kvae's side of each model; the pythae side is ``_pythae_worker.build``.  RAE: pythae's decoder
 #: optimizer decays by reg_weight = 1e-7 (the gradient of 1/2 * 1e-7 * ||w||^2), kvae's DecoderL2 is
 #: reg_weight * ||w||^2, hence 5e-8.  InfoVAE: the MMD-VAE (alpha 1, lambda 1000, RBF exp(-d^2 / 2D)).
-#: VQ-VAE: pythae's MLP VQ-VAE quantises the whole 50-d code as one vector (a 1 x 1 grid) among 512
-#: entries, EMA codebook; its commitment term is 0.25 times the *mean* squared error over the 50
-#: numbers, kvae's a per-example sum, hence 0.25 / 50.
+#: VQ-VAE: pythae's MLP VQ-VAE reshapes the 50-d code to [B, 1, 1, 50] and permutes it to
+#: [B, 1, 50, 1] before quantising, so its embedding_dim is 1: each of the 50 numbers is quantised
+#: on its own among 512 scalar entries (kvae: a 1 x 50 grid of 1-d codes), EMA codebook; its
+#: commitment term is 0.25 times the *mean* squared error over the 50 numbers, kvae's a
+#: per-example sum, hence 0.25 / 50.
 KVAE_NAMES = {"vae": ("vae", {}), "beta-vae": ("beta-vae", {"beta": 4.0}), "iwae": ("iwae", {"num_samples": 5}),
               "rae": ("rae", {"latent_weight": 1e-4, "reg_weight": 5e-8}),
               "infovae": ("infovae", {"alpha": 1.0, "lambda_": 1000.0, "kernel": "rbf", "bandwidths": (1.0,)}),
-              "vq-vae": ("vq-vae", {"grid": (1, 1), "embedding_dim": 50, "num_embeddings": 512,
+              "vq-vae": ("vq-vae", {"grid": (1, 50), "embedding_dim": 1, "num_embeddings": 512,
                                     "commitment": 0.25 / 50, "codebook": "ema", "decay": 0.99})}
 #: models without a likelihood estimate (deterministic encoder): compared on reconstruction error
 NO_NLL = ("rae", "vq-vae")
