@@ -162,10 +162,13 @@ def test_fit_stores_the_metric_and_the_manifold_sampler_uses_it(tmp_path):
         kvae.RHVAE(input_shape=(8, 8, 1), latent_dim=2, temperature=0.0)
 
 
-def test_cli_trains_an_rhvae_and_samples_its_manifold(tmp_path):
+def test_cli_trains_an_rhvae_samples_its_manifold_and_exports(tmp_path):
+    import json
+    import os
+
     from kvae import cli
 
-    run, png = str(tmp_path / "run"), str(tmp_path / "manifold.png")
+    run, png, bundle = str(tmp_path / "run"), str(tmp_path / "manifold.png"), str(tmp_path / "bundle")
     assert cli.main(["train", "--model", "rhvae", "--dataset", "digits", "--epochs", "1", "--limit", "64",
                      "--valid-limit", "32", "--hidden", "16", "--latent-dim", "2", "--num-leapfrog", "1",
                      "--fixed-point-steps", "1", "--metric-hidden", "8", "--quiet", "--out", run]) == 0
@@ -173,3 +176,7 @@ def test_cli_trains_an_rhvae_and_samples_its_manifold(tmp_path):
     from PIL import Image
 
     assert Image.open(png).size[0] > 8
+    assert cli.main(["export", run, "--out", bundle, "--explorer-examples", "0"]) == 0
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert {"encode", "decode", "sample", "log_prob"} <= set(manifest["endpoints"])
