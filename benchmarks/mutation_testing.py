@@ -82,6 +82,8 @@ def run_target(name, timeout):
         env["PYTHONPATH"] = os.path.join(work, "export")
     with open(os.path.join(ROOT, "setup.cfg")) as f:
         cfg = f.read()
+    # mutmut runs pytest in its own process: the suite's pytest-xdist workers stay off
+    cfg = re.sub(r" -n \S+| --maxprocesses=\S+| --dist \S+", "", cfg)
     source = os.path.dirname(path) + "/"
     cfg += ("\n[mutmut]\nsource_paths = " + source + "\nonly_mutate = " + path
             + "\nalso_copy =\n    kvae\n    kvae_cli.py\n    export\n    tests\n"
