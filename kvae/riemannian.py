@@ -49,11 +49,19 @@ _LOG_2PI = float(np.log(2 * np.pi))
 
 def inverse_metric(z, centroids, factors, temperature, regularization):
     """G^{-1}(z) [B, d, d] for z [B, d], centroids c [N, d] and lower-triangular factors L [N, d, d]."""
-    m = tf.matmul(factors, factors, transpose_b=True)
-    d2 = tf.reduce_sum(tf.square(z[:, None, :] - centroids[None, :, :]), axis=-1)
-    w = tf.exp(-d2 / temperature ** 2)
-    eye = tf.eye(tf.shape(z)[-1], dtype=z.dtype)
-    return tf.einsum("bn,nij->bij", w, m) + regularization * eye
+    return inverse_metric_from_matrices(z, centroids, tf.matmul(factors, factors, transpose_b=True), temperature,
+                                        regularization)
+
+
+def inverse_metric_from_matrices(z, centroids, matrices, temperature, regularization):
+    """G^{-1}(z) from the matrices M_i = L_i L_i^T [N, d, d] (computed once for many z).  The squared
+    distances come from |z|^2 - 2 z.c + |c|^2 (one matmul, no [B, N, d] tensor)."""
+    d2 = (tf.reduce_sum(tf.square(z), -1)[:, None] - 2.0 * tf.matmul(z, centroids, transpose_b=True)
+          + tf.reduce_sum(tf.square(centroids), -1)[None, :])
+    w = tf.exp(-tf.maximum(d2, 0.0) / temperature ** 2)
+    d = tf.shape(z)[-1]
+    flat = tf.matmul(w, tf.reshape(matrices, [-1, d * d]))
+    return tf.reshape(flat, [-1, d, d]) + regularization * tf.eye(d, dtype=z.dtype)
 
 
 def _log_det(a):
@@ -215,7 +223,9 @@ class RiemannianHamiltonianBound(Objective):
         return tf.convert_to_tensor(self.centroids)[:n], tf.convert_to_tensor(self.factors)[:n]
 
     def metric_inverse_fn(self, centroids, factors):
-        return lambda z: inverse_metric(z, centroids, factors, self.temperature, self.regularization)
+        """z -> G^{-1}(z) for these centroids and factors (their L L^T computed once)."""
+        matrices = tf.matmul(factors, factors, transpose_b=True)
+        return lambda z: inverse_metric_from_matrices(z, centroids, matrices, self.temperature, self.regularization)
 
     def batch_metric(self, model, q, x, training):
         """(centroids, factors) of the global batch: mu(x_j) and L(x_j), all-gathered under tf.distribute."""
