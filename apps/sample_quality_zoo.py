@@ -10,10 +10,13 @@ space and in a PCA(20) space, precision and recall):
 * ``rae + gmm`` / ``rae + maf``: the RAE-L2 with an ex-post Gaussian mixture / MAF (Ghosh et al. 2020);
 * ``vq-vae + pixelcnn``: the VQ-VAE with the PixelCNN prior over its codes (van den Oord et al. 2017);
 * ``aae``: the adversarial autoencoder's N(0, I) (Makhzani et al. 2016);
-* ``vae-gan``: N(0, I) through the VAE-GAN's decoder (Larsen et al. 2016).
+* ``vae-gan``: N(0, I) through the VAE-GAN's decoder (Larsen et al. 2016);
+* ``rhvae`` / ``rhvae + manifold``: the RHVAE's N(0, I), and its manifold sampler (HMC on the
+  learned metric's volume, Chadebec et al. 2020).
 
-Pixels are drawn from p(x|z) (the data are binary).  Writes OUT/sample_quality.json and
-OUT/samples.png (one row of samples per sampler).
+Pixels are drawn from p(x|z) (the data are binary).  Writes OUT/sample_quality.json (merged with
+what is there) and OUT/samples.png (one row of samples per sampler; with ``--only``,
+OUT/samples_<names>.png).
 
     python apps/sample_quality_zoo.py --data-dir DIR --epochs 5 --out runs/sample_quality
 """
@@ -26,11 +29,11 @@ import numpy as np
 
 from kvae import data, plotting, runs, sample_quality
 
-MODELS = ("vae", "rae", "vq-vae", "aae", "vae-gan")
+MODELS = ("vae", "rae", "vq-vae", "aae", "vae-gan", "rhvae")
 #: sampler name -> (model run, how z is drawn)
 SAMPLERS = {"vae": ("vae", "prior"), "vae + two-stage": ("vae", "two-stage"), "rae + gmm": ("rae", "gmm"),
             "rae + maf": ("rae", "maf"), "vq-vae + pixelcnn": ("vq-vae", "pixelcnn"), "aae": ("aae", "prior"),
-            "vae-gan": ("vae-gan", "prior")}
+            "vae-gan": ("vae-gan", "prior"), "rhvae": ("rhvae", "prior"), "rhvae + manifold": ("rhvae", "manifold")}
 
 
 def _trained(name, args):
@@ -82,6 +85,8 @@ def main(argv=None):
         elif how == "pixelcnn":
             sampler, source = model, "prior"
             fit = model.fit_prior(train_x, seed=args.seed, epochs=args.prior_epochs, verbose=True)
+        elif how == "manifold":
+            sampler, source = model, "manifold"
         else:
             sampler, source = model, "prior"
         samples = np.asarray(sampler.sample(args.n, seed=args.seed, mean=False, source=source))
@@ -94,9 +99,12 @@ def main(argv=None):
         with open(path + ".tmp", "w") as f:  # replaced whole: a failure never leaves half a file
             json.dump(report, f, indent=2, default=float)
         os.replace(path + ".tmp", path)
-    if rows and not args.only:
-        plotting.save_image_grid(np.concatenate(rows), os.path.join(args.out, "samples.png"), ncol=12,
-                                 title="rows: " + ", ".join(SAMPLERS))
+    if rows:
+        names = args.only or list(SAMPLERS)
+        png = "samples.png" if not args.only else "samples_" + "_".join(
+            "".join(c if c.isalnum() else "-" for c in n) for n in names) + ".png"
+        plotting.save_image_grid(np.concatenate(rows), os.path.join(args.out, png), ncol=12,
+                                 title="rows: " + ", ".join(names))
     print(f"wrote {path}")
 
 
