@@ -38,6 +38,21 @@ def leapfrog(z, rho, grad_potential, step_size):
     return z_new, rho_half - 0.5 * step_size * grad_potential(z_new)
 
 
+def initial_state(model, terms):
+    """(z_0, gamma, log q(z_0|x)) of a Hamiltonian bound: z_0 = reparameterize(q, eps_0) and the momentum
+    noise gamma, both N(0, I) noise of the batch's seed (:meth:`standard_noise`, so the same on 1 or N
+    replicas), gamma's stream folded apart from eps_0's."""
+    q, seed = terms["q"], terms["seed"]
+    batch = tf.shape(terms["x"])[0]
+    if seed is None:
+        eps0, gamma = tf.random.normal([batch, model.latent_dim]), tf.random.normal([batch, model.latent_dim])
+    else:
+        eps0 = model.standard_noise(batch, seed)
+        gamma = model.standard_noise(batch, tf.cast(tf.random.experimental.stateless_fold_in(seed, 4099), tf.int32))
+    z0 = model.posterior.reparameterize(q, eps0)
+    return z0, gamma, q.log_prob(z0)
+
+
 def hamiltonian_flow(z0, gamma, log_joint, num_steps, step_size, beta_zero):
     """(z_K, rho_K) from z_0 and gamma through ``num_steps`` tempered leapfrog steps of the potential
     U(z) = -log_joint(z) (per example; its gradient by autodiff, differentiable again).
@@ -97,16 +112,8 @@ class HamiltonianBound(Objective):
             self.build()
 
     def per_example_loss(self, model, terms):
-        q, x, y, seed = terms["q"], terms["x"], terms["y"], terms["seed"]
-        batch = tf.shape(x)[0]
-        if seed is None:
-            eps0, gamma = tf.random.normal([batch, model.latent_dim]), tf.random.normal([batch, model.latent_dim])
-        else:
-            eps0 = model.standard_noise(batch, seed)
-            gamma = model.standard_noise(batch, tf.cast(tf.random.experimental.stateless_fold_in(seed, 4099),
-                                                        tf.int32))
-        z0 = model.posterior.reparameterize(q, eps0)
-        log_q0 = q.log_prob(z0)
+        q, x, y = terms["q"], terms["x"], terms["y"]
+        z0, gamma, log_q0 = initial_state(model, terms)
         step = tf.exp(tf.convert_to_tensor(self.log_step_size)) if self.learn_step_size else self.step_size
         beta_zero = tf.sigmoid(tf.convert_to_tensor(self.beta_zero_logit)) if self.learn_beta_zero else self.beta_zero
         prior = model.prior_distribution()

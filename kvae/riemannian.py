@@ -41,7 +41,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from .errors import ConfigError
-from .hamiltonian import tempering
+from .hamiltonian import initial_state, tempering
 from .objectives import Objective
 
 _LOG_2PI = float(np.log(2 * np.pi))
@@ -236,16 +236,8 @@ class RiemannianHamiltonianBound(Objective):
         return centroids, factors
 
     def per_example_loss(self, model, terms):
-        q, x, y, seed = terms["q"], terms["x"], terms["y"], terms["seed"]
-        batch = tf.shape(x)[0]
-        if seed is None:
-            eps0, gamma = tf.random.normal([batch, model.latent_dim]), tf.random.normal([batch, model.latent_dim])
-        else:
-            eps0 = model.standard_noise(batch, seed)
-            gamma = model.standard_noise(batch, tf.cast(tf.random.experimental.stateless_fold_in(seed, 4099),
-                                                        tf.int32))
-        z0 = model.posterior.reparameterize(q, eps0)
-        log_q0 = q.log_prob(z0)
+        q, x, y = terms["q"], terms["x"], terms["y"]
+        z0, gamma, log_q0 = initial_state(model, terms)
         metric_inv = self.metric_inverse_fn(*self.batch_metric(model, q, x, terms["training"]))
         prior = model.prior_distribution()
 
