@@ -18,7 +18,9 @@ iterations, as the paper and pythae), then the tempering of :func:`kvae.hamilton
     z'   = z + eps/2 [G^{-1}(z) rho' + G^{-1}(z') rho']                 (fixed point in z')
     rho''= rho' - eps/2 grad_z H(z', rho'),     rho <- sqrt(beta_{k-1} / beta_k) rho''.
 
-Solved exactly the step is symplectic (volume preserving) and reversible.  With z_0 ~ q(z|x),
+Solved exactly the step is symplectic (volume preserving) and reversible; with few iterations
+(3, as the paper's code and pythae) it is only nearly so, and the bound below, which takes the
+step's Jacobian determinant as 1, is approximate (raise ``fixed_point_steps`` to tighten it).  With z_0 ~ q(z|x),
 gamma ~ N(0, I) and rho_0 = C_0^{-T} gamma / sqrt(beta_0) (C_0 C_0^T = G^{-1}(z_0), so
 rho_0 ~ N(0, G(z_0) / beta_0)), the tempering's Jacobian beta_0^{d/2} cancels against the density
 of rho_0 and the bound is
