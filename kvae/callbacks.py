@@ -22,6 +22,7 @@ ends with the same step count and weights as an uninterrupted one.  Skipping nee
 and a known number of steps per epoch; otherwise the interrupted epoch restarts from its first
 batch.
 """
+import json
 import math
 import os
 
@@ -95,24 +96,25 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         return (os.path.join(self.backup_dir, "writing.weights.h5"),
                 os.path.join(self.backup_dir, "writing_metadata.json"))
 
+    def _promote_previous(self):
+        """The checkpoint before the last (``.bkp``) becomes the last one."""
+        os.replace(self._prev_weights_path, self._weights_path)
+        if os.path.exists(self._prev_training_metadata_path):
+            os.replace(self._prev_training_metadata_path, self._training_metadata_path)
+
     def _restore(self):
         """Load the last checkpoint; if it cannot be read, the one before it."""
         for tmp in self._tmp_paths():  # a write the kill interrupted
             if os.path.exists(tmp):
                 os.remove(tmp)
         if not os.path.exists(self._weights_path) and os.path.exists(self._prev_weights_path):
-            # killed between the two renames of a save: the previous checkpoint is the last one
-            os.replace(self._prev_weights_path, self._weights_path)
-            if os.path.exists(self._prev_training_metadata_path):
-                os.replace(self._prev_training_metadata_path, self._training_metadata_path)
+            self._promote_previous()  # killed between the renames of a save: the previous one is the last
         try:
             self._load_model()
         except Exception as first:
             if not os.path.exists(self._prev_weights_path):
                 raise first
-            os.replace(self._prev_weights_path, self._weights_path)
-            if os.path.exists(self._prev_training_metadata_path):
-                os.replace(self._prev_training_metadata_path, self._training_metadata_path)
+            self._promote_previous()
             print(f"the last checkpoint in {self.backup_dir} could not be read "
                   f"({type(first).__name__}); resuming from the one before it", flush=True)
             self._load_model()
@@ -161,21 +163,20 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.diverged = {"where": "weights", "step": step, "loss": float("nan")}
             self.model.stop_training = True
             return
-        import json
-
         os.makedirs(self.backup_dir, exist_ok=True)
         tmp_weights, tmp_meta = self._tmp_paths()
         self.model.save_weights(tmp_weights, overwrite=True)
         with open(tmp_meta, "w") as f:
             json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
-        # the complete new checkpoint exists; now two renames make it the last one.  A kill between
-        # them leaves only prev.*, which _restore takes as the last checkpoint.
-        if os.path.exists(self._weights_path):
-            os.replace(self._weights_path, self._prev_weights_path)
+        # the complete new checkpoint exists; renames make it the last one and move the old pair to
+        # .bkp, metadata first: whenever the last weights are missing (a kill after the second rename)
+        # the .bkp pair is whole, and _restore takes it as the last checkpoint
         if os.path.exists(self._training_metadata_path):
             os.replace(self._training_metadata_path, self._prev_training_metadata_path)
-        os.replace(tmp_meta, self._training_metadata_path)
+        if os.path.exists(self._weights_path):
+            os.replace(self._weights_path, self._prev_weights_path)
         os.replace(tmp_weights, self._weights_path)
+        os.replace(tmp_meta, self._training_metadata_path)
 
     def on_train_batch_end(self, batch, logs=None):
         if batch < self._skip:  # a batch applied before the interruption, read and skipped

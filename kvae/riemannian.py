@@ -72,31 +72,35 @@ def _log_det(a):
     return 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)), axis=-1), chol
 
 
-def hamiltonian(z, rho, log_joint, metric_inv):
-    """H(z, rho) per example, without the constant d/2 log 2 pi."""
-    a = metric_inv(z)
-    log_det_a, _ = _log_det(a)
-    quad = tf.reduce_sum(rho * tf.linalg.matvec(a, rho), axis=-1)
-    return -log_joint(z) - 0.5 * log_det_a + 0.5 * quad
+def _gradient(f, z):
+    """d sum(f(z)) / dz (per-example gradients when each example's f depends on its own z only)."""
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        out = tf.reduce_sum(f(z))
+    return tape.gradient(out, z, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
 def generalized_leapfrog(z, rho, log_joint, metric_inv, step_size, fixed_point_steps=3):
-    """One generalised leapfrog step (module docstring) of H: returns (z', rho'').  Each example's H
-    depends on its own z and rho only, so gradients of the batch sum are per-example gradients."""
-    def grad_z(zz, rr):
-        with tf.GradientTape() as tape:
-            tape.watch(zz)
-            h = tf.reduce_sum(hamiltonian(zz, rr, log_joint, metric_inv))
-        return tape.gradient(h, zz)
+    """One generalised leapfrog step (module docstring) of H: returns (z', rho'').  grad_z H splits into
+    the gradient of -log p(x, z) - 1/2 log det G^{-1}(z), which does not depend on rho and is taken
+    once per z (one decoder gradient at z, one at z'), and that of 1/2 rho^T G^{-1}(z) rho, the only
+    part the fixed-point iterations on rho' recompute."""
+    def potential(zz):
+        return -log_joint(zz) - 0.5 * _log_det(metric_inv(zz))[0]
 
+    def grad_z(zz, grad_potential, rr):
+        kinetic = _gradient(lambda v: 0.5 * tf.reduce_sum(rr * tf.linalg.matvec(metric_inv(v), rr), axis=-1), zz)
+        return grad_potential + kinetic
+
+    grad_potential = _gradient(potential, z)
     rho_half = rho
     for _ in range(fixed_point_steps):
-        rho_half = rho - 0.5 * step_size * grad_z(z, rho_half)
+        rho_half = rho - 0.5 * step_size * grad_z(z, grad_potential, rho_half)
     first = tf.linalg.matvec(metric_inv(z), rho_half)
     z_new = z
     for _ in range(fixed_point_steps):
         z_new = z + 0.5 * step_size * (first + tf.linalg.matvec(metric_inv(z_new), rho_half))
-    return z_new, rho_half - 0.5 * step_size * grad_z(z_new, rho_half)
+    return z_new, rho_half - 0.5 * step_size * grad_z(z_new, _gradient(potential, z_new), rho_half)
 
 
 def riemannian_hamiltonian_flow(z0, gamma, log_joint, metric_inv, num_steps, step_size, beta_zero,
@@ -127,10 +131,7 @@ def hmc(log_density, z0, momenta, uniforms, step_size, num_leapfrog):
     explicit noise: ``momenta`` [S, N, d] and ``uniforms`` [S, N] for S transitions of N chains.
     Leaves exp(log_density) invariant.  Returns (z [N, d], acceptance rate [N])."""
     def grad(z):
-        with tf.GradientTape() as tape:
-            tape.watch(z)
-            lp = tf.reduce_sum(log_density(z))
-        return tape.gradient(lp, z)
+        return _gradient(log_density, z)
 
     def transition(state, noise):
         z, accepted = state

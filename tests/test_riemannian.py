@@ -160,6 +160,8 @@ def test_fit_stores_the_metric_and_the_manifold_sampler_uses_it(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(loaded.sample(3, seed=1, source="manifold").numpy(), a, atol=1e-5)
+    with pytest.raises(kvae.errors.ConfigError, match="'manifold' needs a learned metric"):
+        kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,)).sample(2, source="manifold")
     with pytest.raises(kvae.errors.ConfigError, match="temperature"):
         kvae.RHVAE(input_shape=(8, 8, 1), latent_dim=2, temperature=0.0)
 

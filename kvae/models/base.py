@@ -630,7 +630,8 @@ class VariationalModel(keras.Model):
         elif source == "prior":
             z = self.prior_distribution().sample(n, seed=s1)
         else:
-            raise ConfigError(f"source must be 'prior' or 'density', got {source!r}")
+            what = ("'manifold' needs a learned metric (an RHVAE: --model rhvae); " if source == "manifold" else "")
+            raise ConfigError(f"{what}source must be 'prior' or 'density' for a {type(self).__name__}, got {source!r}")
         return self._mean_or_sample(self.decode(z, self._labels_for(n, labels)), mean, s2)
 
     def reconstruct(self, x, y=None, sample=False, seed=None, training=False):
