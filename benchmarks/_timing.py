@@ -79,9 +79,10 @@ def summary(seconds):
 
 
 def keras_step_clock():
-    """A Keras callback recording the wall time of each training batch (``on_train_batch_begin`` to
-    ``on_train_batch_end``: TensorFlow runs a step synchronously on the CPU, so the step is done
-    when the callback fires) in ``.seconds``."""
+    """A Keras callback recording the wall time of each training step in ``.seconds``: the time from
+    ``on_train_batch_begin`` to ``on_train_batch_end`` (TensorFlow runs a step synchronously on the
+    CPU, so the step is done when the callback fires).  Under ``steps_per_execution`` = n the
+    callbacks bracket a call of n steps: each of its steps is recorded as the call's time / n."""
     import keras
 
     class StepClock(keras.callbacks.Callback):
@@ -90,10 +91,11 @@ def keras_step_clock():
             self.seconds = []
 
         def on_train_batch_begin(self, batch, logs=None):
-            self._t = time.perf_counter()
+            self._t, self._first = time.perf_counter(), batch
 
         def on_train_batch_end(self, batch, logs=None):
-            self.seconds.append(time.perf_counter() - self._t)
+            n = max(1, batch - self._first + 1)
+            self.seconds.extend([(time.perf_counter() - self._t) / n] * n)
 
     return StepClock()
 

@@ -12,12 +12,15 @@ static binarised MNIST (``$KVAE_DATA_DIR``), NLL on the first ``--n-eval`` valid
 each library's own importance-sampled estimator at the same k (not for the RAE and the VQ-VAE,
 whose encoders are deterministic), and for every model the reconstruction error -log p(x | E[x|z]) at the posterior
 mean code, computed by the same arithmetic on both sides.  pythae is trained by a plain loop over its models' loss (its trainer
-adds logging on top), kvae by ``model.fit``.
+adds logging on top), kvae by ``model.fit`` twice: as ``kvae train`` runs it (``kvae``: its default
+``steps_per_execution``, several steps per call of the compiled step) and at Keras' compile default
+of one step per call (``kvae-1``); the arithmetic of a step is the same in both.
 
     python benchmarks/peer_pythae.py [--models vae,beta-vae,iwae,rae,infovae,vq-vae] [--epochs 3] [--repeats 3] [--limit 10000]
                                      [--k 500] [--n-eval 500] [--out benchmarks/peer_pythae.json]
 """
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -32,6 +35,8 @@ sys.path.insert(0, HERE)
 import _timing  # noqa: E402
 from _peer_metrics import bernoulli_error  # noqa: E402
 from _report import emit  # noqa: E402
+
+from kvae import runs  # noqa: E402
 
 #: what the peer environment gets; torch 2.13.0 is the CPU build on this machine's package mirror
 PEER_PACKAGES = (os.environ.get("KVAE_PEER_TORCH", "torch==2.13.0"), "pythae==0.1.2")
@@ -48,6 +53,10 @@ KVAE_NAMES = {"vae": ("vae", {}), "beta-vae": ("beta-vae", {"beta": 4.0}), "iwae
               "infovae": ("infovae", {"alpha": 1.0, "lambda_": 1000.0, "kernel": "rbf", "bandwidths": (1.0,)}),
               "vq-vae": ("vq-vae", {"grid": (1, 50), "embedding_dim": 1, "num_embeddings": 512,
                                     "commitment": 0.25 / 50, "codebook": "ema", "decay": 0.99})}
+#: kvae runs as ``kvae train`` does (its default steps per call of the compiled step) and, for
+#: comparison, one step per call (Keras' compile default); the maths is the same
+KVAE_STEPS = {"kvae": inspect.signature(runs.train).parameters["steps_per_execution"].default, "kvae-1": 1}
+LIBRARIES = ("kvae", "kvae-1", "pythae")
 #: models without a likelihood estimate (deterministic encoder): compared on reconstruction error
 NO_NLL = ("rae", "vq-vae")
 
@@ -66,7 +75,7 @@ def ensure_venv(path):
     return python
 
 
-def kvae_side(name, data, epochs, batch_size, k, seed=0):
+def kvae_side(name, data, epochs, batch_size, k, steps_per_execution, seed=0):
     """Train and evaluate the kvae model in this process; returns the same fields as the worker."""
     import keras
 
@@ -78,7 +87,7 @@ def kvae_side(name, data, epochs, batch_size, k, seed=0):
     keras.utils.set_random_seed(seed)
     model = kvae.models.get(registered)(input_shape=(28, 28, 1), latent_dim=50, hidden=(500, 500), seed=seed,
                                         **options)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=steps_per_execution)
     clock, epoch_seconds = _timing.keras_step_clock(), []
 
     class EpochClock(keras.callbacks.Callback):
@@ -93,7 +102,7 @@ def kvae_side(name, data, epochs, batch_size, k, seed=0):
     nll = None if name in NO_NLL else float(-model.log_likelihood(valid, k=k, seed=seed).numpy().mean())
     nll_seconds = time.perf_counter() - start
     mean = np.asarray(model.reconstruct(valid)).reshape(len(valid), -1)
-    return {"library": "kvae", "step_seconds": clock.seconds, "epoch_seconds": epoch_seconds, "nll": nll,
+    return {"library": "kvae", "steps_per_execution": steps_per_execution, "step_seconds": clock.seconds, "epoch_seconds": epoch_seconds, "nll": nll,
             "nll_seconds": nll_seconds, "rec_bce": bernoulli_error(valid.reshape(len(valid), -1), mean)}
 
 
@@ -109,7 +118,7 @@ def _summarise(raws, warmup=5):
             "epoch_seconds": [raw["epoch_seconds"] for raw in raws], "repeats": len(raws),
             "nll": first["nll"], "nll_seconds": first["nll_seconds"], "rec_bce": first["rec_bce"],
             "nll_repeats": [raw["nll"] for raw in raws],
-            **{k: first[k] for k in ("torch", "threads") if k in first}}
+            **{k: first[k] for k in ("torch", "threads", "steps_per_execution") if k in first}}
 
 
 def main():
@@ -124,10 +133,10 @@ def main():
     p.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
     p.add_argument("--venv", default=os.path.join(HERE, ".peer_pythae_venv"))
     p.add_argument("--out")
-    p.add_argument("--_kvae", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--_kvae", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._kvae:
-        print(json.dumps(kvae_side(args._kvae[0], args._kvae[1], args.epochs, 100, args.k)))
+        print(json.dumps(kvae_side(args._kvae[0], args._kvae[1], args.epochs, 100, args.k, int(args._kvae[2]))))
         return
     models = [m.strip() for m in args.models.split(",")]
     unknown = [m for m in models if m not in KVAE_NAMES]
@@ -144,13 +153,13 @@ def main():
         np.savez(npz, train=train, valid=valid)
         for name in models:
             results[name] = {}
-            raws = {"kvae": [], "pythae": []}
+            raws = {library: [] for library in LIBRARIES}
             for repeat in range(args.repeats):
-                order = ("kvae", "pythae") if repeat % 2 == 0 else ("pythae", "kvae")
+                order = LIBRARIES[repeat % 3:] + LIBRARIES[:repeat % 3]  # each library first in turn
                 for library in order:
-                    if library == "kvae":
-                        cmd = [sys.executable, __file__, "--_kvae", name, npz, "--epochs", str(args.epochs),
-                               "--k", str(args.k)]
+                    if library.startswith("kvae"):
+                        cmd = [sys.executable, __file__, "--_kvae", name, npz, str(KVAE_STEPS[library]),
+                               "--epochs", str(args.epochs), "--k", str(args.k)]
                     else:
                         cmd = [python, os.path.join(HERE, "_pythae_worker.py"), "--model", name, "--data", npz,
                                "--epochs", str(args.epochs), "--k", str(args.k)]
@@ -161,21 +170,25 @@ def main():
                         results[name][library] = {"error": done.stderr.strip().splitlines()[-5:]}
                         continue
                     raws[library].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            for library in ("kvae", "pythae"):
+            for library in LIBRARIES:
                 if "error" not in results[name].get(library, {}) and raws[library]:
                     results[name][library] = _summarise(raws[library])
-            ok = all("steps" in results[name].get(lib, {}) for lib in ("kvae", "pythae"))
-            if ok:
-                kv, py = results[name]["kvae"], results[name]["pythae"]
-                results[name]["step_ratio_kvae_over_pythae"] = kv["steps"]["median"] / py["steps"]["median"]
-                results[name]["epoch_ratio_kvae_over_pythae"] = (kv["steady_epochs"]["median"]
-                                                                 / py["steady_epochs"]["median"])
-                if kv["nll"] is not None and py["nll"] is not None:
-                    results[name]["nll_kvae_minus_pythae"] = kv["nll"] - py["nll"]
-                results[name]["rec_bce_kvae_minus_pythae"] = kv["rec_bce"] - py["rec_bce"]
+            py = results[name].get("pythae", {})
+            for library in ("kvae", "kvae-1"):
+                kv = results[name].get(library, {})
+                if "steps" not in kv or "steps" not in py:
+                    continue
+                suffix = "" if library == "kvae" else "_one_step_per_call"
+                results[name]["step_ratio_kvae_over_pythae" + suffix] = kv["steps"]["median"] / py["steps"]["median"]
+                results[name]["epoch_ratio_kvae_over_pythae" + suffix] = (kv["steady_epochs"]["median"]
+                                                                          / py["steady_epochs"]["median"])
+                if library == "kvae":
+                    if kv["nll"] is not None and py["nll"] is not None:
+                        results[name]["nll_kvae_minus_pythae"] = kv["nll"] - py["nll"]
+                    results[name]["rec_bce_kvae_minus_pythae"] = kv["rec_bce"] - py["rec_bce"]
     report = {"benchmark": "peer_pythae", "models": models, "epochs": args.epochs, "repeats": args.repeats, "train_images": len(train),
               "nll_images": len(valid), "k": args.k, "network": "MLP 784-500-500-50, Bernoulli decoder",
-              "optimizer": "Adam 1e-3, batch 100", "peer": list(PEER_PACKAGES), "results": results,
+              "optimizer": "Adam 1e-3, batch 100", "kvae_steps_per_execution": KVAE_STEPS, "peer": list(PEER_PACKAGES), "results": results,
               "machine": _timing.machine(), "commit": _timing.commit()}
     emit(report, args.out)
 

@@ -88,6 +88,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.diverged = None
         self.resumed_step = 0
         self._skip = 0
+        self._saved_step = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._current_epoch = epoch  # Keras records epoch 0 for a mid-epoch checkpoint of a resumed run
@@ -145,6 +146,12 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
                 self._last_batch_seen = skip - 1
             print(f"resumed from the checkpoint in {self.backup_dir} at step {self.resumed_step} "
                   f"(epoch {epoch + 1}, batch {self._skip + 1})", flush=True)
+            if self._skip % self.model.steps_per_execution:
+                print(f"(the checkpoint is not at a multiple of this run's {self.model.steps_per_execution} steps per "
+                      f"call: Keras will say the input ran out of data at the end of epoch {epoch + 1}; the epoch "
+                      f"ends there and training goes on)", flush=True)
+        optimizer = self.model.optimizer
+        self._saved_step = int(optimizer.iterations.numpy()) if optimizer is not None else 0
 
     def _check(self, logs, where):
         loss = (logs or {}).get("loss")
@@ -177,6 +184,19 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             os.replace(self._weights_path, self._prev_weights_path)
         os.replace(tmp_weights, self._weights_path)
         os.replace(tmp_meta, self._training_metadata_path)
+
+    def _should_save_on_batch(self, batch):
+        """Save when ``save_freq`` optimizer steps have passed since the last save.  Keras counts
+        batch indices instead, and under ``steps_per_execution`` > 1 its count misses a step at the
+        start of every epoch (its last index seen restarts at 0, not -1)."""
+        if self.save_freq == "epoch":
+            return False
+        self._last_batch_seen = batch
+        step = int(self.model.optimizer.iterations.numpy())
+        if step - self._saved_step >= self.save_freq:
+            self._saved_step = step
+            return True
+        return False
 
     def on_train_batch_end(self, batch, logs=None):
         if batch < self._skip:  # a batch applied before the interruption, read and skipped

@@ -66,6 +66,15 @@ def _number(kind, positive=False, allow_zero=False):
 
 
 _pos_int = _number(int, positive=True)
+
+
+def _train_default(name):
+    """The default of :func:`kvae.runs.train`'s option ``name`` (one source of truth)."""
+    import inspect
+
+    from . import runs
+
+    return inspect.signature(runs.train).parameters[name].default
 _nonneg_int = _number(int, positive=True, allow_zero=True)
 _pos_float = _number(float, positive=True)
 
@@ -199,6 +208,9 @@ def _parser(argv=()):
                    help="compute dtype of the networks (log-probabilities and KL stay float32)")
     t.add_argument("--checkpoint-every", type=_pos_int, default=100,
                    help="steps between checkpoints in RUN_DIR/backup; rerun the same command to resume")
+    t.add_argument("--steps-per-execution", type=_pos_int, default=_train_default("steps_per_execution"),
+                   help="training steps per call of the compiled step (Keras' compile option; the same maths "
+                        "for any value; callbacks and checkpoints act at the end of a call) (default: %(default)s)")
     t.add_argument("--keep-best", action="store_true",
                    help="save the weights of the epoch with the lowest validation -ELBO, not the last")
     t.add_argument("--early-stopping", type=_pos_int, metavar="EPOCHS",
@@ -342,7 +354,8 @@ def _train(args):
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer, ema=args.ema,
                limit=args.limit, valid_limit=args.valid_limit, verbose=2 if args.quiet else "auto", fit_density=args.fit_density,
                strategy=args.strategy, jit_compile=args.jit_compile, precision=args.precision,
-               checkpoint_every=args.checkpoint_every, keep_best=args.keep_best,
+               checkpoint_every=args.checkpoint_every, steps_per_execution=args.steps_per_execution,
+               keep_best=args.keep_best,
                early_stopping=args.early_stopping, lr_decay=args.lr_decay, **options)
     print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")
 

@@ -201,7 +201,7 @@ def training_defaults(model):
 def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, batch_size=100, lr=None, seed=0,
           optimizer=None, ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
           jit_compile=False, precision="float32", checkpoint_every=100, fit_density=False, valid_limit=None,
-          keep_best=False, early_stopping=None, lr_decay=None, **model_options):
+          keep_best=False, early_stopping=None, lr_decay=None, steps_per_execution=10, **model_options):
     """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history).
 
     ``limit`` / ``valid_limit``: train / validate on the first N examples of the split only.
@@ -215,6 +215,11 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     rerunning the same command resumes from it at the next batch not yet applied.  ``fit_density``
     fits the ex-post Gaussian mixture to the training codes before the model is saved.
 
+    ``steps_per_execution``: training steps per call of the compiled step (Keras' ``compile``
+    option; the maths is the same for any value).  10 saves Keras' per-call work between steps;
+    callbacks then see every tenth batch, and a checkpoint lands at the end of the first call at
+    or after every ``checkpoint_every`` steps.
+
     ``keep_best``: the saved model has the weights of the epoch with the lowest validation −ELBO
     (:class:`kvae.callbacks.KeepBest`; kept in ``out/best``, so a resumed run keeps its best);
     ``early_stopping=P`` also stops after P epochs without improvement (implies ``keep_best``).
@@ -227,7 +232,8 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     optimizer = defaults["optimizer"] if optimizer is None else optimizer
     lr = defaults["lr"] if lr is None else lr
     ema = defaults["ema"] if ema is None else (None if ema == 0 else ema)
-    for option, value in (("epochs", epochs), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+    for option, value in (("epochs", epochs), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
+                          ("steps_per_execution", steps_per_execution)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"--{option.replace('_', '-')} must be a positive integer, got {value!r}")
     if not (isinstance(lr, (int, float)) and lr > 0 and lr == lr and lr != float("inf")):
@@ -244,7 +250,8 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
-        extra = {"keep_best": bool(keep_best or early_stopping), "early_stopping": early_stopping, "lr_decay": lr_decay}
+        extra = {"keep_best": bool(keep_best or early_stopping), "early_stopping": early_stopping, "lr_decay": lr_decay,
+                 "steps_per_execution": steps_per_execution}
         return _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose,
                       callbacks, limit, dist, jit_compile, precision, checkpoint_every, fit_density, model_options,
                       valid_limit, extra)
@@ -269,7 +276,8 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     with dist.scope():
         mdl = build_model(model, train_split.input_shape, train_split.num_classes, seed=seed,
                           binary=train_split.binary, **model_options)
-        mdl.compile(optimizer=make_optimizer(optimizer, lr, ema), jit_compile=jit_compile)
+        mdl.compile(optimizer=make_optimizer(optimizer, lr, ema), jit_compile=jit_compile,
+                    steps_per_execution=extra["steps_per_execution"])
     support = getattr(mdl.likelihood, "support", None)
     for split in (train_split, valid_split):
         if split.x is None:  # rendered by kvae from factor indices: nothing a user supplied

@@ -27,6 +27,9 @@ def test_train_writes_the_run_directory(vae_run):
     assert len(history["val_neg_elbo"]) == 3 and history["val_neg_elbo"][-1] < history["val_neg_elbo"][0]
     config = json.load(open(os.path.join(vae_run, "config.json")))
     assert config["dataset"] == "digits" and config["model_config"]["latent_dim"] == 8
+    assert config["steps_per_execution"] == 10  # kvae.runs.train's default, read by the CLI
+    model = __import__("keras").models.load_model(os.path.join(vae_run, "model.keras"))
+    assert model.steps_per_execution == 10
     grid = mpimg.imread(os.path.join(vae_run, "samples.png"))
     assert grid.shape[0] >= 64 and grid.std() > 0
 

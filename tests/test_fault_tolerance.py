@@ -30,6 +30,72 @@ def _epoch(metadata):
         return 0
 
 
+def _checkpoint_steps(steps_per_epoch, per_call, every, epochs):
+    """The optimizer steps at which checkpoints are written, by the documented rule."""
+    saved, last = [], 0
+    for epoch in range(epochs):
+        for end in list(range(per_call, steps_per_epoch, per_call)) + [steps_per_epoch]:
+            step = epoch * steps_per_epoch + end
+            if step - last >= every:
+                saved.append(step)
+                last = step
+    return saved
+
+
+def _digits_vae(steps_per_execution):
+    import kvae
+    from kvae import data
+
+    x, _ = data.load("digits", "train").arrays()
+    keras.utils.set_random_seed(0)  # the same initial weights for every model built
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), seed=0)
+    model.compile(optimizer="adam", steps_per_execution=steps_per_execution)
+    return model, x[:1000]  # 10 steps of 100 per epoch
+
+
+def test_checkpoints_follow_the_optimizer_step_under_several_steps_per_call(tmp_path):
+    from kvae.callbacks import SafeBackupAndRestore
+
+    class Recording(SafeBackupAndRestore):
+        def _save_model(self):
+            saved.append(int(self.model.optimizer.iterations.numpy()))
+            super()._save_model()
+
+    saved = []
+    model, x = _digits_vae(steps_per_execution=3)
+    model.fit(x, batch_size=100, epochs=2, verbose=0, callbacks=[Recording(str(tmp_path / "b"), save_freq=4)])
+    # calls end at steps 3, 6, 9, 10 of each epoch; Keras' batch count would miss a step per epoch
+    assert saved == _checkpoint_steps(steps_per_epoch=10, per_call=3, every=4, epochs=2) == [6, 10, 16, 20]
+
+
+def test_resume_with_more_steps_per_call_than_the_checkpoint_had_equals_uninterrupted(tmp_path):
+    """Checkpoint at step 6 of a one-step-per-call run; resumed at four per call, the six applied
+    batches are read (four, then two and a call of four), and the run ends as an uninterrupted one."""
+    from kvae.callbacks import SafeBackupAndRestore
+
+    reference, x = _digits_vae(steps_per_execution=1)
+    reference.fit(x, batch_size=100, epochs=2, verbose=0)
+
+    class Crash(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 7:
+                raise RuntimeError("crash")
+
+    first, _ = _digits_vae(steps_per_execution=1)
+    try:
+        first.fit(x, batch_size=100, epochs=2, verbose=0,
+                  callbacks=[SafeBackupAndRestore(str(tmp_path / "b"), save_freq=3), Crash()])
+    except RuntimeError:
+        pass
+    resumed, _ = _digits_vae(steps_per_execution=4)
+    backup = SafeBackupAndRestore(str(tmp_path / "b"), save_freq=3)
+    resumed.fit(x, batch_size=100, epochs=2, verbose=0, callbacks=[backup])
+    assert backup.resumed_step == 6
+    assert int(resumed.optimizer.iterations.numpy()) == 20
+    for w, r in zip(resumed.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(w, r, atol=1e-6, rtol=0)
+
+
 def test_sigkill_then_rerun_resumes_from_the_checkpoint_and_never_truncates_the_model(tmp_path):
     run = str(tmp_path / "run")
     model_path = os.path.join(run, "model.keras")
@@ -53,7 +119,9 @@ def test_sigkill_then_rerun_resumes_from_the_checkpoint_and_never_truncates_the_
     line = [l for l in second.stdout.splitlines() if l.startswith("resumed from the checkpoint")]
     assert line, second.stdout[-2000:]
     step = int(re.search(r"at step (\d+) \(epoch \d+, batch \d+\)$", line[0]).group(1))
-    assert step >= 2 * 13 and step % 5 == 0  # at least two epochs of 13 steps were kept
+    # at least two epochs of 13 steps were kept, and the checkpoint is one the default schedule writes:
+    # at the end of the first call (10 steps, or the epoch's last 3) at or after every 5 steps
+    assert step >= 2 * 13 and step in _checkpoint_steps(steps_per_epoch=13, per_call=10, every=5, epochs=60)
     history = json.load(open(os.path.join(run, "history.json")))
     assert history["resumed_from_step"] == step
     assert len(history["loss"]) < 60  # epochs done before the kill were not redone
@@ -67,7 +135,8 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_p
     assert cli.main(TRAIN[3:] + ["--epochs", "1", "--out", run]) == 0
     model_path = os.path.join(run, "model.keras")
     earlier = open(model_path, "rb").read()
-    code = cli.main(TRAIN[3:] + ["--epochs", "5", "--lr", "1e30", "--checkpoint-every", "1", "--out", run])
+    code = cli.main(TRAIN[3:] + ["--epochs", "5", "--lr", "1e30", "--checkpoint-every", "1",
+                                    "--steps-per-execution", "1", "--out", run])  # a checkpoint after step 1
     err = capsys.readouterr().err
     assert code == 1 and "diverged" in err and "last good checkpoint" in err and len(err.strip().splitlines()) == 1
     assert open(model_path, "rb").read() == earlier

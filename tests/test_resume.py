@@ -44,8 +44,9 @@ def uninterrupted(tmp_path_factory):
     return _final(out)
 
 
-@pytest.mark.parametrize("kill_at", [7, 23])  # mid-epoch 1 (checkpoint at 5), mid-epoch 3 (checkpoint at 20)
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path, uninterrupted, kill_at):
+@pytest.mark.parametrize("kill_at,checkpoint", [(6, 4), (26, 24)])  # mid-epoch 1 and mid-epoch 3
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path, uninterrupted, kill_at, checkpoint):
+    """Two steps per call: the skipped batches of the resumed epoch are read two per call."""
     out = tmp_path / "run"
     killed = _run(out, kill_at)
     assert killed.returncode == -9, killed.stderr[-2000:]
@@ -56,7 +57,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, uninterrupted, kill
     ref_weights, ref_history = uninterrupted
     assert ref_history["steps"] == 30
     assert history["steps"] == 30, f"resumed run applied {history['steps']} steps instead of 30"
-    assert history["resumed_from_step"] == (kill_at // 5) * 5
+    assert history["resumed_from_step"] == checkpoint
     assert history["best_state"] == pytest.approx(ref_history["best_state"])
     assert len(weights) == len(ref_weights)
     for w, r in zip(weights, ref_weights):
@@ -81,18 +82,18 @@ def test_the_run_keeps_its_best_epoch_under_the_decayed_rate(uninterrupted):
 
 def test_resume_when_the_metadata_file_lags_the_weights(tmp_path, uninterrupted):
     """Keras writes a checkpoint's weights, then its metadata file: a kill between the two leaves the
-    file one checkpoint behind (here: the weights at step 15, epoch 2 batch 5; the file still at the
-    step-10 checkpoint, epoch 1 batch 10).  The resumed run takes the epoch from the restored optimizer
+    file behind the weights (here: the weights at step 16, epoch 2 batch 6; the file at the step-8
+    checkpoint, epoch 1 batch 8).  The resumed run takes the epoch from the restored optimizer
     step, so it still applies 30 steps and ends with the uninterrupted run's weights."""
     out = tmp_path / "run"
-    killed = _run(out, 17)
+    killed = _run(out, 18)
     assert killed.returncode == -9, killed.stderr[-2000:]
     with open(out / "backup" / "training_metadata.json", "w") as f:
-        json.dump({"epoch": 0, "batch": 9}, f)
+        json.dump({"epoch": 0, "batch": 7}, f)
     resumed = _run(out)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     weights, history = _final(out)
     assert history["steps"] == 30, f"resumed run applied {history['steps']} steps instead of 30"
-    assert history["resumed_from_step"] == 15
+    assert history["resumed_from_step"] == 16
     for w, r in zip(weights, uninterrupted[0]):
         np.testing.assert_allclose(w, r, atol=1e-6, rtol=0)

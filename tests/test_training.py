@@ -79,3 +79,26 @@ def test_fit_freezes_the_garbage_collector_only_while_it_runs():
     model.freeze_gc_during_fit = False
     model.fit(x, batch_size=32, epochs=1, verbose=0, callbacks=[Probe()])
     assert seen and max(seen) == 0
+
+
+def test_several_steps_per_call_train_the_same_weights():
+    """steps_per_execution changes how many steps a call of the compiled step runs, not the
+    arithmetic: 1 and 7 steps per call (20 steps: calls of 7, 3, 7, 3) end with the same weights."""
+    import keras
+    import numpy as np
+
+    import kvae
+    from kvae import data
+
+    x, _ = data.load("digits", "train").arrays()
+    weights, losses = [], []
+    for steps in (1, 7):
+        keras.utils.set_random_seed(0)
+        model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), seed=0)
+        model.compile(optimizer="adam", steps_per_execution=steps)
+        losses.append(model.fit(x[:1000], batch_size=100, epochs=2, verbose=0).history["loss"])
+        assert int(model.optimizer.iterations.numpy()) == 20
+        weights.append(model.get_weights())
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)

@@ -468,10 +468,17 @@ class VariationalModel(keras.Model):
             return step
 
         def train_function(iterator):
-            if getattr(self, "_batches_to_skip", 0) > 0:
-                self._batches_to_skip -= 1
-                next(iterator)
-                return {m.name: m.result() for m in self.metrics}
+            # one call runs up to steps_per_execution steps; the skipped batches of a resumed epoch
+            # are read in calls of the same size (a checkpoint lands at the end of a call, so the
+            # count is normally a whole number of calls; a remainder is read, then a call runs)
+            todo = getattr(self, "_batches_to_skip", 0)
+            if todo > 0:
+                n = min(todo, self.steps_per_execution)
+                for _ in range(n):
+                    next(iterator)
+                self._batches_to_skip = todo - n
+                if n == self.steps_per_execution:
+                    return {m.name: m.result() for m in self.metrics}
             return step(iterator)
 
         train_function._kvae_skipping = True

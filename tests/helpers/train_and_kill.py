@@ -1,4 +1,5 @@
-"""Train a small VAE on digits with checkpoints every 5 steps; with KILL_AT=K, SIGKILL this process
+"""Train a small VAE on digits (10 steps per epoch, two steps per call of the compiled step) with
+checkpoints every 4 steps; with KILL_AT=K, SIGKILL this process
 right after optimizer step K (a hard crash: no cleanup, no Python exception handling).  The run
 keeps its best epoch and decays the learning rate (lr · 0.5^e), so resuming covers their state too."""
 import os
@@ -23,4 +24,4 @@ class KillAt(keras.callbacks.Callback):
 out = sys.argv[1]
 kill_at = int(os.environ.get("KILL_AT", "0"))
 runs.train(model="vae", dataset="digits", out=out, epochs=3, batch_size=50, limit=500, hidden=(32,), latent_dim=4,
-           seed=1, checkpoint_every=5, verbose=0, callbacks=[KillAt(kill_at)] if kill_at else [], keep_best=True, lr_decay=0.5)
+           seed=1, checkpoint_every=4, steps_per_execution=2, verbose=0, callbacks=[KillAt(kill_at)] if kill_at else [], keep_best=True, lr_decay=0.5)
