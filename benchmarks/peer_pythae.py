@@ -20,7 +20,6 @@ of one step per call (``kvae-1``); the arithmetic of a step is the same in both.
                                      [--k 500] [--n-eval 500] [--out benchmarks/peer_pythae.json]
 """
 import argparse
-import inspect
 import json
 import os
 import subprocess
@@ -55,7 +54,7 @@ KVAE_NAMES = {"vae": ("vae", {}), "beta-vae": ("beta-vae", {"beta": 4.0}), "iwae
                                     "commitment": 0.25 / 50, "codebook": "ema", "decay": 0.99})}
 #: kvae runs as ``kvae train`` does (its default steps per call of the compiled step) and, for
 #: comparison, one step per call (Keras' compile default); the maths is the same
-KVAE_STEPS = {"kvae": inspect.signature(runs.train).parameters["steps_per_execution"].default, "kvae-1": 1}
+KVAE_STEPS = {"kvae": runs.STEPS_PER_EXECUTION, "kvae-1": 1}
 LIBRARIES = ("kvae", "kvae-1", "pythae")
 #: models without a likelihood estimate (deterministic encoder): compared on reconstruction error
 NO_NLL = ("rae", "vq-vae")

@@ -67,14 +67,6 @@ def _number(kind, positive=False, allow_zero=False):
 
 _pos_int = _number(int, positive=True)
 
-
-def _train_default(name):
-    """The default of :func:`kvae.runs.train`'s option ``name`` (one source of truth)."""
-    import inspect
-
-    from . import runs
-
-    return inspect.signature(runs.train).parameters[name].default
 _nonneg_int = _number(int, positive=True, allow_zero=True)
 _pos_float = _number(float, positive=True)
 
@@ -208,9 +200,10 @@ def _parser(argv=()):
                    help="compute dtype of the networks (log-probabilities and KL stay float32)")
     t.add_argument("--checkpoint-every", type=_pos_int, default=100,
                    help="steps between checkpoints in RUN_DIR/backup; rerun the same command to resume")
-    t.add_argument("--steps-per-execution", type=_pos_int, default=_train_default("steps_per_execution"),
+    t.add_argument("--steps-per-execution", type=_pos_int,
                    help="training steps per call of the compiled step (Keras' compile option; the same maths "
-                        "for any value; callbacks and checkpoints act at the end of a call) (default: %(default)s)")
+                        "for any value; callbacks and checkpoints act at the end of a call) (default: 10; "
+                        "1 under --strategy multiworker)")
     t.add_argument("--keep-best", action="store_true",
                    help="save the weights of the epoch with the lowest validation -ELBO, not the last")
     t.add_argument("--early-stopping", type=_pos_int, metavar="EPOCHS",

@@ -191,6 +191,10 @@ def _is_chief(strategy):
 TRAINING_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "ema": None}
 
 
+#: training steps per call of the compiled step in :func:`train` (``--steps-per-execution``)
+STEPS_PER_EXECUTION = 10
+
+
 def training_defaults(model):
     """The optimizer settings a run of the registered model ``model`` uses when none are given: the
     model class's ``training_defaults`` (VLAE: the paper's Adamax 2e-3 with Polyak averaging 0.998)
@@ -201,7 +205,7 @@ def training_defaults(model):
 def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, batch_size=100, lr=None, seed=0,
           optimizer=None, ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
           jit_compile=False, precision="float32", checkpoint_every=100, fit_density=False, valid_limit=None,
-          keep_best=False, early_stopping=None, lr_decay=None, steps_per_execution=10, **model_options):
+          keep_best=False, early_stopping=None, lr_decay=None, steps_per_execution=None, **model_options):
     """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history).
 
     ``limit`` / ``valid_limit``: train / validate on the first N examples of the split only.
@@ -216,9 +220,11 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     fits the ex-post Gaussian mixture to the training codes before the model is saved.
 
     ``steps_per_execution``: training steps per call of the compiled step (Keras' ``compile``
-    option; the maths is the same for any value).  10 saves Keras' per-call work between steps;
-    callbacks then see every tenth batch, and a checkpoint lands at the end of the first call at
-    or after every ``checkpoint_every`` steps.
+    option; the maths is the same for any value).  None: :data:`STEPS_PER_EXECUTION` (10), which
+    saves Keras' per-call work between steps, or 1 under ``strategy="multiworker"``, where Keras'
+    multi-step loop fails (a placeholder inside the loop over collective ops, Keras 3.15).
+    Callbacks see the end of each call, and a checkpoint lands at the end of the first call at or
+    after every ``checkpoint_every`` steps.
 
     ``keep_best``: the saved model has the weights of the epoch with the lowest validation −ELBO
     (:class:`kvae.callbacks.KeepBest`; kept in ``out/best``, so a resumed run keeps its best);
@@ -232,6 +238,11 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     optimizer = defaults["optimizer"] if optimizer is None else optimizer
     lr = defaults["lr"] if lr is None else lr
     ema = defaults["ema"] if ema is None else (None if ema == 0 else ema)
+    if steps_per_execution is None:
+        steps_per_execution = 1 if strategy == "multiworker" else STEPS_PER_EXECUTION
+    elif strategy == "multiworker" and steps_per_execution != 1:
+        raise ConfigError(f"--steps-per-execution {steps_per_execution} fails under --strategy multiworker in "
+                          "Keras' multi-step loop; use 1 (the default there)")
     for option, value in (("epochs", epochs), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
                           ("steps_per_execution", steps_per_execution)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -95,3 +95,16 @@ def test_corrupt_model_file_is_named(vae_run, tmp_path, capsys):
 def test_console_script_help():
     result = subprocess.run([sys.executable, "-m", "kvae.cli", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--latent-dim" in result.stdout and "--out" in result.stdout
+    from kvae import runs
+
+    help_text = " ".join(result.stdout.split())
+    assert f"(default: {runs.STEPS_PER_EXECUTION}; 1 under --strategy multiworker)" in help_text
+
+
+def test_several_steps_per_call_are_refused_under_multiworker(tmp_path):
+    from kvae import runs
+    from kvae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--steps-per-execution 4 fails under --strategy multiworker"):
+        runs.train(model="vae", dataset="digits", out=str(tmp_path / "r"), strategy="multiworker",
+                   steps_per_execution=4)
