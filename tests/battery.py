@@ -2,7 +2,8 @@
 
 A model's test is a subclass of :class:`ModelBattery` that sets ``make_model`` (and, for
 conditional models, ``labelled = True``).  Every model gets: build, the distributions' shapes,
-two ``fit`` steps with finite metrics that changes the weights, the gradient reaching the
+two ``fit`` steps with finite metrics that changes the weights, the same weights at several
+steps per call of the compiled step as at one, the gradient reaching the
 encoder through the reparameterised sample, a ``.keras`` save/load round trip with identical
 outputs, ``log_likelihood`` shapes, and export parity (Keras = SavedModel = ONNX).
 """
@@ -64,6 +65,23 @@ class ModelBattery:
         frozen = [w.path for b, w in zip(before, model.trainable_weights) if np.array_equal(b, w.numpy())
                   and not any(key in w.path for key in self.frozen_ok)]
         assert not frozen, f"trainable weights that received no update: {frozen}"
+
+    def test_several_steps_per_call_train_the_same_weights(self):
+        """``kvae train`` runs several steps per call of the compiled step (Keras' multi-step loop):
+        three steps as calls of 2 and 1 end with the same weights (discriminators, codebooks and every
+        other variable included) as three calls of one step."""
+        x, y = self._data()
+        weights = []
+        for steps in (1, 2):
+            keras.utils.set_random_seed(0)
+            model = self.make_model()
+            model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=steps)
+            model.fit(x, y, batch_size=6, epochs=1, verbose=0)  # 16 examples: batches of 6, 6 and 4
+            assert int(model.optimizer.iterations.numpy()) == 3
+            weights.append([(w.path, w.numpy()) for w in model.weights])  # paths differ by the layers' name suffix
+        assert len(weights[0]) == len(weights[1])
+        for (path, value), (_, other) in zip(*weights):
+            np.testing.assert_allclose(other, value, atol=1e-5, rtol=1e-5, err_msg=path)
 
     def test_labels_reach_the_model(self):
         """Conditional models: changing only the label changes q(z|x, y) and p(x|z, y)."""
