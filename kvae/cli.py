@@ -203,7 +203,7 @@ def _parser(argv=()):
     t.add_argument("--steps-per-execution", type=_pos_int,
                    help="training steps per call of the compiled step (Keras' compile option; the same maths "
                         "for any value; callbacks and checkpoints act at the end of a call) (default: 10; "
-                        "1 under --strategy multiworker)")
+                        "1 under --strategy mirrored or multiworker)")
     t.add_argument("--keep-best", action="store_true",
                    help="save the weights of the epoch with the lowest validation -ELBO, not the last")
     t.add_argument("--early-stopping", type=_pos_int, metavar="EPOCHS",

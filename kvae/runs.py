@@ -221,8 +221,9 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
 
     ``steps_per_execution``: training steps per call of the compiled step (Keras' ``compile``
     option; the maths is the same for any value).  None: :data:`STEPS_PER_EXECUTION` (10), which
-    saves Keras' per-call work between steps, or 1 under ``strategy="multiworker"``, where Keras'
-    multi-step loop fails (a placeholder inside the loop over collective ops, Keras 3.15).
+    saves Keras' per-call work between steps, or 1 under the ``mirrored`` and ``multiworker``
+    strategies, where Keras' multi-step loop fails (a placeholder fed nowhere inside the loop,
+    keras-team/keras#19246, Keras 3.15 with TensorFlow 2.21; other values are refused there).
     Callbacks see the end of each call, and a checkpoint lands at the end of the first call at or
     after every ``checkpoint_every`` steps.
 
@@ -239,10 +240,11 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     lr = defaults["lr"] if lr is None else lr
     ema = defaults["ema"] if ema is None else (None if ema == 0 else ema)
     if steps_per_execution is None:
-        steps_per_execution = 1 if strategy == "multiworker" else STEPS_PER_EXECUTION
-    elif strategy == "multiworker" and steps_per_execution != 1:
-        raise ConfigError(f"--steps-per-execution {steps_per_execution} fails under --strategy multiworker in "
-                          "Keras' multi-step loop; use 1 (the default there)")
+        steps_per_execution = STEPS_PER_EXECUTION if strategy == "default" else 1
+    elif strategy != "default" and steps_per_execution != 1:
+        raise ConfigError(f"--steps-per-execution {steps_per_execution} fails under --strategy {strategy}: Keras' "
+                          "multi-step loop under a distribution strategy (keras-team/keras#19246); use 1 "
+                          "(the default there)")
     for option, value in (("epochs", epochs), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
                           ("steps_per_execution", steps_per_execution)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

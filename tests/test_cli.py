@@ -98,13 +98,15 @@ def test_console_script_help():
     from kvae import runs
 
     help_text = " ".join(result.stdout.split())
-    assert f"(default: {runs.STEPS_PER_EXECUTION}; 1 under --strategy multiworker)" in help_text
+    assert f"(default: {runs.STEPS_PER_EXECUTION}; 1 under --strategy mirrored or multiworker)" in help_text
 
 
-def test_several_steps_per_call_are_refused_under_multiworker(tmp_path):
+@pytest.mark.parametrize("strategy", ["mirrored", "multiworker"])
+def test_several_steps_per_call_are_refused_under_a_strategy(tmp_path, strategy):
+    """Keras' multi-step loop fails under a distribution strategy (keras-team/keras#19246)."""
     from kvae import runs
     from kvae.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="--steps-per-execution 4 fails under --strategy multiworker"):
-        runs.train(model="vae", dataset="digits", out=str(tmp_path / "r"), strategy="multiworker",
+    with pytest.raises(ConfigError, match=f"--steps-per-execution 4 fails under --strategy {strategy}"):
+        runs.train(model="vae", dataset="digits", out=str(tmp_path / "r"), strategy=strategy,
                    steps_per_execution=4)

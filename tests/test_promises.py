@@ -119,7 +119,8 @@ def test_cli_beta_warmup_and_beta_tcvae_dataset_size(tmp_path):
 
 
 @pytest.mark.parametrize("extra, check", [
-    (["--strategy", "mirrored"], lambda c: c["strategy"] == "mirrored" and c["replicas"] >= 1),
+    (["--strategy", "mirrored"], lambda c: c["strategy"] == "mirrored" and c["replicas"] >= 1
+     and c["steps_per_execution"] == 1),  # Keras' multi-step loop fails under a strategy (keras#19246)
     (["--jit-compile"], lambda c: c["jit_compile"] is True),
     (["--precision", "mixed_bfloat16"], lambda c: c["precision"] == "mixed_bfloat16"),
 ])
