@@ -3,8 +3,8 @@ seconds per training step and per epoch, and held-out NLL, side by side in one r
 
 pythae and a CPU build of PyTorch are installed by this script into their own virtual environment
 (``--venv``, default ``benchmarks/.peer_pythae_venv``; never a dependency of kvae).  Each library
-trains in its own process, ``--repeats`` times per model, interleaved (kvae then pythae, then pythae
-then kvae, ...), so that a slow spell of the shared machine falls on both; steps and epochs are
+trains in its own process, ``--repeats`` times per model, interleaved (each of kvae, kvae-1 and pythae
+first in turn), so that a slow spell of the shared machine falls on all; steps and epochs are
 pooled over the repeats.  Models both libraries have:
 VAE, β-VAE (β = 4), IWAE (K = 5), RAE-L2, InfoVAE-MMD (the MMD-VAE) and VQ-VAE with the MLP
 784-500-500-50 and a Bernoulli decoder, Adam 1e-3, batch 100, on the first ``--limit`` images of
@@ -101,8 +101,8 @@ def kvae_side(name, data, epochs, batch_size, k, steps_per_execution, seed=0):
     nll = None if name in NO_NLL else float(-model.log_likelihood(valid, k=k, seed=seed).numpy().mean())
     nll_seconds = time.perf_counter() - start
     mean = np.asarray(model.reconstruct(valid)).reshape(len(valid), -1)
-    return {"library": "kvae", "steps_per_execution": steps_per_execution, "step_seconds": clock.seconds, "epoch_seconds": epoch_seconds, "nll": nll,
-            "nll_seconds": nll_seconds, "rec_bce": bernoulli_error(valid.reshape(len(valid), -1), mean)}
+    return {"library": "kvae", "steps_per_execution": steps_per_execution, "step_seconds": clock.seconds,
+            "epoch_seconds": epoch_seconds, "nll": nll, "nll_seconds": nll_seconds, "rec_bce": bernoulli_error(valid.reshape(len(valid), -1), mean)}
 
 
 def _summarise(raws, warmup=5):

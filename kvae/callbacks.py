@@ -1,7 +1,7 @@
 """Callbacks that keep a run's work: checkpoints that never hold a diverged state, and resume.
 
 :class:`SafeBackupAndRestore` is ``keras.callbacks.BackupAndRestore`` (weights, optimizer state and
-the epoch, saved every ``save_freq`` steps) with four changes:
+the epoch, saved every ``save_freq`` steps) with five changes:
 
 * a checkpoint is written to a temporary file and renamed over the last one (an atomic rename), so
   a kill at any moment leaves a complete checkpoint: the new one or the one before.  (Keras writes
@@ -12,13 +12,17 @@ the epoch, saved every ``save_freq`` steps) with four changes:
 * a non-finite loss stops training and is *not* checkpointed; the last good checkpoint is kept
   (not deleted at the end of training) and :attr:`diverged` says at which step it happened;
 * a checkpoint that cannot be restored raises :class:`kvae.errors.RunError` naming the directory;
-* :attr:`resumed_step` is the optimizer step training resumed from (0 for a fresh run).
+* :attr:`resumed_step` is the optimizer step training resumed from (0 for a fresh run);
+* ``save_freq`` counts optimizer steps (Keras counts batch indices, which under
+  ``steps_per_execution`` > 1 miss a step per epoch): under n steps per call a checkpoint is written
+  at the end of the first call at or after every ``save_freq`` steps.
 
 On resume, training continues at the next batch not yet applied: weights, optimizer state
 and step counter (so the noise stream) are restored, the resumed epoch sees the same batch order
 as before (kvae data pipelines order each epoch by its number, :class:`DataEpoch`), and the
 batches of that epoch that were already applied are read and skipped without a step.  The run
-ends with the same step count and weights as an uninterrupted one.  Skipping needs a kvae model
+ends with the same step count and weights as an uninterrupted one (under n steps per call the
+skipped batches are read n per call).  Skipping needs a kvae model
 and a known number of steps per epoch; otherwise the interrupted epoch restarts from its first
 batch.
 """

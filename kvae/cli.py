@@ -66,7 +66,6 @@ def _number(kind, positive=False, allow_zero=False):
 
 
 _pos_int = _number(int, positive=True)
-
 _nonneg_int = _number(int, positive=True, allow_zero=True)
 _pos_float = _number(float, positive=True)
 
