@@ -144,6 +144,10 @@ def add_model_options(group, model):
             from .networks import _BUILDERS
 
             choices = sorted(_BUILDERS)
+        if opt.name == "conditioning":
+            from .layers.pixelcnn import PixelCNNNetwork
+
+            choices = list(PixelCNNNetwork.CONDITIONINGS)
         group.add_argument(opt.flag, type=kind, choices=choices, metavar=opt.name.rstrip("_").upper(), **kwargs)
     names = {o.name for o in options}
     from .runs import PART_OPTIONS

@@ -220,15 +220,17 @@ class PixelCNNLikelihood(LikelihoodHead):
     """PixelCNN decoder for binary images (van den Oord et al. 2016; VLAE, Chen et al. 2017).
 
     The decoder network's features become a ``cond_channels`` feature map of the image's size
-    (a per-pixel Dense layer, or Dense + Reshape), which every masked layer of a
-    :class:`~kvae.layers.PixelCNNNetwork` sees.  ``num_layers`` x ``kernel_size`` sets the
-    receptive field (``receptive_field`` reports it); 6 layers of 3x3 is VLAE's local decoder.
+    (a per-pixel Dense layer, or Dense + Reshape) that a :class:`~kvae.layers.PixelCNNNetwork`
+    sees in every masked layer (``conditioning="every_layer"``) or concatenated to the image at its
+    input (``conditioning="input"``, VLAE's).  ``num_layers`` x ``kernel_size`` sets the receptive
+    field (``receptive_field`` reports it); 6 layers of 3x3 is VLAE's local decoder.
     """
 
     support = "binary"
     param_names = ("conditioning",)
 
-    def __init__(self, event_shape, num_layers=6, kernel_size=3, filters=32, cond_channels=4, **kwargs):
+    def __init__(self, event_shape, num_layers=6, kernel_size=3, filters=32, cond_channels=4,
+                 conditioning="every_layer", **kwargs):
         self.cond_channels = int(cond_channels)
         self.num_params = self.cond_channels
         super().__init__(event_shape, **kwargs)
@@ -236,7 +238,8 @@ class PixelCNNLikelihood(LikelihoodHead):
             raise ValueError(f"a PixelCNN decoder needs image data (H, W, C), got {self.event_shape}")
         from .layers.pixelcnn import PixelCNNNetwork
 
-        self.network = PixelCNNNetwork(self.event_shape[-1], num_layers, kernel_size, filters, name="pixelcnn")
+        self.network = PixelCNNNetwork(self.event_shape[-1], num_layers, kernel_size, filters,
+                                       conditioning=conditioning, name="pixelcnn")
 
     @property
     def memory_factor(self):
@@ -270,7 +273,7 @@ class PixelCNNLikelihood(LikelihoodHead):
     def get_config(self):
         net = self.network
         return {**super().get_config(), "num_layers": net.num_layers, "kernel_size": net.kernel_size,
-                "filters": net.filters, "cond_channels": self.cond_channels}
+                "filters": net.filters, "cond_channels": self.cond_channels, "conditioning": net.conditioning}
 
 
 class MSSSIMReconstruction(tfd.Distribution):

@@ -74,16 +74,79 @@ def conv4_decoder(code_dim, output_shape, hidden=(128,), activation="relu", name
     return conv_decoder(code_dim, output_shape, hidden, (32, 32, 64, 64), activation, name, kernel_size=4)
 
 
+def _residual_blocks(h, channels, bottleneck, count, prefix):
+    """``count`` blocks h + Conv1x1(ReLU(Conv3x3(ReLU(h)))) with a ``bottleneck``-channel middle."""
+    for i in range(count):
+        r = keras.layers.ReLU(name=f"{prefix}_res{i}_relu_in")(h)
+        r = keras.layers.Conv2D(bottleneck, 3, padding="same", activation="relu", name=f"{prefix}_res{i}_conv3")(r)
+        r = keras.layers.Conv2D(channels, 1, name=f"{prefix}_res{i}_conv1")(r)
+        h = keras.layers.Add(name=f"{prefix}_res{i}_add")([h, r])
+    return h
+
+
+def _halvings(size, times=3):
+    """Spatial sizes after ``times`` stride-2 'same' convolutions: 28 -> [28, 14, 7, 4]."""
+    sizes = [int(size)]
+    for _ in range(times):
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
+
+
+def resnet_encoder(input_shape, hidden=None, name="encoder_network"):
+    """pythae's MNIST benchmark ResNet encoder (``Encoder_ResNet_VAE_MNIST``): convolutions 4x4/2 with
+    64, 4x4/2 with 128, 3x3/2 with 128 channels (no activation between them, as pythae), two
+    residual blocks (ReLU, 3x3 conv to 32, ReLU, 1x1 conv to 128, added), flattened (2048
+    features at 28x28; the posterior head is pythae's final Linear layer).  ``hidden`` is not used."""
+    if len(input_shape) != 3:
+        raise ValueError(f"a ResNet encoder needs image data (H, W, C), got shape {tuple(input_shape)}")
+    x = keras.Input(shape=tuple(input_shape))
+    h = keras.layers.Conv2D(64, 4, strides=2, padding="same", name="conv_64")(x)
+    h = keras.layers.Conv2D(128, 4, strides=2, padding="same", name="conv_128a")(h)
+    h = keras.layers.Conv2D(128, 3, strides=2, padding="same", name="conv_128b")(h)
+    h = _residual_blocks(h, 128, 32, 2, "enc")
+    return keras.Model(x, keras.layers.Flatten(name="flatten")(h), name=name)
+
+
+def resnet_decoder(code_dim, output_shape, hidden=None, name="decoder_network", features=64):
+    """pythae's MNIST benchmark ResNet decoder (``Decoder_ResNet_AE_MNIST``): Linear to a 128-channel
+    map at 1/8 of the image (4x4 for 28x28), transposed 3x3/2 convolution to 128 channels, two
+    residual blocks and ReLU, transposed 3x3/2 to 64 channels and ReLU, transposed 3x3/2 to the image
+    size.  Each transposed convolution is cropped as PyTorch's ``padding=1`` (and ``output_padding``)
+    crop it: 4 -> 7 -> 14 -> 28.  pythae's last layer has one channel and a sigmoid; here it has
+    ``features`` channels (ReLU) that the likelihood head maps per pixel.  ``hidden`` is not used."""
+    if len(output_shape) != 3:
+        raise ValueError(f"a ResNet decoder needs image data (H, W, C), got shape {tuple(output_shape)}")
+    rows, cols = _halvings(output_shape[0]), _halvings(output_shape[1])
+    z = keras.Input(shape=(int(code_dim),))
+    h = keras.layers.Dense(rows[3] * cols[3] * 128, name="dense_map")(z)
+    h = keras.layers.Reshape((rows[3], cols[3], 128))(h)
+
+    def up(h, channels, level, activation, label):
+        h = keras.layers.Conv2DTranspose(channels, 3, strides=2, padding="valid", activation=activation,
+                                         name=f"convt_{label}")(h)
+        full_r, full_c = 2 * rows[level + 1] + 1, 2 * cols[level + 1] + 1  # 'valid' output size
+        return keras.layers.Cropping2D(((1, full_r - 1 - rows[level]), (1, full_c - 1 - cols[level])),
+                                       name=f"crop_{label}")(h)
+
+    h = up(h, 128, 2, None, "128")
+    h = _residual_blocks(h, 128, 32, 2, "dec")
+    h = keras.layers.ReLU(name="dec_relu")(h)
+    h = up(h, 64, 1, "relu", "64")
+    h = up(h, int(features), 0, "relu", "out")
+    return keras.Model(z, h, name=name)
+
+
 _BUILDERS = {"mlp": (mlp_encoder, mlp_decoder), "conv": (conv_encoder, conv_decoder),
-             "conv4": (conv4_encoder, conv4_decoder)}
+             "conv4": (conv4_encoder, conv4_decoder), "resnet": (resnet_encoder, resnet_decoder)}
 
 
 def build(kind, input_shape, code_dim, hidden):
-    """Return ``(encoder_network, decoder_network)`` for a builder name (``"mlp"``, ``"conv"``, ``"conv4"``)."""
+    """Return ``(encoder_network, decoder_network)`` for a builder name (``"mlp"``, ``"conv"``, ``"conv4"``,
+    ``"resnet"``; the ResNet ignores ``hidden``)."""
     try:
         enc, dec = _BUILDERS[kind]
     except KeyError:
         raise ValueError(f"unknown network {kind!r}; choose one of {sorted(_BUILDERS)}") from None
-    if kind in ("conv", "conv4") and len(input_shape) != 3:
+    if kind in ("conv", "conv4", "resnet") and len(input_shape) != 3:
         raise ValueError(f"network={kind!r} needs image data (H, W, C), got input shape {tuple(input_shape)}")
     return enc(input_shape, hidden=hidden), dec(code_dim, input_shape, hidden=hidden)

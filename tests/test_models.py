@@ -70,15 +70,21 @@ class TestPixelCNNDecoder(ModelBattery):
                         decoder=kvae.likelihoods.PixelCNNLikelihood(self.input_shape, num_layers=2, filters=8), seed=9)
 
 
-class TestVLAE(ModelBattery):
+class TestVAEResNet(ModelBattery):
     def make_model(self):
-        return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flow_steps=2, flow_hidden=(8,),
+        return kvae.VAE(input_shape=self.input_shape, latent_dim=3, network="resnet", seed=41)
+
+
+class TestVLAE(ModelBattery):  # its default ResNet encoder and input conditioning
+    def make_model(self):
+        return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, flow_steps=2, flow_hidden=(8,),
                          pixelcnn_layers=2, pixelcnn_filters=4, seed=10)
 
 
-class TestVLAEWithIAFPosterior(ModelBattery):
+class TestVLAEWithIAFPosterior(ModelBattery):  # MLP encoder, every-layer conditioning (the pretrained VLAE's)
     def make_model(self):
-        return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flow_steps=1, flow_hidden=(8,),
+        return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, network="mlp", hidden=(16,), flow_steps=1,
+                         flow_hidden=(8,), conditioning="every_layer",
                          posterior=kvae.posteriors.IAFPosterior(3, num_steps=1, hidden_units=(8,), context_size=4),
                          pixelcnn_layers=2, pixelcnn_filters=4, seed=11)
 

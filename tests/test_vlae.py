@@ -36,6 +36,22 @@ def test_vlae_defaults_are_the_papers():
     assert model.likelihood.network.num_layers == 6 and model.likelihood.network.kernel_size == 3
     assert rf["rows_above"] == 6 and model.likelihood.network.filters == 12
     assert model.prior.num_steps == 4 and model.prior.hidden_units == [640, 640, 640]
+    # z's 4-channel map concatenated to the image at the PixelCNN's input; a ResNet encoder
+    assert model.likelihood.network.conditioning == "input" and model.likelihood.cond_channels == 4
+    assert model.get_config()["network"] == "resnet" and model.encoder_network.output_shape == (None, 2048)
+
+
+def test_a_vlae_saved_before_the_conditioning_option_loads_as_it_was_trained():
+    """A config without ``conditioning`` (the pretrained VLAE's) keeps every-layer conditioning and
+    its MLP encoder; the round trip of a new default VLAE keeps its own."""
+    stored = os.path.join(os.path.dirname(kvae.pretrained.__file__), "pretrained_models", "vlae-binarized-mnist")
+    assert "conditioning" not in open(os.path.join(stored, "model.json")).read()
+    pre = kvae.pretrained.load("vlae-binarized-mnist")
+    assert pre.likelihood.network.conditioning == "every_layer" and pre.get_config()["conditioning"] == "every_layer"
+    assert pre.get_config()["network"] == "mlp"
+    model = kvae.VLAE(input_shape=(8, 8, 1), latent_dim=4, flow_steps=1, flow_hidden=(8,), pixelcnn_filters=4, seed=0)
+    again = kvae.VLAE.from_config(model.get_config())
+    assert again.likelihood.network.conditioning == "input" and again.get_config()["network"] == "resnet"
 
 
 def test_log_likelihood_with_k_4096_fits_in_memory():

@@ -6,8 +6,10 @@ r"""PixelCNN (van den Oord et al. 2016) as Keras 3 layers, with a receptive fiel
   previous pixels and z).
 * :class:`PixelCNNNetwork`: masked type-A convolution, then ``num_layers - 1`` gated residual
   blocks (masked type-B convolution, gate tanh(a) * sigmoid(b), 1x1 convolution, skip connection),
-  every layer also seeing a conditioning feature map (computed from z) through 1x1 convolutions,
-  then per-pixel logits.  VLAE's "local" decoder is 6 masked 3x3 layers (Chen et al. 2017).
+  then per-pixel logits.  The conditioning feature map (computed from z) enters either every layer
+  through 1x1 convolutions (``conditioning="every_layer"``, the conditional PixelCNN of van den
+  Oord et al. 2016) or once, concatenated to the image at the input (``conditioning="input"``, as
+  VLAE describes it).  VLAE's "local" decoder is 6 masked 3x3 layers (Chen et al. 2017).
 * :meth:`PixelCNNNetwork.receptive_field`: the exact set of input offsets that can reach an
   output pixel, composed from the masks (single-stack PixelCNNs have a blind spot; it is
   included, not ignored).
@@ -69,21 +71,35 @@ class MaskedConv2D(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kvae")
 class PixelCNNNetwork(keras.layers.Layer):
-    """``network(x, cond) -> logits``: x [N, H, W, C] (binary pixels), cond [N, H, W, c] (from z)."""
+    """``network(x, cond) -> logits``: x [N, H, W, C] (binary pixels), cond [N, H, W, c] (from z).
+
+    ``conditioning="every_layer"``: every layer adds a 1x1 convolution of ``cond``.
+    ``conditioning="input"``: ``cond`` is concatenated to the image as extra input channels of the
+    first (type-A) layer, whose mask covers the image channels only (``cond`` depends on z, not on
+    pixels, so the layer reads its whole k x k neighbourhood), and no later layer sees it.
+    """
+
+    CONDITIONINGS = ("every_layer", "input")
 
     def __init__(self, channels=1, num_layers=6, kernel_size=3, filters=32, head_initializer="glorot_uniform",
-                 **kwargs):
+                 conditioning="every_layer", **kwargs):
         super().__init__(**kwargs)
         self.head_initializer = head_initializer
         if num_layers < 1:
             raise ValueError("a PixelCNN needs at least one masked layer")
+        if conditioning not in self.CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {self.CONDITIONINGS}, got {conditioning!r}")
+        self.conditioning = conditioning
         self.channels, self.num_layers = int(channels), int(num_layers)
         self.kernel_size, self.filters = int(kernel_size), int(filters)
         f = self.filters
+        every = conditioning == "every_layer"
         self.first = MaskedConv2D(2 * f, self.kernel_size, "A", name="masked_a")
-        self.first_cond = keras.layers.Conv2D(2 * f, 1, name="cond_0")
+        # the first layer's kernel over the conditioning channels: 1x1, or k x k unmasked (concatenation)
+        self.first_cond = keras.layers.Conv2D(2 * f, 1 if every else self.kernel_size, padding="same",
+                                              use_bias=every, name="cond_0")
         self.blocks = [(MaskedConv2D(2 * f, self.kernel_size, "B", name=f"masked_b_{i}"),
-                        keras.layers.Conv2D(2 * f, 1, name=f"cond_{i + 1}"),
+                        keras.layers.Conv2D(2 * f, 1, name=f"cond_{i + 1}") if every else None,
                         keras.layers.Conv2D(f, 1, name=f"proj_{i}")) for i in range(self.num_layers - 1)]
         self.head = keras.layers.Conv2D(self.channels, 1, kernel_initializer=head_initializer, name="logits")
 
@@ -95,7 +111,8 @@ class PixelCNNNetwork(keras.layers.Layer):
         hidden = x_shape[:-1] + (self.filters,)
         for masked, cond, proj in self.blocks:
             masked.build(hidden)
-            cond.build(cond_shape)
+            if cond is not None:
+                cond.build(cond_shape)
             proj.build(hidden)
         self.head.build(hidden)
         self.built = True
@@ -108,7 +125,10 @@ class PixelCNNNetwork(keras.layers.Layer):
     def call(self, x, cond):
         h = self._gate(self.first(x) + self.first_cond(cond))
         for masked, cond_layer, proj in self.blocks:
-            h = h + proj(self._gate(masked(h) + cond_layer(cond)))
+            a = masked(h)
+            if cond_layer is not None:
+                a = a + cond_layer(cond)
+            h = h + proj(self._gate(a))
         return tf.cast(self.head(tf.nn.elu(h)), tf.float32)
 
     def receptive_field(self):
@@ -127,29 +147,36 @@ class PixelCNNNetwork(keras.layers.Layer):
     def rows_above(self):
         return self.num_layers * (self.kernel_size // 2)
 
+    @property
+    def cond_rows_below(self):
+        """Rows of ``cond`` below a pixel that reach its logits (the k x k input kernel's lower half)."""
+        return 0 if self.conditioning == "every_layer" else self.kernel_size // 2
+
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "num_layers": self.num_layers,
-                "kernel_size": self.kernel_size, "filters": self.filters, "head_initializer": self.head_initializer}
+                "kernel_size": self.kernel_size, "filters": self.filters, "head_initializer": self.head_initializer,
+                "conditioning": self.conditioning}
 
 
 def ancestral_sample(network, cond, uniform, band=True):
     """Draw x pixel by pixel in raster order: x_i = 1[u_i < sigmoid(logit_i(x_<i, cond))].
 
     ``uniform`` [N, H, W, C] holds the noise, so the sampler is deterministic given its inputs.
-    With ``band=True`` each step runs the network on the rows [r - R, r] only (R = rows in the
-    receptive field above a pixel), which gives the same logits at row r as the full image.
+    With ``band=True`` each step runs the network on the rows [r - R, r + B] only (R = rows in the
+    receptive field above a pixel, B = rows of ``cond`` below it that reach it; the image's rows
+    below r are still zero), which gives the same logits at row r as the full image.
     """
     cond = tf.convert_to_tensor(cond)
     uniform = tf.convert_to_tensor(uniform, tf.float32)
     shape = tf.shape(uniform)
     height, width = uniform.shape[1], uniform.shape[2]
-    rows = network.rows_above
+    rows, below = network.rows_above, network.cond_rows_below
 
     def body(i, x):
         r, c = i // width, i % width
         if band:
             top = tf.maximum(r - rows, 0)
-            logits = network(x[:, top:r + 1], cond[:, top:r + 1])
+            logits = network(x[:, top:r + 1 + below], cond[:, top:r + 1 + below])
             logit = logits[:, r - top, c, :]
         else:
             logit = network(x, cond)[:, r, c, :]

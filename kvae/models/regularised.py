@@ -151,11 +151,17 @@ class RAE(VariationalModel):
         if regularization == "sn" and decoder_network is None:
             k = 0 if num_classes is None else int(num_classes)
             _, plain = networks.build(network, tuple(input_shape), int(latent_dim) + k, hidden)
-            decoder_network = keras.Sequential(
-                [keras.Input((int(latent_dim) + k,))]
-                + [keras.layers.SpectralNormalization(layer) if isinstance(layer, (keras.layers.Dense,
-                                                                                   keras.layers.Conv2DTranspose))
-                   else layer for layer in plain.layers], name="decoder_network")
+            weighted = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2DTranspose)
+            if isinstance(plain, keras.Sequential):
+                decoder_network = keras.Sequential(
+                    [keras.Input((int(latent_dim) + k,))]
+                    + [keras.layers.SpectralNormalization(layer) if isinstance(layer, weighted)
+                       else layer for layer in plain.layers], name="decoder_network")
+            else:  # a functional network (the ResNet): the same graph with each weighted layer normalised
+                decoder_network = keras.models.clone_model(
+                    plain, clone_function=lambda layer: keras.layers.SpectralNormalization(
+                        layer.__class__.from_config(layer.get_config()), name=layer.name + "_sn")
+                    if isinstance(layer, weighted) else layer.__class__.from_config(layer.get_config()))
         if regularization == "sn":  # every decoder layer is normalised, the likelihood head's Dense included
             from .. import likelihoods
 
