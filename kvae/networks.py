@@ -107,13 +107,15 @@ def resnet_encoder(input_shape, hidden=None, name="encoder_network"):
     return keras.Model(x, keras.layers.Flatten(name="flatten")(h), name=name)
 
 
-def resnet_decoder(code_dim, output_shape, hidden=None, name="decoder_network", features=64):
+def resnet_decoder(code_dim, output_shape, hidden=None, name="decoder_network", features=4):
     """pythae's MNIST benchmark ResNet decoder (``Decoder_ResNet_AE_MNIST``): Linear to a 128-channel
     map at 1/8 of the image (4x4 for 28x28), transposed 3x3/2 convolution to 128 channels, two
     residual blocks and ReLU, transposed 3x3/2 to 64 channels and ReLU, transposed 3x3/2 to the image
     size.  Each transposed convolution is cropped as PyTorch's ``padding=1`` (and ``output_padding``)
-    crop it: 4 -> 7 -> 14 -> 28.  pythae's last layer has one channel and a sigmoid; here it has
-    ``features`` channels (ReLU) that the likelihood head maps per pixel.  ``hidden`` is not used."""
+    crop it: 4 -> 7 -> 14 -> 28.  The last one is linear with ``features`` channels; the likelihood
+    head's per-pixel Dense composes with it into one transposed convolution to the head's
+    parameters, which is pythae's last layer (64 -> 1 channel, then the Bernoulli's sigmoid) for
+    heads of up to ``features`` parameters per pixel.  ``hidden`` is not used."""
     if len(output_shape) != 3:
         raise ValueError(f"a ResNet decoder needs image data (H, W, C), got shape {tuple(output_shape)}")
     rows, cols = _halvings(output_shape[0]), _halvings(output_shape[1])
@@ -132,7 +134,7 @@ def resnet_decoder(code_dim, output_shape, hidden=None, name="decoder_network", 
     h = _residual_blocks(h, 128, 32, 2, "dec")
     h = keras.layers.ReLU(name="dec_relu")(h)
     h = up(h, 64, 1, "relu", "64")
-    h = up(h, int(features), 0, "relu", "out")
+    h = up(h, int(features), 0, None, "out")
     return keras.Model(z, h, name=name)
 
 

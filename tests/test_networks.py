@@ -30,10 +30,10 @@ def test_resnet_matches_pythaes_layer_list():
     res = 2 * sum(i * o * k * k + o for i, o, k in RESBLOCK)
     assert enc.count_params() == _params(PYTHAE_ENCODER) + res
     assert enc.output_shape == (None, 128 * 4 * 4)  # pythae's Linear heads read 2048 features
-    # pythae's last layer maps 64 channels to 1 (then a sigmoid); kvae's to 64 features for the likelihood head
-    last = 64 * 64 * 9 + 64
+    # pythae's last layer maps 64 channels to 1 (then a sigmoid); kvae's linearly to 4 features for the head
+    last = 64 * 4 * 9 + 4
     assert dec.count_params() == (16 * 2048 + 2048) + _params(PYTHAE_DECODER) + res - (64 * 9 + 1) + last
-    assert dec.output_shape == (None, 28, 28, 64)
+    assert dec.output_shape == (None, 28, 28, 4)
     convs = [l for l in enc.layers if isinstance(l, keras.layers.Conv2D) and l.strides == (2, 2)]
     assert [l.output.shape[1] for l in convs] == _sizes(28, PYTHAE_ENCODER)[1:] == [14, 7, 4]
     crops = [l for l in dec.layers if isinstance(l, keras.layers.Cropping2D)]
@@ -53,20 +53,38 @@ def _conv_transpose_torch(x, kernel, stride, padding, output_padding):
     return full[padding:padding + oh, padding:padding + ow]
 
 
-@pytest.mark.parametrize("n, op", [(4, 0), (7, 1)])
+@pytest.mark.parametrize("n, op", [(4, 0), (7, 1), (14, 1)])
 def test_resnet_upsampling_is_pytorchs_transposed_convolution(n, op):
     """kvae's 'valid' transposed convolution + crop gives PyTorch's padding=1 (and output_padding) result."""
     _, dec = networks.build("resnet", (28, 28, 1), 3, hidden=())
-    name = {4: "128", 7: "64"}[n]
+    name = {4: "128", 7: "64", 14: "out"}[n]
     convt, crop = dec.get_layer(f"convt_{name}"), dec.get_layer(f"crop_{name}")
     x = np.random.RandomState(0).normal(size=(1, n, n, convt.input.shape[-1])).astype("float32")
     got = crop(convt(x)).numpy()[0]
-    pre = got if convt.activation is keras.activations.linear else None
     kernel, bias = [w.numpy() for w in convt.weights]
     expected = _conv_transpose_torch(x[0], kernel, 2, 1, op) + bias
-    if pre is None:
+    if convt.activation is keras.activations.relu:
         expected = np.maximum(expected, 0)
+    assert convt.activation is (keras.activations.linear if name == "out" else
+                                {"128": keras.activations.linear, "64": keras.activations.relu}[name])
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_resnet_decoder_with_a_bernoulli_head_is_pythaes_last_layer():
+    """The linear last transposed convolution (64 -> 4) followed by the head's per-pixel Dense (4 -> 1)
+    is one transposed convolution 64 -> 1 with the contracted kernel: pythae's last layer."""
+    model = kvae.VAE(input_shape=(28, 28, 1), latent_dim=3, network="resnet", seed=0)
+    dec = model.decoder_network
+    z = np.random.RandomState(0).normal(size=(2, 3)).astype("float32")
+    logits = model.decode(z).distribution.logits.numpy()
+    h = keras.Model(dec.input, dec.get_layer("crop_64").output)(z).numpy()  # [2, 14, 14, 64] after ReLU
+    convt = dec.get_layer("convt_out")
+    k, b = [w.numpy() for w in convt.weights]  # [3, 3, 4, 64], [4]
+    head = [w.numpy() for w in model.likelihood.weights if w.path.endswith("kernel")][0]  # [4, 1]
+    head_b = [w.numpy() for w in model.likelihood.weights if w.path.endswith("bias")][0]
+    one = np.einsum("abfc,fo->aboc", k, head)  # [3, 3, 1, 64]
+    expected = np.stack([_conv_transpose_torch(h[i], one, 2, 1, 1) for i in range(2)]) + b @ head + head_b
+    np.testing.assert_allclose(logits.reshape(expected.shape), expected, atol=1e-4)
 
 
 def test_resnet_residual_block_is_x_plus_the_bottleneck():

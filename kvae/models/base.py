@@ -53,8 +53,9 @@ class VariationalModel(keras.Model):
     Args:
       input_shape: shape of one example, e.g. ``(28, 28, 1)``.
       latent_dim: dimension of z.
-      network: ``"mlp"``, ``"conv"`` or ``"conv4"`` (the dSprites networks of Higgins et al. and
-        Kim & Mnih): builder for encoder and decoder networks.
+      network: ``"mlp"``, ``"conv"``, ``"conv4"`` (the dSprites networks of Higgins et al. and
+        Kim & Mnih) or ``"resnet"`` (pythae's MNIST ResNet; ignores ``hidden``): builder for encoder
+        and decoder networks.
       hidden: hidden sizes for the builder (encoder order; the decoder mirrors it).
       decoder: likelihood p(x|z): ``"bernoulli"``, ``"gaussian"``, ``"pixelcnn"`` or a likelihood layer.
       posterior: q(z|x): ``"gaussian"``, ``"iaf"`` (Gaussian + IAF steps), ``"deterministic"`` or a layer.
