@@ -25,7 +25,7 @@ VARIANTS = {
     "vae": dict(model="vae"),
     "iaf_vae": dict(model="vae", posterior="iaf", flow_steps=2, flow_hidden=(320, 320)),
     "af_vae": dict(model="vae", prior="maf", flow_steps=4, flow_hidden=(640, 640, 640)),
-    "vlae": dict(model="vlae", optimizer="adamax", lr=2e-3),
+    "vlae": dict(model="vlae", optimizer="adamax", lr=2e-3, network="mlp", conditioning="every_layer"),
 }
 
 

@@ -91,7 +91,8 @@ def main():
                 results[name][key] = _latencies(fn, args.repeats)
             else:
                 results[name][key] = {"examples_per_second": _throughput(fn, batch)}
-    vlae = kvae.VLAE(input_shape=(28, 28, 1), latent_dim=64, flow_steps=2, flow_hidden=(256, 256), seed=0)
+    vlae = kvae.VLAE(input_shape=(28, 28, 1), latent_dim=64, flow_steps=2, flow_hidden=(256, 256), seed=0,
+                     network="mlp", conditioning="every_layer")  # as measured in its JSON
     vpath = os.path.join(tmp, "vlae")
     export.export(vlae, vpath, check=False)
     vb = Bundle(vpath)

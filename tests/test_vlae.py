@@ -69,9 +69,12 @@ def test_vlae_from_the_cli(tmp_path):
     assert cli.main(["train", "--model", "vlae", "--epochs", "1", "--limit", "200", "--latent-dim", "4",
                      "--hidden", "32", "--flow-steps", "1", "--flow-hidden", "16", "--pixelcnn-layers", "2",
                      "--pixelcnn-filters", "4", "--posterior", "iaf", "--optimizer", "adamax", "--lr", "2e-3",
-                     "--ema", "0.99", "--out", out, "--quiet"]) == 0
+                     "--ema", "0.99", "--network", "mlp", "--conditioning", "every_layer", "--out", out,
+                     "--quiet"]) == 0
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["model_class"] == "VLAE" and config["model_config"]["posterior"]["class_name"] == "IAFPosterior"
+    assert config["model_config"]["network"] == "mlp" and config["model_config"]["conditioning"] == "every_layer"
+    assert config["model_config"]["decoder"]["config"]["conditioning"] == "every_layer"
     path = str(tmp_path / "e.json")
     assert cli.main(["evaluate", out, "--k", "16", "--limit", "4", "--json", path]) == 0
     assert json.load(open(path))["kl_per_dim"] is None  # flow prior: no per-dimension KL
