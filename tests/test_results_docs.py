@@ -1,0 +1,78 @@
+"""docs/results.md's VLAE tables state what the recorded JSONs of their runs hold.
+
+Each table row is found by its first cell and its numbers are compared with the JSON written by the
+command the section names (copied to docs/results/), rounded as the table rounds them.
+"""
+import json
+import os
+
+import pytest
+
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs")
+
+
+def _load(rel):
+    with open(os.path.join(DOCS, "results", rel)) as f:
+        return json.load(f)
+
+
+def _row(first_cell_start, section):
+    """The cells of the table row in ``section`` of results.md whose first cell starts with the text."""
+    text = open(os.path.join(DOCS, "results.md")).read()
+    start = text.index(section)
+    end = text.find("\n## ", start + 1)
+    for line in text[start:end if end > 0 else None].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].startswith(first_cell_start):
+            return [c.replace("*", "") for c in cells]
+    raise AssertionError(f"no row starting {first_cell_start!r} in section {section!r}")
+
+
+@pytest.mark.parametrize("name,first_cell", [("resnet_input", "defaults: ResNet"),
+                                             ("mlp_every_layer", "`--network mlp")])
+def test_vlae_defaults_ten_epoch_row(name, first_cell):
+    report = _load("vlae_defaults/vlae_defaults.json")
+    assert report["settings"]["epochs"] == 10 and report["settings"]["k"] == 100
+    r = report["results"][name]
+    cells = _row(first_cell, "The same comparison at 10 epochs")
+    assert cells[1] == f"{r['train_seconds']:.0f} s"
+    assert cells[2] == ", ".join(f"{r['val_neg_elbo'][e]:.2f}" for e in (0, 3, 6, 9))
+    assert cells[3] == ", ".join(f"{r['val_kl'][e]:.2f}" for e in (0, 3, 6, 9))
+    assert cells[4] == f"{r['nll']:.2f} ± {r['nll_stderr']:.2f}"
+    assert cells[5] == f"{r['kl']:.2f}"
+    assert cells[6] == f"{r['active_units']}/{r['latent_dim']}"
+
+
+@pytest.mark.parametrize("name", ["local", "wide"])
+def test_vlae_receptive_field_six_epoch_row(name):
+    report = _load("vlae_rf_mnist_6ep/vlae_receptive_field.json")
+    s = report["settings"]
+    assert (s["epochs"], s["limit"], s["eval_limit"], s["k"]) == (6, 50000, 500, 100)
+    r = report["results"][name]
+    cells = _row(name + ":", "### Receptive field decides what z carries")
+    rf = r["receptive_field"]
+    assert cells[1] == f"{rf['rows_above']}, {rf['size']}"
+    assert cells[2] == f"{r['kl']:.2f}"
+    assert cells[3] == f"{r['active_units']}/{r['latent_dim']}"
+    assert cells[4] == f"{r['nll']:.2f} ± {r['nll_stderr']:.2f}"
+    assert cells[5] == f"{r['identity_kept']:.3f}"
+    assert cells[6] == f"{r['train_seconds']:.0f} s"
+
+
+def test_vlae_receptive_field_verdict_follows_the_recorded_criteria():
+    report = _load("vlae_rf_mnist_6ep/vlae_receptive_field.json")
+    local, wide = report["results"]["local"], report["results"]["wide"]
+    # the app's criteria recomputed from the recorded numbers, and the docs' verdict with them
+    assert report["criteria"] == {"local_kl_clearly_positive": local["kl"] > 1.0,
+                                  "wide_carries_less": local["kl"] > 2 * wide["kl"],
+                                  "local_keeps_identity_more": local["identity_kept"] > wide["identity_kept"]}
+    text = open(os.path.join(DOCS, "results.md")).read()
+    section = text[text.index("### Receptive field decides what z carries"):]
+    verdict = "**Reproduced.**" if report["reproduced"] else "**Partly reproduced.**"
+    assert verdict in section.split("\n## ")[0]
+
+
+def test_vlae_docs_quote_the_ten_epoch_nll():
+    r = _load("vlae_defaults/vlae_defaults.json")["results"]["resnet_input"]
+    text = open(os.path.join(DOCS, "vlae.md")).read()
+    assert f"validation NLL of {r['nll']:.2f} (k={r['k']}, first {r['n']} images)" in text.replace("\n  ", " ")
