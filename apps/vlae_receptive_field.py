@@ -67,10 +67,14 @@ def identity_classifier(train_x, seed=0):
 
 
 def identity_kept(pca, clf, originals, reconstructions):
-    """Fraction of reconstructions the classifier puts in their original's class."""
+    """(kept, chance): the fraction of reconstructions the classifier puts in their original's class,
+    and the fraction expected if reconstructions were drawn independently of their originals with the
+    same class frequencies, sum_c P(original in c) P(reconstruction in c)."""
     a = clf.predict(pca.transform(originals.reshape(len(originals), -1)))
     b = clf.predict(pca.transform(reconstructions.reshape(len(reconstructions), -1)))
-    return float(np.mean(a == b))
+    classes = np.union1d(a, b)
+    chance = sum(np.mean(a == c) * np.mean(b == c) for c in classes)
+    return float(np.mean(a == b)), float(chance)
 
 
 def main(argv=None):
@@ -100,8 +104,9 @@ def main(argv=None):
         models[name], results[name] = train_one(name, train, valid_x, args)
         recon = np.concatenate([models[name].reconstruct(probe[i:i + 100], seed=1).numpy()
                                 for i in range(0, len(probe), 100)])
-        results[name]["identity_kept"] = identity_kept(pca, clf, probe, recon)
-        print(f"{name}: identity kept by {results[name]['identity_kept']:.3f} of reconstructions", flush=True)
+        results[name]["identity_kept"], results[name]["identity_chance"] = identity_kept(pca, clf, probe, recon)
+        print(f"{name}: identity kept by {results[name]['identity_kept']:.3f} of reconstructions "
+              f"(independent reconstructions: {results[name]['identity_chance']:.3f})", flush=True)
     xs = valid_x[:8]
     rows = [xs] + [models[n].reconstruct(xs, seed=1).numpy() for n in DECODERS]
     rows += [models[n].sample(8, seed=2).numpy() for n in DECODERS]

@@ -76,3 +76,30 @@ def test_vlae_docs_quote_the_ten_epoch_nll():
     r = _load("vlae_defaults/vlae_defaults.json")["results"]["resnet_input"]
     text = open(os.path.join(DOCS, "vlae.md")).read()
     assert f"validation NLL of {r['nll']:.2f} (k={r['k']}, first {r['n']} images)" in text.replace("\n  ", " ")
+
+
+def test_identity_kept_and_its_independence_baseline():
+    """apps/vlae_receptive_field.py: the identity fraction and the agreement expected of reconstructions
+    drawn independently of their originals, against a count written out by hand."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location(
+        "vlae_rf_app", os.path.join(os.path.dirname(__file__), "..", "apps", "vlae_receptive_field.py"))
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+
+    class Flat:  # features = the flattened image; class = its first pixel
+        def transform(self, x):
+            return x
+
+        def predict(self, f):
+            return f[:, 0].astype(int)
+
+    originals = np.array([0, 0, 1, 1, 2, 2, 2, 2], float).reshape(8, 1, 1)
+    recons = np.array([0, 1, 1, 1, 2, 0, 0, 2], float).reshape(8, 1, 1)
+    kept, chance = app.identity_kept(Flat(), Flat(), originals, recons)
+    assert kept == pytest.approx(5 / 8)  # positions 0, 2, 3, 4, 7 agree
+    # P(orig): 2/8, 2/8, 4/8; P(recon): 3/8, 3/8, 2/8
+    assert chance == pytest.approx((2 * 3 + 2 * 3 + 4 * 2) / 64)
