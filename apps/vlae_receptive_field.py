@@ -66,7 +66,7 @@ def identity_classifier(train_x, seed=0):
     return pca, clf
 
 
-def identity_kept(pca, clf, originals, reconstructions):
+def identity_agreement(pca, clf, originals, reconstructions):
     """(kept, chance): the fraction of reconstructions the classifier puts in their original's class,
     and the fraction expected if reconstructions were drawn independently of their originals with the
     same class frequencies, sum_c P(original in c) P(reconstruction in c)."""
@@ -104,7 +104,7 @@ def main(argv=None):
         models[name], results[name] = train_one(name, train, valid_x, args)
         recon = np.concatenate([models[name].reconstruct(probe[i:i + 100], seed=1).numpy()
                                 for i in range(0, len(probe), 100)])
-        results[name]["identity_kept"], results[name]["identity_chance"] = identity_kept(pca, clf, probe, recon)
+        results[name]["identity_kept"], results[name]["identity_chance"] = identity_agreement(pca, clf, probe, recon)
         print(f"{name}: identity kept by {results[name]['identity_kept']:.3f} of reconstructions "
               f"(independent reconstructions: {results[name]['identity_chance']:.3f})", flush=True)
     xs = valid_x[:8]

@@ -99,7 +99,7 @@ def test_identity_kept_and_its_independence_baseline():
 
     originals = np.array([0, 0, 1, 1, 2, 2, 2, 2], float).reshape(8, 1, 1)
     recons = np.array([0, 1, 1, 1, 2, 0, 0, 2], float).reshape(8, 1, 1)
-    kept, chance = app.identity_kept(Flat(), Flat(), originals, recons)
+    kept, chance = app.identity_agreement(Flat(), Flat(), originals, recons)
     assert kept == pytest.approx(5 / 8)  # positions 0, 2, 3, 4, 7 agree
     # P(orig): 2/8, 2/8, 4/8; P(recon): 3/8, 3/8, 2/8
     assert chance == pytest.approx((2 * 3 + 2 * 3 + 4 * 2) / 64)
