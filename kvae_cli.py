@@ -5,7 +5,7 @@ import sys
 
 def main(argv=None):
     os.environ.setdefault("KVAE_LAZY_IMPORT", "1")
-    from kvae.cli import main as cli_main
+    from kvae.cli.main import main as cli_main
 
     return cli_main(argv)
 

@@ -1,6 +1,6 @@
 """NLL on static binarised MNIST for VLAE and its ablations, trained with the same budget.
 
-Trains, with ``kvae.runs.train`` (what ``kvae train`` runs), each of:
+Trains, with ``kvae.training.runs.train`` (what ``kvae train`` runs), each of:
 
 * ``vae``:        Gaussian posterior, N(0, I) prior, factorised Bernoulli decoder (MLP 784-500-500-z)
 * ``iaf_vae``:    + IAF posterior (2 steps)
@@ -19,7 +19,9 @@ import json
 import os
 import time
 
-from kvae import data, evaluation, runs
+from kvae.data import datasets as data
+from kvae.evaluation import metrics as evaluation
+from kvae.training import runs
 
 VARIANTS = {
     "vae": dict(model="vae"),

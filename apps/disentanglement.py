@@ -2,8 +2,8 @@
 β-VAE at equal reconstruction error (their Figure 3), with β-TCVAE (Chen et al. 2018) alongside.
 
 Each model is trained with the papers' 4-conv / 4-deconv networks (``--network conv4``, Dense 128,
-10 latents) on the procedural dSprites of :mod:`kvae.factors`, then scored with every metric of
-:mod:`kvae.disentanglement` and its reconstruction error -E_q log p(x|z) on validation images.
+10 latents) on the procedural dSprites of :mod:`kvae.data.factors`, then scored with every metric of
+:mod:`kvae.evaluation.disentanglement` and its reconstruction error -E_q log p(x|z) on validation images.
 Writes ``OUT/results.json`` (every number and setting), ``OUT/recon_vs_metrics.png`` (reconstruction
 error against each metric, one point per model and seed) and ``OUT/<model>/traversal.png``.
 
@@ -49,7 +49,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
 
-    from kvae import data, disentanglement, evaluation, plotting, runs
+    from kvae.data import datasets as data
+    from kvae.evaluation import disentanglement, metrics as evaluation, plotting
+    from kvae.training import runs
 
     valid = data.load("dsprites", "valid").head(args.recon_examples)
     xv, _ = valid.arrays()
@@ -57,7 +59,7 @@ def main(argv=None):
     results = json.load(open(path)) if os.path.isfile(path) else {"runs": {}}
     settings = {k: v for k, v in vars(args).items() if k not in ("models", "seeds", "out")}
     kind = getattr(valid.source, "kind", None)
-    settings["data"] = "procedural dSprites (kvae.factors.DSprites)" if kind == "procedural" else f"dSprites ({kind})"
+    settings["data"] = "procedural dSprites (kvae.data.factors.DSprites)" if kind == "procedural" else f"dSprites ({kind})"
     results.setdefault("settings", {}).update(settings)
     for spec in args.models:
         name, options = parse(spec)
@@ -95,7 +97,7 @@ def main(argv=None):
 def configurations(run_results):
     """Runs grouped by model and options: mean, standard deviation and n over seeds of the
     reconstruction error and of every metric."""
-    from kvae.disentanglement import KEYS
+    from kvae.evaluation.disentanglement import KEYS
 
     groups = {}
     for r in run_results.values():
@@ -153,7 +155,7 @@ def figure(run_results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kvae.disentanglement import KEYS
+    from kvae.evaluation.disentanglement import KEYS
 
     fig, axes = plt.subplots(3, 3, figsize=(12, 10))
     colours = {"beta-vae": "tab:blue", "factorvae": "tab:red", "beta-tcvae": "tab:green"}

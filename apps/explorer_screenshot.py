@@ -59,7 +59,9 @@ def main():
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    from kvae import explorer, export, pretrained, runs
+    from kvae.export import explorer, bundle as export
+    from kvae.pretrained import store as pretrained
+    from kvae.training import runs
     from kvae_serve.server import make_server
 
     tmp = tempfile.mkdtemp()

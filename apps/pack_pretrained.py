@@ -1,6 +1,6 @@
 """Make a shipped pretrained model from a training run, and record what was measured on it.
 
-    # 1. store the run's model (float16) as kvae/pretrained_models/NAME
+    # 1. store the run's model (float16) as kvae/pretrained/files/NAME
     python apps/pack_pretrained.py pack RUN_DIR NAME --description "..."
     # 2. evaluate the *stored* weights as a user would
     kvae pretrained fetch NAME --out R && kvae evaluate R --split valid --k 5000 --json eval.json
@@ -39,7 +39,9 @@ def _nll(model, x, k, seed=0):
 
 
 def record(name, run_dir, eval_json=None, check_n=200, check_k=100, data_dir=None, extra=None):
-    from kvae import data, pretrained, runs
+    from kvae.data import datasets as data
+    from kvae.pretrained import store as pretrained
+    from kvae.training import runs
 
     info = pretrained.manifest(name)
     stored = pretrained.load(name)
@@ -171,7 +173,7 @@ def curve(log, out, title, best_epoch=None, projection=None):
 
 def table():
     """The Markdown table of the shipped models (docs/pretrained.md holds exactly this)."""
-    from kvae import pretrained
+    from kvae.pretrained import store as pretrained
 
     lines = ["| name | NLL (valid, nats) | other k | −ELBO | epochs (kept) | training time | float16 change |",
              "|---|---|---|---|---|---|---|"]
@@ -227,7 +229,7 @@ def main():
     if args.command == "table":
         print(table(), end="")
         return
-    from kvae import pretrained
+    from kvae.pretrained import store as pretrained
 
     if args.command == "pack":
         print(pretrained.pack(args.run_dir, args.name, dtype=args.dtype, description=args.description))

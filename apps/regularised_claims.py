@@ -28,8 +28,9 @@ import keras
 import numpy as np
 
 import kvae
-from kvae import data, evaluation, plotting
-from kvae.divergences import mmd
+from kvae.data import datasets as data
+from kvae.evaluation import metrics as evaluation, plotting
+from kvae.nn.divergences import mmd
 
 
 def _train(model, x, y, args, lr=1e-3):
@@ -54,7 +55,7 @@ def _pixelcnn(shape):
     """A PixelCNN whose receptive field covers most of the image (5 x 3x3 layers on 8x8 digits,
     8 x 5x5 with 16 filters on 28x28 MNIST): a decoder powerful enough to ignore z."""
     layers, kernel, filters = (5, 3, 32) if shape[0] <= 8 else (8, 5, 16)
-    return kvae.likelihoods.PixelCNNLikelihood(shape, num_layers=layers, kernel_size=kernel, filters=filters,
+    return kvae.parts.likelihoods.PixelCNNLikelihood(shape, num_layers=layers, kernel_size=kernel, filters=filters,
                                                name="likelihood")
 
 

@@ -1,9 +1,9 @@
 """Sample quality of the generative models and ex-post samplers at one budget on static binarised MNIST.
 
-Trains (``kvae.runs.train``, what ``kvae train`` runs; a rerun resumes or reuses finished runs) each
+Trains (``kvae.training.runs.train``, what ``kvae train`` runs; a rerun resumes or reuses finished runs) each
 model with its constructor's defaults for ``--epochs`` epochs on the 50000 training images (batch
 100, Adam 1e-3), then draws ``--n`` samples from each sampler and scores them against as many
-validation images with :func:`kvae.sample_quality.evaluate` (FID in the shipped LeNet's feature
+validation images with :func:`kvae.evaluation.sample_quality.evaluate` (FID in the shipped LeNet's feature
 space and in a PCA(20) space, precision and recall):
 
 * ``vae``: N(0, I);  ``vae + two-stage``: a second VAE fitted on the codes (Dai & Wipf 2019);
@@ -27,7 +27,9 @@ import time
 
 import numpy as np
 
-from kvae import data, plotting, runs, sample_quality
+from kvae.data import datasets as data
+from kvae.evaluation import plotting, sample_quality
+from kvae.training import runs
 
 MODELS = ("vae", "rae", "vq-vae", "aae", "vae-gan", "rhvae")
 #: sampler name -> (model run, how z is drawn)

@@ -1,4 +1,4 @@
-"""Screenshot of TensorBoard's image dashboard for a run (the pictures kvae.callbacks.TensorBoardImages
+"""Screenshot of TensorBoard's image dashboard for a run (the pictures kvae.training.callbacks.TensorBoardImages
 writes each epoch), taken by headless Chromium: the picture in docs/cli.md.
 
     python apps/tensorboard_screenshot.py RUN_DIR [--out docs/images/tensorboard_images.png]

@@ -1,9 +1,9 @@
-"""Train the LeNet whose features kvae.sample_quality uses ("FID in a LeNet feature space").
+"""Train the LeNet whose features kvae.evaluation.sample_quality uses ("FID in a LeNet feature space").
 
 Static binarised MNIST has no labels, so the targets are 20 k-means clusters (scikit-learn
 MiniBatchKMeans on a 50-component PCA of the training images, seed 0).  Adam 1e-3, batch 128,
 ``--epochs`` epochs on the 50000 training images; the cluster accuracy on the validation split is
-reported.  Writes kvae/weights/lenet_binarized_mnist.weights.h5 and a JSON next to it.
+reported.  Writes kvae/evaluation/weights/lenet_binarized_mnist.weights.h5 and a JSON next to it.
 
     python apps/train_feature_lenet.py --data-dir ../shared/data --epochs 5
 """
@@ -26,7 +26,8 @@ def main(argv=None):
     from sklearn.cluster import MiniBatchKMeans
     from sklearn.decomposition import PCA
 
-    from kvae import data, sample_quality
+    from kvae.data import datasets as data
+    from kvae.evaluation import sample_quality
 
     keras.utils.set_random_seed(0)
     train, _ = data.load("binarized_mnist", "train", args.data_dir).arrays()

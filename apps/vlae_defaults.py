@@ -1,6 +1,6 @@
 """VLAE's defaults against its earlier configuration, trained with the same budget.
 
-Trains, with ``kvae.runs.train`` (what ``kvae train --model vlae`` runs: Adamax 2e-3, Polyak
+Trains, with ``kvae.training.runs.train`` (what ``kvae train --model vlae`` runs: Adamax 2e-3, Polyak
 averaging 0.998, batch 100, seed 0), on static binarised MNIST:
 
 * ``resnet_input``:      the defaults: ResNet encoder (pythae's MNIST ResNet), z's 4-channel map
@@ -21,7 +21,9 @@ import json
 import os
 import time
 
-from kvae import data, evaluation, runs
+from kvae.data import datasets as data
+from kvae.evaluation import metrics as evaluation
+from kvae.training import runs
 
 VARIANTS = {
     "resnet_input": dict(),

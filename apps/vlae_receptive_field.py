@@ -28,7 +28,8 @@ import keras
 import numpy as np
 
 import kvae
-from kvae import data, evaluation, plotting
+from kvae.data import datasets as data
+from kvae.evaluation import metrics as evaluation, plotting
 
 DECODERS = {"local": dict(pixelcnn_layers=6, pixelcnn_kernel=3), "wide": dict(pixelcnn_layers=12, pixelcnn_kernel=5)}
 

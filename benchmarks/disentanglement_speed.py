@@ -1,4 +1,4 @@
-"""Time of each disentanglement metric (kvae.disentanglement) on N codes, and its growth with N.
+"""Time of each disentanglement metric (kvae.evaluation.disentanglement) on N codes, and its growth with N.
 
     python benchmarks/disentanglement_speed.py --out benchmarks/disentanglement_speed.json
 
@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from _report import emit  # noqa: E402
 
-from kvae import disentanglement as dm  # noqa: E402
-from kvae.factors import FactorGrid  # noqa: E402
+from kvae.evaluation import disentanglement as dm  # noqa: E402
+from kvae.data.factors import FactorGrid  # noqa: E402
 
 
 def main(argv=None):

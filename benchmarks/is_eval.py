@@ -60,7 +60,8 @@ def _setup(data_dir, n):
     import keras
 
     import kvae
-    from kvae import data, pretrained
+    from kvae.data import datasets as data
+    from kvae.pretrained import store as pretrained
 
     try:
         x = data.load("binarized_mnist", "valid", data_dir).arrays()[0][:n]

@@ -8,7 +8,7 @@ per module and the surviving mutants.
 Each target is run in a scratch copy of the repository (``mutants/`` never touches the working
 tree).  mutmut forks one child per mutant after the tests were imported once; a test that runs a
 compiled TensorFlow function in such a child can hang, so TensorFlow runs with one thread per process,
-the selected tests are eager ones and a timeout is reported as such, never counted as killed.  kvae/density.py is a Keras
+the selected tests are eager ones and a timeout is reported as such, never counted as killed.  kvae/parts/densities.py is a Keras
 layer, and mutmut's trampoline for ``__init__`` (``*args, **kwargs``) breaks Keras' ``Operation.__new__``,
 which reads the constructor's argument names (its tests, tests/test_density.py, run in the suite).  Score = killed / (killed + survived +
 timeout); mutants in functions no selected test calls ("no tests") are listed apart.
@@ -29,12 +29,12 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 #: module -> (source path, the functions whose mutants count, the tests that cover them)
 TARGETS = {
-    "divergences": ("kvae/divergences.py", None,
+    "divergences": ("kvae/nn/divergences.py", None,
                     ["tests/test_regularised.py", "-k", "mmd or kernel"]),
-    "schedules": ("kvae/schedules.py", None, ["tests/test_schedules.py"]),
+    "schedules": ("kvae/parts/schedules.py", None, ["tests/test_schedules.py"]),
     # validate() and _first_index(): loaders and fit's check_inputs call them.  check_inputs itself reads the
     # first batch of a tf.data pipeline, which hangs in mutmut's forked children, so it is not a target.
-    "data_validation": ("kvae/data.py", ("validate", "_first_index", "_where"),
+    "data_validation": ("kvae/data/datasets.py", ("validate", "_first_index", "_where"),
                         ["tests/test_boundaries.py", "tests/test_data.py", "tests/test_promises.py", "-k",
                          "checked_before_conversion or binarized_mnist_from or validate or fashion_mnist_is"]),
     # kvae_serve is copied to the top of the scratch copy (mutmut names mutants by the module path the tests
@@ -45,20 +45,20 @@ TARGETS = {
                             "test_serving_runtime or runtime_rejects or runtime_fuzz or verifies_every"]),
     # the metrics' formulas, each with its transcription test (the end-to-end scores on known codes fit
     # classifiers for ~20 s per run and stay out of the mutation loop)
-    "disentanglement_metrics": ("kvae/disentanglement.py",
+    "disentanglement_metrics": ("kvae/evaluation/disentanglement.py",
                                 ("histogram_discretize", "discrete_mutual_info", "discrete_entropy", "mig",
                                  "modularity", "dci_from_importance", "sap_from_scores", "explicitness",
                                  "factorvae_votes"),
                                 ["tests/test_disentanglement.py", "-k",
                                  "formula or definition or discretisation or votes or copied or top_two or "
                                  "unnormalised or defaults_to or count_every"]),
-    "dsprites_renderer": ("kvae/factors.py", None, ["tests/test_disentanglement.py", "-k", "dsprites_grid or "
+    "dsprites_renderer": ("kvae/data/factors.py", None, ["tests/test_disentanglement.py", "-k", "dsprites_grid or "
                                                     "dsprites_images or documented or factor_values"]),
-    "sample_quality": ("kvae/sample_quality.py", ("frechet_distance", "_kth_neighbour_radius", "_inside",
+    "sample_quality": ("kvae/evaluation/sample_quality.py", ("frechet_distance", "_kth_neighbour_radius", "_inside",
                                                   "precision_recall"),
                        ["tests/test_sample_quality.py", "-k",
                         "formula or definition or mode_dropping or closed or jitter"]),
-    "active_units": ("kvae/evaluation.py", ("active_units",), ["tests/test_evaluation.py", "-k",
+    "active_units": ("kvae/evaluation/metrics.py", ("active_units",), ["tests/test_evaluation.py", "-k",
                                                                "subtract or strict or float64"]),
 }
 

@@ -35,7 +35,7 @@ import _timing  # noqa: E402
 from _peer_metrics import bernoulli_error  # noqa: E402
 from _report import emit  # noqa: E402
 
-from kvae import runs  # noqa: E402
+from kvae.training import runs  # noqa: E402
 
 #: what the peer environment gets; torch 2.13.0 is the CPU build on this machine's package mirror
 PEER_PACKAGES = (os.environ.get("KVAE_PEER_TORCH", "torch==2.13.0"), "pythae==0.1.2")
@@ -141,7 +141,7 @@ def main():
     unknown = [m for m in models if m not in KVAE_NAMES]
     if unknown:
         p.error(f"unknown model(s) {unknown}; both libraries have: {', '.join(KVAE_NAMES)}")
-    from kvae import data
+    from kvae.data import datasets as data
 
     python = ensure_venv(args.venv)
     train = data.load("binarized_mnist", "train", args.data_dir).arrays()[0][:args.limit]

@@ -51,7 +51,7 @@ def main():
     import tensorflow as tf
 
     import kvae
-    from kvae import export
+    from kvae.export import bundle as export
     from kvae_serve import Bundle
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

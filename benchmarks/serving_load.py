@@ -85,7 +85,7 @@ def main(argv=None):
     p.add_argument("--out")
     args = p.parse_args(argv)
     import kvae
-    from kvae import export
+    from kvae.export import bundle as export
 
     bundle = os.path.join(tempfile.mkdtemp(), "vae")
     model = kvae.VAE(input_shape=(28, 28, 1), latent_dim=50, hidden=(500, 500), seed=0)

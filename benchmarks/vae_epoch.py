@@ -67,7 +67,7 @@ def run(quick=False, data_dir=None, latent_dim=50, hidden=(500, 500), batch_size
     import tensorflow as tf
 
     import kvae
-    from kvae import data
+    from kvae.data import datasets as data
 
     try:
         x = data.load("binarized_mnist", "train", data_dir).arrays()[0][:5000]

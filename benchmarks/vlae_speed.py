@@ -39,7 +39,7 @@ def main():
     import keras
 
     import kvae
-    from kvae.layers.pixelcnn import compiled_ancestral_sample
+    from kvae.nn.pixelcnn import compiled_ancestral_sample
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)

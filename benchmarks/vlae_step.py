@@ -93,7 +93,7 @@ def loss_parity(model, baseline, x, seed=(3, 4)):
 
 def _images(data_dir, n):
     import kvae
-    from kvae import data
+    from kvae.data import datasets as data
 
     try:
         return data.load("binarized_mnist", "train", data_dir).arrays()[0][:n], "binarized_mnist"

@@ -179,7 +179,7 @@ class ModelBattery:
         import onnx
         import onnxruntime as ort
 
-        from kvae import export
+        from kvae.export import bundle as export
 
         model = self._compiled()
         x, y = self._data()

@@ -34,7 +34,7 @@ def mnist_dir(pytestconfig):
 
 @pytest.fixture(scope="session")
 def digits():
-    from kvae import data
+    from kvae.data import datasets as data
 
     return {s: data.load("digits", s) for s in ("train", "valid", "test")}
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import kvae
-from kvae import cli, runs
+from kvae.cli import main as cli
+from kvae.training import runs
 from kvae.errors import DataError
 from kvae.models import MODELS
-from kvae.models.options import model_options
+from kvae.cli.options import model_options
 
 NOISE = ("cuda", "cuInit", "absl", "oneDNN", "WARNING: All log messages")
 
@@ -27,8 +28,8 @@ def _kvae(*args, env=None, timeout=300):
 
 
 def test_import_kvae_exposes_every_documented_submodule():
-    code = ("import kvae; kvae.data.load; kvae.callbacks.SafeBackupAndRestore; kvae.evaluation.evaluate; "
-            "kvae.export.export; kvae.plotting.save_image_grid; kvae.runs.train; kvae.VAE")
+    code = ("import kvae; kvae.data.load; kvae.training.callbacks.SafeBackupAndRestore; kvae.evaluation.evaluate; "
+            "kvae.export.export; kvae.evaluation.plotting.save_image_grid; kvae.training.runs.train; kvae.VAE")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
 

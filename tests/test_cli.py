@@ -7,7 +7,7 @@ import sys
 import matplotlib.image as mpimg
 import pytest
 
-from kvae import cli
+from kvae.cli import main as cli
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_train_writes_the_run_directory(vae_run):
     assert len(history["val_neg_elbo"]) == 3 and history["val_neg_elbo"][-1] < history["val_neg_elbo"][0]
     config = json.load(open(os.path.join(vae_run, "config.json")))
     assert config["dataset"] == "digits" and config["model_config"]["latent_dim"] == 8
-    assert config["steps_per_execution"] == 10  # kvae.runs.train's default, read by the CLI
+    assert config["steps_per_execution"] == 10  # kvae.training.runs.train's default, read by the CLI
     model = __import__("keras").models.load_model(os.path.join(vae_run, "model.keras"))
     assert model.steps_per_execution == 10
     grid = mpimg.imread(os.path.join(vae_run, "samples.png"))
@@ -72,7 +72,7 @@ def test_conditional_sampling_from_the_cli(tmp_path):
     (["evaluate", "{run}", "--k", "0"], "argument --k: must be > 0"),
 ])
 def test_errors_are_one_line_and_exit_nonzero(vae_run, tmp_path, capsys, monkeypatch, argv, message):
-    from kvae import data
+    from kvae.data import datasets as data
 
     monkeypatch.setattr(data, "_reachable", lambda host, timeout=5.0: False)
     monkeypatch.delenv("KVAE_DATA_DIR", raising=False)
@@ -95,7 +95,7 @@ def test_corrupt_model_file_is_named(vae_run, tmp_path, capsys):
 def test_console_script_help():
     result = subprocess.run([sys.executable, "-m", "kvae.cli", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--latent-dim" in result.stdout and "--out" in result.stdout
-    from kvae import runs
+    from kvae.training import runs
 
     help_text = " ".join(result.stdout.split())
     assert f"(default: {runs.STEPS_PER_EXECUTION}; 1 under --strategy mirrored or multiworker)" in help_text
@@ -104,7 +104,7 @@ def test_console_script_help():
 @pytest.mark.parametrize("strategy", ["mirrored", "multiworker"])
 def test_several_steps_per_call_are_refused_under_a_strategy(tmp_path, strategy):
     """Keras' multi-step loop fails under a distribution strategy (keras-team/keras#19246)."""
-    from kvae import runs
+    from kvae.training import runs
     from kvae.errors import ConfigError
 
     with pytest.raises(ConfigError, match=f"--steps-per-execution 4 fails under --strategy {strategy}"):

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import kvae
-from kvae import data
+from kvae.data import datasets as data
 from kvae.errors import DataError
 
 
@@ -31,7 +31,7 @@ def test_pipeline_batches_and_shuffles_each_epoch(digits):
     ds = digits["train"].dataset(batch_size=50, shuffle=True, labels=True, seed=1)
     assert int(ds.cardinality()) == -(-len(digits["train"]) // 50)
     first = [b[1].numpy() for b in ds.take(2)]
-    ds.kvae_epoch.assign(1)  # what kvae.callbacks.DataEpoch does at the start of epoch 2
+    ds.kvae_epoch.assign(1)  # what kvae.training.callbacks.DataEpoch does at the start of epoch 2
     second = [b[1].numpy() for b in ds.take(2)]
     assert first[0].shape == (50,) and not np.array_equal(first[0], second[0])
     ds.kvae_epoch.assign(0)  # epoch e's order is a function of (seed, e) only: a resumed run sees it again

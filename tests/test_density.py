@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from kvae.density import GaussianMixtureDensity
+from kvae.parts.densities import GaussianMixtureDensity
 
 
 def _codes(n=600, seed=0):

@@ -1,4 +1,4 @@
-"""Ex-post densities over codes (kvae.density): the Gaussian mixture, the MAF/IAF flows and the
+"""Ex-post densities over codes (kvae.parts.densities): the Gaussian mixture, the MAF/IAF flows and the
 two-stage VAE integrate to 1, sample their moments, stay out of the model's training, save, export
 and run from the CLI."""
 import json
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import kvae
-from kvae import cli, density
+from kvae.cli import main as cli
+from kvae.parts import densities as density
 from kvae.errors import ConfigError
 
 
@@ -108,7 +109,7 @@ def test_with_density_keeps_the_weights_and_fit_density_names_the_kind(trained):
 
 @pytest.mark.parametrize("kind", ("maf", "two-stage"))
 def test_trained_density_saves_exports_and_serves(fitted, tmp_path, kind):
-    from kvae import export
+    from kvae.export import bundle as export
     from kvae_serve.bundle import Bundle
 
     model = fitted[kind]

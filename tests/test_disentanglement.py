@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from kvae import disentanglement as dm
-from kvae import factors
+from kvae.evaluation import disentanglement as dm
+from kvae.data import factors
 
 
 # -- the formulas, transcribed independently ------------------------------------------------------------
@@ -204,7 +204,7 @@ def test_dsprites_images_follow_their_factors():
 # -- dSprites as a kvae data set, and the CLI ------------------------------------------------------------
 
 def test_dsprites_splits_are_disjoint_and_render_in_the_pipeline():
-    from kvae import data
+    from kvae.data import datasets as data
 
     splits = {s: data.load("dsprites", s) for s in ("train", "valid", "test")}
     assert [len(splits[s]) for s in ("train", "valid", "test")] == [717280, 10000, 10000]
@@ -224,7 +224,7 @@ def test_dsprites_splits_are_disjoint_and_render_in_the_pipeline():
 def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path, capsys):
     import json
 
-    from kvae import cli
+    from kvae.cli import main as cli
 
     run = str(tmp_path / "run")
     assert cli.main(["train", "--model", "factorvae", "--dataset", "dsprites", "--network", "conv4", "--hidden", "32",
@@ -341,7 +341,7 @@ def test_dsprites_factor_values_and_inputs():
 # ---------------------------------------------------------------- real dSprites through tensorflow-datasets
 def _small_grid_arrays(sizes=(3, 2, 2, 4, 4), seed=0):
     """A small dSprites-like grid rendered procedurally, rows shuffled as a file might hold them."""
-    from kvae.factors import DSprites
+    from kvae.data.factors import DSprites
 
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij"), -1).reshape(-1, len(sizes))
     full = grid * (np.array(DSprites.factor_sizes) // np.array(sizes))  # spread over the full index ranges
@@ -351,7 +351,7 @@ def _small_grid_arrays(sizes=(3, 2, 2, 4, 4), seed=0):
 
 
 def test_array_factors_reorders_rows_to_the_grid_and_unpacks_bits():
-    from kvae.factors import ArrayFactors
+    from kvae.data.factors import ArrayFactors
 
     images, grid, _ = _small_grid_arrays()
     source = ArrayFactors(images, grid, (3, 2, 2, 4, 4), kind="test")
@@ -364,7 +364,7 @@ def test_array_factors_reorders_rows_to_the_grid_and_unpacks_bits():
 
 
 def test_array_factors_names_a_grid_that_is_not_covered_once():
-    from kvae.factors import ArrayFactors
+    from kvae.data.factors import ArrayFactors
 
     images, grid, _ = _small_grid_arrays()
     dup = grid.copy()
@@ -378,8 +378,8 @@ def test_array_factors_names_a_grid_that_is_not_covered_once():
 
 
 def test_dsprites_uses_the_tfds_cache_when_prepared_and_says_so(monkeypatch):
-    from kvae import data
-    from kvae.factors import DSprites
+    from kvae.data import datasets as data
+    from kvae.data.factors import DSprites
 
     calls = []
     # tensorflow-datasets' dsprites, stubbed: every grid position once, in shuffled order

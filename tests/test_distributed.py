@@ -38,8 +38,8 @@ SCRIPT = textwrap.dedent('''
                            step_size=0.1, metric_hidden=(8,), seed=3)
         else:  # flow prior + IAF posterior: Monte-Carlo KL, bijector caches, two flows
             m = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=3,
-                         posterior=kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4),
-                         prior=kvae.priors.FlowPrior(4, num_steps=1, hidden_units=(8,)))
+                         posterior=kvae.parts.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4),
+                         prior=kvae.parts.priors.FlowPrior(4, num_steps=1, hidden_units=(8,)))
         m.compile(optimizer=keras.optimizers.SGD(0.05))
         return m
 
@@ -106,7 +106,7 @@ def test_mixed_precision_keeps_probabilities_in_float32_and_trains():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=0,
-                         posterior=kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4))
+                         posterior=kvae.parts.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4))
         assert model.encoder_network.layers[-1].compute_dtype == "bfloat16"
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
         x = (np.random.RandomState(0).uniform(size=(32, 8, 8, 1)) > 0.5).astype("float32")

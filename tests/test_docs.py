@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from kvae import cli
+from kvae.cli import main as cli
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FILES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 import kvae
-from kvae import evaluation
+from kvae.evaluation import metrics as evaluation
 
 
 def test_active_units_subtract_monte_carlo_noise():

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import kvae
-from kvae import data, explorer, export
+from kvae.data import datasets as data
+from kvae.export import explorer, bundle as export
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers"))

@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 import kvae
-from kvae import cli, export
+from kvae.cli import main as cli
+from kvae.export import bundle as export
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPORT_DIR = os.path.join(HERE, "..", "export")

@@ -10,7 +10,7 @@ import time
 import keras
 import numpy as np
 
-from kvae import cli
+from kvae.cli import main as cli
 
 TRAIN = [sys.executable, "-m", "kvae.cli", "train", "--model", "vae", "--dataset", "digits", "--hidden", "64",
          "--latent-dim", "4", "--quiet"]
@@ -44,7 +44,7 @@ def _checkpoint_steps(steps_per_epoch, per_call, every, epochs):
 
 def _digits_vae(steps_per_execution):
     import kvae
-    from kvae import data
+    from kvae.data import datasets as data
 
     x, _ = data.load("digits", "train").arrays()
     keras.utils.set_random_seed(0)  # the same initial weights for every model built
@@ -54,7 +54,7 @@ def _digits_vae(steps_per_execution):
 
 
 def test_checkpoints_follow_the_optimizer_step_under_several_steps_per_call(tmp_path):
-    from kvae.callbacks import SafeBackupAndRestore
+    from kvae.training.callbacks import SafeBackupAndRestore
 
     class Recording(SafeBackupAndRestore):
         def _save_model(self):
@@ -71,7 +71,7 @@ def test_checkpoints_follow_the_optimizer_step_under_several_steps_per_call(tmp_
 def test_resume_with_more_steps_per_call_than_the_checkpoint_had_equals_uninterrupted(tmp_path):
     """Checkpoint at step 6 of a one-step-per-call run; resumed at four per call, the six applied
     batches are read (four, then two and a call of four), and the run ends as an uninterrupted one."""
-    from kvae.callbacks import SafeBackupAndRestore
+    from kvae.training.callbacks import SafeBackupAndRestore
 
     reference, x = _digits_vae(steps_per_execution=1)
     reference.fit(x, batch_size=100, epochs=2, verbose=0)
@@ -168,7 +168,7 @@ def test_corrupt_checkpoint_is_named(tmp_path, capsys):
 
 def test_a_save_that_fails_half_way_leaves_the_old_model_byte_identical(tmp_path, monkeypatch):
     import kvae
-    from kvae import runs
+    from kvae.training import runs
 
     path = str(tmp_path / "model.keras")
     model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
@@ -193,7 +193,7 @@ def test_a_save_that_fails_half_way_leaves_the_old_model_byte_identical(tmp_path
 
 def _checkpointed_vae(backup, seed):
     import kvae
-    from kvae.callbacks import SafeBackupAndRestore
+    from kvae.training.callbacks import SafeBackupAndRestore
 
     model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))

@@ -6,8 +6,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import kvae
-from kvae import flows
-from kvae.layers import MADE
+from kvae.nn import flows
+from kvae.nn import MADE
 
 
 def _randomise(made, scale=0.5, seed=0):
@@ -64,7 +64,7 @@ def test_flow_log_det_matches_numerical_jacobian_and_inverts(make):
 
 @pytest.mark.parametrize("kind", ["maf", "iaf"])
 def test_flow_prior_log_prob_is_change_of_variables(kind):
-    prior = kvae.priors.FlowPrior(4, num_steps=2, hidden_units=(16,), kind=kind)
+    prior = kvae.parts.priors.FlowPrior(4, num_steps=2, hidden_units=(16,), kind=kind)
     prior.build()
     for i, m in enumerate(prior.mades):
         _randomise(m, 0.3, seed=10 + i)
@@ -81,7 +81,7 @@ def test_flow_prior_log_prob_is_change_of_variables(kind):
 
 
 def test_iaf_posterior_density_of_its_samples():
-    post = kvae.posteriors.IAFPosterior(3, num_steps=2, hidden_units=(16,), context_size=4)
+    post = kvae.parts.posteriors.IAFPosterior(3, num_steps=2, hidden_units=(16,), context_size=4)
     h = tf.random.normal((5, 10), seed=6)
     post.build(h.shape)
     for i, m in enumerate(post.mades):
@@ -111,7 +111,7 @@ def test_made_saves_and_exports_masks_as_weights(tmp_path):
 
 
 def _iaf_posterior(latent_dim=4, scale=0.3, seed=30):
-    post = kvae.posteriors.IAFPosterior(latent_dim, num_steps=2, hidden_units=(16,), context_size=4)
+    post = kvae.parts.posteriors.IAFPosterior(latent_dim, num_steps=2, hidden_units=(16,), context_size=4)
     h = tf.random.normal((6, 10), seed=seed)
     post.build(h.shape)
     for i, m in enumerate(post.mades):
@@ -150,7 +150,7 @@ def test_gated_iaf_density_is_change_of_variables_by_autodiff():
     np.testing.assert_allclose(post.distribution((loc, scale, context)).log_prob(tf.identity(z)).numpy(), expected,
                                atol=2e-4)  # fresh distribution: the D-pass inverse, no cache
     # at initialisation (MADE output layer zero) a step is z -> sigmoid(2) z: close to the identity, contracting
-    fresh = kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(16,), context_size=4)
+    fresh = kvae.parts.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(16,), context_size=4)
     fresh.build(h.shape)
     q0 = fresh.distribution(fresh(h))
     x = tf.random.normal((6, 4), seed=9)
@@ -172,7 +172,7 @@ def test_gated_iaf_stays_finite_under_large_weights():
 def test_flow_prior_is_a_density_and_from_noise_matches_sample(kind):
     """In 2-D, exp(log_prob) integrates to 1 on a grid (not a restatement of TFP's formula), and the
     exported sampler from_noise(eps) draws from the same distribution as sample()."""
-    prior = kvae.priors.FlowPrior(2, num_steps=2, hidden_units=(16,), kind=kind)
+    prior = kvae.parts.priors.FlowPrior(2, num_steps=2, hidden_units=(16,), kind=kind)
     prior.build()
     for i, m in enumerate(prior.mades):
         _randomise(m, 0.4, seed=60 + i)
@@ -204,7 +204,7 @@ def test_mixed_iaf_planar_radial_posterior_density_is_the_change_of_variables():
     import tensorflow_probability as tfp
 
     import kvae
-    from kvae.planar_radial import PlanarRadialPosterior
+    from kvae.nn.planar_radial import PlanarRadialPosterior
 
     posterior = PlanarRadialPosterior(3, "iaf,planar,iaf,radial", iaf_hidden=(12,), context_size=4, name="posterior")
     model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), seed=5, posterior=posterior)

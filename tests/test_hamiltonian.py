@@ -1,4 +1,4 @@
-"""HVAE (kvae.hamiltonian): the leapfrog step is volume preserving and reversible, the tempered flow
+"""HVAE (kvae.models.hvae.hamiltonian): the leapfrog step is volume preserving and reversible, the tempered flow
 equals a numpy transcription of Caterini et al.'s recurrences, and the bound reduces to the ELBO
 when the flow is the identity."""
 import numpy as np
@@ -7,7 +7,7 @@ import tensorflow as tf
 from scipy import stats
 
 import kvae
-from kvae import hamiltonian
+from kvae.models.hvae import hamiltonian
 
 A = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 1.5]])
 B = np.array([0.2, -0.4, 0.1])

@@ -21,7 +21,7 @@ from serving import serving  # noqa: E402
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
     import kvae
-    from kvae import export
+    from kvae.export import bundle as export
 
     path = str(tmp_path_factory.mktemp("bundle") / "cvae")
     model = kvae.ConditionalVAE(input_shape=(8, 8, 1), num_classes=10, latent_dim=3, hidden=(16,), seed=1)

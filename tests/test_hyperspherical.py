@@ -9,7 +9,7 @@ from scipy import stats
 from scipy.special import gammaln, ive
 
 import kvae
-from kvae import hyperspherical as hs
+from kvae.models.svae import hyperspherical as hs
 
 tfd = tfp.distributions
 

@@ -1,12 +1,12 @@
 """Keeping the best epoch, early stopping and the learning-rate decay of ``kvae train``
-(:class:`kvae.callbacks.KeepBest`, :func:`kvae.callbacks.exponential_lr`)."""
+(:class:`kvae.training.callbacks.KeepBest`, :func:`kvae.training.callbacks.exponential_lr`)."""
 import json
 
 import keras
 import numpy as np
 import pytest
 
-from kvae.callbacks import KeepBest, exponential_lr
+from kvae.training.callbacks import KeepBest, exponential_lr
 from kvae.errors import RunError
 
 def _tiny(ema=False):

@@ -21,7 +21,7 @@ class TestBetaVAEWithWarmup(ModelBattery):
 
     def make_model(self):
         return kvae.BetaVAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,),
-                            beta=kvae.schedules.LinearWarmup(target=4.0, warmup_steps=10), seed=3)
+                            beta=kvae.parts.schedules.LinearWarmup(target=4.0, warmup_steps=10), seed=3)
 
 
 class TestConditionalVAE(ModelBattery):
@@ -47,27 +47,27 @@ class TestUserNetworksAndRegularizer(ModelBattery):
                                 keras.layers.Dense(24, activation="tanh")])
         dec = keras.Sequential([keras.Input((5,)), keras.layers.Dense(24, activation="tanh")])
         return kvae.VAE(input_shape=self.input_shape, latent_dim=5, encoder_network=enc, decoder_network=dec,
-                        decoder=kvae.likelihoods.GaussianLikelihood(self.input_shape, scale="predicted"),
-                        regularizers=[kvae.regularizers.LatentL2(0.1)], seed=6)
+                        decoder=kvae.parts.likelihoods.GaussianLikelihood(self.input_shape, scale="predicted"),
+                        regularizers=[kvae.parts.regularizers.LatentL2(0.1)], seed=6)
 
 
 class TestIAFPosteriorMAFPrior(ModelBattery):
     def make_model(self):
         return kvae.VAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,),
-                        posterior=kvae.posteriors.IAFPosterior(4, num_steps=2, hidden_units=(16,), context_size=8),
-                        prior=kvae.priors.FlowPrior(4, num_steps=2, hidden_units=(16,)), seed=7)
+                        posterior=kvae.parts.posteriors.IAFPosterior(4, num_steps=2, hidden_units=(16,), context_size=8),
+                        prior=kvae.parts.priors.FlowPrior(4, num_steps=2, hidden_units=(16,)), seed=7)
 
 
 class TestIAFPrior(ModelBattery):
     def make_model(self):
         return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,),
-                        prior=kvae.priors.FlowPrior(3, num_steps=2, hidden_units=(8,), kind="iaf"), seed=8)
+                        prior=kvae.parts.priors.FlowPrior(3, num_steps=2, hidden_units=(8,), kind="iaf"), seed=8)
 
 
 class TestPixelCNNDecoder(ModelBattery):
     def make_model(self):
         return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,),
-                        decoder=kvae.likelihoods.PixelCNNLikelihood(self.input_shape, num_layers=2, filters=8), seed=9)
+                        decoder=kvae.parts.likelihoods.PixelCNNLikelihood(self.input_shape, num_layers=2, filters=8), seed=9)
 
 
 class TestVAEResNet(ModelBattery):
@@ -85,7 +85,7 @@ class TestVLAEWithIAFPosterior(ModelBattery):  # MLP encoder, every-layer condit
     def make_model(self):
         return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, network="mlp", hidden=(16,), flow_steps=1,
                          flow_hidden=(8,), conditioning="every_layer",
-                         posterior=kvae.posteriors.IAFPosterior(3, num_steps=1, hidden_units=(8,), context_size=4),
+                         posterior=kvae.parts.posteriors.IAFPosterior(3, num_steps=1, hidden_units=(8,), context_size=4),
                          pixelcnn_layers=2, pixelcnn_filters=4, seed=11)
 
 
@@ -157,7 +157,7 @@ class TestMIWAEWithIAFPosterior(ModelBattery):
 
     def make_model(self):
         return kvae.MIWAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,), num_samples=2, num_groups=2,
-                          posterior=kvae.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4),
+                          posterior=kvae.parts.posteriors.IAFPosterior(4, num_steps=1, hidden_units=(8,), context_size=4),
                           seed=22)
 
 
@@ -182,7 +182,7 @@ class TestVLAEWithIWAEObjective(ModelBattery):
 
     def make_model(self):
         return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flow_steps=1, flow_hidden=(8,),
-                         pixelcnn_layers=2, pixelcnn_filters=4, objective=kvae.objectives.IWAEBound(2), seed=25)
+                         pixelcnn_layers=2, pixelcnn_filters=4, objective=kvae.parts.objectives.IWAEBound(2), seed=25)
 
 
 class TestWAEMMD(ModelBattery):
@@ -203,7 +203,7 @@ class TestAnnealedCapacityBetaVAE(ModelBattery):
 class TestVampPrior(ModelBattery):
     def make_model(self):
         return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,),
-                        prior=kvae.priors.VampPrior(3, num_components=7), seed=28)
+                        prior=kvae.parts.priors.VampPrior(3, num_components=7), seed=28)
 
 
 class TestPlanarRadialPosterior(ModelBattery):
@@ -227,7 +227,7 @@ class TestMSSSIMVAE(ModelBattery):
 
 class TestIAFMixedWithPlanarRadial(ModelBattery):
     def make_model(self):
-        from kvae.planar_radial import PlanarRadialPosterior
+        from kvae.nn.planar_radial import PlanarRadialPosterior
 
         return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), seed=32,
                         posterior=PlanarRadialPosterior(3, "iaf,planar,iaf,radial", iaf_hidden=(12,), context_size=4,

@@ -1,4 +1,4 @@
-"""MS-SSIM (kvae.ssim) against TensorFlow's and a numpy transcription; the MS-SSIM VAE's loss
+"""MS-SSIM (kvae.nn.ssim) against TensorFlow's and a numpy transcription; the MS-SSIM VAE's loss
 against the formula; its command line, evaluation and export."""
 import json
 import os
@@ -9,7 +9,8 @@ import tensorflow as tf
 from scipy.signal import correlate2d
 
 import kvae
-from kvae import cli, ssim
+from kvae.cli import main as cli
+from kvae.nn import ssim
 from kvae.errors import ConfigError
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import kvae
-from kvae import networks
+from kvae.parts import networks
 
 # pythae.models.nn.benchmarks.mnist.Encoder_ResNet_VAE_MNIST / Decoder_ResNet_AE_MNIST, as listed in its
 # docstrings: (kind, in, out, kernel, stride, padding, output_padding)

@@ -154,19 +154,19 @@ def test_one_sgd_step_of_fit_is_the_step_on_the_batch_mean_loss():
 
 
 def test_regularizer_value_is_added_to_the_loss():
-    reg = kvae.regularizers.LatentL2(weight=0.5)
+    reg = kvae.parts.regularizers.LatentL2(weight=0.5)
     z = tf.constant([[1.0, 2.0], [0.0, -1.0]])
     np.testing.assert_allclose(reg.penalty({"z": z}), [0.5 * 0.5 * 5, 0.5 * 0.5 * 1])
-    model = _model(regularizers=[kvae.regularizers.LatentL2(weight=2.0)])
+    model = _model(regularizers=[kvae.parts.regularizers.LatentL2(weight=2.0)])
     model.compile(optimizer="sgd")
     r = model.evaluate(_x(8), batch_size=8, verbose=0, return_dict=True)
     assert abs(r["loss"] - (r["neg_elbo"] + r["latent_l2"])) < 1e-3 and r["latent_l2"] > 0
 
 
 def test_beta_schedule_drives_the_kl_weight_during_fit():
-    sched = kvae.schedules.LinearWarmup(target=2.0, warmup_steps=4)
+    sched = kvae.parts.schedules.LinearWarmup(target=2.0, warmup_steps=4)
     np.testing.assert_allclose([float(sched(s)) for s in (0, 1, 4, 10)], [0.0, 0.5, 2.0, 2.0])
-    cyc = kvae.schedules.CyclicalAnnealing(target=1.0, cycle_steps=4, ratio=0.5)
+    cyc = kvae.parts.schedules.CyclicalAnnealing(target=1.0, cycle_steps=4, ratio=0.5)
     np.testing.assert_allclose([float(cyc(s)) for s in range(6)], [0, 0.5, 1, 1, 0, 0.5])
     model = _model(beta=sched)
     model.compile(optimizer="adam")
@@ -217,7 +217,7 @@ def test_gradient_penalty_runs_the_decoder_in_inference_mode_during_validation()
     import keras
 
     import kvae
-    from kvae.regularizers import DecoderGradientPenalty
+    from kvae.parts.regularizers import DecoderGradientPenalty
 
     dec = keras.Sequential([keras.Input((2,)), keras.layers.Dense(16, "relu"), keras.layers.Dropout(0.5)])
     model = kvae.RAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), decoder_network=dec, regularization="gp",

@@ -10,7 +10,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 
 import kvae
-from kvae import objectives
+from kvae.parts import objectives
 
 LOG_W = np.array([[-3.0, -10.0, 0.5], [-2.0, -11.0, 0.1], [-7.0, -9.5, 2.0], [-2.5, -30.0, 0.0],
                   [-4.0, -10.5, 1.0], [-1.0, -12.0, -1.0]], np.float32)  # [S = 6, B = 3]
@@ -112,7 +112,7 @@ def test_objectives_need_a_density_and_valid_settings():
 def test_every_bound_trains_saves_and_exports_from_the_cli(tmp_path, name, options):
     import json
 
-    from kvae import cli
+    from kvae.cli import main as cli
 
     run, bundle = str(tmp_path / "run"), str(tmp_path / "bundle")
     assert cli.main(["train", "--model", name, "--dataset", "digits", "--epochs", "1", "--hidden", "16",
@@ -128,7 +128,7 @@ def test_every_bound_trains_saves_and_exports_from_the_cli(tmp_path, name, optio
 
 
 def test_any_model_takes_an_objective_from_the_cli(tmp_path):
-    from kvae import cli
+    from kvae.cli import main as cli
 
     run = str(tmp_path / "run")
     assert cli.main(["train", "--model", "vae", "--objective", "ciwae", "--dataset", "digits", "--epochs", "1",

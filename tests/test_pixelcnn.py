@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import kvae
-from kvae.layers import PixelCNNNetwork, ancestral_sample, causal_mask
+from kvae.nn import PixelCNNNetwork, ancestral_sample, causal_mask
 
 
 def _net(num_layers, kernel_size, size=10, cond=2, conditioning="every_layer"):
@@ -63,7 +63,7 @@ def test_sampler_is_autoregressively_consistent_and_band_is_exact(conditioning):
 
 def test_pixelcnn_decoder_in_a_vae_reports_its_field_and_log_prob_is_normalised():
     model = kvae.VAE(input_shape=(2, 2, 1), latent_dim=2, hidden=(8,),
-                     decoder=kvae.likelihoods.PixelCNNLikelihood((2, 2, 1), num_layers=2, filters=4), seed=0)
+                     decoder=kvae.parts.likelihoods.PixelCNNLikelihood((2, 2, 1), num_layers=2, filters=4), seed=0)
     assert model.likelihood.receptive_field["rows_above"] == 2
     px = model.decode(tf.random.normal((3, 2)))
     # sum over all 16 binary 2x2 images of p(x|z) is 1 for each z

@@ -2,7 +2,7 @@
 import matplotlib.image as mpimg
 import numpy as np
 
-from kvae import plotting
+from kvae.evaluation import plotting
 
 
 def test_a_titled_grid_is_drawn_pixel_for_pixel(tmp_path):

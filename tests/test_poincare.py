@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import kvae
-from kvae import poincare
+from kvae.models.poincare import geometry as poincare
 
 
 def _np_mobius(x, y, c):

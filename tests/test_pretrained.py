@@ -6,7 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from kvae import cli, pretrained, runs
+from kvae.cli import main as cli
+from kvae.pretrained import store as pretrained
+from kvae.training import runs
 from kvae.errors import RunError
 
 REQUIRED = ("vae-binarized-mnist", "vlae-binarized-mnist", "rae-binarized-mnist")
@@ -93,7 +95,7 @@ def test_shipped_model_loads_and_reproduces_its_recorded_check(name, mnist_dir):
     """The manifest's ``check``: NLL (or, for a deterministic encoder, the reconstruction error) of
     the first n validation images at k, seed 0, measured from the stored float16 weights when the
     model was packed; reproduced within its standard error."""
-    from kvae import data
+    from kvae.data import datasets as data
 
     info = pretrained.manifest(name)
     measured = info["measured"]

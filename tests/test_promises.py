@@ -12,7 +12,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import kvae
-from kvae import cli, data, runs
+from kvae.cli import main as cli
+from kvae.data import datasets as data
+from kvae.training import runs
 
 TINY = ["--dataset", "digits", "--hidden", "16", "--latent-dim", "3", "--quiet"]
 
@@ -135,7 +137,7 @@ def test_scale_options_from_the_cli(tmp_path, extra, check):
 
 
 def test_non_finite_weights_stop_training_and_are_not_checkpointed(tmp_path):
-    from kvae.callbacks import SafeBackupAndRestore
+    from kvae.training.callbacks import SafeBackupAndRestore
 
     x, _ = data.load("digits", "train").arrays()
     model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), seed=0)
@@ -171,12 +173,12 @@ def test_kernel_regularizer_losses_reach_the_training_loss():
 
 def test_a_registered_user_part_builds_by_name_and_round_trips(tmp_path):
     @keras.saving.register_keras_serializable(package="test_promises")
-    class WidePrior(kvae.priors.StandardNormalPrior):
+    class WidePrior(kvae.parts.priors.StandardNormalPrior):
         def distribution(self):
             tfd = tfp.distributions
             return tfd.Independent(tfd.Normal(tf.zeros(self.latent_dim), 3.0 * tf.ones(self.latent_dim)), 1)
 
-    kvae.priors.register("wide", WidePrior)
+    kvae.parts.priors.register("wide", WidePrior)
     model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), prior="wide", seed=0)
     assert isinstance(model.prior, WidePrior)
     np.testing.assert_allclose(model.prior_distribution().stddev().numpy(), [3.0, 3.0])
@@ -186,7 +188,7 @@ def test_a_registered_user_part_builds_by_name_and_round_trips(tmp_path):
 
 
 def test_onnx_friendly_bernoulli_log_prob_equals_tfps():
-    from kvae.likelihoods import bernoulli_log_prob
+    from kvae.parts.likelihoods import bernoulli_log_prob
 
     rng = np.random.RandomState(0)
     logits = rng.normal(size=(50, 7)).astype("float32") * 20  # large logits: the stable form matters

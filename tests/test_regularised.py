@@ -7,9 +7,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import kvae
-from kvae import evaluation
-from kvae.divergences import mmd
-from kvae.regularizers import DecoderGradientPenalty, MutualPosteriorDivergence, pairwise_gaussian_kl, permute_dims
+from kvae.evaluation import metrics as evaluation
+from kvae.nn.divergences import mmd
+from kvae.parts.regularizers import DecoderGradientPenalty, MutualPosteriorDivergence, pairwise_gaussian_kl, permute_dims
 
 tfd = tfp.distributions
 
@@ -127,7 +127,7 @@ def test_minibatch_tc_matches_its_formula_and_orders_dependent_above_independent
     from scipy.special import logsumexp
     from scipy.stats import norm
 
-    from kvae.regularizers import MinibatchTotalCorrelation
+    from kvae.parts.regularizers import MinibatchTotalCorrelation
 
     rng = np.random.RandomState(0)
     a, b = rng.normal(size=(200, 1)), rng.normal(size=(200, 1))
@@ -154,7 +154,7 @@ def test_minibatch_tc_matches_its_formula_and_orders_dependent_above_independent
 def test_factorvae_follows_algorithm_1():
     """Kim & Mnih 2018, Algorithm 1: joint codes from one batch, permuted codes from an independent one;
     the paper's discriminator (6 x 1000, LeakyReLU 0.2) and its Adam(1e-4, 0.5, 0.9)."""
-    from kvae.regularizers import TotalCorrelation
+    from kvae.parts.regularizers import TotalCorrelation
 
     model = kvae.FactorVAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(16,), seed=0)
     (tc,) = model.regularizer_layers
@@ -200,7 +200,7 @@ def _save(model):
 
 def test_infovae_kernel_is_the_reference_codes():
     """InfoVAE's mmd_vae.py: compute_kernel = exp(-mean_d (x - y)^2 / dim); MMD = mean kxx + mean kyy - 2 mean kxy."""
-    from kvae.divergences import kernel_matrix
+    from kvae.nn.divergences import kernel_matrix
 
     rng = np.random.RandomState(0)
     x, y = rng.normal(size=(7, 5)).astype("float32"), rng.normal(size=(6, 5)).astype("float32") + 0.5
@@ -219,7 +219,7 @@ def test_infovae_kernel_is_the_reference_codes():
 def test_kernel_matrix_and_mmd_match_numpy_for_several_bandwidths(kernel):
     """Each kernel, summed over bandwidths s, written out in numpy: RBF exp(-d2 / (2 D s^2)), IMQ C / (C + d2)
     with C = 2 D s^2, infovae exp(-d2 / (D^2 s^2)); MMD^2 as the unbiased U-statistic."""
-    from kvae.divergences import kernel_matrix
+    from kvae.nn.divergences import kernel_matrix
 
     rng = np.random.RandomState(1)
     x, y = rng.normal(size=(6, 3)), rng.normal(size=(5, 3)) * 1.5 + 0.3
@@ -248,7 +248,7 @@ def test_kernel_matrix_and_mmd_match_numpy_for_several_bandwidths(kernel):
 
 
 def test_kernel_defaults_and_unknown_kernels():
-    from kvae.divergences import kernel_matrix
+    from kvae.nn.divergences import kernel_matrix
 
     x = np.random.RandomState(2).normal(size=(4, 2)).astype("float32")
     np.testing.assert_allclose(kernel_matrix(x, x).numpy(), kernel_matrix(x, x, "rbf", (1.0,)).numpy())

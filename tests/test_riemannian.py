@@ -1,4 +1,4 @@
-"""RHVAE (kvae.riemannian): the metric against a direct sum, the generalised leapfrog is volume
+"""RHVAE (kvae.models.rhvae.riemannian): the metric against a direct sum, the generalised leapfrog is volume
 preserving and reversible and reduces to the leapfrog under a constant metric, the bound is the
 ELBO when the flow stands still (whatever the metric), and the manifold sampler's HMC kernel keeps
 its target."""
@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 import kvae
-from kvae import hamiltonian, riemannian
+from kvae.models.hvae import hamiltonian
+from kvae.models.rhvae import riemannian
 from test_hamiltonian import numpy_one_sample_elbo
 
 RNG = np.random.RandomState(0)
@@ -170,7 +171,7 @@ def test_cli_trains_an_rhvae_samples_its_manifold_and_exports(tmp_path):
     import json
     import os
 
-    from kvae import cli
+    from kvae.cli import main as cli
 
     run, png, bundle = str(tmp_path / "run"), str(tmp_path / "manifold.png"), str(tmp_path / "bundle")
     assert cli.main(["train", "--model", "rhvae", "--dataset", "digits", "--epochs", "1", "--limit", "64",

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from kvae import sample_quality as sq
+from kvae.evaluation import sample_quality as sq
 
 
 def test_frechet_distance_equals_its_formula():
@@ -51,7 +51,7 @@ def test_mode_dropping_lowers_recall_not_precision():
 
 
 def test_the_shipped_lenet_separates_digits_from_scrambled_digits(mnist_dir):
-    from kvae import data
+    from kvae.data import datasets as data
 
     train, _ = data.load("binarized_mnist", "train", mnist_dir).arrays()
     valid, _ = data.load("binarized_mnist", "valid", mnist_dir).arrays()
@@ -80,7 +80,7 @@ def test_images_of_other_shapes_use_the_pca_space(digits):
 def test_cli_reports_sample_quality(tmp_path, mnist_dir):
     import json
 
-    from kvae import cli
+    from kvae.cli import main as cli
 
     run = str(tmp_path / "rae")
     assert cli.main(["train", "--model", "rae", "--dataset", "binarized_mnist", "--data-dir", mnist_dir,

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from kvae.schedules import CyclicalAnnealing, LinearWarmup, beta_value
+from kvae.parts.schedules import CyclicalAnnealing, LinearWarmup, beta_value
 
 
 def test_linear_warmup_values_and_config():

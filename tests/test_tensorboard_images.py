@@ -6,8 +6,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kvae import runs
-from kvae.callbacks import TensorBoardImages
+from kvae.training import runs
+from kvae.training.callbacks import TensorBoardImages
 
 
 def _events(log_dir):

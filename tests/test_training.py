@@ -5,7 +5,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import kvae
-from kvae import data, evaluation
+from kvae.data import datasets as data
+from kvae.evaluation import metrics as evaluation
 
 
 @pytest.mark.slow  # 3 epochs of MNIST: about 2 minutes on 2 cores
@@ -88,7 +89,7 @@ def test_several_steps_per_call_train_the_same_weights():
     import numpy as np
 
     import kvae
-    from kvae import data
+    from kvae.data import datasets as data
 
     x, _ = data.load("digits", "train").arrays()
     weights, losses = [], []

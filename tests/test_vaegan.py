@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import kvae
-from kvae.regularizers import _fold
+from kvae.parts.regularizers import _fold
 
 
 def _model(**kw):
@@ -107,7 +107,7 @@ def test_discriminator_step_changes_only_its_weights_and_lowers_its_loss():
 
 def test_vae_gan_needs_its_discriminator_and_a_valid_feature_layer():
     with pytest.raises(kvae.errors.ConfigError, match="ImageDiscriminator"):
-        kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), objective=kvae.objectives.VAEGANObjective())
+        kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), objective=kvae.parts.objectives.VAEGANObjective())
     with pytest.raises(ValueError, match="feature_layer"):
         _model(feature_layer=2)
 
@@ -116,7 +116,7 @@ def test_command_line_train_and_export(tmp_path):
     import json
     import os
 
-    from kvae import cli
+    from kvae.cli import main as cli
 
     run, bundle = str(tmp_path / "run"), str(tmp_path / "bundle")
     assert cli.main(["train", "--model", "vae-gan", "--dataset", "digits", "--epochs", "1", "--latent-dim", "4",

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import kvae
-from kvae import cli
+from kvae.cli import main as cli
 
 
 def test_free_bits_floor_per_dimension():
@@ -23,7 +23,7 @@ def test_free_bits_floor_per_dimension():
 
 def test_free_bits_floor_on_the_total_for_flow_priors():
     model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=4, hidden=(8,), free_bits_per_dim=0.5, seed=0,
-                     prior=kvae.priors.FlowPrior(4, num_steps=1, hidden_units=(8,)))
+                     prior=kvae.parts.priors.FlowPrior(4, num_steps=1, hidden_units=(8,)))
     kl = tf.constant([1.0, 2.0])
     np.testing.assert_allclose(model.kl_penalty({"kl": kl, "kl_per_dim": None}), [2.0, 2.0])  # floor 0.5 * 4
     np.testing.assert_allclose(model.kl_penalty({"kl": kl + 2, "kl_per_dim": None}), kl + 2)

@@ -7,8 +7,8 @@ import tensorflow as tf
 from scipy.special import log_softmax, softmax
 
 import kvae
-from kvae.code_prior import PixelCNNCodePrior, inverse_cdf_index, normal_cdf
-from kvae.quantize import VectorQuantizer, nearest, perplexity
+from kvae.models.vqvae.code_prior import PixelCNNCodePrior, inverse_cdf_index, normal_cdf
+from kvae.models.vqvae.quantize import VectorQuantizer, nearest, perplexity
 
 
 def _numpy_nearest(z, codebook):
@@ -81,7 +81,7 @@ def test_dead_entries_restart_at_batch_vectors():
     """With restart_threshold t, after each moving-average step (numpy, as above) the entries whose
     count is below t take the batch vectors restart_picks(step) chooses, with count t and sum t z; the
     live entries follow the paper's update."""
-    from kvae.quantize import restart_picks
+    from kvae.models.vqvae.quantize import restart_picks
 
     rng = np.random.RandomState(3)
     k, d, decay, eps, t = 6, 2, 0.8, 1e-5, 0.5
@@ -240,7 +240,7 @@ def test_command_line_train_fit_prior_evaluate_export_and_serve(tmp_path, capsys
     import json
     import os
 
-    from kvae import cli
+    from kvae.cli import main as cli
     from kvae_serve.bundle import Bundle
 
     run, bundle_dir = str(tmp_path / "run"), str(tmp_path / "bundle")

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 import kvae
-from kvae.regularizers import _fold
+from kvae.parts.regularizers import _fold
 
 
 def imq_mmd_unbiased(a, b, scales):
@@ -52,7 +52,7 @@ def test_annealed_capacity_loss_follows_the_kl_target():
 def test_new_names_train_and_export_from_the_cli(tmp_path):
     import os
 
-    from kvae import cli
+    from kvae.cli import main as cli
 
     for name, options in (("wae-mmd", ["--reg-weight", "3"]), ("annealed-beta-vae", ["--capacity-steps", "5"]),
                           ("vamp", ["--num-components", "6"]), ("linnf", ["--flows", "planar,radial"]),
@@ -74,7 +74,7 @@ def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
     from scipy.stats import norm
 
     model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,),
-                     prior=kvae.priors.VampPrior(3, num_components=5), seed=0)
+                     prior=kvae.parts.priors.VampPrior(3, num_components=5), seed=0)
     prior = model.prior
     prior.pseudo_inputs.assign(np.random.RandomState(0).uniform(-0.5, 1.5, size=(5, 8, 8, 1)))
     u = np.clip(prior.pseudo_inputs.numpy(), 0, 1)  # hardtanh to [0, 1]
@@ -100,11 +100,11 @@ def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
 
 
 def test_vamp_prior_bundle_samples_with_component_noise(tmp_path):
-    from kvae import export
+    from kvae.export import bundle as export
     from kvae_serve import Bundle
 
     model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(16,),
-                     prior=kvae.priors.VampPrior(2, num_components=4), seed=0)
+                     prior=kvae.parts.priors.VampPrior(2, num_components=4), seed=0)
     export.export(model, str(tmp_path / "b"))
     bundle = Bundle(str(tmp_path / "b"))
     names = [i["name"] for i in bundle.manifest["endpoints"]["sample"]["inputs"]]
@@ -116,7 +116,7 @@ def test_vamp_prior_bundle_samples_with_component_noise(tmp_path):
 
 
 def test_planar_and_radial_log_dets_equal_numerical_jacobians():
-    from kvae.planar_radial import PlanarFlow, RadialFlow
+    from kvae.nn.planar_radial import PlanarFlow, RadialFlow
 
     rng = np.random.RandomState(0)
     z = tf.constant(rng.normal(size=(16, 3)), tf.float64)

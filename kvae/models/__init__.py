@@ -1,21 +1,21 @@
 """kvae models: the base contract and the models built on it."""
-from .base import VariationalModel
-from .registry import MODELS, get, register_model
-from .vae import VAE, BetaVAE, ConditionalVAE
-from .vlae import VLAE
-from .regularised import AE, MAE, RAE, BetaTCVAE, FactorVAE, InfoVAE
-from .iwae import CIWAE, IWAE, MIWAE, PIWAE
-from .wae import WAE
-from .annealed_capacity import AnnealedCapacityBetaVAE
-from .vamp import VampVAE
-from .linnf import LinNFVAE
-from .aae import AdversarialAE
-from .msssim import MSSSIMVAE
-from .hvae import HVAE
-from .rhvae import RHVAE
-from .vqvae import VQVAE
-from .vaegan import VAEGAN
-from .poincare import PoincareVAE
-from .svae import SVAE
+from kvae.core.model import VariationalModel
+from kvae.models.registry import MODELS, get, register_model
+from kvae.models.vae import VAE, BetaVAE, ConditionalVAE
+from kvae.models.vlae import VLAE
+from kvae.models.regularised import AE, MAE, RAE, BetaTCVAE, FactorVAE, InfoVAE
+from kvae.models.iwae import CIWAE, IWAE, MIWAE, PIWAE
+from kvae.models.wae import WAE
+from kvae.models.annealed_capacity import AnnealedCapacityBetaVAE
+from kvae.models.vamp import VampVAE
+from kvae.models.linnf import LinNFVAE
+from kvae.models.aae import AdversarialAE
+from kvae.models.msssim import MSSSIMVAE
+from kvae.models.hvae.model import HVAE
+from kvae.models.rhvae.model import RHVAE
+from kvae.models.vqvae.model import VQVAE
+from kvae.models.vaegan import VAEGAN
+from kvae.models.poincare.model import PoincareVAE
+from kvae.models.svae.model import SVAE
 
 __all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "RHVAE", "VQVAE", "VAEGAN", "PoincareVAE", "SVAE", "MODELS", "get", "register_model"]

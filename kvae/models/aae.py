@@ -2,15 +2,15 @@
 code distribution q(z) is matched to the prior by a discriminator on z (prior draws labelled 1, codes
 labelled 0, its own Adam optimizer stepped in the same ``train_step`` after the autoencoder's update).
 Loss of the autoencoder:  -log p(x|z) + weight * -log D(z)  (the non-saturating generator loss,
-:class:`kvae.regularizers.AdversarialDivergence`).  Makhzani et al. alternate a reconstruction and a
+:class:`kvae.parts.regularizers.AdversarialDivergence`).  Makhzani et al. alternate a reconstruction and a
 regularisation phase per batch; kvae takes both gradients in one update of the autoencoder."""
 import keras
 import tensorflow as tf
 
-from ..posteriors import DeterministicPosterior
-from ..regularizers import AdversarialDivergence
-from .base import VariationalModel
-from .registry import register_model
+from kvae.parts.posteriors import DeterministicPosterior
+from kvae.parts.regularizers import AdversarialDivergence
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
 
 
 @register_model("aae")

@@ -8,9 +8,9 @@ authors' description; under tf.distribute, each replica's share of the batch.)""
 import keras
 import tensorflow as tf
 
-from ..schedules import LinearWarmup, beta_value
-from .base import VariationalModel
-from .registry import register_model
+from kvae.parts.schedules import LinearWarmup, beta_value
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
 
 
 @register_model("annealed-beta-vae")

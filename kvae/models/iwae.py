@@ -1,11 +1,11 @@
 """The importance-weighted family: IWAE (Burda et al. 2016) and MIWAE, CIWAE, PIWAE (Rainforth et
-al. 2018), each the base model with an objective from :mod:`kvae.objectives` (any other model takes
+al. 2018), each the base model with an objective from :mod:`kvae.parts.objectives` (any other model takes
 the same objectives through ``objective=``)."""
 import keras
 
-from .. import objectives
-from .base import VariationalModel
-from .registry import register_model
+from kvae.parts import objectives
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
 
 
 class _Bound(VariationalModel):

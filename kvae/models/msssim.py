@@ -4,7 +4,7 @@ metrics"; pythae's MSSSIM_VAE):
     loss = (1 - MS-SSIM(x, E[x|z])) + beta KL(q(z|x) || p(z)),   z ~ q(z|x),
 
 the pixel-wise reconstruction term replaced by the multi-scale structural similarity of the
-decoder's mean image (:mod:`kvae.ssim`; TensorFlow's ``tf.image.ssim_multiscale``), per example.
+decoder's mean image (:mod:`kvae.nn.ssim`; TensorFlow's ``tf.image.ssim_multiscale``), per example.
 The decoder term is a score, not a density: the model has no NLL or ELBO (``has_likelihood`` is
 False), ``kvae evaluate`` reports the score and the KL.  pythae averages one MS-SSIM over the
 whole batch and multiplies the coarsest luminance term into every scale; kvae follows Wang et
@@ -12,9 +12,9 @@ al.'s per-image formula.
 """
 import keras
 
-from ..likelihoods import MSSSIMLikelihood
-from .base import VariationalModel
-from .registry import register_model
+from kvae.parts.likelihoods import MSSSIMLikelihood
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
 
 
 @register_model("msssim-vae")
@@ -26,7 +26,7 @@ class MSSSIMVAE(VariationalModel):
       beta: weight of the KL (pythae's default 1; the score lies in [0, 1] per image, so smaller
         values keep more information in z).
       power_factors: weight of each MS-SSIM scale; None picks the most scales that fit the image
-        (:func:`kvae.ssim.default_scales`: 4 on 28x28, 2 on 8x8).
+        (:func:`kvae.nn.ssim.default_scales`: 4 on 28x28, 2 on 8x8).
       filter_size: Gaussian window in pixels (None: the largest that fits the coarsest scale).
       filter_sigma: the window's standard deviation.
       positive: ``"shift"`` maps each scale's term v to (v + 1) / 2 before its power (pythae's

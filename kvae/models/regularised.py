@@ -1,18 +1,17 @@
 r"""The regularised family: InfoVAE, FactorVAE, MAE and RAE (plus the plain autoencoder).
 
-Each is the base model with a choice of KL weight and :mod:`kvae.regularizers`; the same
+Each is the base model with a choice of KL weight and :mod:`kvae.parts.regularizers`; the same
 regularisers compose with any other model through ``regularizers=[...]``.
 """
 import keras
 import tensorflow as tf
 
-from .. import networks
-from ..errors import ConfigError
-from ..posteriors import DeterministicPosterior
-from ..regularizers import (AdversarialDivergence, DecoderGradientPenalty, DecoderL2, LatentL2, MinibatchTotalCorrelation,
-                            MMDPenalty, MutualPosteriorDivergence, TotalCorrelation)
-from .base import VariationalModel
-from .registry import register_model
+from kvae.parts import networks
+from kvae.errors import ConfigError
+from kvae.parts.posteriors import DeterministicPosterior
+from kvae.parts.regularizers import AdversarialDivergence, DecoderGradientPenalty, DecoderL2, LatentL2, MinibatchTotalCorrelation, MMDPenalty, MutualPosteriorDivergence, TotalCorrelation
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
 
 
 @register_model("infovae")
@@ -163,7 +162,7 @@ class RAE(VariationalModel):
                         layer.__class__.from_config(layer.get_config()), name=layer.name + "_sn")
                     if isinstance(layer, weighted) else layer.__class__.from_config(layer.get_config()))
         if regularization == "sn":  # every decoder layer is normalised, the likelihood head's Dense included
-            from .. import likelihoods
+            from kvae.parts import likelihoods
 
             decoder = kwargs.get("decoder", "bernoulli")
             if decoder in ("bernoulli", "gaussian"):

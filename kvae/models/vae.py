@@ -1,13 +1,13 @@
 """VAE (Kingma & Welling 2013), beta-VAE (Higgins et al. 2017) and conditional VAE (Sohn et al. 2015).
 
-All three are the base :class:`~kvae.models.base.VariationalModel` with a Gaussian posterior,
+All three are the base :class:`~kvae.core.model.VariationalModel` with a Gaussian posterior,
 a standard-normal prior and a Bernoulli or Gaussian decoder; they differ only in defaults.
 """
 import keras
 
-from ..errors import ConfigError
-from .base import VariationalModel
-from .registry import register_model
+from kvae.errors import ConfigError
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
 
 
 @register_model("vae")
@@ -22,7 +22,7 @@ class BetaVAE(VariationalModel):
     """beta-VAE: loss = -E_q[log p(x|z)] + beta * KL, beta > 1 for disentangling (Higgins et al.).
 
     ``beta`` is a number or a schedule of the optimizer step, e.g.
-    ``kvae.schedules.LinearWarmup(target=4.0, warmup_steps=5000)`` for a KL warm-up.
+    ``kvae.parts.schedules.LinearWarmup(target=4.0, warmup_steps=5000)`` for a KL warm-up.
 
     Args:
       latent_dim: dimension of z (10, as in Higgins et al.'s dSprites experiments).

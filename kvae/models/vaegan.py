@@ -1,16 +1,16 @@
 """VAE-GAN (Larsen et al. 2016, "Autoencoding beyond pixels using a learned similarity metric"):
 a VAE whose reconstruction is measured in the feature space of a discriminator trained to tell data
 from reconstructions and from samples (:class:`kvae.objectives.VAEGANObjective` with a
-:class:`kvae.regularizers.ImageDiscriminator`).  Three losses, three updates in one ``train_step``:
+:class:`kvae.parts.regularizers.ImageDiscriminator`).  Three losses, three updates in one ``train_step``:
 the encoder follows KL + L_llike, the decoder gamma L_llike + the GAN loss, the discriminator its
 own Adam on BCE over data, reconstructions and samples.  The decoder is still a normalised p(x|z)
 (Bernoulli by default), so NLL and ELBO are reported, though nothing trains it by likelihood."""
 import keras
 
-from ..objectives import VAEGANObjective
-from ..regularizers import ImageDiscriminator
-from .base import VariationalModel
-from .registry import register_model
+from kvae.parts.objectives import VAEGANObjective
+from kvae.parts.regularizers import ImageDiscriminator
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
 
 
 @register_model("vae-gan")

@@ -1,10 +1,10 @@
 """The VAE with a VampPrior (Tomczak & Welling 2018): p(z) = (1/K) sum_k q(z|u_k) with learned
-pseudo-inputs u_k (:class:`kvae.priors.VampPrior`; any unconditional model takes the same prior)."""
+pseudo-inputs u_k (:class:`kvae.parts.priors.VampPrior`; any unconditional model takes the same prior)."""
 import keras
 
-from ..priors import VampPrior
-from .base import VariationalModel
-from .registry import register_model
+from kvae.parts.priors import VampPrior
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
 
 
 @register_model("vamp")

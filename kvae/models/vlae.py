@@ -11,22 +11,22 @@ ResNet encoder, Adamax 2e-3.
 """
 import keras
 
-from ..likelihoods import PixelCNNLikelihood
-from ..priors import FlowPrior
-from .base import VariationalModel
-from .registry import register_model
+from kvae.parts.likelihoods import PixelCNNLikelihood
+from kvae.parts.priors import FlowPrior
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
 
 
 @register_model("vlae")
 @keras.saving.register_keras_serializable(package="kvae")
 class VLAE(VariationalModel):
     """AF prior + local PixelCNN decoder + free bits; every part can still be replaced.  ``kvae train
-    --model vlae`` (and ``kvae.runs.train``) trains it as the paper does unless told otherwise:
+    --model vlae`` (and ``kvae.training.runs.train``) trains it as the paper does unless told otherwise:
     Adamax 2e-3 with Polyak averaging 0.998 (``training_defaults``).
 
     Args:
       latent_dim: dimension of z (64 in the paper).
-      network: encoder/decoder builder; ``"resnet"`` (:func:`kvae.networks.resnet_encoder`; the
+      network: encoder/decoder builder; ``"resnet"`` (:func:`kvae.parts.networks.resnet_encoder`; the
         paper's encoder is a ResNet whose widths it does not give, docs/vlae.md) or any other.
       prior: p(z); None builds the MAF prior from ``flow_steps`` and ``flow_hidden``.
       decoder: p(x|z); None builds the PixelCNN from the ``pixelcnn_*`` sizes.

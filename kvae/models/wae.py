@@ -6,10 +6,10 @@ likelihood's -log p(x|z): Bernoulli for binary data, as pythae's ``bce`` option)
 import keras
 import tensorflow as tf
 
-from ..posteriors import DeterministicPosterior
-from ..regularizers import MMDPenalty
-from .base import VariationalModel
-from .registry import register_model
+from kvae.parts.posteriors import DeterministicPosterior
+from kvae.parts.regularizers import MMDPenalty
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
 
 
 @register_model("wae-mmd")

@@ -8,7 +8,7 @@ import sys
 
 import keras
 
-from kvae import runs
+from kvae.training import runs
 
 
 class KillAt(keras.callbacks.Callback):

@@ -1,0 +1,1 @@
+"""The ``kvae`` command: a parser that needs no TensorFlow, and the command bodies."""

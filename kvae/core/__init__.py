@@ -1,0 +1,5 @@
+"""The contract every kvae model shares: :class:`~kvae.core.model.VariationalModel`.
+
+``core`` depends only on :mod:`kvae.parts`, :mod:`kvae.nn` and :mod:`kvae.errors` (a test holds this).
+"""
+from kvae.core.model import VariationalModel  # noqa: F401

@@ -1,7 +1,0 @@
-"""Keras 3 layers kvae's parts are made of: MADE and the PixelCNN's masked convolutions."""
-from .made import MADE, input_order, made_masks
-
-__all__ = ["MADE", "input_order", "made_masks"]
-from .pixelcnn import MaskedConv2D, PixelCNNNetwork, ancestral_sample, causal_mask  # noqa: E402
-
-__all__ += ["MaskedConv2D", "PixelCNNNetwork", "ancestral_sample", "causal_mask"]

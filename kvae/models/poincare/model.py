@@ -1,0 +1,30 @@
+"""Poincaré VAE (Mathieu et al. 2019): latent codes on the Poincaré ball of curvature -c, a wrapped
+normal posterior and a wrapped normal prior at the origin (:mod:`kvae.models.poincare.geometry`); the KL is the
+Monte-Carlo estimate log q(z|x) - log p(z) at the reparameterised sample.  The decoder reads z's
+coordinates in the ball (pythae's default; Mathieu et al.'s gyroplane first layer is not included)."""
+import keras
+
+from kvae.models.poincare.geometry import WrappedNormalPosterior, WrappedNormalPrior
+from kvae.core.model import VariationalModel
+from kvae.models.registry import register_model
+
+
+@register_model("poincare-vae")
+@keras.saving.register_keras_serializable(package="kvae")
+class PoincareVAE(VariationalModel):
+    """Poincaré VAE (Mathieu et al. 2019).
+
+    Args:
+      latent_dim: dimension of the ball (2 in the paper's MNIST figures).
+      curvature: c > 0, the ball's curvature is -c (its radius 1 / sqrt(c)).
+      prior_scale: standard deviation of the prior's normal in the tangent space at the origin.
+    """
+
+    fixed_options = ("posterior", "prior", "analytic_kl")
+
+    def __init__(self, input_shape, latent_dim=2, curvature=1.0, prior_scale=1.0, **kwargs):
+        kwargs.setdefault("posterior", WrappedNormalPosterior(latent_dim, curvature, name="posterior"))
+        kwargs.setdefault("prior", WrappedNormalPrior(latent_dim, curvature, prior_scale, name="prior"))
+        kwargs["analytic_kl"] = False
+        super().__init__(input_shape, latent_dim=latent_dim, **kwargs)
+        self._init_args.update(dict(curvature=float(curvature), prior_scale=float(prior_scale)))

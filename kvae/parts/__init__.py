@@ -1,0 +1,7 @@
+"""The parts a model composes, by role: what ``network=``, ``posterior=``, ``prior=``, ``decoder=``,
+``objective=``, ``regularizers=``, ``beta=`` and ``density=`` accept.
+
+One module per role: :mod:`~kvae.parts.networks`, :mod:`~kvae.parts.posteriors`,
+:mod:`~kvae.parts.priors`, :mod:`~kvae.parts.likelihoods`, :mod:`~kvae.parts.objectives`,
+:mod:`~kvae.parts.regularizers`, :mod:`~kvae.parts.schedules`, :mod:`~kvae.parts.densities`.
+"""

@@ -1,0 +1,6 @@
+"""Pretrained models shipped inside the package (``kvae pretrained list``); see :mod:`kvae.pretrained.store`.
+"""
+from kvae.pretrained.store import (  # noqa: F401
+    ROOT, FILES, names, manifest, verify, quantised_copy,
+    load, fetch, pack,
+)

@@ -1,0 +1,1 @@
+"""Training: runs (what ``kvae train`` does), checkpoints that resume exactly, callbacks."""
