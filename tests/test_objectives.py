@@ -9,6 +9,7 @@ import tensorflow as tf
 from scipy.special import logsumexp
 from scipy.stats import norm
 
+from kvae.core.terms import Terms
 import kvae
 from kvae.parts import objectives
 
@@ -35,8 +36,12 @@ def stubbed(objective):
     return objective
 
 
+def _empty_terms():
+    return Terms(x=None, y=None, groups=(), px=None, log_px_z=None)
+
+
 def test_each_objective_is_its_formula_on_fixed_log_weights():
-    terms = {}
+    terms = _empty_terms()
     np.testing.assert_allclose(stubbed(objectives.IWAEBound(6)).per_example_loss(None, terms),
                                -(logsumexp(LOG_W, axis=0) - np.log(6)), rtol=1e-6)
     np.testing.assert_allclose(stubbed(objectives.MIWAEBound(3, 2)).per_example_loss(None, terms),
@@ -48,7 +53,7 @@ def test_each_objective_is_its_formula_on_fixed_log_weights():
     piwae = stubbed(objectives.PIWAEBound(2, 3))
     np.testing.assert_allclose(piwae.per_example_loss(None, terms), -(logsumexp(LOG_W, 0) - np.log(6)), rtol=1e-6)
     np.testing.assert_allclose(piwae.encoder_loss(None, terms), -np_iwae(LOG_W, 3), rtol=1e-6)
-    assert objectives.IWAEBound(4).encoder_loss(None, {}) is None
+    assert objectives.IWAEBound(4).encoder_loss(None, _empty_terms()) is None
 
 
 def test_log_weights_are_log_p_x_z_plus_log_p_z_minus_log_q():

@@ -1,32 +1,32 @@
 r"""The base contract every kvae model shares: :class:`VariationalModel`.
 
 A model is ``x -> encoder network -> posterior head q(z|x) -> z -> decoder network ->
-likelihood head p(x|z)`` with a prior p(z) and optional regularisers.  The base class owns
+likelihood head p(x|z)`` with a prior p(z), optional regularisers and an ex-post density, each a part
+(:mod:`kvae.parts`, contracts in :mod:`kvae.parts.contracts`).  The class is composed of
 
-* the evidence lower bound (Kingma & Welling 2013)
-  :math:`\mathrm{ELBO}(x) = \mathbb{E}_{q(z|x)}[\log p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,p(z))`,
-  with the KL in closed form when TFP has it and a one-sample Monte-Carlo estimate
-  :math:`\log q(z|x) - \log p(z)` otherwise;
-* the training objective ``-E_q[log p(x|z)] + beta * KL + sum(regularisers)``, averaged over the
-  *global* batch so that N replicas apply the same update as one device;
-* the importance-weighted bound (Burda et al. 2016)
-  :math:`\log p(x) \ge \log \frac1k \sum_i p(x, z_i)/q(z_i|x)`, batched over samples;
-* ``encode``/``decode`` (``tfd.Distribution``), ``sample``, ``reconstruct``, ``train_step``,
-  ``test_step``, input checks in ``fit``, and ``get_config`` for ``.keras`` files.
-
-Conditional models (``num_classes`` set) see the one-hot label as extra input channels in the
-encoder and appended to z in the decoder (Sohn et al. 2015).
+* this module: construction, inputs (labels of conditional models, Sohn et al. 2015),
+  ``encode``/``decode`` (``tfd.Distribution``), ``sample``, ``reconstruct``, the ex-post density and
+  ``get_config`` for ``.keras`` files;
+* :class:`~kvae.core.objective.ELBOMixin`: latent groups, :class:`~kvae.core.terms.Terms`, KL, free
+  bits and the loss;
+* :class:`~kvae.core.step.KerasStepMixin`: ``train_step``/``test_step`` (global-batch averaging,
+  noise keyed by the optimizer step), resume batch-skipping, ``fit``;
+* :class:`~kvae.core.endpoints.EndpointsMixin`: the importance-sampled ``log_likelihood`` and the
+  deterministic ``*_from_noise`` endpoints that :mod:`kvae.export` serves.
 """
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kvae.parts import likelihoods, networks, posteriors, priors
+from kvae.core.endpoints import EndpointsMixin
+from kvae.core.moments import posterior_mean_and_noise
+from kvae.core.objective import ELBOMixin
+from kvae.core.step import KerasStepMixin
 from kvae.errors import ConfigError, DataError
-from kvae.parts.schedules import beta_value
+from kvae.parts import densities, likelihoods, networks, objectives, posteriors, priors
+from kvae.parts.contracts import flag
+from kvae.parts.schedules import LinearWarmup
 
 tfd = tfp.distributions
 
@@ -47,7 +47,7 @@ def _deserialize(value):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class VariationalModel(keras.Model):
+class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
     """Base class of kvae models; see the module docstring for the contract.
 
     Args:
@@ -108,8 +108,6 @@ class VariationalModel(keras.Model):
         if int(kl_warmup_steps) > 0:
             if not isinstance(beta, (int, float)):
                 raise ConfigError("kl_warmup_steps needs a numeric beta (beta is already a schedule)")
-            from kvae.parts.schedules import LinearWarmup
-
             beta = LinearWarmup(target=float(beta), warmup_steps=int(kl_warmup_steps))
         self.beta = beta
         self.analytic_kl = bool(analytic_kl)
@@ -130,16 +128,16 @@ class VariationalModel(keras.Model):
         self.encoder_network = encoder_network if encoder_network is not None else default_enc
         self.decoder_network = decoder_network if decoder_network is not None else default_dec
         self.posterior = posteriors.get(posterior, self.latent_dim)
+        if flag(self.posterior, "param_names", "posterior") is None:
+            raise ConfigError(f"posterior {type(self.posterior).__name__} declares no param_names (the names of the "
+                              "tensors its call returns; kvae.parts.contracts.Posterior): its encode endpoint could "
+                              "not be exported")
         self.prior = priors.get(prior, self.latent_dim)
         self.likelihood = likelihoods.get(decoder, self.data_shape)
         self.regularizer_layers = list(regularizers)
-        from kvae.parts import objectives
-
         self.objective = objectives.get(self._init_args["objective"])
         if self.objective is not None:
             self.objective.check(self)
-        from kvae.parts import densities
-
         self.density = densities.get(self._init_args["density"], self.latent_dim, int(density_components))
 
         # index of the batch within the current evaluation, folded into the validation noise seed
@@ -161,7 +159,7 @@ class VariationalModel(keras.Model):
         y0 = tf.zeros((1,), tf.int32) if self.conditional else None
         q = self.encode(x0, y0)
         self.decode(tf.zeros((1, self.latent_dim)), y0)
-        if hasattr(self.prior, "bind"):  # priors that use the model's own networks (the VampPrior)
+        if hasattr(self.prior, "bind"):  # priors built from the model's own networks (the VampPrior)
             self.prior.bind(self)
         if not self.prior.built:
             self.prior.build(None)
@@ -183,13 +181,13 @@ class VariationalModel(keras.Model):
     @property
     def has_density(self):
         """Whether q(z|x) has a density, so that the ELBO and importance sampling are defined."""
-        return not getattr(self.posterior, "deterministic", False)
+        return not flag(self.posterior, "deterministic", "posterior")
 
     @property
     def has_likelihood(self):
         """Whether p(x|z) is a normalised density, so that log p(x), the ELBO and the NLL are defined
         (not for a reconstruction score such as MS-SSIM)."""
-        return bool(getattr(self.likelihood, "normalised", True))
+        return bool(flag(self.likelihood, "normalised", "likelihood"))
 
     @property
     def conditional(self):
@@ -265,331 +263,6 @@ class VariationalModel(keras.Model):
         """p(z) as a ``tfd.Distribution`` with event shape [latent_dim]."""
         return self.prior.distribution()
 
-    # ------------------------------------------------------------------ objective
-    def kl_divergence(self, q, z=None):
-        """KL(q(z|x) || p(z)) per example: closed form when available, else log q(z) - log p(z)."""
-        p = self.prior_distribution()
-        if self.analytic_kl:
-            try:
-                return tfd.kl_divergence(q, p)
-            except NotImplementedError:
-                pass
-        if z is None:
-            raise ValueError("a Monte-Carlo KL needs the sample z")
-        return q.log_prob(z) - p.log_prob(z)
-
-    def kl_per_dimension(self, q, z=None):
-        """KL per latent dimension [B, latent_dim] when q and p both factorise, else None: closed form,
-        or with ``analytic_kl=False`` the one-sample estimate log q(z_d|x) - log p(z_d) at ``z``."""
-        if not (getattr(self.posterior, "factorized", False) and getattr(self.prior, "factorized", False)):
-            return None
-        if self.analytic_kl or z is None:
-            return tfd.kl_divergence(q.distribution, self.prior_distribution().distribution)
-        return q.distribution.log_prob(z) - self.prior_distribution().distribution.log_prob(z)
-
-    def compute_terms(self, x, y=None, training=False, seed=None):
-        """The pieces of the objective for one batch, as a dict of tensors and distributions.
-
-        Keys: ``x``, ``y``, ``q``, ``z`` (one reparameterised sample), ``px``,
-        ``log_px_z`` (log p(x|z), [B]), ``kl`` ([B]), ``kl_per_dim`` ([B, D] or None), ``prior``
-        (p(z)), ``seed``, ``decode_params`` (the decoder, for penalties on it) and ``training``.
-        Regularisers receive this dict.  The draw of z uses :meth:`standard_noise`, so it is a
-        function of the seed and of each example's position in the *global* batch.
-        """
-        x = tf.cast(x, tf.float32)
-        q = self.encode(x, y, training=training)
-        z = self.sample_posterior(q, seed)
-        px = self.decode(z, y, training=training)
-        return {
-            "x": x, "y": y, "q": q, "z": z, "px": px,
-            "log_px_z": px.log_prob(x),
-            "kl": self.kl_divergence(q, z),
-            "kl_per_dim": self.kl_per_dimension(q, z),
-            "prior": self.prior_distribution(), "seed": seed, "decode_params": self.decode_params,
-            "training": training,
-        }
-
-    def standard_noise(self, batch_size, seed, samples=None):
-        """N(0, I) noise [batch_size, latent_dim] (or [samples, batch_size, latent_dim]) for this
-        replica's share of the global batch.
-
-        Every replica draws the noise of the whole global batch from the same seed and keeps its
-        own slice, so an example gets the same noise on 1 or N replicas (the update is the same)
-        and no two replicas (no two examples) share noise.
-        """
-        ctx = tf.distribute.get_replica_context()
-        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-        lead = [] if samples is None else [int(samples)]
-        # (XLA's random kernels give another stream: runs are reproducible within a jit mode, not across.)
-        if replicas == 1:
-            return tf.random.stateless_normal(lead + [batch_size, self.latent_dim], seed)
-        eps = tf.random.stateless_normal(lead + [batch_size * replicas, self.latent_dim], seed)
-        start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * batch_size
-        return eps[start:start + batch_size] if samples is None else eps[:, start:start + batch_size]
-
-    def sample_posterior(self, q, seed):
-        """One reparameterised z ~ q(z|x) per example; through :meth:`standard_noise` when the
-        posterior layer can map noise to samples (``reparameterize``), else ``q.sample``."""
-        if seed is None or not hasattr(self.posterior, "reparameterize"):
-            return q.sample(seed=seed)
-        return self.posterior.reparameterize(q, self.standard_noise(q.batch_shape_tensor()[0], seed))
-
-    def kl_penalty(self, terms):
-        r"""The KL term of the training loss, per example ([B]).
-
-        With per-dimension free bits lambda (Kingma et al. 2016) the batch objective is
-        sum_d max(lambda, E_batch KL_d) when q and p factorise, else max(lambda * D, E_batch KL):
-        dimensions whose batch-mean KL is under the floor cost lambda and get no gradient.  With
-        ``free_bits_total`` lambda it is max(lambda, E_batch KL) (MAE's reference code:
-        ``KL.mean().clamp(min=free_bits)``).  (Under tf.distribute the floor is applied to each
-        replica's part of the batch.)
-        """
-        def floor_batch_mean(kl, floor):  # max(floor, E_batch KL) with no gradient below the floor
-            floor = tf.constant(floor, tf.float32)
-            return tf.where(tf.reduce_mean(kl) >= floor, kl, floor * tf.ones_like(kl))
-
-        if self.free_bits_total > 0:
-            return floor_batch_mean(terms["kl"], self.free_bits_total)
-        if self.free_bits_per_dim <= 0:
-            return terms["kl"]
-        lam = tf.constant(self.free_bits_per_dim, tf.float32)
-        per_dim = terms["kl_per_dim"]
-        if per_dim is not None:
-            above = tf.reduce_mean(per_dim, axis=0, keepdims=True) >= lam
-            return tf.reduce_sum(tf.where(above, per_dim, lam), axis=-1)
-        return floor_batch_mean(terms["kl"], self.free_bits_per_dim * self.latent_dim)
-
-    def bound_loss(self, terms, beta):
-        """The loss before regularisers, per example: -log p(x|z) + beta * KL, or the objective's
-        negative bound (models with another form override this)."""
-        if self.objective is not None:
-            return self.objective.per_example_loss(self, terms)
-        return -terms["log_px_z"] + beta * self.kl_penalty(terms)
-
-    def per_example_loss(self, terms, beta):
-        """:meth:`bound_loss` + regularisers, one value per example, plus the regulariser values."""
-        loss = self.bound_loss(terms, beta)
-        reg_values = []
-        for reg in self.regularizer_layers:
-            value = tf.cast(reg.penalty(terms), tf.float32)
-            reg_values.append(value)
-            loss = loss + value
-        return loss, reg_values
-
-    def elbo(self, x, y=None, seed=None):
-        """ELBO per example (one sample of z, closed-form KL where available), in nats."""
-        terms = self.compute_terms(x, y, seed=self._seed(seed))
-        return terms["log_px_z"] - terms["kl"]
-
-    # ------------------------------------------------------------------ training
-    def noise_seed(self):
-        """A stateless seed for this step: the base seed folded with the optimizer step, so noise
-        never repeats across steps and resumes with the optimizer state (replicas then take their
-        own slice of the global batch's noise, see :meth:`standard_noise`)."""
-        step = self.optimizer.iterations if self.optimizer is not None else tf.constant(0, tf.int64)
-        seed = tf.random.experimental.stateless_fold_in(tf.constant([self.seed, 0], tf.int64), step)
-        return tf.cast(seed, tf.int32)
-
-    def _unpack(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if y is None and isinstance(x, (tuple, list)):
-            x, y = self._split_inputs(x)
-        if not self.conditional:
-            y = None
-        return tf.cast(x, tf.float32), y, sample_weight
-
-    def _current_beta(self):
-        step = self.optimizer.iterations if self.optimizer is not None else 0
-        return beta_value(self.beta, step)
-
-    def _update_metrics(self, terms, per_example, reg_values, beta, sample_weight):
-        extra = sum(self.losses) if self.losses else 0.0
-        self.loss_tracker.update_state(per_example + extra, sample_weight=sample_weight)
-        self.neg_elbo_tracker.update_state(-terms["log_px_z"] + terms["kl"], sample_weight=sample_weight)
-        self.rec_tracker.update_state(-terms["log_px_z"], sample_weight=sample_weight)
-        self.kl_tracker.update_state(terms["kl"], sample_weight=sample_weight)
-        self.beta_tracker.update_state(beta)
-        for tracker, value in zip(self.reg_trackers, reg_values):
-            tracker.update_state(value)
-        results = {m.name: m.result() for m in self.metrics}
-        strategy = tf.distribute.get_strategy()
-        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
-            # Keras 3 reduces multi-worker step outputs with MEAN over axis 0, which fails on scalars
-            # (tensorflow/tensorflow#72388); shape [1] reduces to the same scalar.
-            results = {k: tf.reshape(v, [1]) for k, v in results.items()}
-        return results
-
-    def train_step(self, data):
-        x, y, sample_weight = self._unpack(data)
-        beta = self._current_beta()
-        split = self.objective is not None and self.objective.splits_gradients
-        with tf.GradientTape(persistent=split) as tape:
-            terms = self.compute_terms(x, y, training=True, seed=self.noise_seed())
-            per_example, reg_values = self.per_example_loss(terms, beta)
-            loss = tf.nn.compute_average_loss(per_example, sample_weight=sample_weight)
-            if self.losses:
-                loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.losses))
-            scaled = self.optimizer.scale_loss(loss)
-            if split:  # PIWAE: the inference network follows its own bound
-                encoder_loss = self.objective.encoder_loss(self, terms)
-                for reg, value in zip(self.regularizer_layers, reg_values):
-                    if getattr(reg, "encoder_term", True):  # not the VAE-GAN's GAN loss
-                        encoder_loss = encoder_loss + value
-                encoder_scaled = self.optimizer.scale_loss(
-                    tf.nn.compute_average_loss(encoder_loss, sample_weight=sample_weight))
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        if split:
-            inference = {id(v) for v in self.encoder_network.trainable_variables + self.posterior.trainable_variables}
-            chosen = [i for i, v in enumerate(variables) if id(v) in inference]
-            encoder_grads = tape.gradient(encoder_scaled, [variables[i] for i in chosen])
-            grads = list(grads)
-            for i, g in zip(chosen, encoder_grads):
-                grads[i] = g
-        del tape
-        own = {id(v) for v in self.model_variables}
-        # regularisers' own variables (discriminators) get zero here: their optimizer steps them in
-        # after_step; keeping them in the list keeps the optimizer's state aligned for save/load
-        grads = [g if id(v) in own or g is None else tf.zeros_like(g) for g, v in zip(grads, variables)]
-        self.optimizer.apply(grads, variables)
-        for reg in self.regularizer_layers:
-            reg.after_step(self, terms)
-        return self._update_metrics(terms, per_example, reg_values, beta, sample_weight)
-
-    def skip_batches(self, n):
-        """Make the next ``n`` training batches be read and discarded without a step (used on resume
-        by :class:`kvae.training.callbacks.SafeBackupAndRestore` for the batches applied before an interruption)."""
-        self._batches_to_skip = int(n)
-
-    def make_train_function(self, force=False):
-        super().make_train_function(force)
-        step = self.train_function
-        if getattr(step, "_kvae_skipping", False):
-            return step
-
-        def train_function(iterator):
-            # one call runs up to steps_per_execution steps; the skipped batches of a resumed epoch
-            # are read in calls of the same size (a checkpoint lands at the end of a call, so the
-            # count is normally a whole number of calls; a remainder is read, then a call runs)
-            todo = getattr(self, "_batches_to_skip", 0)
-            if todo > 0:
-                n = min(todo, self.steps_per_execution)
-                for _ in range(n):
-                    next(iterator)
-                self._batches_to_skip = todo - n
-                if n == self.steps_per_execution:
-                    return {m.name: m.result() for m in self.metrics}
-            return step(iterator)
-
-        train_function._kvae_skipping = True
-        self.train_function = train_function
-        return train_function
-
-    def evaluate(self, *args, **kwargs):
-        """``keras.Model.evaluate``; the validation noise restarts with each evaluation."""
-        self._eval_batch.assign(0)
-        return super().evaluate(*args, **kwargs)
-
-    def test_step(self, data):
-        x, y, sample_weight = self._unpack(data)
-        beta = self._current_beta()
-        # a different draw for every batch of an evaluation (the step's seed folded with the batch index)
-        seed = tf.cast(tf.random.experimental.stateless_fold_in(self.noise_seed(), self._eval_batch.value), tf.int32)
-        self._eval_batch.assign_add(1)
-        terms = self.compute_terms(x, y, training=False, seed=seed)
-        per_example, reg_values = self.per_example_loss(terms, beta)
-        return self._update_metrics(terms, per_example, reg_values, beta, sample_weight)
-
-    def call(self, inputs, training=False):
-        """Reconstruction (decoder mean at the posterior mean) of ``x`` or ``(x, y)``."""
-        x, y = self._split_inputs(inputs)
-        return self.reconstruct(x, y, training=training)
-
-    #: run ``fit`` with the objects that exist at its start (and after its first epoch, when the
-    #: steps are traced) frozen out of the garbage collector's view (:class:`kvae.training.callbacks.FreezeGC`)
-    freeze_gc_during_fit = True
-
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        """``keras.Model.fit`` after checking the data (shape, NaN/inf, range, binary values).
-
-        While it runs, Python's garbage collector skips the objects that existed when it started and
-        after its first epoch (``gc.freeze``, undone when it returns): a full collection over the
-        many objects of TensorFlow and Keras took ~1.2 s between two batches here, every few
-        epochs.  Set ``model.freeze_gc_during_fit = False`` to leave the collector alone.
-
-        numpy arrays are batched by a kvae pipeline (:meth:`_arrays_to_pipelines`): epoch e's order
-        is keyed by (``seed``, e) rather than Keras' global generator, and tf.data's autotuner,
-        whose teardown stalled an epoch's start by ~1 s, is off."""
-        from kvae.data.datasets import check_inputs
-
-        check_inputs(self, x, y, what="training data")
-        if validation_data is not None:
-            check_inputs(self, validation_data, None, what="validation data")
-        if not args:
-            x, y, validation_data = self._arrays_to_pipelines(x, y, validation_data, kwargs)
-        if isinstance(x, tf.data.Dataset):
-            kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; avoids Keras' warning
-            if getattr(x, "kvae_epoch", None) is not None:  # a kvae pipeline: order each epoch by its number
-                from kvae.training.callbacks import DataEpoch
-
-                kwargs["callbacks"] = [DataEpoch(x.kvae_epoch), *(kwargs.get("callbacks") or [])]
-        if not self.freeze_gc_during_fit:
-            return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
-        from kvae.training.callbacks import FreezeGC
-
-        freeze = FreezeGC()
-        kwargs["callbacks"] = [freeze, *(kwargs.get("callbacks") or [])]
-        try:
-            return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
-        finally:  # also when fit raises (Keras then skips on_train_end)
-            freeze.on_train_end()
-
-    def _arrays_to_pipelines(self, x, y, validation_data, kwargs):
-        """numpy training (and validation) arrays become kvae pipelines (:func:`kvae.data.batches`):
-        batches of ``batch_size`` (Keras' default 32), epoch e in the order keyed by (model seed, e)
-        when ``shuffle`` (as a resumed run needs), tf.data's autotuner off.  Arrays with
-        ``sample_weight``, ``class_weight``, ``validation_split``, ``steps_per_epoch`` or
-        ``shuffle="batch"`` go to Keras unchanged."""
-        from kvae.data.datasets import batches
-
-        def arrays(a, b):
-            if isinstance(a, (tuple, list)) and len(a) == 2 and b is None:
-                a, b = a
-            if isinstance(a, np.ndarray) and (b is None or isinstance(b, np.ndarray)):
-                return a, b
-            return None
-
-        def _unset(value):
-            return value is None or (isinstance(value, (int, float)) and value == 0)
-
-        keras_only = ("sample_weight", "class_weight", "validation_split", "steps_per_epoch")
-        train = arrays(x, y)
-        if train is None or any(not _unset(kwargs.get(k)) for k in keras_only) or \
-                kwargs.get("shuffle", True) not in (True, False):
-            return x, y, validation_data
-        batch_size = kwargs.pop("batch_size", None) or 32
-        shuffle = kwargs.pop("shuffle", True)
-        a, b = train
-        a = a.astype(np.float32, copy=False)
-        x = batches(a, b, batch_size, shuffle=shuffle, seed=self.seed)
-        valid = arrays(validation_data, None) if validation_data is not None else None
-        if valid is not None:
-            va, vb = valid
-            vbatch = kwargs.pop("validation_batch_size", None) or batch_size
-            validation_data = batches(va.astype(np.float32, copy=False), vb, vbatch, shuffle=False)
-        return x, None, validation_data
-
-    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
-        """``keras.Model.export``: the model's ``call`` (the reconstruction of x, or of (x, y) for
-        conditional models) as a SavedModel ``serve`` endpoint (or ONNX with ``format="onnx"``).
-        The input signature defaults to x [None, *input_shape] float32 (and y [None] int32).
-        For every endpoint (encode, decode, sample, log_prob, ...) use :func:`kvae.export.export`."""
-        if input_signature is None:
-            x_spec = tf.TensorSpec((None,) + self.data_shape, tf.float32, name="x")
-            input_signature = [(x_spec, tf.TensorSpec((None,), tf.int32, name="y"))] if self.conditional else [x_spec]
-        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
-
     # ------------------------------------------------------------------ inference
     def _seed(self, seed):
         if seed is None:
@@ -631,7 +304,7 @@ class VariationalModel(keras.Model):
         if source == "density":
             if not self.density.is_fitted:
                 raise ConfigError("the ex-post density is not fitted: call fit_density(x) (kvae fit-density RUN_DIR)")
-            if self.density.needs_component_noise:  # the Gaussian mixture
+            if flag(self.density, "needs_component_noise", "density"):  # the Gaussian mixture
                 z = self.density.distribution().sample(n, seed=s1)
             else:
                 z = self.density.from_noise(tf.random.stateless_normal([n, self.latent_dim], s1))
@@ -658,9 +331,7 @@ class VariationalModel(keras.Model):
     def posterior_means(self, x, y=None, batch_size=500, seed=0, num_samples=256, return_noise=False):
         """E_q[z|x] for every example, as a numpy array; a Monte-Carlo mean of ``num_samples`` draws
         for posteriors without a closed form (flows), whose per-example variance is returned too
-        with ``return_noise=True`` (see :func:`kvae.evaluation.posterior_mean_and_noise`)."""
-        from kvae.evaluation.metrics import posterior_mean_and_noise
-
+        with ``return_noise=True`` (see :func:`kvae.core.moments.posterior_mean_and_noise`)."""
         means, noises = [], []
         for start in range(0, len(x), batch_size):
             yb = None if (y is None or not self.conditional) else y[start:start + batch_size]
@@ -675,7 +346,7 @@ class VariationalModel(keras.Model):
         """Fit the ex-post density (the ``density`` option: a Gaussian mixture by default, Ghosh et al.
         2020) to the posterior means of x.  ``kind`` must be the model's own: for another kind,
         ``model.with_density(kind)`` returns the same model with that density slot."""
-        current = getattr(self.density, "kind", None)
+        current = flag(self.density, "kind", "density")
         if kind is not None and kind != current:
             raise ConfigError(f"this model's ex-post density is {current!r}, not {kind!r}: use "
                               f"model = model.with_density({kind!r}) first (kvae fit-density --kind does this)")
@@ -698,85 +369,6 @@ class VariationalModel(keras.Model):
         for source, target in zip(mine, theirs):
             target.assign(source)
         return clone
-
-    @tf.function(reduce_retracing=True)
-    def _log_weights(self, x, y, k, seed):
-        q = self.encode(x, y)
-        z = q.sample(k, seed=seed)
-        log_w = self.decode(z, y).log_prob(x) + self.prior_distribution().log_prob(z) - q.log_prob(z)
-        return log_w
-
-    def log_likelihood(self, x, y=None, k=1000, batch_size=100, seed=0, max_elements=2**23, progress=None):
-        r"""Importance-sampled log p(x) per example (Burda et al. 2016), a lower bound that
-        tightens as k grows:  log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x).
-
-        The k samples are drawn in chunks so that a chunk holds about ``max_elements`` numbers
-        per data tensor; chunks are combined with logsumexp, so k=5000 fits in memory.
-        ``progress(done, total)`` is called after each batch of examples.
-        """
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}")
-        if not self.has_density:
-            raise ConfigError(f"{type(self).__name__} has a deterministic encoder: q(z|x) has no density, so "
-                              "the importance-sampled likelihood is not defined")
-        if not self.has_likelihood:
-            raise ConfigError(f"{type(self).__name__}'s decoder term ({type(self.likelihood).__name__}) is a "
-                              "reconstruction score, not a normalised density: log p(x) is not defined")
-        x = np.asarray(x, np.float32) if not isinstance(x, tf.Tensor) else tf.cast(x, tf.float32)
-        n = int(x.shape[0])
-        seed = self._seed(seed)
-        out = []
-        event = math.prod(self.data_shape)
-        for start in range(0, n, batch_size):
-            xb = x[start:start + batch_size]
-            yb = None if (y is None or not self.conditional) else self.one_hot(y[start:start + batch_size])
-            b = int(xb.shape[0])
-            cost = b * event * getattr(self.likelihood, "memory_factor", 1)
-            chunk = int(max(1, min(k, max_elements // max(1, cost))))
-            total = None
-            for i, lo in enumerate(range(0, k, chunk)):
-                m = min(chunk, k - lo)
-                s = tf.cast(tf.random.experimental.stateless_fold_in(seed, start * 1_000_003 + i), tf.int32)
-                lse = tf.reduce_logsumexp(self._log_weights(xb, yb, tf.constant(m), s), axis=0)
-                total = lse if total is None else tf.experimental.numpy.logaddexp(total, lse)
-            out.append(total - math.log(k))
-            if progress is not None:
-                progress(start + b, n)
-        return tf.concat(out, axis=0)
-
-    # ------------------------------------------------------------------ deterministic endpoints
-    # Every source of randomness is an input: these are what kvae.export serves.
-    def sample_from_noise(self, eps, labels=None, uniform=None, component_uniform=None):
-        """Images for prior noise eps [N, latent_dim] (z = prior.from_noise(eps)); PixelCNN decoders
-        also take the uniform pixel noise [N, *input_shape], mixture priors (the VampPrior) the
-        component noise [N]."""
-        if getattr(self.prior, "needs_component_noise", False):
-            z = self.prior.from_noise(eps, component_uniform)
-        else:
-            z = self.prior.from_noise(eps)
-        return self.likelihood.images(self.decode_params(z, labels), uniform)
-
-    def sample_density_from_noise(self, eps, component_uniform=None, labels=None, uniform=None):
-        """Images for codes drawn from the ex-post density with explicit noise (``component_uniform``
-        [N] only for the Gaussian mixture)."""
-        z = self.density.from_noise(eps, component_uniform)
-        return self.likelihood.images(self.decode_params(z, labels), uniform)
-
-    def reconstruct_from_noise(self, x, eps, labels=None, uniform=None):
-        """Images decoded from z = reparameterize(q(z|x), eps)."""
-        q = self.encode(x, labels)
-        z = self.posterior.reparameterize(q, eps)
-        return self.likelihood.images(self.decode_params(z, labels), uniform)
-
-    def log_prob_from_noise(self, x, eps, labels=None):
-        """Importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i|x), z_i = reparameterize(q, eps_i),
-        for eps [k, B, latent_dim]: the exported ``log_prob`` endpoint."""
-        x = tf.cast(x, tf.float32)
-        q = self.encode(x, labels)
-        z = self.posterior.reparameterize(q, eps)
-        log_w = self.decode(z, labels).log_prob(x) + self.prior_distribution().log_prob(z) - q.log_prob(z)
-        k = tf.cast(tf.shape(eps)[0], tf.float32)
-        return tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(k)
 
     # ------------------------------------------------------------------ config
     def get_config(self):

@@ -40,6 +40,6 @@ class AdversarialAE(VariationalModel):
                                     discriminator_hidden=[int(h) for h in discriminator_hidden],
                                     discriminator_lr=float(discriminator_lr)))
 
-    def kl_divergence(self, q, z=None):
+    def kl_divergence(self, q, z=None, prior=None):
         """No KL: the encoder is deterministic (the discriminator matches q(z) to the prior)."""
         return tf.zeros(tf.shape(q.distribution.loc)[:-1])

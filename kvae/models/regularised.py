@@ -179,7 +179,7 @@ class RAE(VariationalModel):
         self._init_args.update(dict(regularization=regularization, latent_weight=float(latent_weight),
                                     reg_weight=float(reg_weight)))
 
-    def kl_divergence(self, q, z=None):
+    def kl_divergence(self, q, z=None, prior=None):
         """No KL: the encoder is deterministic (its code is penalised by the regularisers)."""
         return tf.zeros(tf.shape(q.distribution.loc)[:-1])
 

@@ -37,6 +37,6 @@ class WAE(VariationalModel):
         self._init_args.update(dict(reg_weight=float(reg_weight), kernel=kernel,
                                     bandwidths=[float(b) for b in bandwidths]))
 
-    def kl_divergence(self, q, z=None):
+    def kl_divergence(self, q, z=None, prior=None):
         """No KL: the encoder is deterministic (the MMD matches q(z) to the prior)."""
         return tf.zeros(tf.shape(q.distribution.loc)[:-1])

@@ -59,20 +59,18 @@ class Objective(keras.layers.Layer):
                               f"{type(model.likelihood).__name__} is a reconstruction score")
 
     def log_weights(self, model, terms):
-        """log w [M K, B] for the batch in ``terms`` (its q, x, y, seed and training flag)."""
-        q, x, y = terms["q"], terms["x"], terms["y"]
+        """log w [M K, B] for the batch in ``terms`` (its posteriors, x, y, seed and training flag)."""
         s = self.num_samples * self.num_groups
         seed = terms["seed"]
         if seed is not None:
             seed = tf.cast(tf.random.experimental.stateless_fold_in(seed, 2711), tf.int32)
-        batch = tf.shape(x)[0]
+        batch = tf.shape(terms["x"])[0]
         if seed is None:
             eps = tf.random.normal([s, batch, model.latent_dim])
         else:
             eps = model.standard_noise(batch, seed, samples=s)
-        z = model.posterior.reparameterize(q, eps)
-        px = model.decode(z, y, training=terms["training"])
-        return px.log_prob(x) + model.prior_distribution().log_prob(z) - q.log_prob(z)
+        return model.log_weights_from_noise(terms["x"], terms["y"], eps=eps, training=terms["training"],
+                                            groups=terms["groups"])
 
     def encoder_loss(self, model, terms):
         """The inference network's per-example loss when :attr:`splits_gradients`, else None."""
@@ -137,11 +135,11 @@ class PIWAEBound(Objective):
 
     def per_example_loss(self, model, terms):
         log_w = self.log_weights(model, terms)
-        terms["_piwae_encoder_loss"] = -iwae_bound(log_w, self.num_groups)
+        terms.encoder_loss = -iwae_bound(log_w, self.num_groups)
         return -iwae_bound(log_w)
 
     def encoder_loss(self, model, terms):
-        return terms.get("_piwae_encoder_loss")
+        return terms.encoder_loss
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -185,11 +183,11 @@ class VAEGANObjective(Objective):
 
     def per_example_loss(self, model, terms):
         feature = self.feature_loss(model, terms)
-        terms["_vaegan_encoder_loss"] = terms["kl"] + feature
+        terms.encoder_loss = terms["kl"] + feature
         return self.gamma * feature
 
     def encoder_loss(self, model, terms):
-        return terms.get("_vaegan_encoder_loss")
+        return terms.encoder_loss
 
     def get_config(self):
         config = super().get_config()

@@ -24,6 +24,7 @@ import tensorflow as tf
 from kvae.models.vqvae.code_prior import CodeDistribution, PixelCNNCodePrior
 from kvae.models.vqvae.quantize import VectorQuantizedPosterior, perplexity
 from kvae.core.model import VariationalModel
+from kvae.core.terms import LatentGroup, Terms
 from kvae.models.registry import register_model
 
 
@@ -82,6 +83,8 @@ class VQVAE(VariationalModel):
     def metrics(self):
         return [*super().metrics, self.commitment_tracker, self.perplexity_tracker]
 
+    extra_terms = ("z_e", "codes")
+
     def compute_terms(self, x, y=None, training=False, seed=None):
         """The base terms, with z the quantised code, ``z_e``, ``codes`` [B, H W] (int32) and the KL
         -log p(k(x)) under the code prior."""
@@ -93,16 +96,15 @@ class VQVAE(VariationalModel):
         uniform = tf.fill(tf.shape(codes)[:1], float(self.posterior.positions * np.log(self.num_embeddings)))
         # -log p(k): the constant H W log K until the prior is fitted (no PixelCNN pass while training)
         kl = tf.cond(self.prior.fitted > 0, lambda: -self.prior.log_prob_codes(codes), lambda: uniform)
-        return {"x": x, "y": y, "q": self.posterior.distribution(params), "z": z, "px": px,
-                "log_px_z": px.log_prob(x), "kl": kl, "kl_per_dim": None,
-                "prior": self.prior_distribution(), "seed": seed, "decode_params": self.decode_params,
-                "training": training, "z_e": z_e, "codes": codes}
+        group = LatentGroup("z", self.posterior.distribution(params), z, self.prior_distribution(), kl=kl)
+        return Terms(x=x, y=y, groups=(group,), px=px, log_px_z=px.log_prob(x), seed=seed, training=training,
+                     decode_params=self.decode_params, z_e=z_e, codes=codes)
 
     def prior_distribution(self):
         """p(z): index maps from the code prior looked up in the codebook (:class:`kvae.models.vqvae.code_prior.CodeDistribution`)."""
         return CodeDistribution(self.prior, self.posterior)
 
-    def kl_divergence(self, q, z=None):
+    def kl_divergence(self, q, z=None, prior=None):
         """-log p(k) of the codes of z (q is a point mass on k(x))."""
         return -self.prior_distribution().log_prob(q.distribution.loc if z is None else z)
 
