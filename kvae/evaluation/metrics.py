@@ -32,15 +32,26 @@ def posterior_mean(q, seed, num_samples=MC_MEAN_SAMPLES):
 def posterior_statistics(model, x, y=None, batch_size=500, seed=0):
     """One pass over x: per-example ``elbo``, ``log_px_z``, ``kl`` ([N]), ``kl_per_dim`` ([N, D]
     or None), posterior means ``z_mean`` ([N, D]) and the Monte-Carlo variance of those means
-    ``z_mean_noise`` ([N, D], 0 for closed-form means), as numpy arrays."""
+    ``z_mean_noise`` ([N, D], 0 for closed-form means), as numpy arrays; per latent group
+    (:mod:`kvae.core.terms`), ``group_names``, ``kl_per_group`` ([N, G]) and ``group_dims`` (the
+    columns of ``z_mean`` that belong to each group, its codes flattened)."""
     y = y if model.conditional else None
+    names = []
 
     @tf.function(reduce_retracing=True)
     def stats(xb, yb, s):
         terms = model.compute_terms(xb, yb, seed=s)
-        s2 = tf.cast(tf.random.experimental.stateless_fold_in(s, 1), tf.int32)
-        mean, noise = posterior_mean_and_noise(terms["q"], s2)
-        out = {"log_px_z": terms["log_px_z"], "kl": terms["kl"], "z_mean": mean, "z_mean_noise": noise}
+        means, noises = [], []
+        for i, group in enumerate(terms.groups):
+            s2 = tf.cast(tf.random.experimental.stateless_fold_in(s, 1 + i), tf.int32)
+            mean, noise = posterior_mean_and_noise(group.q, s2)
+            flat = tf.shape(mean)[0]
+            means.append(tf.reshape(mean, [flat, -1]))
+            noises.append(tf.reshape(noise, [flat, -1]))
+        names[:] = [g.name for g in terms.groups]
+        out = {"log_px_z": terms["log_px_z"], "kl": terms["kl"], "z_mean": tf.concat(means, -1),
+               "z_mean_noise": tf.concat(noises, -1), "kl_per_group": tf.stack([g.kl for g in terms.groups], -1),
+               "group_sizes": tf.stack([tf.shape(m)[1] for m in means])}
         if terms["kl_per_dim"] is not None:
             out["kl_per_dim"] = terms["kl_per_dim"]
         return out
@@ -52,10 +63,24 @@ def posterior_statistics(model, x, y=None, batch_size=500, seed=0):
         out = stats(tf.cast(xb, tf.float32), None if yb is None else model.one_hot(yb), s)
         for key, value in out.items():
             parts.setdefault(key, []).append(value.numpy())
+    sizes = parts.pop("group_sizes")[0]
     result = {key: np.concatenate(values) for key, values in parts.items()}
     result.setdefault("kl_per_dim", None)
     result["elbo"] = result["log_px_z"] - result["kl"]
+    result["group_names"] = list(names)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    result["group_dims"] = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
     return result
+
+
+def per_group(stats):
+    """``kl_per_group`` ({name: mean KL in nats}) and ``active_units_per_group`` ({name: count}) from
+    :func:`posterior_statistics`."""
+    names = stats["group_names"]
+    kl = {n: float(v) for n, v in zip(names, stats["kl_per_group"].mean(axis=0))}
+    au = {n: active_units(stats["z_mean"][:, dims], mean_noise=stats["z_mean_noise"][:, dims])[0]
+          for n, dims in zip(names, stats["group_dims"])}
+    return {"kl_per_group": kl, "active_units_per_group": au}
 
 
 def representation(model, batch_size=512, seed=0):
@@ -171,7 +196,8 @@ def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progr
 
     Keys: ``nll`` (importance-sampled, nats, positive), ``elbo`` (nats, <= -nll),
     ``neg_elbo``, ``rec_loss`` (-E_q log p(x|z)), ``kl``, ``kl_per_dim`` (list), ``active_units``,
-    ``latent_dim``, ``k``, ``n``.
+    ``latent_dim``, ``k``, ``n``, and per latent group ``kl_per_group`` and ``active_units_per_group``
+    ({group name: value}; one group ``"z"`` for single-latent models).
     """
     if limit is not None:
         x = x[:limit]
@@ -201,7 +227,7 @@ def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progr
                 "active_units": au, "latent_dim": int(model.latent_dim), "k": int(k), "n": int(len(x))}
     nll = importance_sampled_nll(model, x, y, k=k, batch_size=batch_size, seed=seed, progress=progress)
     kl_per_dim = stats["kl_per_dim"]
-    return {
+    return {**per_group(stats),
         "nll": float(np.mean(nll)),
         "nll_stderr": float(np.std(nll) / math.sqrt(len(nll))),
         "elbo": float(np.mean(stats["elbo"])),
