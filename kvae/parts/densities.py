@@ -320,20 +320,36 @@ class TwoStageDensity(TrainedDensity):
         return {**super().get_config(), "hidden_units": self.hidden_units}
 
 
-#: ex-post density kinds by name (the model's ``density`` option)
+def maf_density(latent_dim, components=None, name="density"):
+    """``density="maf"``: a masked autoregressive flow (``components`` is not used)."""
+    return FlowDensity(latent_dim, kind="maf", name=name)
+
+
+def iaf_density(latent_dim, components=None, name="density"):
+    """``density="iaf"``: an inverse autoregressive flow (``components`` is not used)."""
+    return FlowDensity(latent_dim, kind="iaf", name=name)
+
+
+def two_stage_density(latent_dim, components=None, name="density"):
+    """``density="two-stage"``: a second-stage VAE (``components`` is not used)."""
+    return TwoStageDensity(latent_dim, name=name)
+
+
+#: the built-in ex-post density kinds (the model's ``density`` option; all: ``kvae.registry.names("density")``)
 KINDS = ("gmm", "maf", "iaf", "two-stage")
 
 
 def get(kind, latent_dim, components=10, name="density"):
-    """The density layer for a kind name (or a density layer, returned as is)."""
+    """The density layer for a kind name (``factory(latent_dim, components, name=name)`` of the registry's
+    "density" entry) or a density layer, returned as is."""
     if isinstance(kind, keras.layers.Layer):
         return kind
-    if kind == "gmm":
-        return GaussianMixtureDensity(latent_dim, components, name=name)
-    if kind in ("maf", "iaf"):
-        return FlowDensity(latent_dim, kind=kind, name=name)
-    if kind == "two-stage":
-        return TwoStageDensity(latent_dim, name=name)
+    from kvae import registry
     from kvae.errors import ConfigError
 
-    raise ConfigError(f"density must be one of {', '.join(KINDS)} or a density layer, got {kind!r}")
+    try:
+        factory = registry.get("density", kind)
+    except ConfigError:
+        raise ConfigError(f"density must be one of {', '.join(registry.names('density'))} or a density layer, "
+                          f"got {kind!r}") from None
+    return factory(latent_dim, components, name=name)
