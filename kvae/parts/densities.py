@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae import registry
+
 tfd = tfp.distributions
 
 
@@ -335,8 +337,8 @@ def two_stage_density(latent_dim, components=None, name="density"):
     return TwoStageDensity(latent_dim, name=name)
 
 
-#: the built-in ex-post density kinds (the model's ``density`` option; all: ``kvae.registry.names("density")``)
-KINDS = ("gmm", "maf", "iaf", "two-stage")
+#: the built-in ex-post density kinds (the model's ``density`` option): the registry table's, in its order
+KINDS = tuple(registry.TABLE["density"])
 
 
 def get(kind, latent_dim, components=10, name="density"):
@@ -344,7 +346,6 @@ def get(kind, latent_dim, components=10, name="density"):
     "density" entry) or a density layer, returned as is."""
     if isinstance(kind, keras.layers.Layer):
         return kind
-    from kvae import registry
     from kvae.errors import ConfigError
 
     try:
