@@ -8,7 +8,8 @@ The package is a tree that draws the model (docs/architecture.md):
 * :mod:`kvae.nn` — layers and bijectors that know nothing of VAEs (MADE, PixelCNN, flows, SSIM);
 * :mod:`kvae.models` — the zoo; :mod:`kvae.data`, :mod:`kvae.training`, :mod:`kvae.evaluation`,
   :mod:`kvae.export`, :mod:`kvae.pretrained`, :mod:`kvae.cli` — what is done with models;
-* :mod:`kvae.registry` — every name (``--model vae``, ``posterior="iaf"``) in one lazy registry.
+* :mod:`kvae.registry` — every name (``--model vae``, ``posterior="iaf"``) in one lazy registry;
+  :mod:`kvae.options` — a model's options, read from its constructor (both without TensorFlow).
 
 ``import kvae`` exposes the subpackages (imported on first use) and the model classes (``kvae.VAE``,
 ...), and registers the model classes with Keras so that ``keras.models.load_model`` reads kvae
@@ -27,7 +28,7 @@ __version__ = "0.2.0"
 
 #: Subpackages and modules exposed as attributes of ``kvae``.
 SUBMODULES = ("core", "parts", "nn", "models", "data", "training", "evaluation", "export", "pretrained", "cli",
-              "errors", "registry")
+              "errors", "registry", "options")
 #: Model classes exposed as attributes of ``kvae`` (defined in :mod:`kvae.models`).
 MODEL_CLASSES = ("VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE",
                  "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE",
@@ -49,7 +50,7 @@ MOVED = {
     "kvae.networks": "kvae.parts.networks", "kvae.objectives": "kvae.parts.objectives",
     "kvae.posteriors": "kvae.parts.posteriors", "kvae.priors": "kvae.parts.priors",
     "kvae.regularizers": "kvae.parts.regularizers", "kvae.schedules": "kvae.parts.schedules",
-    "kvae.models.base": "kvae.core.model",
+    "kvae.models.base": "kvae.core.model", "kvae.models.options": "kvae.options",
 }
 
 __all__ = [*MODEL_CLASSES, *SUBMODULES]
@@ -79,7 +80,7 @@ if not any(isinstance(f, _MovedModules) for f in _sys.meta_path):
 def __getattr__(name):
     old = f"{__name__}.{name}"
     if name in SUBMODULES or old in MOVED:
-        if name not in ("errors", "registry", "cli"):
+        if name not in ("errors", "registry", "options", "cli"):
             from ._quiet import import_tensorflow
 
             import_tensorflow()

@@ -14,8 +14,8 @@ import kvae
 from kvae.cli import main as cli
 from kvae.training import runs
 from kvae.errors import DataError
-from kvae.models import MODELS
-from kvae.cli.options import model_options
+from kvae import registry
+from kvae.options import model_options
 
 NOISE = ("cuda", "cuInit", "absl", "oneDNN", "WARNING: All log messages")
 
@@ -88,7 +88,7 @@ def test_run_dir_that_is_a_file_and_a_corrupt_model(tmp_path, capsys):
 
 def _cli_model(name, argv=(), dataset="digits"):
     """The model `kvae train --model NAME ARGV` builds (through the real parser)."""
-    args = cli._parser(["train", "--model", name, *argv, "--out", "x"]).parse_args(
+    args = cli.build_parser(["train", "--model", name, *argv, "--out", "x"]).parse_args(
         ["train", "--model", name, *argv, "--out", "x"])
     options = {k[len("model__"):]: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
                if k.startswith("model__") and v is not None}
@@ -102,9 +102,9 @@ def _comparable(config):
     return json.loads(json.dumps(config, default=str))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", registry.names("model"))
 def test_cli_builds_the_python_default(name):
-    cls = MODELS[name]
+    cls = registry.get("model", name)
     extra = {"num_classes": 10} if name == "cvae" else {}
     if name == "beta-tcvae":
         extra["dataset_size"] = 50000  # the CLI gives the training-set size; here both use the default
@@ -116,11 +116,11 @@ def test_cli_builds_the_python_default(name):
 
 
 def test_cli_options_are_the_constructor_options():
-    for name, cls in MODELS.items():
-        options = model_options(cls)
+    for name in registry.names("model"):
+        options = model_options(registry.get("model", name))
         assert options, name
         assert all(o.help for o in options), [o.name for o in options if not o.help]
-        parser = cli._parser(["train", "--model", name, "--out", "x"])
+        parser = cli.build_parser(["train", "--model", name, "--out", "x"])
         help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
         for opt in options:
             assert opt.flag in help_text, (name, opt.flag)

@@ -61,7 +61,7 @@ def test_there_are_examples_to_check():
 @pytest.mark.parametrize("name, argv", COMMANDS, ids=[f"{n}:{' '.join(a)[:60]}" for n, a in COMMANDS])
 def test_command_lines_parse(name, argv):
     try:
-        args = cli._parser(argv).parse_args(argv)
+        args = cli.build_parser(argv).parse_args(argv)
     except cli.UsageError as err:
         pytest.fail(f"{name}: `kvae {' '.join(argv)}` does not parse: {err}")
     assert args.command == argv[0]

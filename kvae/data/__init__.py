@@ -4,6 +4,6 @@
 """
 from kvae.data.datasets import (  # noqa: F401
     SPLITS, MNIST_FILE, Split, PIPELINE_PARALLELISM, PIPELINE_PREFETCH, pipeline_options,
-    batches, data_dirs, DSPRITES_LATENTS, DSPRITES_SOURCE_ENV, DATASETS, load,
+    batches, data_dirs, DSPRITES_LATENTS, DSPRITES_SOURCE_ENV, load,
     validate, check_inputs,
 )

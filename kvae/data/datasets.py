@@ -354,21 +354,21 @@ def _factor_split(name):
     return load
 
 
-DATASETS = {
-    "digits": _digits,
-    "binarized_mnist": _binarized_mnist,
-    "mnist": _tfds_mnist_like("mnist", binary=True, dynamic=True),
-    "fashion_mnist": _tfds_mnist_like("fashion_mnist", binary=False, dynamic=False),
-    "dsprites": _factor_split("dsprites"),
-}
+# the loaders of the registry's "dataset" entries (``kvae.registry.names("dataset")``)
+_mnist = _tfds_mnist_like("mnist", binary=True, dynamic=True)
+_fashion_mnist = _tfds_mnist_like("fashion_mnist", binary=False, dynamic=False)
+_dsprites = _factor_split("dsprites")
 
 
 def load(name, split="train", data_dir=None):
-    """Load one split of a named data set as a :class:`Split`."""
+    """Load one split of a named data set (``kvae.registry.names("dataset")``) as a :class:`Split`."""
+    from kvae import registry
+    from kvae.errors import ConfigError
+
     try:
-        loader = DATASETS[name]
-    except KeyError:
-        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(sorted(DATASETS))}") from None
+        loader = registry.get("dataset", name)
+    except ConfigError:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(registry.names('dataset'))}") from None
     return loader(_split_name(split), data_dir)
 
 

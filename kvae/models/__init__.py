@@ -1,6 +1,8 @@
-"""kvae models: the base contract and the models built on it."""
+"""kvae models: the base contract and the models built on it.
+
+Their names (``--model vae``) are declared in :data:`kvae.registry.TABLE`; :func:`get` looks one up.
+"""
 from kvae.core.model import VariationalModel
-from kvae.models.registry import MODELS, get, register_model
 from kvae.models.vae import VAE, BetaVAE, ConditionalVAE
 from kvae.models.vlae import VLAE
 from kvae.models.regularised import AE, MAE, RAE, BetaTCVAE, FactorVAE, InfoVAE
@@ -18,4 +20,11 @@ from kvae.models.vaegan import VAEGAN
 from kvae.models.poincare.model import PoincareVAE
 from kvae.models.svae.model import SVAE
 
-__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "RHVAE", "VQVAE", "VAEGAN", "PoincareVAE", "SVAE", "MODELS", "get", "register_model"]
+__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "RHVAE", "VQVAE", "VAEGAN", "PoincareVAE", "SVAE", "get"]
+
+
+def get(name):
+    """The model class registered as ``name`` (``kvae train --model NAME``): ``kvae.registry.get("model", name)``."""
+    from kvae import registry
+
+    return registry.get("model", name)

@@ -10,10 +10,8 @@ import tensorflow as tf
 from kvae.parts.posteriors import DeterministicPosterior
 from kvae.parts.regularizers import AdversarialDivergence
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("aae")
 @keras.saving.register_keras_serializable(package="kvae")
 class AdversarialAE(VariationalModel):
     """Adversarial autoencoder (Makhzani et al. 2016).

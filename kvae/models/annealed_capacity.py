@@ -10,10 +10,8 @@ import tensorflow as tf
 
 from kvae.parts.schedules import LinearWarmup, beta_value
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("annealed-beta-vae")
 @keras.saving.register_keras_serializable(package="kvae")
 class AnnealedCapacityBetaVAE(VariationalModel):
     """β-VAE with capacity annealing (Burgess et al. 2018; pythae's DisentangledBetaVAE).

@@ -5,7 +5,6 @@ import keras
 
 from kvae.parts import objectives
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
 class _Bound(VariationalModel):
@@ -19,7 +18,6 @@ class _Bound(VariationalModel):
         return config
 
 
-@register_model("iwae")
 @keras.saving.register_keras_serializable(package="kvae")
 class IWAE(_Bound):
     """IWAE: loss = -log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2016).
@@ -33,7 +31,6 @@ class IWAE(_Bound):
         self._init_args["num_samples"] = int(num_samples)
 
 
-@register_model("miwae")
 @keras.saving.register_keras_serializable(package="kvae")
 class MIWAE(_Bound):
     """MIWAE: the mean of M independent IWAE_K bounds (Rainforth et al. 2018).
@@ -48,7 +45,6 @@ class MIWAE(_Bound):
         self._init_args["num_samples"], self._init_args["num_groups"] = int(num_samples), int(num_groups)
 
 
-@register_model("ciwae")
 @keras.saving.register_keras_serializable(package="kvae")
 class CIWAE(_Bound):
     """CIWAE: beta ELBO + (1 - beta) IWAE_K on the same K samples (Rainforth et al. 2018).
@@ -63,7 +59,6 @@ class CIWAE(_Bound):
         self._init_args["num_samples"], self._init_args["elbo_weight"] = int(num_samples), float(elbo_weight)
 
 
-@register_model("piwae")
 @keras.saving.register_keras_serializable(package="kvae")
 class PIWAE(_Bound):
     """PIWAE: decoder and prior trained on IWAE_{MK}, encoder and posterior on MIWAE_{M,K}, from the

@@ -4,10 +4,8 @@ import keras
 
 from kvae.nn.planar_radial import PlanarRadialPosterior
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("linnf")
 @keras.saving.register_keras_serializable(package="kvae")
 class LinNFVAE(VariationalModel):
     """VAE whose posterior is a Gaussian followed by planar and radial flows.

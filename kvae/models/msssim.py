@@ -14,10 +14,8 @@ import keras
 
 from kvae.parts.likelihoods import MSSSIMLikelihood
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("msssim-vae")
 @keras.saving.register_keras_serializable(package="kvae")
 class MSSSIMVAE(VariationalModel):
     """VAE whose reconstruction term is 1 - MS-SSIM (Snell et al. 2017).

@@ -11,10 +11,8 @@ from kvae.errors import ConfigError
 from kvae.parts.posteriors import DeterministicPosterior
 from kvae.parts.regularizers import AdversarialDivergence, DecoderGradientPenalty, DecoderL2, LatentL2, MinibatchTotalCorrelation, MMDPenalty, MutualPosteriorDivergence, TotalCorrelation
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("infovae")
 @keras.saving.register_keras_serializable(package="kvae")
 class InfoVAE(VariationalModel):
     r"""InfoVAE (Zhao, Song & Ermon): maximise
@@ -47,7 +45,6 @@ class InfoVAE(VariationalModel):
                                     kernel=kernel, bandwidths=[float(b) for b in bandwidths]))
 
 
-@register_model("factorvae")
 @keras.saving.register_keras_serializable(package="kvae")
 class FactorVAE(VariationalModel):
     """FactorVAE (Kim & Mnih 2018, Algorithm 1): VAE loss + gamma * TC(z), the total correlation
@@ -76,7 +73,6 @@ class FactorVAE(VariationalModel):
                                     discriminator_beta_2=float(discriminator_beta_2)))
 
 
-@register_model("beta-tcvae")
 @keras.saving.register_keras_serializable(package="kvae")
 class BetaTCVAE(VariationalModel):
     """beta-TCVAE (Chen et al. 2018): VAE loss + (beta - 1) * TC(z) with the minibatch-weighted-sampling
@@ -94,7 +90,6 @@ class BetaTCVAE(VariationalModel):
         self._init_args.update(dict(beta_tc=float(beta_tc), dataset_size=int(dataset_size)))
 
 
-@register_model("mae")
 @keras.saving.register_keras_serializable(package="kvae")
 class MAE(VariationalModel):
     """VAE + MAE's mutual posterior-divergence regularisation (Ma, Zhou & Hovy 2019) and free bits.
@@ -114,7 +109,6 @@ class MAE(VariationalModel):
         self._init_args.update(dict(eta=float(eta), gamma=float(gamma)))
 
 
-@register_model("rae")
 @keras.saving.register_keras_serializable(package="kvae")
 class RAE(VariationalModel):
     r"""Regularised autoencoder (Ghosh et al., ICLR 2020): deterministic encoder z = E(x),
@@ -162,12 +156,12 @@ class RAE(VariationalModel):
                         layer.__class__.from_config(layer.get_config()), name=layer.name + "_sn")
                     if isinstance(layer, weighted) else layer.__class__.from_config(layer.get_config()))
         if regularization == "sn":  # every decoder layer is normalised, the likelihood head's Dense included
-            from kvae.parts import likelihoods
+            from kvae import registry
 
             decoder = kwargs.get("decoder", "bernoulli")
             if decoder in ("bernoulli", "gaussian"):
-                kwargs["decoder"] = likelihoods._LIKELIHOODS[decoder](tuple(input_shape), spectral_norm=True,
-                                                                      name="likelihood")
+                kwargs["decoder"] = registry.get("likelihood", decoder)(tuple(input_shape), spectral_norm=True,
+                                                                        name="likelihood")
             elif not getattr(decoder, "spectral_norm", False):  # a reloaded model passes its normalised head
                 raise ConfigError("regularization='sn' needs decoder='bernoulli' or 'gaussian' (or a likelihood "
                                   "head built with spectral_norm=True)")
@@ -184,7 +178,6 @@ class RAE(VariationalModel):
         return tf.zeros(tf.shape(q.distribution.loc)[:-1])
 
 
-@register_model("ae")
 @keras.saving.register_keras_serializable(package="kvae")
 class AE(RAE):
     """Plain deterministic autoencoder: the unregularised baseline of the RAE paper."""

@@ -7,16 +7,13 @@ import keras
 
 from kvae.errors import ConfigError
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("vae")
 @keras.saving.register_keras_serializable(package="kvae")
 class VAE(VariationalModel):
     """Variational autoencoder: loss = -E_q[log p(x|z)] + KL(q(z|x) || N(0, I))."""
 
 
-@register_model("beta-vae")
 @keras.saving.register_keras_serializable(package="kvae")
 class BetaVAE(VariationalModel):
     """beta-VAE: loss = -E_q[log p(x|z)] + beta * KL, beta > 1 for disentangling (Higgins et al.).
@@ -33,7 +30,6 @@ class BetaVAE(VariationalModel):
         super().__init__(input_shape, latent_dim=latent_dim, beta=beta, **kwargs)
 
 
-@register_model("cvae")
 @keras.saving.register_keras_serializable(package="kvae")
 class ConditionalVAE(VariationalModel):
     """Conditional VAE: q(z|x, y), p(x|z, y), p(z) = N(0, I); ``fit`` takes ``(x, y)`` data and

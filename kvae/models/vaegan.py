@@ -10,10 +10,8 @@ import keras
 from kvae.parts.objectives import VAEGANObjective
 from kvae.parts.regularizers import ImageDiscriminator
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("vae-gan")
 @keras.saving.register_keras_serializable(package="kvae")
 class VAEGAN(VariationalModel):
     """VAE-GAN (Larsen et al. 2016).

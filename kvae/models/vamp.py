@@ -4,10 +4,8 @@ import keras
 
 from kvae.parts.priors import VampPrior
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("vamp")
 @keras.saving.register_keras_serializable(package="kvae")
 class VampVAE(VariationalModel):
     """VAE with a VampPrior.

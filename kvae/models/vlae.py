@@ -14,10 +14,8 @@ import keras
 from kvae.parts.likelihoods import PixelCNNLikelihood
 from kvae.parts.priors import FlowPrior
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("vlae")
 @keras.saving.register_keras_serializable(package="kvae")
 class VLAE(VariationalModel):
     """AF prior + local PixelCNN decoder + free bits; every part can still be replaced.  ``kvae train

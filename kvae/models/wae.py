@@ -9,10 +9,8 @@ import tensorflow as tf
 from kvae.parts.posteriors import DeterministicPosterior
 from kvae.parts.regularizers import MMDPenalty
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("wae-mmd")
 @keras.saving.register_keras_serializable(package="kvae")
 class WAE(VariationalModel):
     """WAE-MMD (Tolstikhin et al. 2018).

@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae import registry
+
 tfd = tfp.distributions
 
 
@@ -320,20 +322,35 @@ class TwoStageDensity(TrainedDensity):
         return {**super().get_config(), "hidden_units": self.hidden_units}
 
 
-#: ex-post density kinds by name (the model's ``density`` option)
-KINDS = ("gmm", "maf", "iaf", "two-stage")
+def maf_density(latent_dim, components=None, name="density"):
+    """``density="maf"``: a masked autoregressive flow (``components`` is not used)."""
+    return FlowDensity(latent_dim, kind="maf", name=name)
+
+
+def iaf_density(latent_dim, components=None, name="density"):
+    """``density="iaf"``: an inverse autoregressive flow (``components`` is not used)."""
+    return FlowDensity(latent_dim, kind="iaf", name=name)
+
+
+def two_stage_density(latent_dim, components=None, name="density"):
+    """``density="two-stage"``: a second-stage VAE (``components`` is not used)."""
+    return TwoStageDensity(latent_dim, name=name)
+
+
+#: the built-in ex-post density kinds (the model's ``density`` option): the registry table's, in its order
+KINDS = tuple(registry.TABLE["density"])
 
 
 def get(kind, latent_dim, components=10, name="density"):
-    """The density layer for a kind name (or a density layer, returned as is)."""
+    """The density layer for a kind name (``factory(latent_dim, components, name=name)`` of the registry's
+    "density" entry) or a density layer, returned as is."""
     if isinstance(kind, keras.layers.Layer):
         return kind
-    if kind == "gmm":
-        return GaussianMixtureDensity(latent_dim, components, name=name)
-    if kind in ("maf", "iaf"):
-        return FlowDensity(latent_dim, kind=kind, name=name)
-    if kind == "two-stage":
-        return TwoStageDensity(latent_dim, name=name)
     from kvae.errors import ConfigError
 
-    raise ConfigError(f"density must be one of {', '.join(KINDS)} or a density layer, got {kind!r}")
+    try:
+        factory = registry.get("density", kind)
+    except ConfigError:
+        raise ConfigError(f"density must be one of {', '.join(registry.names('density'))} or a density layer, "
+                          f"got {kind!r}") from None
+    return factory(latent_dim, components, name=name)

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kvae.registry import PartRegistry
+from kvae import registry
 
 tfd = tfp.distributions
 
@@ -364,17 +364,13 @@ class MSSSIMLikelihood(LikelihoodHead):
                 "filter_sigma": self.filter_sigma, "positive": self.positive}
 
 
-_LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood, "pixelcnn": PixelCNNLikelihood}
-
-
-_REGISTRY = PartRegistry("decoder likelihood", _LIKELIHOODS)
-
-
 def get(identifier, event_shape):
-    """Return a decoder likelihood from a name ("bernoulli", "gaussian"), a config dict or a layer (passed through)."""
-    return _REGISTRY.get(identifier, event_shape)
+    """Return a decoder likelihood from a name ("bernoulli", "gaussian"; :func:`kvae.registry.names`
+    ``("likelihood")``), a config dict or a layer (passed through)."""
+    return registry.build("likelihood", identifier, event_shape, name="likelihood", label="decoder likelihood")
 
 
 def register(name, cls):
-    """Make ``cls(event_shape, name=...)`` available as ``decoder=name``."""
-    _REGISTRY.register(name, cls)
+    """Make ``cls(event_shape, name=...)`` available as ``decoder=name``
+    (``kvae.registry.register("likelihood", name, cls)``)."""
+    registry.register("likelihood", name, cls)

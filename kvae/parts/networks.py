@@ -138,17 +138,18 @@ def resnet_decoder(code_dim, output_shape, hidden=None, name="decoder_network", 
     return keras.Model(z, h, name=name)
 
 
-_BUILDERS = {"mlp": (mlp_encoder, mlp_decoder), "conv": (conv_encoder, conv_decoder),
-             "conv4": (conv4_encoder, conv4_decoder), "resnet": (resnet_encoder, resnet_decoder)}
+#: (encoder builder, decoder builder) of each ``network=`` name (the registry's "network" entries)
+MLP, CONV = (mlp_encoder, mlp_decoder), (conv_encoder, conv_decoder)
+CONV4, RESNET = (conv4_encoder, conv4_decoder), (resnet_encoder, resnet_decoder)
 
 
 def build(kind, input_shape, code_dim, hidden):
     """Return ``(encoder_network, decoder_network)`` for a builder name (``"mlp"``, ``"conv"``, ``"conv4"``,
-    ``"resnet"``; the ResNet ignores ``hidden``)."""
-    try:
-        enc, dec = _BUILDERS[kind]
-    except KeyError:
-        raise ValueError(f"unknown network {kind!r}; choose one of {sorted(_BUILDERS)}") from None
+    ``"resnet"`` or one given to ``kvae.registry.register("network", name, (encoder, decoder))``; the
+    ResNet ignores ``hidden``)."""
+    from kvae import registry
+
+    enc, dec = registry.get("network", kind)
     if kind in ("conv", "conv4", "resnet") and len(input_shape) != 3:
         raise ValueError(f"network={kind!r} needs image data (H, W, C), got input shape {tuple(input_shape)}")
     return enc(input_shape, hidden=hidden), dec(code_dim, input_shape, hidden=hidden)

@@ -196,21 +196,22 @@ class VAEGANObjective(Objective):
         return {**config, "gamma": self.gamma}
 
 
-_OBJECTIVES = {"iwae": IWAEBound, "miwae": MIWAEBound, "ciwae": CIWAEBound, "piwae": PIWAEBound}
-
-
 def get(identifier):
-    """None for "elbo"/None, else an objective from a name, a config dict or a layer."""
+    """None for "elbo"/None, else an objective from a name (:func:`kvae.registry.names` ``("objective")``),
+    a config dict or a layer."""
     if identifier is None or identifier == "elbo":
         return None
     if isinstance(identifier, Objective):
         return identifier
     if isinstance(identifier, str):
+        from kvae import registry
+
         try:
-            return _OBJECTIVES[identifier]()
-        except KeyError:
-            raise ConfigError(f"unknown objective {identifier!r}; choose elbo, {', '.join(sorted(_OBJECTIVES))} "
-                              "or pass an objective layer") from None
+            factory = registry.get("objective", identifier)
+        except ConfigError:
+            raise ConfigError(f"unknown objective {identifier!r}; choose elbo, "
+                              f"{', '.join(registry.names('objective'))} or pass an objective layer") from None
+        return factory()
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
     raise ConfigError(f"objective must be a name or an Objective layer, got {type(identifier).__name__}")

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kvae.registry import PartRegistry
+from kvae import registry
 
 tfd = tfp.distributions
 
@@ -162,19 +162,17 @@ def _planar_radial(kinds):
     return make
 
 
-_POSTERIORS = {"gaussian": GaussianPosterior, "iaf": IAFPosterior, "deterministic": DeterministicPosterior,
-               "planar": _planar_radial("planar,planar,planar,planar"),
-               "radial": _planar_radial("radial,radial,radial,radial")}
-
-
-_REGISTRY = PartRegistry("posterior", _POSTERIORS)
+planar_posterior = _planar_radial("planar,planar,planar,planar")  # posterior="planar"
+radial_posterior = _planar_radial("radial,radial,radial,radial")  # posterior="radial"
 
 
 def get(identifier, latent_dim):
-    """Return a posterior from a name ("gaussian"), a config dict or a layer (passed through)."""
-    return _REGISTRY.get(identifier, latent_dim)
+    """Return a posterior from a name ("gaussian"; :func:`kvae.registry.names` ``("posterior")``), a config
+    dict or a layer (passed through)."""
+    return registry.build("posterior", identifier, latent_dim, name="posterior")
 
 
 def register(name, cls):
-    """Make ``cls(latent_dim, name=...)`` available as ``posterior=name``."""
-    _REGISTRY.register(name, cls)
+    """Make ``cls(latent_dim, name=...)`` available as ``posterior=name``
+    (``kvae.registry.register("posterior", name, cls)``)."""
+    registry.register("posterior", name, cls)

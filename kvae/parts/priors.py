@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kvae.registry import PartRegistry
+from kvae import registry
 
 tfd = tfp.distributions
 
@@ -164,18 +164,18 @@ class VampPrior(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim, "num_components": self.num_components}
 
 
-_PRIORS = {"normal": StandardNormalPrior, "maf": FlowPrior, "vamp": VampPrior,
-           "iaf": lambda latent_dim, name: FlowPrior(latent_dim, kind="iaf", name=name)}
-
-
-_REGISTRY = PartRegistry("prior", _PRIORS)
+def iaf_prior(latent_dim, name="prior"):
+    """``prior="iaf"``: a :class:`FlowPrior` of kind ``"iaf"``."""
+    return FlowPrior(latent_dim, kind="iaf", name=name)
 
 
 def get(identifier, latent_dim):
-    """Return a prior from a name ("normal"), a config dict or a layer (passed through)."""
-    return _REGISTRY.get(identifier, latent_dim)
+    """Return a prior from a name ("normal"; :func:`kvae.registry.names` ``("prior")``), a config dict or a
+    layer (passed through)."""
+    return registry.build("prior", identifier, latent_dim, name="prior")
 
 
 def register(name, cls):
-    """Make ``cls(latent_dim, name=...)`` available as ``prior=name``."""
-    _REGISTRY.register(name, cls)
+    """Make ``cls(latent_dim, name=...)`` available as ``prior=name``
+    (``kvae.registry.register("prior", name, cls)``)."""
+    registry.register("prior", name, cls)

@@ -16,17 +16,13 @@ import tensorflow as tf
 from kvae.data import datasets as kdata
 from kvae.evaluation import metrics as evaluation, plotting
 from kvae.errors import ConfigError, RunError
-from kvae.models import registry
+from kvae import registry
+from kvae.options import PART_OPTIONS
 from kvae.training.callbacks import KeepBest, SafeBackupAndRestore, TensorBoardImages, exponential_lr
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
-
-
-#: Sizes of parts built from a name (``prior="maf"``, ``posterior="iaf"``, ``decoder="pixelcnn"``) for
-#: models whose constructor does not take them itself (VLAE does).
-PART_OPTIONS = ("flow_steps", "flow_hidden", "pixelcnn_layers", "pixelcnn_kernel", "pixelcnn_filters")
 
 
 def make_parts(latent_dim, input_shape, prior=None, posterior=None, decoder=None, flow_steps=None,
@@ -63,17 +59,10 @@ def make_parts(latent_dim, input_shape, prior=None, posterior=None, decoder=None
     return parts
 
 
-def option_names(name):
-    """Names of the constructor options of the model registered as ``name``."""
-    from kvae.cli.options import model_options
-
-    return {o.name for o in model_options(registry.get(name))}
-
-
 def build_model(name, input_shape, num_classes=None, seed=0, binary=True, **options):
     """Instantiate a registered model from the options a user gave (what the CLI passes).
 
-    ``options`` are constructor keywords (see :func:`kvae.cli.options.model_options`); only
+    ``options`` are constructor keywords (see :func:`kvae.options.model_options`); only
     the given ones are passed, so every other option keeps the constructor's default.  Two
     defaults come from the data: ``num_classes`` (conditional models) and, when the model's
     own default decoder is Bernoulli and the data are not binary, ``decoder="gaussian"``.
@@ -82,9 +71,9 @@ def build_model(name, input_shape, num_classes=None, seed=0, binary=True, **opti
     """
     import inspect
 
-    from kvae.cli.options import model_options
+    from kvae.options import model_options
 
-    cls = registry.get(name)
+    cls = registry.get("model", name)
     table = {o.name: o for o in model_options(cls)}
     sizes = {k: options[k] for k in PART_OPTIONS if k in options}
     for k in sizes:
@@ -199,7 +188,7 @@ def training_defaults(model):
     """The optimizer settings a run of the registered model ``model`` uses when none are given: the
     model class's ``training_defaults`` (VLAE: the paper's Adamax 2e-3 with Polyak averaging 0.998)
     over :data:`TRAINING_DEFAULTS`."""
-    return {**TRAINING_DEFAULTS, **getattr(registry.get(model), "training_defaults", {})}
+    return {**TRAINING_DEFAULTS, **getattr(registry.get("model", model), "training_defaults", {})}
 
 
 def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, batch_size=100, lr=None, seed=0,
@@ -277,7 +266,7 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     strategy = {tf.distribute.MirroredStrategy: "mirrored",
                 tf.distribute.MultiWorkerMirroredStrategy: "multiworker"}.get(type(dist), "default")
     chief = _is_chief(dist)
-    registry.get(model)  # an unknown model name fails before any data is read
+    registry.get("model", model)  # an unknown model name fails before any data is read
     train_split = kdata.load(dataset, "train", data_dir)
     valid_split = kdata.load(dataset, "valid", data_dir)
     if limit is not None:  # a quick run on the first examples only

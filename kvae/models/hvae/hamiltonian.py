@@ -135,7 +135,3 @@ class HamiltonianBound(Objective):
                 "beta_zero": self.beta_zero, "learn_step_size": self.learn_step_size,
                 "learn_beta_zero": self.learn_beta_zero}
 
-
-from kvae.parts import objectives as _objectives  # noqa: E402
-
-_objectives._OBJECTIVES["hvae"] = HamiltonianBound  # objective="hvae"

@@ -5,10 +5,8 @@ import keras
 
 from kvae.models.hvae.hamiltonian import HamiltonianBound
 from kvae.models.iwae import _Bound
-from kvae.models.registry import register_model
 
 
-@register_model("hvae")
 @keras.saving.register_keras_serializable(package="kvae")
 class HVAE(_Bound):
     """HVAE: loss = -(log p(x, z_K) + log N(rho_K) - log q(z_0|x) - log N(gamma)), z_K and rho_K from

@@ -6,10 +6,8 @@ import keras
 
 from kvae.models.poincare.geometry import WrappedNormalPosterior, WrappedNormalPrior
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("poincare-vae")
 @keras.saving.register_keras_serializable(package="kvae")
 class PoincareVAE(VariationalModel):
     """Poincaré VAE (Mathieu et al. 2019).

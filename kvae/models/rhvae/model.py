@@ -8,7 +8,6 @@ import tensorflow as tf
 from kvae.errors import ConfigError
 from kvae.models.rhvae.riemannian import RiemannianHamiltonianBound, _log_det, hmc
 from kvae.models.iwae import _Bound
-from kvae.models.registry import register_model
 
 
 def _some_examples(x, y, n):
@@ -36,7 +35,6 @@ def _some_examples(x, y, n):
     return None
 
 
-@register_model("rhvae")
 @keras.saving.register_keras_serializable(package="kvae")
 class RHVAE(_Bound):
     """RHVAE: loss = -(log p(x, z_K) + log N(rho_K; 0, G(z_K)) - log q(z_0|x) - log N(gamma) - 1/2 log det G^{-1}(z_0)),

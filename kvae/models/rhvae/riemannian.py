@@ -280,7 +280,3 @@ class RiemannianHamiltonianBound(Objective):
                 "regularization": self.regularization, "fixed_point_steps": self.fixed_point_steps,
                 "metric_hidden": list(self.metric_hidden), "metric_points": self.metric_points}
 
-
-from kvae.parts import objectives as _objectives  # noqa: E402
-
-_objectives._OBJECTIVES["rhvae"] = RiemannianHamiltonianBound  # objective="rhvae"

@@ -4,10 +4,8 @@ import keras
 
 from kvae.models.svae.hyperspherical import SphericalUniformPrior, VonMisesFisherPosterior
 from kvae.core.model import VariationalModel
-from kvae.models.registry import register_model
 
 
-@register_model("svae")
 @keras.saving.register_keras_serializable(package="kvae")
 class SVAE(VariationalModel):
     """S-VAE (Davidson et al. 2018).

@@ -25,10 +25,8 @@ from kvae.models.vqvae.code_prior import CodeDistribution, PixelCNNCodePrior
 from kvae.models.vqvae.quantize import VectorQuantizedPosterior, perplexity
 from kvae.core.model import VariationalModel
 from kvae.core.terms import LatentGroup, Terms
-from kvae.models.registry import register_model
 
 
-@register_model("vq-vae")
 @keras.saving.register_keras_serializable(package="kvae")
 class VQVAE(VariationalModel):
     """VQ-VAE with a PixelCNN prior over its code indices, fitted after training.
