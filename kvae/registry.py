@@ -15,7 +15,8 @@ Kinds, and what an entry is (how the part modules call it):
   ``"elbo"`` is the plain ELBO, no entry);
 * ``regularizer`` — a :class:`kvae.parts.regularizers.Regularizer` class (for ``regularizers=[...]``);
 * ``density`` — ``factory(latent_dim, components, name=...)`` returning an ex-post density layer (``density=``);
-* ``dataset`` — ``loader(split, data_dir)`` returning a :class:`kvae.data.Split` (:func:`kvae.data.load`).
+* ``dataset`` — ``loader(split, data_dir)`` returning a :class:`kvae.data.Split` (:func:`kvae.data.load`);
+* ``hook`` — functions the core calls by name: ``fit`` (``fit``'s input checks and pipelines, :mod:`kvae.training.fit`).
 
 Users add their own with :func:`register` (an object, or a lazy ``"module:attribute"`` string)::
 
@@ -104,6 +105,9 @@ TABLE = {
         "maf": "kvae.parts.densities:maf_density",
         "iaf": "kvae.parts.densities:iaf_density",
         "two-stage": "kvae.parts.densities:two_stage_density",
+    },
+    "hook": {  # extension points the core calls by name, so that it imports nothing above it
+        "fit": "kvae.training.fit:checked_fit",
     },
     "dataset": {
         "digits": "kvae.data.datasets:_digits",

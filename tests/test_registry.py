@@ -52,7 +52,7 @@ def test_every_entry_of_every_kind_resolves():
     from kvae.parts.regularizers import Regularizer
 
     assert set(registry.KINDS) == {"model", "posterior", "prior", "likelihood", "network", "objective",
-                                   "regularizer", "density", "dataset"}
+                                   "regularizer", "density", "dataset", "hook"}
     for kind in registry.KINDS:
         assert registry.names(kind), kind
         for name in registry.names(kind):

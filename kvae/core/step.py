@@ -5,22 +5,14 @@ r"""The Keras training and evaluation steps every model shares (a mixin of
 apply the same update as one device), with the noise of each step a function of the model's seed and
 the optimizer step (so a resumed run draws what the uninterrupted one did); ``test_step`` gives each
 batch of an evaluation its own draw.  ``fit`` checks and converts its inputs through the fit adapter
-(:mod:`kvae.training.fit`, looked up by name so that the core imports nothing above it).
+(the registry's ``hook`` entry ``fit``, :mod:`kvae.training.fit`: looked up by name so that the core
+imports nothing above it).
 """
-import importlib
-
 import keras
 import tensorflow as tf
 
+from kvae import registry
 from kvae.parts.schedules import beta_value
-
-#: the adapter ``fit`` runs through (input checks, kvae pipelines for arrays, GC freezing)
-FIT_ADAPTER = "kvae.training.fit:checked_fit"
-
-
-def _resolve(path):
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 class KerasStepMixin:
@@ -158,5 +150,5 @@ class KerasStepMixin:
         """``keras.Model.fit`` after checking the data (shape, NaN/inf, range, binary values); numpy
         arrays become kvae pipelines and Python's garbage collector is frozen while it runs
         (:func:`kvae.training.fit.checked_fit` says why)."""
-        return _resolve(FIT_ADAPTER)(self, super().fit, x, y, *args, validation_data=validation_data, **kwargs)
+        return registry.get("hook", "fit")(self, super().fit, x, y, *args, validation_data=validation_data, **kwargs)
 

@@ -7,3 +7,9 @@ from kvae.data.datasets import (  # noqa: F401
     batches, data_dirs, DSPRITES_LATENTS, DSPRITES_SOURCE_ENV, load,
     validate, check_inputs,
 )
+
+
+def __getattr__(name):  # submodules as attributes (kvae.data.<module>), imported on first use
+    from kvae._lazy import submodule
+
+    return submodule(__name__, name)

@@ -9,3 +9,9 @@ from kvae.evaluation.metrics import (  # noqa: F401
     active_units, importance_sampled_nll, mutual_information, mmd_to_prior, log_det_covariance, probe_accuracy,
     diagnostics, evaluate, format_table,
 )
+
+
+def __getattr__(name):  # submodules as attributes (kvae.evaluation.<module>), imported on first use
+    from kvae._lazy import submodule
+
+    return submodule(__name__, name)

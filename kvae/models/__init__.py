@@ -28,3 +28,9 @@ def get(name):
     from kvae import registry
 
     return registry.get("model", name)
+
+
+def __getattr__(name):  # submodules as attributes (kvae.models.<module>), imported on first use
+    from kvae._lazy import submodule
+
+    return submodule(__name__, name)
