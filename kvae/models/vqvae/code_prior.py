@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from kvae.nn.pixelcnn import PixelCNNNetwork
+from kvae.parts.densities import fit_adam, held_out_split
 
 tfd = tfp.distributions
 
@@ -151,28 +152,10 @@ class PixelCNNCodePrior(keras.layers.Layer):
         codes = codes.astype(np.int32)
         epochs = self.epochs if epochs is None else int(epochs)
         batch_size = self.batch_size if batch_size is None else int(batch_size)
-        order = np.random.RandomState(seed).permutation(len(codes))
-        held = max(1, len(codes) // 10)
-        train, heldout = codes[order[held:]], codes[order[:held]]
-        self.trainable = True
-        variables = self.trainable_variables
-        optimizer = keras.optimizers.Adam(self.lr if lr is None else float(lr))
-
-        @tf.function
-        def step(batch):
-            with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(self.log_prob_codes(batch))
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return loss
-
-        data = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=seed).batch(batch_size)
-        try:
-            for epoch in range(epochs):
-                losses = [float(step(batch)) for batch in data]
-                if verbose:
-                    print(f"code prior epoch {epoch + 1}/{epochs}: -log p(k) {np.mean(losses):.3f} nats", flush=True)
-        finally:
-            self.trainable = False
+        train, heldout = held_out_split(codes, seed)
+        fit_adam(self, train, lambda batch, s: -tf.reduce_mean(self.log_prob_codes(batch)), seed=seed, epochs=epochs,
+                 batch_size=batch_size, lr=self.lr if lr is None else float(lr), verbose=verbose,
+                 progress="code prior epoch {epoch}/{epochs}: -log p(k) {loss:.3f} nats")
         self.fitted.assign(1.0)
 
         def nll(maps):
