@@ -4,7 +4,7 @@
 :mod:`kvae.data.pipelines` (``tf.data``), :mod:`kvae.data.checks` (input checks) and
 :mod:`kvae.data.factors` (factor data sets).
 """
-from kvae.data.checks import check_inputs, validate  # noqa: F401
+from kvae.data.checks import check_inputs, split_xy, validate  # noqa: F401
 from kvae.data.datasets import (  # noqa: F401
     SPLITS, MNIST_FILE, Split, data_dirs, DSPRITES_LATENTS, DSPRITES_SOURCE_ENV, DATASETS, load,
 )

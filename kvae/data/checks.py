@@ -66,6 +66,15 @@ def validate(x, input_shape=None, support=None, name="x"):
                             f"({_where(bad)})")
 
 
+def split_xy(x, y=None, sizes=(2,)):
+    """``(x, y)`` from inputs that may hold both in ``x``: a tuple or list ``x`` of one of ``sizes``
+    elements, with ``y`` None, gives ``(x[0], x[1])`` (a third element, sample weights, is dropped);
+    anything else is returned as ``(x, y)``."""
+    if y is None and isinstance(x, (tuple, list)) and len(x) in sizes:
+        return x[0], x[1]
+    return x, y
+
+
 def check_inputs(model, x, y=None, what="data"):
     """Validate what ``fit``/``evaluate`` receive: arrays, tensors, ``(x, y)`` tuples, or the first
     batch of a ``tf.data.Dataset``.  Other inputs (generators, PyDataset) pass unchecked."""
@@ -77,11 +86,10 @@ def check_inputs(model, x, y=None, what="data"):
         import keras
 
         bx, by, _ = keras.utils.unpack_x_y_sample_weight(element)
-        if by is None and isinstance(bx, (tuple, list)) and len(bx) == 2:
-            bx, by = bx
-        x, y, what = bx, by, f"{what} (first batch)"
-    elif isinstance(x, (tuple, list)) and len(x) in (2, 3) and y is None:
-        x, y = x[0], x[1]
+        x, y = split_xy(bx, by)
+        what = f"{what} (first batch)"
+    else:
+        x, y = split_xy(x, y, sizes=(2, 3))
     if not (isinstance(x, (np.ndarray, tf.Tensor)) or hasattr(x, "__array__")):
         return
     validate(x, model.data_shape, support, name=what)
