@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae.errors import ConfigError, DataError
+
 tfd = tfp.distributions
 
 
@@ -195,9 +197,9 @@ class TrainedDensity(keras.layers.Layer):
         "heldout_log_prob"} (mean log p(z) per dimension on the training codes and the other 10%)."""
         z = np.asarray(z, np.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"codes must have shape [N, {self.latent_dim}], got {list(z.shape)}")
+            raise DataError(f"codes must have shape [N, {self.latent_dim}], got {list(z.shape)}")
         if len(z) < 10:
-            raise ValueError(f"fitting {type(self).__name__} needs at least 10 codes, got {len(z)}")
+            raise DataError(f"fitting {type(self).__name__} needs at least 10 codes, got {len(z)}")
         train, heldout = held_out_split(z, seed)
         self.shift.assign(train.mean(axis=0))
         self.scale.assign(np.maximum(train.std(axis=0), 1e-3))
@@ -236,7 +238,7 @@ class FlowDensity(TrainedDensity):
     def __init__(self, latent_dim, kind="maf", num_steps=4, hidden_units=(256, 256), **kwargs):
         super().__init__(latent_dim, **kwargs)
         if kind not in ("maf", "iaf"):
-            raise ValueError(f"kind must be 'maf' or 'iaf', got {kind!r}")
+            raise ConfigError(f"kind must be 'maf' or 'iaf', got {kind!r}")
         self.kind, self.num_steps = kind, int(num_steps)
         self.hidden_units = [int(h) for h in hidden_units]
         from kvae.parts.priors import FlowPrior

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from kvae.errors import RunError
+from kvae.errors import ConfigError, RunError
 from kvae.export.bundle import _sha256  # the bundle manifest's file hash
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "files")
@@ -152,7 +152,7 @@ def pack(run_dir, name, root=None, dtype="float16", description="", measured=Non
     from kvae.training.runs import CONFIG_FILE, load_run
 
     if dtype not in ("float16", "float32"):
-        raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+        raise ConfigError(f"dtype must be float16 or float32, got {dtype!r}")
     model, _ = load_run(run_dir)
     with open(os.path.join(run_dir, CONFIG_FILE)) as f:
         run_config = json.load(f)

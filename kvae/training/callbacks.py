@@ -33,7 +33,7 @@ import os
 import keras
 import numpy as np
 
-from kvae.errors import RunError
+from kvae.errors import ConfigError, RunError
 from kvae.training import files
 
 
@@ -237,7 +237,7 @@ class KeepBest(keras.callbacks.Callback):
     def __init__(self, directory, monitor=("val_neg_elbo", "val_loss"), patience=None, min_delta=0.0):
         super().__init__()
         if patience is not None and (not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+            raise ConfigError(f"patience must be a positive integer or None, got {patience!r}")
         self.directory = directory
         self.monitor = monitor
         self.patience = patience
@@ -322,7 +322,7 @@ def exponential_lr(initial, rate):
     """``keras.callbacks.LearningRateScheduler`` for lr_e = initial · rate^e at epoch e (0-based):
     a function of the epoch only, so a resumed run gets the same rate as an uninterrupted one."""
     if not 0 < rate <= 1:
-        raise ValueError(f"the learning-rate decay rate must be in (0, 1], got {rate!r}")
+        raise ConfigError(f"the learning-rate decay rate must be in (0, 1], got {rate!r}")
     return keras.callbacks.LearningRateScheduler(lambda epoch, lr=None: float(initial * rate ** epoch))
 
 
