@@ -109,13 +109,13 @@ class LeNetFeatures:
 
 
 class PCAFeatures:
-    """A PCA (``n_components``, default 20) of flattened training images."""
+    """A PCA (``num_components``, default 20) of flattened training images."""
 
-    def __init__(self, train_images, n_components=20, seed=0):
+    def __init__(self, train_images, num_components=20, seed=0):
         from sklearn.decomposition import PCA
 
         x = np.asarray(train_images, np.float32).reshape(len(train_images), -1)
-        self.pca = PCA(n_components=n_components, random_state=seed).fit(x)
+        self.pca = PCA(n_components=num_components, random_state=seed).fit(x)
 
     def __call__(self, images):
         return self.pca.transform(np.asarray(images, np.float32).reshape(len(images), -1))

@@ -31,17 +31,31 @@ tfd = tfp.distributions
 
 @keras.saving.register_keras_serializable(package="kvae")
 class GaussianMixtureDensity(keras.layers.Layer):
-    """A K-component full-covariance Gaussian mixture over z, as non-trainable weights."""
+    """A K-component (``num_components``) full-covariance Gaussian mixture over z, as non-trainable
+    weights.  kvae 0.1 called the argument ``n_components``: configs with that key still load, and
+    ``n_components`` stays readable."""
 
     kind = "gmm"
     needs_component_noise = True
 
-    def __init__(self, latent_dim, n_components=10, **kwargs):
+    def __init__(self, latent_dim, num_components=10, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim, self.n_components = int(latent_dim), int(n_components)
+        self.latent_dim, self.num_components = int(latent_dim), int(num_components)
+
+    @property
+    def n_components(self):
+        """``num_components`` under its kvae 0.1 name."""
+        return self.num_components
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "n_components" in config:  # written by kvae 0.1
+            config["num_components"] = config.pop("n_components")
+        return super().from_config(config)
 
     def build(self, input_shape=None):
-        k, d = self.n_components, self.latent_dim
+        k, d = self.num_components, self.latent_dim
         self.logits = self.add_weight(shape=(k,), initializer="zeros", trainable=False, name="logits")
         self.means = self.add_weight(shape=(k, d), initializer="zeros", trainable=False, name="means")
         eye = np.tile(np.eye(d, dtype=np.float32)[None], (k, 1, 1))
@@ -59,13 +73,13 @@ class GaussianMixtureDensity(keras.layers.Layer):
         from sklearn.mixture import GaussianMixture
 
         z = np.asarray(z, np.float64)
-        k = min(self.n_components, len(z))
+        k = min(self.num_components, len(z))
         gmm = GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=1e-5).fit(z)
-        weights = np.full(self.n_components, 1e-12)
+        weights = np.full(self.num_components, 1e-12)
         weights[:k] = gmm.weights_
-        means = np.zeros((self.n_components, self.latent_dim))
+        means = np.zeros((self.num_components, self.latent_dim))
         means[:k] = gmm.means_
-        tril = np.tile(np.eye(self.latent_dim)[None], (self.n_components, 1, 1))
+        tril = np.tile(np.eye(self.latent_dim)[None], (self.num_components, 1, 1))
         tril[:k] = np.linalg.cholesky(gmm.covariances_)
         self.logits.assign(np.log(weights).astype(np.float32))
         self.means.assign(means.astype(np.float32))
@@ -84,7 +98,7 @@ class GaussianMixtureDensity(keras.layers.Layer):
         cdf = tf.cumsum(tf.nn.softmax(self.logits))
         u = tf.convert_to_tensor(component_uniform, tf.float32)
         k = tf.reduce_sum(tf.cast(u[:, None] > cdf[None, :], tf.int32), axis=-1)
-        k = tf.minimum(k, self.n_components - 1)
+        k = tf.minimum(k, self.num_components - 1)
         means = tf.gather(self.means, k)
         tril = tf.gather(self.scale_tril, k)
         return means + tf.linalg.matvec(tril, eps)
@@ -97,7 +111,7 @@ class GaussianMixtureDensity(keras.layers.Layer):
         return self.distribution().log_prob(z)
 
     def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim, "n_components": self.n_components}
+        return {**super().get_config(), "latent_dim": self.latent_dim, "num_components": self.num_components}
 
 
 def held_out_split(data, seed=0):
