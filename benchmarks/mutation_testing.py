@@ -34,7 +34,7 @@ TARGETS = {
     "schedules": ("kvae/parts/schedules.py", None, ["tests/test_schedules.py"]),
     # validate() and _first_index(): loaders and fit's check_inputs call them.  check_inputs itself reads the
     # first batch of a tf.data pipeline, which hangs in mutmut's forked children, so it is not a target.
-    "data_validation": ("kvae/data/datasets.py", ("validate", "_first_index", "_where"),
+    "data_validation": ("kvae/data/checks.py", ("validate", "_first_index", "_where"),
                         ["tests/test_boundaries.py", "tests/test_data.py", "tests/test_promises.py", "-k",
                          "checked_before_conversion or binarized_mnist_from or validate or fashion_mnist_is"]),
     # kvae_serve is copied to the top of the scratch copy (mutmut names mutants by the module path the tests

@@ -36,13 +36,15 @@ MODEL_CLASSES = ("VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE",
                  "VQVAE", "VAEGAN", "PoincareVAE", "SVAE")
 
 #: Module paths of kvae 0.1 (the flat layout) and where that code lives now (CHANGELOG.md).
+#: ``kvae.planar_radial`` goes to :mod:`kvae.parts.posteriors`, which has its posterior and also offers its
+#: ``PlanarFlow`` and ``RadialFlow`` (defined in :mod:`kvae.nn.planar_radial`).
 MOVED = {
     "kvae.callbacks": "kvae.training.callbacks", "kvae.runs": "kvae.training.runs",
     "kvae.code_prior": "kvae.models.vqvae.code_prior", "kvae.quantize": "kvae.models.vqvae.quantize",
     "kvae.factors": "kvae.data.factors", "kvae.density": "kvae.parts.densities",
     "kvae.disentanglement": "kvae.evaluation.disentanglement", "kvae.plotting": "kvae.evaluation.plotting",
     "kvae.sample_quality": "kvae.evaluation.sample_quality", "kvae.divergences": "kvae.nn.divergences",
-    "kvae.flows": "kvae.nn.flows", "kvae.ssim": "kvae.nn.ssim", "kvae.planar_radial": "kvae.nn.planar_radial",
+    "kvae.flows": "kvae.nn.flows", "kvae.ssim": "kvae.nn.ssim", "kvae.planar_radial": "kvae.parts.posteriors",
     "kvae.layers": "kvae.nn", "kvae.layers.made": "kvae.nn.made", "kvae.layers.pixelcnn": "kvae.nn.pixelcnn",
     "kvae.explorer": "kvae.export.explorer", "kvae.hamiltonian": "kvae.models.hvae.hamiltonian",
     "kvae.riemannian": "kvae.models.rhvae.riemannian", "kvae.poincare": "kvae.models.poincare.geometry",

@@ -196,6 +196,26 @@ def test_conditional_model_requires_labels_in_range():
     model.fit(x, keras.utils.to_categorical([0, 1, 2, 1], 3), epochs=1, verbose=0)  # one-hot works too
 
 
+
+def test_split_xy_takes_x_and_y_from_one_argument():
+    from kvae.data import split_xy
+
+    x, y = np.zeros((2, 3)), np.arange(2)
+    assert split_xy((x, y))[0] is x and split_xy([x, y])[1] is y
+    assert split_xy((x, y, "weights"), sizes=(2, 3))[1] is y  # sample weights dropped
+    assert split_xy((x, y, "weights")) == ((x, y, "weights"), None)  # three elements only when asked
+    pair = (x, y)
+    assert split_xy(pair, "given")[0] is pair  # y given: x is x, whatever it holds
+    assert split_xy(x) == (x, None) and split_xy((x,)) == ((x,), None)
+
+
+def test_labels_given_inside_x_or_a_dataset_are_checked():
+    model = kvae.ConditionalVAE(input_shape=(8, 8, 1), num_classes=3, latent_dim=2, hidden=(8,), seed=0)
+    x, bad = np.zeros((4, 8, 8, 1), np.float32), np.array([3, 0, 1, 2])  # the first batch has a bad label
+    for given in ((x, bad), (x, bad, np.ones(4)), tf.data.Dataset.from_tensor_slices((x, bad)).batch(2)):
+        with pytest.raises(DataError, match=r"labels must be in 0..2"):
+            data.check_inputs(model, given)
+
 def test_validate_names_every_problem():
     v = data.validate
     v(np.zeros((2, 3, 3, 1), np.uint8), (3, 3, 1), "binary")  # valid: nothing raised

@@ -14,10 +14,10 @@ def _codes(n=600, seed=0):
 
 
 def test_mixture_density_equals_scikit_learns_and_samples_by_component():
-    density = GaussianMixtureDensity(2, n_components=3)
+    density = GaussianMixtureDensity(2, num_components=3)
     density.build()
     assert not density.is_fitted
-    assert density.get_config()["latent_dim"] == 2 and density.get_config()["n_components"] == 3
+    assert density.get_config()["latent_dim"] == 2 and density.get_config()["num_components"] == 3
     z = _codes()
     gmm = density.fit(z, seed=1)
     assert density.is_fitted
@@ -39,7 +39,7 @@ def test_mixture_density_equals_scikit_learns_and_samples_by_component():
 
 
 def test_mixture_with_fewer_codes_than_components():
-    density = GaussianMixtureDensity(2, n_components=10)
+    density = GaussianMixtureDensity(2, num_components=10)
     density.build()
     z = _codes(4)
     density.fit(z)
@@ -47,3 +47,15 @@ def test_mixture_with_fewer_codes_than_components():
     assert weights[:4].sum() == pytest.approx(1.0, abs=1e-5) and np.all(weights[4:] < 1e-10)
     np.testing.assert_allclose(density.scale_tril.numpy()[4:], np.tile(np.eye(2), (6, 1, 1)))
     np.testing.assert_allclose(density.means.numpy()[4:], 0.0)
+
+
+def test_a_kvae_01_mixture_config_loads_under_the_new_argument_name():
+    import keras
+
+    density = GaussianMixtureDensity(2, num_components=3, name="density")
+    old = keras.saving.serialize_keras_object(density)
+    config = old["config"]
+    config["n_components"] = config.pop("num_components")  # as kvae 0.1 wrote it
+    loaded = keras.saving.deserialize_keras_object(old)
+    assert type(loaded) is GaussianMixtureDensity and loaded.num_components == 3 and loaded.n_components == 3
+    assert "n_components" not in loaded.get_config() and loaded.get_config()["num_components"] == 3

@@ -191,6 +191,31 @@ def test_a_save_that_fails_half_way_leaves_the_old_model_byte_identical(tmp_path
     assert sorted(os.listdir(tmp_path)) == ["model.keras"]  # no partial temporary file left behind
 
 
+
+def test_atomic_files_leave_the_old_file_or_the_new_one_and_no_temporary(tmp_path):
+    import pytest
+
+    from kvae.training import files
+
+    path = str(tmp_path / "state.json")
+    files.write_json(path, {"epoch": 1}, indent=2)
+    assert open(path).read() == json.dumps({"epoch": 1}, indent=2)
+    with pytest.raises(TypeError):  # not serialisable: raises before any file is touched
+        files.write_json(path, {"epoch": object()})
+
+    def dies_half_way(tmp):
+        with open(tmp, "w") as f:
+            f.write('{"epo')
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError):
+        files.atomic_write(path, dies_half_way)
+    assert json.load(open(path)) == {"epoch": 1}
+    files.write_bytes(str(tmp_path / "b.bin"), b"\x00\x01")
+    files.write_text(str(tmp_path / "c.txt"), "c")
+    assert open(tmp_path / "b.bin", "rb").read() == b"\x00\x01" and open(tmp_path / "c.txt").read() == "c"
+    assert sorted(os.listdir(tmp_path)) == ["b.bin", "c.txt", "state.json"]
+
 def _checkpointed_vae(backup, seed):
     import kvae
     from kvae.training.callbacks import SafeBackupAndRestore

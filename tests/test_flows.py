@@ -204,7 +204,7 @@ def test_mixed_iaf_planar_radial_posterior_density_is_the_change_of_variables():
     import tensorflow_probability as tfp
 
     import kvae
-    from kvae.nn.planar_radial import PlanarRadialPosterior
+    from kvae.parts.posteriors import PlanarRadialPosterior
 
     posterior = PlanarRadialPosterior(3, "iaf,planar,iaf,radial", iaf_hidden=(12,), context_size=4, name="posterior")
     model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), seed=5, posterior=posterior)

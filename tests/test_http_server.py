@@ -83,6 +83,19 @@ def test_client_errors_are_4xx(server):
     assert status == 400 and "k must be at least 1" in _json(answer)["error"]
 
 
+
+def test_one_version_names_the_package_and_the_server(server):
+    """kvae_serve.__version__ is the one version: setup.cfg reads it, the Server header shows it."""
+    import ast
+
+    with open(os.path.join(EXPORT_DIR, "kvae_serve", "__init__.py")) as f:
+        version = next(node.value.value for node in ast.parse(f.read()).body if isinstance(node, ast.Assign)
+                       and [t.id for t in node.targets] == ["__version__"])
+    with open(os.path.join(EXPORT_DIR, "setup.cfg")) as f:
+        assert "version = attr: kvae_serve.__version__" in f.read().splitlines()
+    _, answer = _raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert f"Server: kvae-serve/{version} ".encode() in answer
+
 def test_every_advertised_endpoint_is_served(server):
     port = server
     status, answer = _raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -227,7 +227,7 @@ class TestMSSSIMVAE(ModelBattery):
 
 class TestIAFMixedWithPlanarRadial(ModelBattery):
     def make_model(self):
-        from kvae.nn.planar_radial import PlanarRadialPosterior
+        from kvae.parts.posteriors import PlanarRadialPosterior
 
         return kvae.VAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), seed=32,
                         posterior=PlanarRadialPosterior(3, "iaf,planar,iaf,radial", iaf_hidden=(12,), context_size=4,

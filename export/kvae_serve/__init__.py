@@ -10,4 +10,5 @@
 from .bundle import Bundle, BundleError
 
 __all__ = ["Bundle", "BundleError"]
-__version__ = "0.1.0"
+#: the one version of kvae-serve: setup.cfg and the HTTP server header read it
+__version__ = "0.2.0"

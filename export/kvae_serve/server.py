@@ -27,6 +27,7 @@ import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from . import __version__
 from .bundle import Bundle, BundleError
 
 MAX_BODY = 64 << 20
@@ -99,7 +100,7 @@ def make_handler(bundle, max_samples):
     get_paths = ["/healthz", "/explorer.json"] + list(static)
 
     class Handler(BaseHTTPRequestHandler):
-        server_version = "kvae-serve/0.2"
+        server_version = f"kvae-serve/{__version__}"
         protocol_version = "HTTP/1.1"
         timeout = READ_TIMEOUT
 

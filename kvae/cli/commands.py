@@ -43,7 +43,7 @@ def evaluate(args):
 
     from kvae.evaluation import metrics as evaluation
     from kvae.training import runs
-    from kvae.data.datasets import validate
+    from kvae.data.checks import validate
     from kvae.errors import ConfigError
 
     model, config = runs.load_run(args.run_dir)

@@ -1,4 +1,5 @@
-"""Named data sets as numpy arrays and ``tf.data`` pipelines, and the input checks every model runs.
+"""Named data sets as numpy arrays (:func:`load`, :class:`Split`) and their ``tf.data`` pipelines
+(:meth:`Split.dataset`, built by :func:`kvae.data.pipelines.batches`).
 
 =================  =====================================================  ==========  =======
 name               source                                                 shape       labels
@@ -26,6 +27,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from kvae.data.checks import check_inputs, validate  # noqa: F401
+from kvae.data.pipelines import _bernoulli_sampler, batches
 from kvae.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -104,78 +107,6 @@ class Split:
         binarise = _bernoulli_sampler(seed) if self.dynamic and shuffle else None
         return batches(x, y if labels else None, batch_size, shuffle=shuffle, seed=seed,
                        drop_remainder=drop_remainder, render=render if rendered else None, transform=binarise)
-
-
-def _bernoulli_sampler(seed):
-    """x -> 1[u < x], u from a stateful generator that lives outside the pipeline, so every epoch
-    (every new iterator) draws new pixels, even when a global seed makes in-graph random ops repeat."""
-    generator = tf.random.Generator.from_seed(seed)
-
-    def binarise(x):
-        return tf.cast(generator.uniform(tf.shape(x)) < x, tf.float32)
-
-    return binarise
-
-
-#: parallel calls of a pipeline's ``map`` and batches prefetched (fixed: tf.data's autotuner is off)
-PIPELINE_PARALLELISM = 2
-PIPELINE_PREFETCH = 2
-
-
-def pipeline_options():
-    """``tf.data.Options`` of every kvae pipeline: the autotuner off.  With it on, creating an
-    epoch's iterator waited ~1.1 s here every two or three epochs (the previous iterator's
-    autotuning thread being torn down), a whole extra epoch of a 100-step MLP epoch; fixed
-    parallelism (:data:`PIPELINE_PARALLELISM`, :data:`PIPELINE_PREFETCH`) keeps the steps fed."""
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return options
-
-
-def batches(x, y=None, batch_size=32, shuffle=True, seed=0, drop_remainder=False, render=None, transform=None):
-    """A ``tf.data`` pipeline of batches of ``x`` (or ``(x, y)`` when ``y`` is given) from arrays.
-
-    With ``shuffle=True`` epoch e's order is a stateless permutation keyed by (``seed``, e), e read
-    from the variable ``dataset.kvae_epoch`` when an epoch's iterator is created
-    (:class:`kvae.training.callbacks.DataEpoch` sets it; kvae models add that callback in ``fit``).
-    ``render`` maps a batch of rows of ``x`` to images (factor data sets), ``transform`` maps a
-    batch of images (dynamic binarisation).  Its cardinality is the number of batches per epoch;
-    options: :func:`pipeline_options`."""
-    n = len(x)
-    steps = n // batch_size if drop_remainder else -(-n // batch_size)
-    options = pipeline_options()
-    if not shuffle:
-        ds = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else x)
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        if render is not None:
-            ds = ds.map((lambda f, *rest: (render(f), *rest)) if y is not None else render)
-        if transform is not None:
-            ds = ds.map((lambda b, *rest: (transform(b), *rest)) if y is not None else transform)
-        return ds.prefetch(PIPELINE_PREFETCH).with_options(options)
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
-    key = tf.constant(int(seed), tf.int64)
-    xs = tf.constant(x)
-    ys = tf.constant(y) if y is not None else None
-
-    def epoch_order(_):
-        order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([key, epoch.read_value()])))
-        return tf.data.Dataset.from_tensor_slices(order)
-
-    def gather(ids):
-        xb = tf.gather(xs, ids)
-        xb = render(xb) if render is not None else xb
-        xb = transform(xb) if transform is not None else xb
-        return (xb, tf.gather(ys, ids)) if ys is not None else xb
-
-    ds = tf.data.Dataset.range(1).flat_map(epoch_order).batch(batch_size, drop_remainder=drop_remainder)
-    if transform is not None:  # the transform (a stateful generator's draw) runs in order
-        ds = ds.map(gather)
-    else:
-        ds = ds.map(gather, num_parallel_calls=PIPELINE_PARALLELISM, deterministic=True)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(PIPELINE_PREFETCH)
-    ds = ds.with_options(options)
-    ds.kvae_epoch = epoch
-    return ds
 
 
 def _split_name(split):
@@ -370,95 +301,3 @@ def load(name, split="train", data_dir=None):
     except ConfigError:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(registry.names('dataset'))}") from None
     return loader(_split_name(split), data_dir)
-
-
-# ---------------------------------------------------------------------- input checks
-def _first_index(mask):
-    """Index (as a tuple) of the first True in ``mask``, for error messages."""
-    return tuple(int(i) for i in np.argwhere(mask)[0])
-
-
-def _where(mask):
-    """``first at index (i, j, ...), example i`` for the first True in ``mask``."""
-    first = _first_index(mask)
-    return f"first at index {first}, example {first[0]}"
-
-
-def validate(x, input_shape=None, support=None, name="x"):
-    """Raise :class:`DataError` naming the problem if ``x`` (a batch, N first) does not fit.
-
-    Checks the raw array, before any conversion: numeric dtype; per-example shape equals
-    ``input_shape``; no NaN/inf; for ``support="binary"`` (Bernoulli decoders) every value is
-    exactly 0 or 1; for ``support="intensity"`` (8-bit images) integers in 0..255.  Each message
-    names the array, the number of bad values and the index of the first one.
-    """
-    a = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-    if a.dtype.kind not in "biuf":
-        raise DataError(f"{name}: dtype {a.dtype} is not numeric")
-    if a.ndim == 0:
-        raise DataError(f"{name}: expected a batch of examples, got a scalar")
-    if input_shape is not None and tuple(a.shape[1:]) != tuple(input_shape):
-        hint = ""
-        if int(np.prod(a.shape[1:])) == int(np.prod(input_shape)):
-            hint = f"; reshape it with x.reshape((-1,) + {tuple(input_shape)})"
-        raise DataError(
-            f"{name}: each example has shape {tuple(a.shape[1:])} but the model expects "
-            f"{tuple(input_shape)}{hint}")
-    if a.dtype.kind == "f":
-        bad = ~np.isfinite(a)
-        if bad.any():
-            raise DataError(
-                f"{name}: {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} infinite values "
-                f"({_where(bad)}); clean the data first")
-    if not a.size:
-        return
-    if support == "binary":
-        outside = (a < 0) | (a > 1)
-        if outside.any():
-            hint = " (divide by 255 and binarise)" if a.max() > 1 else ""
-            raise DataError(
-                f"{name}: {int(outside.sum())} values outside [0, 1] (min {a.min()}, max {a.max()}; "
-                f"{_where(outside)}); a Bernoulli decoder needs 0/1 data{hint}")
-        between = (a != 0) & (a != 1)
-        if between.any():
-            raise DataError(
-                f"{name}: {int(between.sum())} non-binary values in (0, 1) ({_where(between)}); a Bernoulli "
-                "decoder needs 0/1 data: binarise (e.g. "
-                "x > 0.5, or Bernoulli sampling) or use decoder='gaussian'")
-    elif support == "intensity":
-        bad = (a < 0) | (a > 255) | (a != np.floor(a))
-        if bad.any():
-            raise DataError(f"{name}: {int(bad.sum())} values that are not 8-bit intensities 0..255 "
-                            f"({_where(bad)})")
-
-
-def check_inputs(model, x, y=None, what="data"):
-    """Validate what ``fit``/``evaluate`` receive: arrays, tensors, ``(x, y)`` tuples, or the first
-    batch of a ``tf.data.Dataset``.  Other inputs (generators, PyDataset) pass unchecked."""
-    support = getattr(model.likelihood, "support", None)
-    if isinstance(x, tf.data.Dataset):
-        element = next(iter(x.take(1)), None)
-        if element is None:
-            raise DataError(f"{what}: the dataset is empty")
-        import keras
-
-        bx, by, _ = keras.utils.unpack_x_y_sample_weight(element)
-        if by is None and isinstance(bx, (tuple, list)) and len(bx) == 2:
-            bx, by = bx
-        x, y, what = bx, by, f"{what} (first batch)"
-    elif isinstance(x, (tuple, list)) and len(x) in (2, 3) and y is None:
-        x, y = x[0], x[1]
-    if not (isinstance(x, (np.ndarray, tf.Tensor)) or hasattr(x, "__array__")):
-        return
-    validate(x, model.data_shape, support, name=what)
-    if model.conditional:
-        if y is None:
-            raise DataError(
-                f"{what}: {type(model).__name__} is conditional; give labels as (x, y) or fit(x, y)")
-        labels = np.asarray(y)
-        if labels.shape[0] != np.asarray(x).shape[0]:
-            raise DataError(f"{what}: {labels.shape[0]} labels for {np.asarray(x).shape[0]} examples")
-        if labels.ndim == 1 and labels.dtype.kind in "iu" and (
-                labels.min() < 0 or labels.max() >= model.num_classes):
-            raise DataError(f"{what}: labels must be in 0..{model.num_classes - 1}, "
-                            f"got {labels.min()}..{labels.max()}")

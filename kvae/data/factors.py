@@ -21,6 +21,8 @@ direction, and the heart is the curve ``(u^2 + v^2 - 1)^3 = u^2 v^3``.
 """
 import numpy as np
 
+from kvae.errors import DataError
+
 
 class FactorData:
     """Base class: a grid of discrete factors and an image renderer (see the module docstring)."""
@@ -92,12 +94,12 @@ class DSprites(FactorData):
         """uint8 {0, 1} images ``[n, 64, 64, 1]`` of factor indices ``[n, 5]``."""
         factors = np.asarray(factors)
         if factors.ndim != 2 or factors.shape[1] != 5:
-            raise ValueError(f"dSprites factors must have shape [n, 5], got {list(factors.shape)}")
+            raise DataError(f"dSprites factors must have shape [n, 5], got {list(factors.shape)}")
         bad = (factors < 0) | (factors >= np.array(self.factor_sizes))
         if bad.any():
             i, k = np.argwhere(bad)[0]
-            raise ValueError(f"dSprites factor {self.factor_names[k]} must be in 0..{self.factor_sizes[k] - 1}; "
-                             f"{int(bad.sum())} values are not (first at row {i}: {factors[i, k]})")
+            raise DataError(f"dSprites factor {self.factor_names[k]} must be in 0..{self.factor_sizes[k] - 1}; "
+                            f"{int(bad.sum())} values are not (first at row {i}: {factors[i, k]})")
         out = np.zeros((len(factors), 64, 64, 1), np.uint8)
         for start in range(0, len(factors), chunk):
             out[start:start + chunk, ..., 0] = self._render(factors[start:start + chunk])
@@ -155,26 +157,26 @@ class ArrayFactors(FactorData):
         self.image_shape = tuple(images.shape[1:])
         self.kind, self.binary = kind, bool(binary)
         if factors.ndim != 2 or factors.shape != (len(images), len(self.factor_sizes)):
-            raise ValueError(f"factors must have shape [{len(images)}, {len(self.factor_sizes)}] (one row per image), "
-                             f"got {list(factors.shape)}")
+            raise DataError(f"factors must have shape [{len(images)}, {len(self.factor_sizes)}] (one row per image), "
+                            f"got {list(factors.shape)}")
         bad = (factors < 0) | (factors >= np.array(self.factor_sizes))
         if bad.any():
             i, k = np.argwhere(bad)[0]
-            raise ValueError(f"factor {self.factor_names[k]} must be in 0..{self.factor_sizes[k] - 1}; "
-                             f"{int(bad.sum())} values are not (first at row {i}: {factors[i, k]})")
+            raise DataError(f"factor {self.factor_names[k]} must be in 0..{self.factor_sizes[k] - 1}; "
+                            f"{int(bad.sum())} values are not (first at row {i}: {factors[i, k]})")
         if len(images) != len(self):
-            raise ValueError(f"the grid {self.factor_sizes} has {len(self)} positions, got {len(images)} images")
+            raise DataError(f"the grid {self.factor_sizes} has {len(self)} positions, got {len(images)} images")
         position = self.index(factors)
         counts = np.bincount(position, minlength=len(self))
         if (counts != 1).any():
             missing, repeated = np.flatnonzero(counts == 0), np.flatnonzero(counts > 1)
-            raise ValueError(f"the images do not cover the factor grid once each: {len(missing)} positions missing "
-                             f"(first {self.factors_of(missing[:1]).tolist() if len(missing) else None}), "
-                             f"{len(repeated)} repeated")
+            raise DataError(f"the images do not cover the factor grid once each: {len(missing)} positions missing "
+                            f"(first {self.factors_of(missing[:1]).tolist() if len(missing) else None}), "
+                            f"{len(repeated)} repeated")
         order = np.argsort(position)
         if self.binary:
             if images.max(initial=0) > 1:
-                raise ValueError("binary images must hold only 0 and 1")
+                raise DataError("binary images must hold only 0 and 1")
             self._packed = np.packbits(images[order].reshape(len(images), -1).astype(np.uint8), axis=1)
         else:
             self._images = images[order]

@@ -12,6 +12,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from kvae.errors import ConfigError
+
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
@@ -87,7 +89,7 @@ def representation(model, batch_size=512, seed=0):
     """``images -> posterior means`` ([n, D] float64 numpy), the code the disentanglement metrics
     score (:mod:`kvae.evaluation.disentanglement`); unconditional models only."""
     if model.conditional:
-        raise ValueError("disentanglement metrics need an unconditional model (codes from images alone)")
+        raise ConfigError("disentanglement metrics need an unconditional model (codes from images alone)")
 
     @tf.function(reduce_retracing=True)
     def means(xb):

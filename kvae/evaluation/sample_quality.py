@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from kvae.errors import DataError, RunError
+
 WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "lenet_binarized_mnist.weights.h5")
 NUM_CLUSTERS = 20
 
@@ -93,7 +95,7 @@ class LeNetFeatures:
         import keras
 
         if not os.path.isfile(weights):
-            raise FileNotFoundError(f"{weights} not found: run apps/train_feature_lenet.py")
+            raise RunError(f"{weights} not found: run apps/train_feature_lenet.py")
         model = lenet()
         model.load_weights(weights)
         self.model = keras.Model(model.input, model.get_layer("features").output)
@@ -101,19 +103,19 @@ class LeNetFeatures:
     def __call__(self, images, batch_size=1000):
         images = np.asarray(images, np.float32)
         if images.shape[1:] != self.image_shape:
-            raise ValueError(f"LeNet features need images of shape {self.image_shape}, got {images.shape[1:]}")
+            raise DataError(f"LeNet features need images of shape {self.image_shape}, got {images.shape[1:]}")
         return np.concatenate([self.model(images[i:i + batch_size], training=False).numpy()
                                for i in range(0, len(images), batch_size)])
 
 
 class PCAFeatures:
-    """A PCA (``n_components``, default 20) of flattened training images."""
+    """A PCA (``num_components``, default 20) of flattened training images."""
 
-    def __init__(self, train_images, n_components=20, seed=0):
+    def __init__(self, train_images, num_components=20, seed=0):
         from sklearn.decomposition import PCA
 
         x = np.asarray(train_images, np.float32).reshape(len(train_images), -1)
-        self.pca = PCA(n_components=n_components, random_state=seed).fit(x)
+        self.pca = PCA(n_components=num_components, random_state=seed).fit(x)
 
     def __call__(self, images):
         return self.pca.transform(np.asarray(images, np.float32).reshape(len(images), -1))

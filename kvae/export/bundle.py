@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from kvae.errors import ConfigError
+from kvae.training.files import write_json
 
 OPSET = 17
 
@@ -258,8 +259,7 @@ def export(model, out_dir, opset=OPSET, check=True, explorer=None):
             "outputs": [{"name": o, "onnx_name": oo} for o, oo in zip(outs, onnx_outputs)],
         }
     if explorer is not None:
-        with open(os.path.join(out_dir, "explorer.json"), "w") as f:
-            json.dump(explorer, f, separators=(",", ":"))
+        write_json(os.path.join(out_dir, "explorer.json"), explorer, separators=(",", ":"))
     files = {}
     for root, _, names in os.walk(out_dir):
         for fname in names:
@@ -286,8 +286,7 @@ def export(model, out_dir, opset=OPSET, check=True, explorer=None):
     }
     if check:
         manifest["parity"] = parity(model, out_dir, manifest)
-    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
+    write_json(os.path.join(out_dir, "manifest.json"), manifest, indent=2)  # last, and whole: the bundle is done
     return manifest
 
 

@@ -21,6 +21,8 @@ import threading
 
 import numpy as np
 
+from kvae.errors import DataError
+
 #: numbers in explorer.json are rounded to this many decimals (a 500 x 50 map stays ~300 kB)
 DECIMALS = 4
 
@@ -54,7 +56,7 @@ def explorer_data(model, x, y=None, n=500, num_examples=8, seed=0):
     x = np.asarray(x)[:n]
     y = None if y is None else np.asarray(y)[:n]
     if len(x) < 2:
-        raise ValueError(f"explorer_data needs at least 2 images, got {len(x)}")
+        raise DataError(f"explorer_data needs at least 2 images, got {len(x)}")
     stats = evaluation.posterior_statistics(model, x.astype(np.float32), y, seed=seed)
     codes = stats["z_mean"]
     kl = None if stats["kl_per_dim"] is None else _round(stats["kl_per_dim"].mean(axis=0))

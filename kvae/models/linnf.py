@@ -1,9 +1,9 @@
 """VAE with planar/radial normalising flows in the posterior (Rezende & Mohamed 2015; pythae's
-VAE_LinNF): :class:`kvae.nn.planar_radial.PlanarRadialPosterior` (any model takes it as ``posterior=``)."""
+VAE_LinNF): :class:`kvae.parts.posteriors.PlanarRadialPosterior` (any model takes it as ``posterior=``)."""
 import keras
 
-from kvae.nn.planar_radial import PlanarRadialPosterior
 from kvae.core.model import VariationalModel
+from kvae.parts.posteriors import PlanarRadialPosterior
 
 
 @keras.saving.register_keras_serializable(package="kvae")

@@ -13,6 +13,8 @@ r"""Sample-based divergences between distributions of latent codes.
 """
 import tensorflow as tf
 
+from kvae.errors import ConfigError
+
 KERNELS = ("rbf", "imq", "infovae")
 
 
@@ -25,7 +27,7 @@ def _sq_dists(a, b):
 def kernel_matrix(a, b, kernel="rbf", bandwidths=(1.0,)):
     """Sum over bandwidths of k(a_i, b_j), shape [len(a), len(b)]."""
     if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        raise ConfigError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     a = tf.cast(a, tf.float32)
     b = tf.cast(b, tf.float32)
     d2 = _sq_dists(a, b)

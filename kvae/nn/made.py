@@ -20,13 +20,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kvae.errors import ConfigError
+
 
 def input_order(kind, size, seed=0):
     """Positions (1..D) of the inputs: ``"natural"``, ``"reversed"``, ``"random"`` or an explicit list."""
     if isinstance(kind, (list, tuple, np.ndarray)):
         order = np.asarray(kind, np.int64)
         if sorted(order.tolist()) != list(range(1, size + 1)):
-            raise ValueError(f"an explicit order must be a permutation of 1..{size}, got {list(order)}")
+            raise ConfigError(f"an explicit order must be a permutation of 1..{size}, got {list(order)}")
         return order
     if kind == "natural":
         return np.arange(1, size + 1)
@@ -34,7 +36,7 @@ def input_order(kind, size, seed=0):
         return np.arange(size, 0, -1)
     if kind == "random":
         return np.random.RandomState(seed).permutation(size) + 1
-    raise ValueError(f"unknown input order {kind!r}; use natural, reversed, random or a list")
+    raise ConfigError(f"unknown input order {kind!r}; use natural, reversed, random or a list")
 
 
 def made_masks(order, hidden_units, seed=0):
@@ -65,7 +67,7 @@ class MADE(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         self.activation_name = activation
         if log_scale not in ("tanh", "raw"):
-            raise ValueError(f"log_scale must be 'tanh' or 'raw', got {log_scale!r}")
+            raise ConfigError(f"log_scale must be 'tanh' or 'raw', got {log_scale!r}")
         self.log_scale_kind = log_scale
         self.log_scale_bound = float(log_scale_bound)
         self.seed = int(seed)
@@ -99,7 +101,7 @@ class MADE(keras.layers.Layer):
             self.build(x.shape)
         h = tf.cast(x, self.compute_dtype)
         if self.context_size and context is None:
-            raise ValueError("this MADE was built with context_size; pass context=")
+            raise ConfigError("this MADE was built with context_size; pass context=")
         for i, (kernel, bias, mask) in enumerate(zip(self.kernels, self.biases, self.masks)):
             pre = tf.matmul(h, kernel * mask) + bias
             if self.context_size:

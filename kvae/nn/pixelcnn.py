@@ -20,12 +20,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kvae.errors import ConfigError
+
 
 def causal_mask(kernel_size, mask_type, in_channels, out_channels):
     """[k, k, in, out] numpy mask: rows above the centre, and the centre row left of the centre
     (and the centre itself for type B)."""
     if mask_type not in ("A", "B"):
-        raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+        raise ConfigError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
     k = int(kernel_size)
     c = k // 2
     mask = np.zeros((k, k, in_channels, out_channels), np.float32)
@@ -49,7 +51,7 @@ class MaskedConv2D(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.mask_type = int(filters), int(kernel_size), mask_type
         if self.kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+            raise ConfigError(f"kernel_size must be odd, got {kernel_size}")
 
     def build(self, input_shape):
         in_ch = int(input_shape[-1])
@@ -86,9 +88,9 @@ class PixelCNNNetwork(keras.layers.Layer):
         super().__init__(**kwargs)
         self.head_initializer = head_initializer
         if num_layers < 1:
-            raise ValueError("a PixelCNN needs at least one masked layer")
+            raise ConfigError("a PixelCNN needs at least one masked layer")
         if conditioning not in self.CONDITIONINGS:
-            raise ValueError(f"conditioning must be one of {self.CONDITIONINGS}, got {conditioning!r}")
+            raise ConfigError(f"conditioning must be one of {self.CONDITIONINGS}, got {conditioning!r}")
         self.conditioning = conditioning
         self.channels, self.num_layers = int(channels), int(num_layers)
         self.kernel_size, self.filters = int(kernel_size), int(filters)

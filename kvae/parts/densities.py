@@ -12,6 +12,9 @@ Kinds (the model's ``density`` option, :func:`get`):
   :class:`FlowDensity` (pythae's MAF and IAF samplers);
 * ``"two-stage"``: a second VAE on the codes (Dai & Wipf 2019), :class:`TwoStageDensity`.
 
+Densities fitted by gradient descent (and the VQ-VAE's code prior) share :func:`held_out_split` (90 % to
+fit, 10 % held out) and :func:`fit_adam` (the Adam loop).
+
 Contract: ``fit(z, seed)``, ``is_fitted``, ``log_prob(z)`` (exact, or for the two-stage VAE an
 importance-sampled bound), ``from_noise(eps, component_uniform)`` (a draw from explicit noise, for the exported
 ``sample_density`` endpoint) and ``needs_component_noise`` (whether ``component_uniform`` is used).
@@ -22,23 +25,38 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from kvae import registry
+from kvae.errors import ConfigError, DataError
 
 tfd = tfp.distributions
 
 
 @keras.saving.register_keras_serializable(package="kvae")
 class GaussianMixtureDensity(keras.layers.Layer):
-    """A K-component full-covariance Gaussian mixture over z, as non-trainable weights."""
+    """A K-component (``num_components``) full-covariance Gaussian mixture over z, as non-trainable
+    weights.  kvae 0.1 called the argument ``n_components``: configs with that key still load, and
+    ``n_components`` stays readable."""
 
     kind = "gmm"
     needs_component_noise = True
 
-    def __init__(self, latent_dim, n_components=10, **kwargs):
+    def __init__(self, latent_dim, num_components=10, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim, self.n_components = int(latent_dim), int(n_components)
+        self.latent_dim, self.num_components = int(latent_dim), int(num_components)
+
+    @property
+    def n_components(self):
+        """``num_components`` under its kvae 0.1 name."""
+        return self.num_components
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "n_components" in config:  # written by kvae 0.1
+            config["num_components"] = config.pop("n_components")
+        return super().from_config(config)
 
     def build(self, input_shape=None):
-        k, d = self.n_components, self.latent_dim
+        k, d = self.num_components, self.latent_dim
         self.logits = self.add_weight(shape=(k,), initializer="zeros", trainable=False, name="logits")
         self.means = self.add_weight(shape=(k, d), initializer="zeros", trainable=False, name="means")
         eye = np.tile(np.eye(d, dtype=np.float32)[None], (k, 1, 1))
@@ -56,13 +74,13 @@ class GaussianMixtureDensity(keras.layers.Layer):
         from sklearn.mixture import GaussianMixture
 
         z = np.asarray(z, np.float64)
-        k = min(self.n_components, len(z))
+        k = min(self.num_components, len(z))
         gmm = GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=1e-5).fit(z)
-        weights = np.full(self.n_components, 1e-12)
+        weights = np.full(self.num_components, 1e-12)
         weights[:k] = gmm.weights_
-        means = np.zeros((self.n_components, self.latent_dim))
+        means = np.zeros((self.num_components, self.latent_dim))
         means[:k] = gmm.means_
-        tril = np.tile(np.eye(self.latent_dim)[None], (self.n_components, 1, 1))
+        tril = np.tile(np.eye(self.latent_dim)[None], (self.num_components, 1, 1))
         tril[:k] = np.linalg.cholesky(gmm.covariances_)
         self.logits.assign(np.log(weights).astype(np.float32))
         self.means.assign(means.astype(np.float32))
@@ -81,7 +99,7 @@ class GaussianMixtureDensity(keras.layers.Layer):
         cdf = tf.cumsum(tf.nn.softmax(self.logits))
         u = tf.convert_to_tensor(component_uniform, tf.float32)
         k = tf.reduce_sum(tf.cast(u[:, None] > cdf[None, :], tf.int32), axis=-1)
-        k = tf.minimum(k, self.n_components - 1)
+        k = tf.minimum(k, self.num_components - 1)
         means = tf.gather(self.means, k)
         tril = tf.gather(self.scale_tril, k)
         return means + tf.linalg.matvec(tril, eps)
@@ -94,14 +112,60 @@ class GaussianMixtureDensity(keras.layers.Layer):
         return self.distribution().log_prob(z)
 
     def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim, "n_components": self.n_components}
+        return {**super().get_config(), "latent_dim": self.latent_dim, "num_components": self.num_components}
+
+
+def held_out_split(data, seed=0):
+    """``(train, heldout)``: the rows of ``data`` in a permutation seeded by ``seed``, the first tenth (at
+    least one row) held out: the split every auxiliary density is fitted and scored on."""
+    order = np.random.RandomState(seed).permutation(len(data))
+    held = max(1, len(data) // 10)
+    return data[order[held:]], data[order[:held]]
+
+
+def fit_adam(layer, train, loss, seed=0, epochs=1, batch_size=256, lr=1e-3, verbose=False,
+             progress="epoch {epoch}/{epochs}: loss {loss:.3f}", set_trainable=None):
+    """Fit an auxiliary density ``layer`` (a layer the model's own optimizer never trains) by Adam with
+    learning rate ``lr``: ``epochs`` passes over ``train`` in batches of ``batch_size``, shuffled with
+    ``seed``, each step minimising the scalar ``loss(batch, step_seed)`` (``step_seed``: the int32 pair
+    (seed, step number), for losses that draw noise).  The layer's weights are trainable only during
+    the fit (``set_trainable(True/False)``; default: ``layer.trainable``).  With ``verbose`` it prints
+    ``progress`` (a format string of ``epoch``, ``epochs`` and ``loss``, the epoch's mean) per epoch."""
+    if set_trainable is None:
+        def set_trainable(value):
+            layer.trainable = value
+
+    set_trainable(True)
+    try:
+        variables = layer.trainable_variables
+        optimizer = keras.optimizers.Adam(lr)
+
+        @tf.function
+        def step(batch, s):
+            with tf.GradientTape() as tape:
+                value = loss(batch, s)
+            optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
+            return value
+
+        data = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=seed).batch(batch_size)
+        count = 0
+        for epoch in range(epochs):
+            losses = []
+            for batch in data:
+                losses.append(float(step(batch, tf.constant([seed, count], tf.int32))))
+                count += 1
+            if verbose:
+                print(progress.format(epoch=epoch + 1, epochs=epochs, loss=np.mean(losses)), flush=True)
+    finally:
+        set_trainable(False)
 
 
 class TrainedDensity(keras.layers.Layer):
     """Shared machinery of the densities fitted by gradient descent on standardised codes
-    u = (z - m) / s: the non-trainable ``shift`` m, ``scale`` s and ``fitted`` weights, a 90/10
-    split, the Adam loop over ``epochs`` of ``batch_size`` codes, and trainable parts that train
-    only inside :meth:`fit` (the model's optimizer never sees them).  Subclasses define
+    u = (z - m) / s: the non-trainable ``shift`` m, ``scale`` s and ``fitted`` weights, the 90/10
+    split (:func:`held_out_split`), the Adam loop over ``epochs`` of ``batch_size`` codes
+    (:func:`fit_adam`), and trainable parts that train only inside :meth:`fit` (the model's optimizer
+    never sees them).  Subclasses define
     ``_parts()`` (their sublayers), ``_extra_weights()``, ``_loss(u, seed)`` and ``log_prob(z)``."""
 
     needs_component_noise = False
@@ -148,38 +212,16 @@ class TrainedDensity(keras.layers.Layer):
         "heldout_log_prob"} (mean log p(z) per dimension on the training codes and the other 10%)."""
         z = np.asarray(z, np.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"codes must have shape [N, {self.latent_dim}], got {list(z.shape)}")
+            raise DataError(f"codes must have shape [N, {self.latent_dim}], got {list(z.shape)}")
         if len(z) < 10:
-            raise ValueError(f"fitting {type(self).__name__} needs at least 10 codes, got {len(z)}")
-        order = np.random.RandomState(seed).permutation(len(z))
-        held = max(1, len(z) // 10)
-        train, heldout = z[order[held:]], z[order[:held]]
+            raise DataError(f"fitting {type(self).__name__} needs at least 10 codes, got {len(z)}")
+        train, heldout = held_out_split(z, seed)
         self.shift.assign(train.mean(axis=0))
         self.scale.assign(np.maximum(train.std(axis=0), 1e-3))
-        self._set_trainable(True)
-        variables = self.trainable_variables
-        optimizer = keras.optimizers.Adam(self.lr)
-
-        @tf.function
-        def step(batch, s):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(self._loss(self._standardise(batch), s))
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return loss
-
-        data = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=seed).batch(self.batch_size)
-        count = 0
-        try:
-            for epoch in range(self.epochs):
-                losses = []
-                for batch in data:
-                    losses.append(float(step(batch, tf.constant([seed, count], tf.int32))))
-                    count += 1
-                if verbose:
-                    print(f"{type(self).__name__} epoch {epoch + 1}/{self.epochs}: loss {np.mean(losses):.3f}",
-                          flush=True)
-        finally:
-            self._set_trainable(False)
+        fit_adam(self, train, lambda batch, s: tf.reduce_mean(self._loss(self._standardise(batch), s)), seed=seed,
+                 epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, verbose=verbose,
+                 progress=f"{type(self).__name__} epoch {{epoch}}/{{epochs}}: loss {{loss:.3f}}",
+                 set_trainable=self._set_trainable)
         self.fitted.assign(1.0)
 
         def mean_log_prob(codes):
@@ -211,7 +253,7 @@ class FlowDensity(TrainedDensity):
     def __init__(self, latent_dim, kind="maf", num_steps=4, hidden_units=(256, 256), **kwargs):
         super().__init__(latent_dim, **kwargs)
         if kind not in ("maf", "iaf"):
-            raise ValueError(f"kind must be 'maf' or 'iaf', got {kind!r}")
+            raise ConfigError(f"kind must be 'maf' or 'iaf', got {kind!r}")
         self.kind, self.num_steps = kind, int(num_steps)
         self.hidden_units = [int(h) for h in hidden_units]
         from kvae.parts.priors import FlowPrior

@@ -124,7 +124,9 @@ class GaussianLikelihood(LikelihoodHead):
 
     def __init__(self, event_shape, scale="learned", min_scale=1e-3, **kwargs):
         if not (scale in ("learned", "predicted") or (isinstance(scale, (int, float)) and scale > 0)):
-            raise ValueError(f"scale must be a positive number, 'learned' or 'predicted', got {scale!r}")
+            from kvae.errors import ConfigError
+
+            raise ConfigError(f"scale must be a positive number, 'learned' or 'predicted', got {scale!r}")
         self.scale = scale
         self.min_scale = float(min_scale)
         self.num_params = 2 if scale == "predicted" else 1
@@ -235,7 +237,9 @@ class PixelCNNLikelihood(LikelihoodHead):
         self.num_params = self.cond_channels
         super().__init__(event_shape, **kwargs)
         if len(self.event_shape) != 3:
-            raise ValueError(f"a PixelCNN decoder needs image data (H, W, C), got {self.event_shape}")
+            from kvae.errors import ConfigError
+
+            raise ConfigError(f"a PixelCNN decoder needs image data (H, W, C), got {self.event_shape}")
         from kvae.nn.pixelcnn import PixelCNNNetwork
 
         self.network = PixelCNNNetwork(self.event_shape[-1], num_layers, kernel_size, filters,
@@ -342,7 +346,9 @@ class MSSSIMLikelihood(LikelihoodHead):
         from kvae.nn.ssim import check_scales, default_scales
 
         if positive not in ("shift", "relu"):
-            raise ValueError(f"positive must be 'shift' or 'relu', got {positive!r}")
+            from kvae.errors import ConfigError
+
+            raise ConfigError(f"positive must be 'shift' or 'relu', got {positive!r}")
         self.positive = positive
         if power_factors is None:
             power_factors, filter_size = default_scales(self.event_shape, filter_size)

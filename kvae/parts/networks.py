@@ -9,6 +9,8 @@ import math
 
 import keras
 
+from kvae.errors import ConfigError
+
 
 def mlp_encoder(input_shape, hidden=(500, 500), activation="relu", name="encoder_network"):
     """Flatten, then Dense layers of sizes ``hidden``."""
@@ -41,7 +43,7 @@ def conv_decoder(code_dim, output_shape, hidden=(500,), channels=(32, 64), activ
     convolutions up to (at least) the output size, cropped to it.  Features keep the output's
     spatial shape, so the likelihood head acts per pixel."""
     if len(output_shape) != 3:
-        raise ValueError(f"a conv decoder needs image data (H, W, C), got shape {tuple(output_shape)}")
+        raise ConfigError(f"a conv decoder needs image data (H, W, C), got shape {tuple(output_shape)}")
     height, width = int(output_shape[0]), int(output_shape[1])
     scale = 2 ** len(channels)
     h0, w0 = math.ceil(height / scale), math.ceil(width / scale)
@@ -98,7 +100,7 @@ def resnet_encoder(input_shape, hidden=None, name="encoder_network"):
     residual blocks (ReLU, 3x3 conv to 32, ReLU, 1x1 conv to 128, added), flattened (2048
     features at 28x28; the posterior head is pythae's final Linear layer).  ``hidden`` is not used."""
     if len(input_shape) != 3:
-        raise ValueError(f"a ResNet encoder needs image data (H, W, C), got shape {tuple(input_shape)}")
+        raise ConfigError(f"a ResNet encoder needs image data (H, W, C), got shape {tuple(input_shape)}")
     x = keras.Input(shape=tuple(input_shape))
     h = keras.layers.Conv2D(64, 4, strides=2, padding="same", name="conv_64")(x)
     h = keras.layers.Conv2D(128, 4, strides=2, padding="same", name="conv_128a")(h)
@@ -117,7 +119,7 @@ def resnet_decoder(code_dim, output_shape, hidden=None, name="decoder_network", 
     parameters, which is pythae's last layer (64 -> 1 channel, then the Bernoulli's sigmoid) for
     heads of up to ``features`` parameters per pixel.  ``hidden`` is not used."""
     if len(output_shape) != 3:
-        raise ValueError(f"a ResNet decoder needs image data (H, W, C), got shape {tuple(output_shape)}")
+        raise ConfigError(f"a ResNet decoder needs image data (H, W, C), got shape {tuple(output_shape)}")
     rows, cols = _halvings(output_shape[0]), _halvings(output_shape[1])
     z = keras.Input(shape=(int(code_dim),))
     h = keras.layers.Dense(rows[3] * cols[3] * 128, name="dense_map")(z)

@@ -59,7 +59,9 @@ class FlowPrior(keras.layers.Layer):
     def __init__(self, latent_dim, num_steps=4, hidden_units=(640, 640, 640), kind="maf", **kwargs):
         super().__init__(**kwargs)
         if kind not in ("maf", "iaf"):
-            raise ValueError(f"kind must be 'maf' or 'iaf', got {kind!r}")
+            from kvae.errors import ConfigError
+
+            raise ConfigError(f"kind must be 'maf' or 'iaf', got {kind!r}")
         self.latent_dim, self.num_steps, self.kind = int(latent_dim), int(num_steps), kind
         self.hidden_units = [int(h) for h in hidden_units]
         from kvae.nn.flows import made_stack
@@ -114,7 +116,9 @@ class VampPrior(keras.layers.Layer):
         super().__init__(**kwargs)
         self.latent_dim, self.num_components = int(latent_dim), int(num_components)
         if self.num_components < 1:
-            raise ValueError(f"num_components must be positive, got {num_components}")
+            from kvae.errors import ConfigError
+
+            raise ConfigError(f"num_components must be positive, got {num_components}")
         self._model_encode = None
 
     def bind(self, model):
@@ -138,7 +142,9 @@ class VampPrior(keras.layers.Layer):
     def components(self):
         """(loc, scale) [K, D] of q(z | u_k)."""
         if self._model_encode is None:
-            raise RuntimeError("the VampPrior is not bound to a model: pass it as a model's prior")
+            from kvae.errors import ConfigError
+
+            raise ConfigError("the VampPrior is not bound to a model: pass it as a model's prior")
         u = tf.clip_by_value(self.pseudo_inputs, 0.0, 1.0)
         return self._model_encode(u)
 
@@ -154,7 +160,9 @@ class VampPrior(keras.layers.Layer):
     def from_noise(self, eps, component_uniform=None):
         """z = loc_k + scale_k eps with k = floor(u K) (component_uniform u [N] in [0, 1])."""
         if component_uniform is None:
-            raise ValueError("the VampPrior samples with explicit component noise: from_noise(eps, component_uniform)")
+            from kvae.errors import ConfigError
+
+            raise ConfigError("the VampPrior samples with explicit component noise: from_noise(eps, component_uniform)")
         loc, scale = self.components()
         k = tf.minimum(tf.cast(tf.floor(tf.cast(component_uniform, tf.float32) * self.num_components), tf.int32),
                        self.num_components - 1)

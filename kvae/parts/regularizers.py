@@ -12,6 +12,8 @@ exist, and ``after_step(model, terms)`` runs after the model's optimizer step in
 import keras
 import tensorflow as tf
 
+from kvae.errors import ConfigError
+
 
 class Regularizer(keras.layers.Layer):
     """Base class; subclasses implement ``penalty(terms)``."""
@@ -167,8 +169,8 @@ class ImageDiscriminator(_DiscriminatorPenalty):
         super().__init__(weight=weight, hidden=hidden, lr=lr, beta_1=beta_1, beta_2=beta_2, name=name, **kwargs)
         self.feature_layer = int(feature_layer)
         if not -len(self.hidden) <= self.feature_layer < len(self.hidden):
-            raise ValueError(f"feature_layer must index one of the {len(self.hidden)} hidden layers, "
-                             f"got {feature_layer}")
+            raise ConfigError(f"feature_layer must index one of the {len(self.hidden)} hidden layers, "
+                              f"got {feature_layer}")
         self._decode = None
 
     def build_for(self, model):

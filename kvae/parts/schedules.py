@@ -7,6 +7,8 @@ the ``beta`` metric.
 import keras
 import tensorflow as tf
 
+from kvae.errors import ConfigError
+
 
 class BetaSchedule:
     """Base class: subclasses implement ``__call__(step)`` and ``get_config()``."""
@@ -22,7 +24,7 @@ class LinearWarmup(BetaSchedule):
 
     def __init__(self, target=1.0, warmup_steps=10000, start=0.0):
         if warmup_steps <= 0:
-            raise ValueError(f"warmup_steps must be positive, got {warmup_steps}")
+            raise ConfigError(f"warmup_steps must be positive, got {warmup_steps}")
         self.target, self.warmup_steps, self.start = float(target), int(warmup_steps), float(start)
 
     def __call__(self, step):
@@ -40,7 +42,7 @@ class CyclicalAnnealing(BetaSchedule):
 
     def __init__(self, target=1.0, cycle_steps=10000, ratio=0.5):
         if cycle_steps <= 0 or not 0 < ratio <= 1:
-            raise ValueError("cycle_steps must be positive and ratio in (0, 1]")
+            raise ConfigError("cycle_steps must be positive and ratio in (0, 1]")
         self.target, self.cycle_steps, self.ratio = float(target), int(cycle_steps), float(ratio)
 
     def __call__(self, step):

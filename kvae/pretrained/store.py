@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from kvae.errors import RunError
+from kvae.errors import ConfigError, RunError
 from kvae.export.bundle import _sha256  # the bundle manifest's file hash
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "files")
@@ -124,18 +124,18 @@ def load(name, root=None):
 def fetch(name, out, root=None):
     """Write ``name`` as a run directory ``out`` (``model.keras``, ``config.json``, ``pretrained.json``)."""
     root = ROOT if root is None else root
-    from kvae.training.runs import CONFIG_FILE, MODEL_FILE, atomic_save
+    from kvae.training.files import save_model, write_json
+    from kvae.training.runs import CONFIG_FILE, MODEL_FILE
 
     model = load(name, root)
     info = manifest(name, root)
     if os.path.exists(os.path.join(out, MODEL_FILE)):
         raise RunError(f"{out} already holds a {MODEL_FILE}; choose another --out")
     os.makedirs(out, exist_ok=True)
-    atomic_save(model, os.path.join(out, MODEL_FILE))
-    with open(os.path.join(out, CONFIG_FILE), "w") as f:
-        json.dump(info["run_config"], f, indent=2)
-    with open(os.path.join(out, "pretrained.json"), "w") as f:
-        json.dump({k: v for k, v in info.items() if k not in ("variables", "run_config")}, f, indent=2)
+    save_model(model, os.path.join(out, MODEL_FILE))
+    write_json(os.path.join(out, CONFIG_FILE), info["run_config"], indent=2)
+    write_json(os.path.join(out, "pretrained.json"),
+               {k: v for k, v in info.items() if k not in ("variables", "run_config")}, indent=2)
     return out
 
 
@@ -148,10 +148,11 @@ def pack(run_dir, name, root=None, dtype="float16", description="", measured=Non
     root = ROOT if root is None else root
     import keras
 
+    from kvae.training.files import write_json
     from kvae.training.runs import CONFIG_FILE, load_run
 
     if dtype not in ("float16", "float32"):
-        raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+        raise ConfigError(f"dtype must be float16 or float32, got {dtype!r}")
     model, _ = load_run(run_dir)
     with open(os.path.join(run_dir, CONFIG_FILE)) as f:
         run_config = json.load(f)
@@ -159,11 +160,10 @@ def pack(run_dir, name, root=None, dtype="float16", description="", measured=Non
     os.makedirs(directory, exist_ok=True)
     arrays, table = _quantise(model, dtype)
     np.savez_compressed(os.path.join(directory, "weights.npz"), **arrays)
-    with open(os.path.join(directory, "model.json"), "w") as f:
-        json.dump(keras.saving.serialize_keras_object(model), f, indent=1, default=float)
+    write_json(os.path.join(directory, "model.json"), keras.saving.serialize_keras_object(model), indent=1,
+               default=float)
     info = {"name": name, "description": description, "storage_dtype": dtype, "measured": measured or {},
             "run_config": run_config, "variables": table,
             "sha256": {file: _sha256(os.path.join(directory, file)) for file in FILES}}
-    with open(os.path.join(directory, "manifest.json"), "w") as f:
-        json.dump(info, f, indent=1, default=float)
+    write_json(os.path.join(directory, "manifest.json"), info, indent=1, default=float)
     return directory

@@ -33,7 +33,8 @@ import os
 import keras
 import numpy as np
 
-from kvae.errors import RunError
+from kvae.errors import ConfigError, RunError
+from kvae.training import files
 
 
 def _finite(value):
@@ -103,9 +104,9 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _promote_previous(self):
         """The checkpoint before the last (``.bkp``) becomes the last one."""
-        os.replace(self._prev_weights_path, self._weights_path)
+        files.replace(self._prev_weights_path, self._weights_path)
         if os.path.exists(self._prev_training_metadata_path):
-            os.replace(self._prev_training_metadata_path, self._training_metadata_path)
+            files.replace(self._prev_training_metadata_path, self._training_metadata_path)
 
     def _restore(self):
         """Load the last checkpoint; if it cannot be read, the one before it."""
@@ -176,18 +177,18 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             return
         os.makedirs(self.backup_dir, exist_ok=True)
         tmp_weights, tmp_meta = self._tmp_paths()
-        self.model.save_weights(tmp_weights, overwrite=True)
-        with open(tmp_meta, "w") as f:
-            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
+        files.write_flushed(tmp_weights, lambda path: self.model.save_weights(path, overwrite=True))
+        metadata = json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen})
+        files.write_flushed(tmp_meta, metadata)
         # the complete new checkpoint exists; renames make it the last one and move the old pair to
         # .bkp, metadata first: whenever the last weights are missing (a kill after the second rename)
         # the .bkp pair is whole, and _restore takes it as the last checkpoint
         if os.path.exists(self._training_metadata_path):
-            os.replace(self._training_metadata_path, self._prev_training_metadata_path)
+            files.replace(self._training_metadata_path, self._prev_training_metadata_path)
         if os.path.exists(self._weights_path):
-            os.replace(self._weights_path, self._prev_weights_path)
-        os.replace(tmp_weights, self._weights_path)
-        os.replace(tmp_meta, self._training_metadata_path)
+            files.replace(self._weights_path, self._prev_weights_path)
+        files.replace(tmp_weights, self._weights_path)
+        files.replace(tmp_meta, self._training_metadata_path)
 
     def _should_save_on_batch(self, batch):
         """Save when ``save_freq`` optimizer steps have passed since the last save.  Keras counts
@@ -236,7 +237,7 @@ class KeepBest(keras.callbacks.Callback):
     def __init__(self, directory, monitor=("val_neg_elbo", "val_loss"), patience=None, min_delta=0.0):
         super().__init__()
         if patience is not None and (not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+            raise ConfigError(f"patience must be a positive integer or None, got {patience!r}")
         self.directory = directory
         self.monitor = monitor
         self.patience = patience
@@ -272,21 +273,14 @@ class KeepBest(keras.callbacks.Callback):
             for v, a in zip(variables, averages):
                 v.assign(a)
         try:
-            tmp = self.weights_path + ".tmp.weights.h5"
-            self.model.save_weights(tmp)
-            os.replace(tmp, self.weights_path)
+            files.save_weights(self.model, self.weights_path)
         finally:
             if held is not None:
                 for v, h in zip(variables, held):
                     v.assign(h)
 
     def _write_state(self):
-        import json
-
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.state, f, indent=2)
-        os.replace(tmp, self.state_path)
+        files.write_json(self.state_path, self.state, indent=2)
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch <= self.state["last_epoch"]:  # an epoch replayed after a resume: already counted
@@ -328,7 +322,7 @@ def exponential_lr(initial, rate):
     """``keras.callbacks.LearningRateScheduler`` for lr_e = initial · rate^e at epoch e (0-based):
     a function of the epoch only, so a resumed run gets the same rate as an uninterrupted one."""
     if not 0 < rate <= 1:
-        raise ValueError(f"the learning-rate decay rate must be in (0, 1], got {rate!r}")
+        raise ConfigError(f"the learning-rate decay rate must be in (0, 1], got {rate!r}")
     return keras.callbacks.LearningRateScheduler(lambda epoch, lr=None: float(initial * rate ** epoch))
 
 

@@ -6,7 +6,8 @@ core imports nothing from training or data).
 import numpy as np
 import tensorflow as tf
 
-from kvae.data.datasets import batches, check_inputs
+from kvae.data.checks import check_inputs, split_xy
+from kvae.data.pipelines import batches
 from kvae.training.callbacks import DataEpoch, FreezeGC
 
 
@@ -47,8 +48,7 @@ def arrays_to_pipelines(model, x, y, validation_data, kwargs):
     ``sample_weight``, ``class_weight``, ``validation_split``, ``steps_per_epoch`` or
     ``shuffle="batch"`` go to Keras unchanged."""
     def arrays(a, b):
-        if isinstance(a, (tuple, list)) and len(a) == 2 and b is None:
-            a, b = a
+        a, b = split_xy(a, b)
         if isinstance(a, np.ndarray) and (b is None or isinstance(b, np.ndarray)):
             return a, b
         return None

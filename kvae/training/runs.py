@@ -1,7 +1,7 @@
 """Training runs on disk: train a named model on a named data set into a run directory, and load it back.
 
-A run directory holds ``model.keras`` (written atomically: a crash never leaves a truncated file
-where a good one was), ``config.json`` (the run's options and the model config),
+A run directory holds ``model.keras`` (its files written atomically, :mod:`kvae.training.files`: a crash
+never leaves a truncated file where a good one was), ``config.json`` (the run's options and the model config),
 ``history.json`` (per-epoch metrics), ``logs/`` (TensorBoard) and PNG grids
 ``samples.png``, ``reconstructions.png`` and ``kl_per_dim.png``.
 """
@@ -18,6 +18,7 @@ from kvae.evaluation import metrics as evaluation, plotting
 from kvae.errors import ConfigError, RunError
 from kvae import registry
 from kvae.options import PART_OPTIONS
+from kvae.training import files
 from kvae.training.callbacks import KeepBest, SafeBackupAndRestore, TensorBoardImages, exponential_lr
 
 MODEL_FILE = "model.keras"
@@ -111,22 +112,12 @@ def make_optimizer(name="adam", lr=1e-3, ema=None):
     return classes[name](lr, use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99)
 
 
-def atomic_save(model, path):
-    """Save ``model`` to ``path`` through a temporary file and a rename."""
-    tmp = path + ".tmp.keras"
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):  # a failed save leaves neither a partial file nor a changed model.keras
-            os.remove(tmp)
+#: ``atomic_save(model, path)``: :func:`kvae.training.files.save_model` (its kvae 0.1 name)
+atomic_save = files.save_model
 
 
 def _write_json(obj, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=float)
-    os.replace(tmp, path)
+    files.write_json(path, obj, indent=2, default=float)
 
 
 def write_figures(model, run_dir, split, n=64, seed=0):

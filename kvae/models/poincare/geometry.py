@@ -26,6 +26,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae.errors import ConfigError
+
 tfd, tfb = tfp.distributions, tfp.bijectors
 
 _BOUNDARY = 1e-5
@@ -151,7 +153,7 @@ class WrappedNormalPosterior(keras.layers.Layer):
         super().__init__(**kwargs)
         self.latent_dim, self.curvature, self.min_scale = int(latent_dim), float(curvature), float(min_scale)
         if self.curvature <= 0:
-            raise ValueError(f"curvature must be positive, got {curvature}")
+            raise ConfigError(f"curvature must be positive, got {curvature}")
         self.dense = keras.layers.Dense(2 * self.latent_dim, name="params")
 
     def build(self, input_shape):

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kvae.data.checks import split_xy
 from kvae.errors import ConfigError
 from kvae.models.rhvae.riemannian import RiemannianHamiltonianBound, _log_det, hmc
 from kvae.models.iwae import _Bound
@@ -13,10 +14,9 @@ from kvae.models.iwae import _Bound
 def _some_examples(x, y, n):
     """The training arrays (fit_metric takes a seeded subset), or the first n examples (and labels) of
     a dataset of x, (x,) or (x, y) batches."""
+    x, y = split_xy(x, y)
     if isinstance(x, np.ndarray):
         return x, (None if y is None else np.asarray(y))
-    if isinstance(x, (tuple, list)) and len(x) == 2 and y is None and isinstance(x[0], np.ndarray):
-        return _some_examples(x[0], x[1], n)
     if isinstance(x, tf.data.Dataset):
         xs, ys, count = [], [], 0
         for batch in x:

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae.errors import ConfigError
 from kvae.models.vqvae.code_prior import normal_cdf, one_hot
 
 tfd = tfp.distributions
@@ -160,7 +161,7 @@ class VonMisesFisherPosterior(keras.layers.Layer):
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
         if self.latent_dim < 3:
-            raise ValueError(f"the vMF posterior needs latent_dim >= 3, got {latent_dim}")
+            raise ConfigError(f"the vMF posterior needs latent_dim >= 3, got {latent_dim}")
         self.dense = keras.layers.Dense(self.latent_dim + 1, name="params")
 
     def build(self, input_shape):

@@ -20,7 +20,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae.errors import ConfigError, DataError
 from kvae.nn.pixelcnn import PixelCNNNetwork
+from kvae.parts.densities import fit_adam, held_out_split
 
 tfd = tfp.distributions
 
@@ -84,10 +86,10 @@ class PixelCNNCodePrior(keras.layers.Layer):
         """Take the model's code-to-vector map (its quantiser's codebook); a bound method, not a sub-layer."""
         posterior = model.posterior
         if not hasattr(posterior, "codes_to_z"):
-            raise ValueError("the PixelCNN code prior needs a vector-quantised posterior")
+            raise ConfigError("the PixelCNN code prior needs a vector-quantised posterior")
         if posterior.positions != self.positions or posterior.num_embeddings != self.num_embeddings:
-            raise ValueError(f"the code prior's grid {self.grid} x {self.num_embeddings} values does not match the "
-                             f"posterior's {posterior.positions} positions x {posterior.num_embeddings} entries")
+            raise ConfigError(f"the code prior's grid {self.grid} x {self.num_embeddings} values does not match the "
+                              f"posterior's {posterior.positions} positions x {posterior.num_embeddings} entries")
         self._codes_to_z = posterior.codes_to_z
 
     @property
@@ -133,7 +135,7 @@ class PixelCNNCodePrior(keras.layers.Layer):
         """Flat codes z [N, latent_dim] for standard-normal noise eps [N, latent_dim]: the index map drawn
         with uniforms Phi(eps[:, :H W]), looked up in the bound model's codebook."""
         if self._codes_to_z is None:
-            raise ValueError("the code prior is not bound to a model (model.prior.bind(model))")
+            raise ConfigError("the code prior is not bound to a model (model.prior.bind(model))")
         codes = self.sample_codes(normal_cdf(tf.convert_to_tensor(eps, tf.float32)[:, :self.positions]))
         return self._codes_to_z(codes)
 
@@ -143,36 +145,18 @@ class PixelCNNCodePrior(keras.layers.Layer):
         -log p(k) in nats per map on both ({"train_nll", "heldout_nll", "uniform_nll"})."""
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[1] != self.positions:
-            raise ValueError(f"codes must have shape [N, {self.positions}], got {list(codes.shape)}")
+            raise DataError(f"codes must have shape [N, {self.positions}], got {list(codes.shape)}")
         if len(codes) < 10:
-            raise ValueError(f"fitting the code prior needs at least 10 index maps, got {len(codes)}")
+            raise DataError(f"fitting the code prior needs at least 10 index maps, got {len(codes)}")
         if codes.min() < 0 or codes.max() >= self.num_embeddings:
-            raise ValueError(f"codes must be in 0..{self.num_embeddings - 1}, got {codes.min()}..{codes.max()}")
+            raise DataError(f"codes must be in 0..{self.num_embeddings - 1}, got {codes.min()}..{codes.max()}")
         codes = codes.astype(np.int32)
         epochs = self.epochs if epochs is None else int(epochs)
         batch_size = self.batch_size if batch_size is None else int(batch_size)
-        order = np.random.RandomState(seed).permutation(len(codes))
-        held = max(1, len(codes) // 10)
-        train, heldout = codes[order[held:]], codes[order[:held]]
-        self.trainable = True
-        variables = self.trainable_variables
-        optimizer = keras.optimizers.Adam(self.lr if lr is None else float(lr))
-
-        @tf.function
-        def step(batch):
-            with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(self.log_prob_codes(batch))
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return loss
-
-        data = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=seed).batch(batch_size)
-        try:
-            for epoch in range(epochs):
-                losses = [float(step(batch)) for batch in data]
-                if verbose:
-                    print(f"code prior epoch {epoch + 1}/{epochs}: -log p(k) {np.mean(losses):.3f} nats", flush=True)
-        finally:
-            self.trainable = False
+        train, heldout = held_out_split(codes, seed)
+        fit_adam(self, train, lambda batch, s: -tf.reduce_mean(self.log_prob_codes(batch)), seed=seed, epochs=epochs,
+                 batch_size=batch_size, lr=self.lr if lr is None else float(lr), verbose=verbose,
+                 progress="code prior epoch {epoch}/{epochs}: -log p(k) {loss:.3f} nats")
         self.fitted.assign(1.0)
 
         def nll(maps):

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kvae.errors import ConfigError
 from kvae.models.vqvae.code_prior import CodeDistribution, PixelCNNCodePrior
 from kvae.models.vqvae.quantize import VectorQuantizedPosterior, perplexity
 from kvae.core.model import VariationalModel
@@ -51,10 +52,10 @@ class VQVAE(VariationalModel):
                  codebook="ema", decay=0.99, restart_threshold=0.0, prior_layers=4, prior_filters=32, **kwargs):
         grid = tuple(int(g) for g in grid)
         if len(grid) != 2 or min(grid) < 1:
-            raise ValueError(f"grid must be two positive sizes (H, W), got {grid}")
+            raise ConfigError(f"grid must be two positive sizes (H, W), got {grid}")
         latent_dim = grid[0] * grid[1] * int(embedding_dim)
         if kwargs.get("latent_dim", latent_dim) != latent_dim:
-            raise ValueError(f"a VQ-VAE's latent_dim is H W D = {latent_dim}; set grid and embedding_dim instead")
+            raise ConfigError(f"a VQ-VAE's latent_dim is H W D = {latent_dim}; set grid and embedding_dim instead")
         kwargs["latent_dim"] = latent_dim
         kwargs.setdefault("posterior", VectorQuantizedPosterior(latent_dim, num_embeddings, embedding_dim,
                                                                 update=codebook, decay=decay,

@@ -25,6 +25,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae.errors import ConfigError
+
 tfd = tfp.distributions
 
 
@@ -63,12 +65,12 @@ class VectorQuantizer(keras.layers.Layer):
                  restart_threshold=0.0, **kwargs):
         super().__init__(**kwargs)
         if update not in ("ema", "loss"):
-            raise ValueError(f"update must be 'ema' or 'loss', got {update!r}")
+            raise ConfigError(f"update must be 'ema' or 'loss', got {update!r}")
         if not 0.0 < float(decay) < 1.0:
-            raise ValueError(f"decay must be in (0, 1), got {decay}")
+            raise ConfigError(f"decay must be in (0, 1), got {decay}")
         if float(restart_threshold) < 0 or (float(restart_threshold) > 0 and update != "ema"):
-            raise ValueError(f"restart_threshold must be >= 0, and applies to update='ema' only; got "
-                             f"{restart_threshold} with update={update!r}")
+            raise ConfigError(f"restart_threshold must be >= 0, and applies to update='ema' only; got "
+                              f"{restart_threshold} with update={update!r}")
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.update, self.decay, self.epsilon = update, float(decay), float(epsilon)
         self.restart_threshold = float(restart_threshold)
@@ -166,7 +168,7 @@ class VectorQuantizedPosterior(keras.layers.Layer):
         super().__init__(**kwargs)
         self.latent_dim, self.embedding_dim = int(latent_dim), int(embedding_dim)
         if self.latent_dim % self.embedding_dim:
-            raise ValueError(f"latent_dim {latent_dim} is not a multiple of embedding_dim {embedding_dim}")
+            raise ConfigError(f"latent_dim {latent_dim} is not a multiple of embedding_dim {embedding_dim}")
         self.positions = self.latent_dim // self.embedding_dim
         self.dense = keras.layers.Dense(self.latent_dim, name="code")
         self.quantizer = VectorQuantizer(num_embeddings, embedding_dim, update=update, decay=decay,

@@ -1,0 +1,91 @@
+"""Files written whole or not at all.
+
+Every file kvae keeps across a kill (a run's model, configuration and history, checkpoints, the best
+weights) is written to a temporary file beside its target, flushed to disk (``fsync``) and renamed
+over the target (``os.replace``, atomic), the rename itself flushed with the directory: a kill, a
+full disk or a failing writer leaves the previous file or the new one, never part of one, and no
+temporary file.
+
+:func:`atomic_write` is the whole sequence for any writer; :func:`write_bytes`, :func:`write_text`,
+:func:`write_json`, :func:`save_model` and :func:`save_weights` are it for what kvae writes.
+:func:`write_flushed` and :func:`replace` are its two halves, for a caller that commits several
+files together (:class:`kvae.training.callbacks.SafeBackupAndRestore`'s checkpoint pair).
+"""
+import json
+import os
+
+
+def _fsync_path(path, directory=False):
+    fd = os.open(path, os.O_RDONLY if directory else os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _text_writer(text, mode="w"):
+    def write(path):
+        with open(path, mode) as f:
+            f.write(text)
+
+    return write
+
+
+def write_flushed(path, write):
+    """Write ``path`` (``write(path)``, or ``write`` itself when it is a str or bytes), then flush it to
+    disk."""
+    if isinstance(write, (str, bytes)):
+        write = _text_writer(write, "w" if isinstance(write, str) else "wb")
+    write(path)
+    _fsync_path(path)
+
+
+def replace(src, dst):
+    """Rename the complete file ``src`` over ``dst`` (atomic) and flush the directory, so the rename
+    survives a crash."""
+    os.replace(src, dst)
+    try:
+        _fsync_path(os.path.dirname(os.path.abspath(dst)), directory=True)
+    except OSError:  # a file system (or Windows) that cannot flush a directory: the rename still happened
+        pass
+
+
+def atomic_write(path, write, suffix=".tmp"):
+    """Write ``path`` whole or not at all: ``write(tmp)`` writes ``tmp = path + suffix`` (keep the ending
+    a writer checks, e.g. ``".tmp.keras"``; ``write`` may also be the str or bytes to write), which is
+    flushed and renamed over ``path``; if anything fails, ``path`` is left as it was and ``tmp`` is
+    removed."""
+    tmp = path + suffix
+    try:
+        write_flushed(tmp, write)
+        replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically."""
+    atomic_write(path, bytes(data))
+
+
+def write_text(path, text):
+    """Write ``text`` (str) to ``path`` atomically."""
+    atomic_write(path, str(text))
+
+
+def write_json(path, obj, **dumps_kwargs):
+    """Write ``obj`` as JSON (``json.dumps(obj, **dumps_kwargs)``) to ``path`` atomically; an object that
+    does not serialise raises before any file is touched."""
+    write_text(path, json.dumps(obj, **dumps_kwargs))
+
+
+def save_model(model, path):
+    """``model.save(path)`` (a ``.keras`` file) atomically: a failed save leaves neither a partial file
+    nor a changed ``path``."""
+    atomic_write(path, model.save, suffix=".tmp.keras")
+
+
+def save_weights(model, path):
+    """``model.save_weights(path)`` (a ``.weights.h5`` file) atomically."""
+    atomic_write(path, model.save_weights, suffix=".tmp.weights.h5")
