@@ -33,7 +33,7 @@ SUBMODULES = ("core", "parts", "nn", "models", "data", "training", "evaluation",
 MODEL_CLASSES = ("VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE",
                  "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE",
                  "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "RHVAE",
-                 "VQVAE", "VAEGAN", "PoincareVAE", "SVAE")
+                 "VQVAE", "VAEGAN", "PoincareVAE", "SVAE", "LadderVAE")
 
 #: Module paths of kvae 0.1 (the flat layout) and where that code lives now (CHANGELOG.md).
 #: ``kvae.planar_radial`` goes to :mod:`kvae.parts.posteriors`, which has its posterior and also offers its

@@ -56,6 +56,7 @@ TABLE = {
         "vae-gan": "kvae.models.vaegan:VAEGAN",
         "poincare-vae": "kvae.models.poincare.model:PoincareVAE",
         "svae": "kvae.models.svae.model:SVAE",
+        "lvae": "kvae.models.lvae.model:LadderVAE",
     },
     "posterior": {
         "gaussian": "kvae.parts.posteriors:GaussianPosterior",

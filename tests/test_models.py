@@ -270,3 +270,8 @@ class TestPoincareVAE(ModelBattery):
 class TestSVAE(ModelBattery):
     def make_model(self):
         return kvae.SVAE(input_shape=self.input_shape, latent_dim=4, hidden=(16,), seed=37)
+
+
+class TestLadderVAE(ModelBattery):  # two spatial groups, precision-weighted merge
+    def make_model(self):
+        return kvae.LadderVAE(input_shape=self.input_shape, groups=2, channels=8, latent_channels=2, blocks=1, seed=0)

@@ -15,14 +15,15 @@ import tensorflow as tf
 
 class LatentGroup:
     """One group of latent variables: ``name``, posterior ``q`` (a ``tfd.Distribution``), draw ``z``,
-    prior ``prior`` (p(z_g | groups above)), ``kl`` [B] and ``kl_per_dim`` [B, D_g] (or None when q or
-    p does not factorise)."""
+    prior ``prior`` (p(z_g | groups above)), ``kl`` [B], ``kl_per_dim`` [B, D_g] (or None when q or
+    p does not factorise) and ``context`` (what the decoder needs beyond z, e.g. the top-down
+    features a hierarchy computed while drawing the group; None for single-latent models)."""
 
-    __slots__ = ("name", "q", "z", "prior", "kl", "kl_per_dim")
+    __slots__ = ("name", "q", "z", "prior", "kl", "kl_per_dim", "context")
 
-    def __init__(self, name, q, z, prior, kl=None, kl_per_dim=None):
+    def __init__(self, name, q, z, prior, kl=None, kl_per_dim=None, context=None):
         self.name, self.q, self.z, self.prior = name, q, z, prior
-        self.kl, self.kl_per_dim = kl, kl_per_dim
+        self.kl, self.kl_per_dim, self.context = kl, kl_per_dim, context
 
     def __repr__(self):
         return f"LatentGroup({self.name!r}, z={getattr(self.z, 'shape', None)})"

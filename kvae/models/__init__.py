@@ -19,8 +19,9 @@ from kvae.models.vqvae.model import VQVAE
 from kvae.models.vaegan import VAEGAN
 from kvae.models.poincare.model import PoincareVAE
 from kvae.models.svae.model import SVAE
+from kvae.models.lvae.model import LadderVAE
 
-__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "RHVAE", "VQVAE", "VAEGAN", "PoincareVAE", "SVAE", "get"]
+__all__ = ["VariationalModel", "VAE", "BetaVAE", "ConditionalVAE", "VLAE", "InfoVAE", "FactorVAE", "BetaTCVAE", "MAE", "RAE", "AE", "IWAE", "MIWAE", "CIWAE", "PIWAE", "WAE", "AnnealedCapacityBetaVAE", "VampVAE", "LinNFVAE", "AdversarialAE", "MSSSIMVAE", "HVAE", "RHVAE", "VQVAE", "VAEGAN", "PoincareVAE", "SVAE", "LadderVAE", "get"]
 
 
 def get(name):

@@ -1,0 +1,213 @@
+r"""Ladder VAE (Sønderby et al. 2016) with a top-down ResNet path over spatial latent groups.
+
+Generative model, groups l = L (top, lowest resolution) ... 1:
+
+    p(z_L) = N(mu_L, sigma_L^2) (learned),  p(z_l | z_{>l}) = N(mu_p(h_l), sigma_p(h_l)^2),
+    h_{l-1} = up(blocks(h_l + Conv(z_l))),  p(x | z) = Bernoulli(logits(h_0)).
+
+Inference shares the top-down path: a deterministic bottom-up pass gives N(mu_hat_l, sigma_hat_l^2)
+per group and q(z_l | x, z_{>l}) merges it with the prior of that group, by precisions
+(``merge="precision"``, the paper's eq. 18-19; the top group's q is the bottom-up Gaussian alone) or as
+a residual on the prior (``merge="residual"``, NVAE's residual normal, Vahdat & Kautz 2020).  The
+objective is the ELBO with the KL of each group in closed form given the groups above,
+
+    ELBO = E_q[log p(x|z)] - sum_l E_q[KL(q(z_l|x, z_{>l}) || p(z_l|z_{>l}))],
+
+with optional free bits per group (max(lambda, E_batch KL_l), Kingma et al. 2016) and KL warm-up.
+Gated residual blocks and spatial groups follow addtt/ladder-vae-pytorch (the 78.30-nat MNIST
+anchor, docs/results.md).
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from kvae.core.importance import log_importance_weights
+from kvae.core.model import VariationalModel
+from kvae.core.terms import LatentGroup
+from kvae.errors import ConfigError
+from kvae.models.lvae.gaussians import normal_kl, precision_weighted, residual
+from kvae.models.lvae.networks import BottomUp, TopDown, resolutions
+from kvae.models.lvae.parts import LadderPosterior, LadderPrior, positive
+from kvae.parts.likelihoods import BernoulliLikelihood
+
+tfd = tfp.distributions
+
+MERGES = ("precision", "residual")
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class LadderVAE(VariationalModel):
+    """Ladder VAE with a top-down ResNet path.
+
+    Args:
+      input_shape: an image shape (H, W, C).
+      groups: stochastic layers L (spatial groups at H/2, H/4, ... ).
+      channels: feature maps of the deterministic paths.
+      latent_channels: channels of each latent group.
+      blocks: gated residual blocks per group on each path.
+      merge: "precision" (Sønderby et al. 2016) or "residual" (NVAE's residual normal).
+      free_bits_per_group: floor in nats on each group's batch-mean KL (0 for none).
+    """
+
+    fixed_options = ("network", "hidden", "posterior", "prior", "decoder", "latent_dim", "num_classes")
+
+    def __init__(self, input_shape=(28, 28, 1), groups=3, channels=64, latent_channels=8, blocks=2,
+                 merge="precision", free_bits_per_group=0.0, **kwargs):
+        input_shape = tuple(int(d) for d in input_shape)
+        if len(input_shape) != 3:
+            raise ConfigError(f"a ladder VAE needs image data (H, W, C), got shape {input_shape}")
+        if merge not in MERGES:
+            raise ConfigError(f"merge must be one of {', '.join(MERGES)}, got {merge!r}")
+        if int(groups) < 1 or int(channels) < 1 or int(latent_channels) < 1 or int(blocks) < 0:
+            raise ConfigError("groups, channels and latent_channels must be positive and blocks >= 0")
+        if kwargs.get("num_classes") is not None:
+            raise ConfigError("the ladder VAE is not conditional (num_classes must be None)")
+        if float(free_bits_per_group) < 0:
+            raise ConfigError(f"free_bits_per_group must be >= 0, got {free_bits_per_group}")
+        kwargs.setdefault("density_components", 1)  # a full-covariance mixture over D codes holds K D^2 numbers
+        for key in ("network", "hidden", "posterior", "prior", "decoder", "latent_dim", "encoder_network",
+                    "decoder_network"):
+            kwargs.pop(key, None)  # built here from the options above (also when loading a config)
+        group_shapes = [(h, w, int(latent_channels)) for h, w in
+                        zip(resolutions(input_shape[0], int(groups)), resolutions(input_shape[1], int(groups)))][::-1]
+        latent_dim = int(sum(np.prod(s) for s in group_shapes))
+        posterior = LadderPosterior(latent_dim, int(groups), int(latent_channels), name="posterior")
+        prior = LadderPrior(latent_dim, top_shape=group_shapes[0], name="prior")
+        likelihood = BernoulliLikelihood(input_shape, name="likelihood")
+        likelihood.memory_factor = 4 * int(channels)  # features held per pixel and sample in log_prob
+        bottom_up = BottomUp(int(groups), int(channels), int(blocks), name="bottom_up")
+        top_down = TopDown(input_shape[:2], int(groups), int(channels), int(latent_channels), int(blocks),
+                           name="top_down")
+        super().__init__(input_shape, latent_dim=latent_dim, posterior=posterior, prior=prior, decoder=likelihood,
+                         encoder_network=bottom_up, decoder_network=top_down, **kwargs)
+        self.group_shapes, self.merge = group_shapes, merge
+        for part in (self.posterior, self.prior):  # a plain reference: Keras' attribute tracking left out
+            object.__setattr__(part, "walk", self.walk)
+        self.free_bits_per_group = float(free_bits_per_group)
+        self._init_args.update(dict(groups=int(groups), channels=int(channels), latent_channels=int(latent_channels),
+                                    blocks=int(blocks), merge=merge, free_bits_per_group=self.free_bits_per_group))
+
+    #: constructor arguments of the base that this model builds itself (left out of its config)
+    BUILT_HERE = ("posterior", "prior", "decoder", "encoder_network", "decoder_network", "latent_dim", "network",
+                  "hidden")
+
+    def get_config(self):
+        # (not popped from _init_args: it is a tracked dict, and popping a layer from it untracks the layer)
+        return {k: v for k, v in super().get_config().items() if k not in self.BUILT_HERE}
+
+    @property
+    def top_down(self):
+        """The generative path (:class:`~kvae.models.lvae.networks.TopDown`), the decoder network."""
+        return self.decoder_network
+
+    # -- the top-down pass
+    def _split(self, flat):
+        """A flat code [N, D] as the groups' spatial tensors, top first."""
+        sizes = [int(np.prod(s)) for s in self.group_shapes]
+        return [tf.reshape(part, [-1, *shape]) for part, shape in zip(tf.split(flat, sizes, axis=-1), self.group_shapes)]
+
+    def walk(self, hat=None, eps=None, z=None, given=None):
+        """The top-down pass for a batch of N: per group (top first) a dict of prior ``p`` = (mu, sigma),
+        posterior ``q`` (None without ``hat``, the bottom-up Gaussians [N, D] each) and draw ``z``; then
+        the features at the image's resolution.  Codes are ``z`` [N, D] when given, else loc + scale * eps
+        with eps [N, D] (of q when ``hat`` is given, else of p); ``given`` (a list of group tensors or
+        None per group) fixes some groups and draws the others."""
+        source = eps if z is None else z
+        n = tf.shape(source)[0]
+        fixed = self._split(z) if z is not None else (given or [None] * len(self.group_shapes))
+        noise = self._split(eps) if eps is not None else [None] * len(self.group_shapes)
+        hats = list(zip(self._split(hat[0]), self._split(hat[1]))) if hat is not None else None
+        h, out = None, []
+        for i in range(len(self.group_shapes)):
+            if i == 0:
+                p = self.prior.top(n)
+            else:
+                mu, raw = self.top_down.prior_params(i, h)
+                p = (mu, positive(raw))
+            q = None
+            if hats is not None:
+                mu_hat, sigma_hat = hats[i]
+                if self.merge == "residual":
+                    q = residual(mu_hat, sigma_hat, *p)
+                else:
+                    q = (mu_hat, sigma_hat) if i == 0 else precision_weighted(mu_hat, sigma_hat, *p)
+            loc, scale = q if q is not None else p
+            z_i = fixed[i] if fixed[i] is not None else loc + scale * noise[i]
+            out.append({"p": p, "q": q, "z": z_i})
+            h = self.top_down.absorb(i, h, z_i)
+        return out, h
+
+    # -- latent groups (what the core's ELBO, importance weights and diagnostics read)
+    def _groups(self, walked, features, with_kl=True):
+        groups = []
+        for i, g in enumerate(walked):
+            name = f"z{len(walked) - i}"
+            q = tfd.Independent(tfd.Normal(*g["q"]), 3)
+            p = tfd.Independent(tfd.Normal(*g["p"]), 3)
+            kl = kl_dims = None
+            if with_kl:
+                elementwise = normal_kl(*g["q"], *g["p"])
+                kl_dims = tf.reshape(elementwise, [tf.shape(elementwise)[0], -1])
+                kl = tf.reduce_sum(kl_dims, axis=-1)
+            groups.append(LatentGroup(name, q, g["z"], p, kl=kl, kl_per_dim=kl_dims,
+                                      context=features if i == len(walked) - 1 else None))
+        return tuple(groups)
+
+    def latent_groups(self, x, y=None, training=False, seed=None):
+        hat = self.encode_params(x, training=training)
+        batch = tf.shape(hat[0])[0]
+        eps = self.standard_noise(batch, seed) if seed is not None else tf.random.normal([batch, self.latent_dim])
+        walked, features = self.walk(hat=hat, eps=eps)
+        return self._groups(walked, features)
+
+    def decode_groups(self, groups, y=None, training=False):
+        features = groups[-1].context
+        if features is None:
+            flat = tf.concat([tf.reshape(g.z, [tf.shape(g.z)[0], -1]) for g in groups], -1)
+            return self.decode(flat, training=training)
+        return self.likelihood.distribution(self.likelihood(features, training=training))
+
+    def log_weights_from_noise(self, x, y=None, eps=None, k=None, seed=None, training=False, groups=None):
+        """log w [k, B]: each of the k draws runs the whole top-down pass (q of a lower group depends
+        on the draws above), all k B of them in one batch."""
+        x = tf.cast(x, tf.float32)
+        hat = self.encode_params(x, training=training)
+        batch = tf.shape(x)[0]
+        if eps is None:
+            shape = [k, batch, self.latent_dim]
+            eps = tf.random.normal(shape) if seed is None else tf.random.stateless_normal(shape, seed)
+        eps = tf.convert_to_tensor(eps, tf.float32)
+        k = tf.shape(eps)[0]
+        flat_hat = tuple(tf.reshape(tf.broadcast_to(t, tf.shape(eps)), [-1, self.latent_dim]) for t in hat)
+        walked, features = self.walk(hat=flat_hat, eps=tf.reshape(eps, [-1, self.latent_dim]))
+        tiled = tf.reshape(tf.broadcast_to(x, tf.concat([[k], tf.shape(x)], 0)), tf.concat([[-1], tf.shape(x)[1:]], 0))
+        px = self.likelihood.distribution(self.likelihood(features, training=training))
+        log_w = log_importance_weights(px.log_prob(tiled), self._groups(walked, features, with_kl=False))
+        return tf.reshape(log_w, [k, batch])
+
+    def kl_penalty(self, terms):
+        """Free bits per group: sum_l max(lambda, E_batch KL_l), no gradient to a group under the
+        floor; else the base's penalties."""
+        if self.free_bits_per_group <= 0:
+            return super().kl_penalty(terms)
+        lam = tf.constant(self.free_bits_per_group, tf.float32)
+        total = 0.0
+        for g in terms.groups:
+            total += tf.where(tf.reduce_mean(g.kl) >= lam, g.kl, lam * tf.ones_like(g.kl))
+        return total
+
+    # -- hierarchical sampling
+    def sample_from_layer(self, layer, rows, cols, seed=0):
+        """Images [rows * cols, H, W, C] (E[x|z]): row r fixes the groups above ``layer`` (1 = bottom,
+        L = top) at one prior draw; its ``cols`` images draw ``layer`` and the groups below anew
+        (the hierarchical-representation figure of Sønderby et al. / Maaløe et al.)."""
+        top = len(self.group_shapes)
+        if not 1 <= int(layer) <= top:
+            raise ConfigError(f"layer must be in 1..{top}, got {layer}")
+        s1, s2 = tf.unstack(tf.random.experimental.stateless_split(tf.constant([seed, 0], tf.int32), 2))
+        walked, _ = self.walk(eps=tf.random.stateless_normal([rows, self.latent_dim], s1))
+        above = top - int(layer)  # groups fixed (top first)
+        given = [tf.repeat(g["z"], cols, axis=0) if i < above else None for i, g in enumerate(walked)]
+        walked, features = self.walk(eps=tf.random.stateless_normal([rows * cols, self.latent_dim], s2), given=given)
+        return self.likelihood.images(self.likelihood(features))

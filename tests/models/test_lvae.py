@@ -1,0 +1,124 @@
+"""The ladder VAE against independent transcriptions (numpy / scipy) and the shared battery."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.stats import norm
+
+import kvae
+from kvae.models.lvae.gaussians import normal_kl, precision_weighted, residual
+
+RNG = np.random.RandomState(0)
+
+
+def small(**kw):
+    return kvae.LadderVAE(input_shape=(8, 8, 1), groups=2, channels=8, latent_channels=2, blocks=1, seed=0, **kw)
+
+
+def binary(n, shape=(8, 8, 1), seed=0):
+    return (np.random.RandomState(seed).uniform(size=(n, *shape)) > 0.5).astype("float32")
+
+
+def test_precision_weighted_merge_is_the_numpy_formula():
+    mu1, mu2 = RNG.normal(size=(2, 5))
+    s1, s2 = RNG.uniform(0.2, 2.0, size=(2, 5))
+    mu, sigma = precision_weighted(*(tf.constant(a, tf.float32) for a in (mu1, s1, mu2, s2)))
+    var = 1.0 / (s1 ** -2 + s2 ** -2)
+    np.testing.assert_allclose(sigma.numpy(), np.sqrt(var), rtol=1e-5)
+    np.testing.assert_allclose(mu.numpy(), (mu1 / s1 ** 2 + mu2 / s2 ** 2) * var, rtol=1e-5, atol=1e-6)
+    # the product of the two Gaussian densities is proportional to the merged one (grid check)
+    grid = np.linspace(-6, 6, 20001)
+    prod = norm.pdf(grid, mu1[0], s1[0]) * norm.pdf(grid, mu2[0], s2[0])
+    prod /= np.trapezoid(prod, grid)
+    np.testing.assert_allclose(prod, norm.pdf(grid, mu.numpy()[0], sigma.numpy()[0]), atol=1e-4)
+
+
+def test_residual_normal_and_closed_form_kl():
+    dm, ds, mp, sp = RNG.normal(size=4), RNG.uniform(0.5, 1.5, 4), RNG.normal(size=4), RNG.uniform(0.5, 1.5, 4)
+    mu, sigma = residual(*(tf.constant(a, tf.float32) for a in (dm, ds, mp, sp)))
+    np.testing.assert_allclose(mu.numpy(), mp + dm, rtol=1e-6)
+    np.testing.assert_allclose(sigma.numpy(), sp * ds, rtol=1e-6)
+    mq, sq = RNG.normal(size=4), RNG.uniform(0.3, 2, 4)
+    draws = RNG.normal(size=(400000, 4)) * sq + mq  # Monte Carlo of E_q[log q - log p]
+    mc = (norm.logpdf(draws, mq, sq) - norm.logpdf(draws, mp, sp)).mean(0)
+    got = normal_kl(*(tf.constant(a, tf.float32) for a in (mq, sq, mp, sp))).numpy()
+    np.testing.assert_allclose(got, mc, atol=0.02)
+
+
+def test_each_groups_kl_is_the_closed_form_of_its_q_and_p_and_the_mc_estimate():
+    model = small()
+    x = binary(4)
+    terms = model.compute_terms(x, seed=tf.constant([3, 4]))
+    assert [g.name for g in terms.groups] == ["z2", "z1"]
+    total = 0
+    for g in terms.groups:
+        q, p = g.q.distribution, g.prior.distribution
+        want = normal_kl(q.loc, q.scale, p.loc, p.scale).numpy().reshape(4, -1).sum(-1)
+        np.testing.assert_allclose(g.kl.numpy(), want, rtol=1e-5)
+        # Monte Carlo of E_q[log q(z) - log p(z)] with z drawn from this group's q (the groups above fixed)
+        z = q.sample(20000, seed=[5, 6]).numpy()
+        mc = (norm.logpdf(z, q.loc.numpy(), q.scale.numpy()) - norm.logpdf(z, p.loc.numpy(), p.scale.numpy()))
+        np.testing.assert_allclose(mc.reshape(20000, 4, -1).sum(-1).mean(0), want, rtol=0.05, atol=0.05)
+        total = total + want
+    np.testing.assert_allclose(terms.kl.numpy(), total, rtol=1e-5)
+
+
+def test_lower_groups_posterior_merges_bottom_up_and_top_down_prior():
+    model = small()
+    x = binary(3)
+    hat = model.encode_params(x)
+    eps = tf.random.stateless_normal([3, model.latent_dim], [1, 2])
+    walked, _ = model.walk(hat=hat, eps=eps)
+    bottom = model._split(hat[0])[1], model._split(hat[1])[1]
+    mu_p, sigma_p = walked[1]["p"]
+    want = precision_weighted(*bottom, mu_p, sigma_p)
+    for a, b in zip(walked[1]["q"], want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(walked[0]["q"][0].numpy(), model._split(hat[0])[0].numpy())  # top: bottom-up alone
+
+
+def test_prior_sampler_joint_matches_the_conditionals():
+    """Ancestral draws of p(z): the bottom group given the top is N(mu_p(z_top), sigma_p(z_top)^2), so
+    its standardised residuals are N(0, 1); log p(z) of the prior distribution is the sum of the
+    conditionals' log-densities."""
+    model = small()
+    prior = model.prior_distribution()
+    z = prior.sample(4000, seed=[7, 8])
+    walked, _ = model.walk(z=z)
+    top, bottom = model._split(z)
+    mu, sigma = walked[1]["p"]
+    r = ((bottom - mu) / sigma).numpy().ravel()
+    assert abs(r.mean()) < 0.02 and abs(r.std() - 1) < 0.02
+    mu_top, s_top = walked[0]["p"]
+    want = (norm.logpdf(top.numpy(), mu_top.numpy(), s_top.numpy()).reshape(4000, -1).sum(-1)
+            + norm.logpdf(bottom.numpy(), mu.numpy(), sigma.numpy()).reshape(4000, -1).sum(-1))
+    np.testing.assert_allclose(prior.log_prob(z).numpy(), want, rtol=1e-4)
+
+
+def test_importance_weights_run_every_draw_through_the_hierarchy():
+    """log_prob_from_noise equals logmeanexp over draws of log p(x|z) + log p(z) - log q(z|x), each term
+    from the model's distributions over the whole code."""
+    model = small()
+    x = binary(3)
+    eps = np.random.RandomState(1).normal(size=(6, 3, model.latent_dim)).astype("float32")
+    q = model.encode(x)
+    z = q.from_noise(eps)
+    log_w = (model.decode(z).log_prob(x) + model.prior_distribution().log_prob(z) - q.log_prob(z)).numpy()
+    want = np.log(np.mean(np.exp(log_w - log_w.max(0)), 0)) + log_w.max(0)
+    np.testing.assert_allclose(model.log_prob_from_noise(x, eps).numpy(), want, rtol=1e-4)
+
+
+def test_residual_merge_and_free_bits_per_group_train():
+    import keras
+
+    model = small(merge="residual", free_bits_per_group=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(binary(16), epochs=1, batch_size=8, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+def test_sample_from_layer_keeps_the_groups_above():
+    model = small()
+    same_top = model.sample_from_layer(1, rows=2, cols=3, seed=0).numpy().reshape(2, 3, -1)
+    assert not np.allclose(same_top[0, 0], same_top[0, 1])  # the bottom group drawn anew
+    with pytest.raises(kvae.errors.ConfigError):
+        model.sample_from_layer(3, 1, 1)
