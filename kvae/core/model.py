@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from kvae.core.endpoints import EndpointsMixin
+from kvae.core.inputs import split_xy
 from kvae.core.moments import posterior_mean_and_noise
 from kvae.core.objective import ELBOMixin
 from kvae.core.step import KerasStepMixin
@@ -229,9 +230,7 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
         return tf.concat([x, y], axis=-1)
 
     def _split_inputs(self, inputs):
-        if isinstance(inputs, (tuple, list)) and len(inputs) == 2:
-            return inputs[0], inputs[1]
-        return inputs, None
+        return split_xy(inputs)
 
     # ------------------------------------------------------------------ parts
     def encode_params(self, x, y=None, training=False):

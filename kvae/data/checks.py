@@ -4,6 +4,7 @@ argument)."""
 import numpy as np
 import tensorflow as tf
 
+from kvae.core.inputs import split_xy  # noqa: F401  (re-exported: kvae.data.split_xy)
 from kvae.errors import DataError
 
 
@@ -64,15 +65,6 @@ def validate(x, input_shape=None, support=None, name="x"):
         if bad.any():
             raise DataError(f"{name}: {int(bad.sum())} values that are not 8-bit intensities 0..255 "
                             f"({_where(bad)})")
-
-
-def split_xy(x, y=None, sizes=(2,)):
-    """``(x, y)`` from inputs that may hold both in ``x``: a tuple or list ``x`` of one of ``sizes``
-    elements, with ``y`` None, gives ``(x[0], x[1])`` (a third element, sample weights, is dropped);
-    anything else is returned as ``(x, y)``."""
-    if y is None and isinstance(x, (tuple, list)) and len(x) in sizes:
-        return x[0], x[1]
-    return x, y
 
 
 def check_inputs(model, x, y=None, what="data"):

@@ -26,12 +26,13 @@ import tensorflow_probability as tfp
 
 from kvae import registry
 from kvae.errors import ConfigError, DataError
+from kvae.parts.contracts import Density
 
 tfd = tfp.distributions
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class GaussianMixtureDensity(keras.layers.Layer):
+class GaussianMixtureDensity(Density):
     """A K-component (``num_components``) full-covariance Gaussian mixture over z, as non-trainable
     weights.  kvae 0.1 called the argument ``n_components``: configs with that key still load, and
     ``n_components`` stays readable."""
@@ -160,7 +161,7 @@ def fit_adam(layer, train, loss, seed=0, epochs=1, batch_size=256, lr=1e-3, verb
         set_trainable(False)
 
 
-class TrainedDensity(keras.layers.Layer):
+class TrainedDensity(Density):
     """Shared machinery of the densities fitted by gradient descent on standardised codes
     u = (z - m) / s: the non-trainable ``shift`` m, ``scale`` s and ``fitted`` weights, the 90/10
     split (:func:`held_out_split`), the Adam loop over ``epochs`` of ``batch_size`` codes

@@ -22,11 +22,12 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from kvae import registry
+from kvae.parts.contracts import Likelihood
 
 tfd = tfp.distributions
 
 
-class LikelihoodHead(keras.layers.Layer):
+class LikelihoodHead(Likelihood):
     """Maps decoder features to ``num_params`` tensors of the event shape with one Dense layer
     (spectrally normalised with ``spectral_norm=True``, as the RAE-SN decoder needs)."""
 

@@ -153,5 +153,5 @@ def build(kind, input_shape, code_dim, hidden):
 
     enc, dec = registry.get("network", kind)
     if kind in ("conv", "conv4", "resnet") and len(input_shape) != 3:
-        raise ValueError(f"network={kind!r} needs image data (H, W, C), got input shape {tuple(input_shape)}")
+        raise ConfigError(f"network={kind!r} needs image data (H, W, C), got input shape {tuple(input_shape)}")
     return enc(input_shape, hidden=hidden), dec(code_dim, input_shape, hidden=hidden)

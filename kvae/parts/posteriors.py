@@ -19,12 +19,13 @@ from kvae import registry
 from kvae.errors import ConfigError
 from kvae.nn.flows import GatedIAFStep, made_stack
 from kvae.nn.planar_radial import PlanarFlow, RadialFlow
+from kvae.parts.contracts import Posterior
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class GaussianPosterior(keras.layers.Layer):
+class GaussianPosterior(Posterior):
     r"""Diagonal Gaussian q(z|x) = N(mu(x), diag sigma(x)^2) (Kingma & Welling 2013).
 
     ``sigma = softplus(a) + min_scale`` keeps the scale positive and away from 0;
@@ -67,7 +68,7 @@ FLOW_STEPS = ("iaf", "planar", "radial")
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class FlowPosterior(keras.layers.Layer):
+class FlowPosterior(Posterior):
     r"""q(z|x): a Gaussian N(mu(x), sigma(x)^2) pushed through a sequence of flow steps,
     ``flows="iaf,planar,iaf,radial"`` (comma-separated or a list), each one of:
 
@@ -202,7 +203,7 @@ class IAFPosterior(FlowPosterior):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class DeterministicPosterior(keras.layers.Layer):
+class DeterministicPosterior(Posterior):
     """z = E(x), a point mass (RAE and plain autoencoders, Ghosh et al. 2020): no density, no KL."""
 
     factorized = False

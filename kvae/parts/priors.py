@@ -12,12 +12,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from kvae import registry
+from kvae.parts.contracts import Prior
 
 tfd = tfp.distributions
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class StandardNormalPrior(keras.layers.Layer):
+class StandardNormalPrior(Prior):
     """p(z) = N(0, I), the prior of the VAE (Kingma & Welling 2013)."""
 
     factorized = True
@@ -45,7 +46,7 @@ class StandardNormalPrior(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class FlowPrior(keras.layers.Layer):
+class FlowPrior(Prior):
     r"""Autoregressive-flow prior ("AF prior", Chen et al. 2017): p(z) = N(0, I) pushed through
     ``num_steps`` MADE-driven affine autoregressive steps.
 
@@ -98,7 +99,7 @@ class FlowPrior(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class VampPrior(keras.layers.Layer):
+class VampPrior(Prior):
     r"""VampPrior (Tomczak & Welling 2018): p(z) = (1/K) sum_k q(z | u_k), the model's own posterior at
     K learned pseudo-inputs u_k = hardtanh_[0,1](w_k) (initialised N(0.05, 0.01) as in the paper).
 

@@ -27,6 +27,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from kvae.errors import ConfigError
+from kvae.parts.contracts import Posterior, Prior
 
 tfd, tfb = tfp.distributions, tfp.bijectors
 
@@ -141,7 +142,7 @@ def wrapped_normal(loc, scale, curvature=1.0):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class WrappedNormalPosterior(keras.layers.Layer):
+class WrappedNormalPosterior(Posterior):
     """q(z|x) = N^W(exp_0(m(x)), diag sigma(x)^2) on the Poincaré ball (Mathieu et al. 2019): the
     encoder's mean m lives in the tangent space at the origin and is mapped into the ball,
     sigma = softplus(a) + min_scale.  Parameters: ``loc`` (in the ball) and ``scale``."""
@@ -178,7 +179,7 @@ class WrappedNormalPosterior(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class WrappedNormalPrior(keras.layers.Layer):
+class WrappedNormalPrior(Prior):
     """p(z) = N^W(0, scale^2 I) on the Poincaré ball: exp_0 of a normal at the origin (pythae's
     PoincareDiskSampler draws from it)."""
 

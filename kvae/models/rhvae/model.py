@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae.data.checks import split_xy
+from kvae.core.inputs import split_xy
 from kvae.errors import ConfigError
 from kvae.models.rhvae.riemannian import RiemannianHamiltonianBound, _log_det, hmc
 from kvae.models.iwae import _Bound

@@ -32,6 +32,7 @@ import tensorflow_probability as tfp
 
 from kvae.errors import ConfigError
 from kvae.models.vqvae.code_prior import normal_cdf, one_hot
+from kvae.parts.contracts import Posterior, Prior
 
 tfd = tfp.distributions
 
@@ -148,7 +149,7 @@ class SphericalUniform(tfd.SphericalUniform):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class VonMisesFisherPosterior(keras.layers.Layer):
+class VonMisesFisherPosterior(Posterior):
     """q(z|x) = vMF(mu(x), kappa(x)) on S^{m-1} (Davidson et al. 2018): mu = the normalised first m
     outputs of a Dense layer, kappa = softplus(its last output) + 1 (as Davidson et al. and pythae),
     capped at :data:`MAX_CONCENTRATION`.
@@ -185,7 +186,7 @@ class VonMisesFisherPosterior(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class SphericalUniformPrior(keras.layers.Layer):
+class SphericalUniformPrior(Prior):
     """p(z) uniform on the unit sphere S^{m-1} (``tfd.SphericalUniform``); pythae's hypersphere
     sampler draws from it.  ``from_noise(eps) = eps / ||eps||``."""
 

@@ -23,6 +23,7 @@ import tensorflow_probability as tfp
 from kvae.errors import ConfigError, DataError
 from kvae.nn.pixelcnn import PixelCNNNetwork
 from kvae.parts.densities import fit_adam, held_out_split
+from kvae.parts.contracts import Prior
 
 tfd = tfp.distributions
 
@@ -45,7 +46,7 @@ def inverse_cdf_index(logits, u):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class PixelCNNCodePrior(keras.layers.Layer):
+class PixelCNNCodePrior(Prior):
     """p(k) over index grids [H, W] with K values (see the module docstring).
 
     Args:

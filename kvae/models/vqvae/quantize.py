@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from kvae.errors import ConfigError
+from kvae.parts.contracts import Posterior
 
 tfd = tfp.distributions
 
@@ -152,7 +153,7 @@ class VectorQuantizer(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class VectorQuantizedPosterior(keras.layers.Layer):
+class VectorQuantizedPosterior(Posterior):
     """z_e = Dense(h) as ``positions`` code vectors of size D, quantised by a :class:`VectorQuantizer`.
 
     Parameters (the exported ``encode`` outputs): ``z`` (the quantised code, flat [B, positions * D]),
