@@ -384,6 +384,32 @@ def two_stage_density(latent_dim, components=None, name="density"):
 KINDS = tuple(registry.TABLE["density"])
 
 
+@keras.saving.register_keras_serializable(package="kvae")
+class NoDensity(Density):
+    """No ex-post density (``density="none"``): for models whose learned prior is the sampler (the
+    ladder VAE, whose D codes would make a full-covariance mixture hold D^2 numbers per component)."""
+
+    kind = "none"
+
+    def __init__(self, latent_dim, num_components=0, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    @property
+    def is_fitted(self):
+        return False
+
+    def fit(self, codes, seed=0):
+        raise ConfigError("this model has no ex-post density (density='none'): sample from its prior, or "
+                          "build it with another density")
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim}
+
+
 def get(kind, latent_dim, components=10, name="density"):
     """The density layer for a kind name (``factory(latent_dim, components, name=name)`` of the registry's
     "density" entry) or a density layer, returned as is."""

@@ -48,12 +48,14 @@ class LadderVAE(VariationalModel):
       blocks: gated residual blocks per group on each path.
       merge: "precision" (Sønderby et al. 2016) or "residual" (NVAE's residual normal).
       free_bits_per_group: floor in nats on each group's batch-mean KL (0 for none).
+      density: the ex-post density over codes; "none" by default (the learned prior is the sampler,
+        and a full-covariance mixture over the D codes would hold D^2 numbers per component).
     """
 
     fixed_options = ("network", "hidden", "posterior", "prior", "decoder", "latent_dim", "num_classes")
 
     def __init__(self, input_shape=(28, 28, 1), groups=3, channels=64, latent_channels=8, blocks=2,
-                 merge="precision", free_bits_per_group=0.0, **kwargs):
+                 merge="precision", free_bits_per_group=0.0, density="none", **kwargs):
         input_shape = tuple(int(d) for d in input_shape)
         if len(input_shape) != 3:
             raise ConfigError(f"a ladder VAE needs image data (H, W, C), got shape {input_shape}")
@@ -65,7 +67,6 @@ class LadderVAE(VariationalModel):
             raise ConfigError("the ladder VAE is not conditional (num_classes must be None)")
         if float(free_bits_per_group) < 0:
             raise ConfigError(f"free_bits_per_group must be >= 0, got {free_bits_per_group}")
-        kwargs.setdefault("density_components", 1)  # a full-covariance mixture over D codes holds K D^2 numbers
         for key in ("network", "hidden", "posterior", "prior", "decoder", "latent_dim", "encoder_network",
                     "decoder_network"):
             kwargs.pop(key, None)  # built here from the options above (also when loading a config)
@@ -80,7 +81,8 @@ class LadderVAE(VariationalModel):
         top_down = TopDown(input_shape[:2], int(groups), int(channels), int(latent_channels), int(blocks),
                            name="top_down")
         super().__init__(input_shape, latent_dim=latent_dim, posterior=posterior, prior=prior, decoder=likelihood,
-                         encoder_network=bottom_up, decoder_network=top_down, **kwargs)
+                         encoder_network=bottom_up, decoder_network=top_down,
+                         density=density, **kwargs)
         self.group_shapes, self.merge = group_shapes, merge
         for part in (self.posterior, self.prior):  # a plain reference: Keras' attribute tracking left out
             object.__setattr__(part, "walk", self.walk)
