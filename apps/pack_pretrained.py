@@ -6,7 +6,7 @@
     kvae pretrained fetch NAME --out R && kvae evaluate R --split valid --k 5000 --json eval.json
     # 3. record the numbers in the manifest: that evaluation, the run's epochs and time, the commit,
     #    what float16 storage changed (float32 run vs stored weights, same noise), and a quick
-    #    check (first N validation images at small k) that tests/test_pretrained.py reproduces
+    #    check (first N validation images at small k) that tests/pretrained/test_pretrained.py reproduces
     python apps/pack_pretrained.py record NAME RUN_DIR --eval eval.json [--check-n 200 --check-k 100]
 
 ``record`` keeps the weight files (their sha256 does not change); only manifest.json is rewritten.

@@ -10,7 +10,7 @@ tree).  mutmut forks one child per mutant after the tests were imported once; a 
 compiled TensorFlow function in such a child can hang, so TensorFlow runs with one thread per process,
 the selected tests are eager ones and a timeout is reported as such, never counted as killed.  kvae/parts/densities.py is a Keras
 layer, and mutmut's trampoline for ``__init__`` (``*args, **kwargs``) breaks Keras' ``Operation.__new__``,
-which reads the constructor's argument names (its tests, tests/test_density.py, run in the suite).  Score = killed / (killed + survived +
+which reads the constructor's argument names (its tests, tests/parts/test_density.py, run in the suite).  Score = killed / (killed + survived +
 timeout); mutants in functions no selected test calls ("no tests") are listed apart.
 """
 import argparse
@@ -30,18 +30,18 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 #: module -> (source path, the functions whose mutants count, the tests that cover them)
 TARGETS = {
     "divergences": ("kvae/nn/divergences.py", None,
-                    ["tests/test_regularised.py", "-k", "mmd or kernel"]),
-    "schedules": ("kvae/parts/schedules.py", None, ["tests/test_schedules.py"]),
+                    ["tests/models/test_regularised.py", "-k", "mmd or kernel"]),
+    "schedules": ("kvae/parts/schedules.py", None, ["tests/parts/test_schedules.py"]),
     # validate() and _first_index(): loaders and fit's check_inputs call them.  check_inputs itself reads the
     # first batch of a tf.data pipeline, which hangs in mutmut's forked children, so it is not a target.
     "data_validation": ("kvae/data/checks.py", ("validate", "_first_index", "_where"),
-                        ["tests/test_boundaries.py", "tests/test_data.py", "tests/test_promises.py", "-k",
+                        ["tests/cli/test_boundaries.py", "tests/data/test_data.py", "tests/test_promises.py", "-k",
                          "checked_before_conversion or binarized_mnist_from or validate or fashion_mnist_is"]),
     # kvae_serve is copied to the top of the scratch copy (mutmut names mutants by the module path the tests
     # import); the bundles its tests read are exported once beforehand (KVAE_TEST_BUNDLES), so no forked child
     # runs TensorFlow
     "serving_validation": ("kvae_serve/bundle.py", None,
-                           ["tests/test_serving_runtime.py", "tests/test_export.py", "-k",
+                           ["tests/export/test_serving_runtime.py", "tests/export/test_export.py", "-k",
                             "test_serving_runtime or runtime_rejects or runtime_fuzz or verifies_every"]),
     # the metrics' formulas, each with its transcription test (the end-to-end scores on known codes fit
     # classifiers for ~20 s per run and stay out of the mutation loop)
@@ -49,16 +49,16 @@ TARGETS = {
                                 ("histogram_discretize", "discrete_mutual_info", "discrete_entropy", "mig",
                                  "modularity", "dci_from_importance", "sap_from_scores", "explicitness",
                                  "factorvae_votes"),
-                                ["tests/test_disentanglement.py", "-k",
+                                ["tests/evaluation/test_disentanglement.py", "-k",
                                  "formula or definition or discretisation or votes or copied or top_two or "
                                  "unnormalised or defaults_to or count_every"]),
-    "dsprites_renderer": ("kvae/data/factors.py", None, ["tests/test_disentanglement.py", "-k", "dsprites_grid or "
+    "dsprites_renderer": ("kvae/data/factors.py", None, ["tests/evaluation/test_disentanglement.py", "-k", "dsprites_grid or "
                                                     "dsprites_images or documented or factor_values"]),
     "sample_quality": ("kvae/evaluation/sample_quality.py", ("frechet_distance", "_kth_neighbour_radius", "_inside",
                                                   "precision_recall"),
-                       ["tests/test_sample_quality.py", "-k",
+                       ["tests/evaluation/test_sample_quality.py", "-k",
                         "formula or definition or mode_dropping or closed or jitter"]),
-    "active_units": ("kvae/evaluation/metrics.py", ("active_units",), ["tests/test_evaluation.py", "-k",
+    "active_units": ("kvae/evaluation/metrics.py", ("active_units",), ["tests/evaluation/test_evaluation.py", "-k",
                                                                "subtract or strict or float64"]),
 }
 

@@ -4,7 +4,7 @@
 ``tests/fixtures/make_v0_1_fixtures.py``, which must NOT be re-run by a later version: the point of
 these files is that they were written by 0.1.0):
 
-* ``<TestClassName>.keras``: every battery model of ``tests/test_models.py``, fitted one epoch and
+* ``<TestClassName>.keras``: every battery model of ``tests/models/test_models.py``, fitted one epoch and
   saved with its optimizer state (a few large ResNet models: fitted weights without the optimizer
   state, see ``skipped`` in ``index.json``), and ``<TestClassName>.npz``: fixed inputs and the
   outputs of the model's deterministic endpoints on them;

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-HELPER = os.path.join(os.path.dirname(__file__), "helpers", "train_and_kill.py")
+HELPER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "helpers", "train_and_kill.py")
 
 
 def _run(out, kill_at=None):

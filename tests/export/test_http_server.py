@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_DIR = os.path.join(HERE, "..", "export")
 sys.path.insert(0, os.path.join(HERE, "helpers"))
 from serving import serving  # noqa: E402

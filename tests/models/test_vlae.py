@@ -44,7 +44,7 @@ def test_vlae_defaults_are_the_papers():
 def test_a_vlae_saved_before_the_conditioning_option_loads_as_it_was_trained():
     """A config without ``conditioning`` (the pretrained VLAE's) keeps every-layer conditioning and
     its MLP encoder; the round trip of a new default VLAE keeps its own."""
-    stored = os.path.join(os.path.dirname(kvae.pretrained.__file__), "pretrained_models", "vlae-binarized-mnist")
+    stored = os.path.join(os.path.dirname(kvae.pretrained.__file__), "files", "vlae-binarized-mnist")
     assert "conditioning" not in open(os.path.join(stored, "model.json")).read()
     pre = kvae.pretrained.load("vlae-binarized-mnist")
     assert pre.likelihood.network.conditioning == "every_layer" and pre.get_config()["conditioning"] == "every_layer"

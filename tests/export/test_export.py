@@ -17,7 +17,7 @@ import kvae
 from kvae.cli import main as cli
 from kvae.export import bundle as export
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_DIR = os.path.join(HERE, "..", "export")
 
 

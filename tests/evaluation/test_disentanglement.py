@@ -418,7 +418,7 @@ def test_the_claims_aggregation_over_seeds():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "disentanglement_app", os.path.join(os.path.dirname(__file__), "..", "apps", "disentanglement.py"))
+        "disentanglement_app", os.path.join(os.path.dirname(os.path.dirname(__file__)), "..", "apps", "disentanglement.py"))
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)
 

@@ -18,8 +18,8 @@ import kvae
 from kvae.data import datasets as data
 from kvae.export import explorer, bundle as export
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "apps"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers"))
 import explorer_screenshot  # noqa: E402  (the browser helpers the docs' screenshot uses)
 from serving import serving  # noqa: E402
 

@@ -127,7 +127,7 @@ def test_docs_table_is_the_manifests():
     import subprocess
     import sys
 
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..")
     sys.path.insert(0, os.path.join(root, "apps"))
     import pack_pretrained
 
@@ -141,7 +141,7 @@ def test_readme_pretrained_commands_run(tmp_path, monkeypatch):
     """The README's one-command sampling from the pretrained VLAE, run as written."""
     from test_docs import command_lines
 
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..")
     commands = [c for c in command_lines(os.path.join(root, "README.md")) if "runs/vlae-pre" in " ".join(c)]
     assert [c[0] for c in commands] == ["pretrained", "sample"]
     monkeypatch.chdir(tmp_path)
