@@ -119,6 +119,13 @@ def sample(args):
         raise ConfigError("--labels only applies to conditional models (e.g. --model cvae)")
     if labels is not None and len(labels) == 1:
         labels = labels[0]
+    if args.layer is not None:
+        if not hasattr(model, "sample_from_layer"):
+            raise ConfigError(f"--layer needs a hierarchical model (lvae); {type(model).__name__} has one latent group")
+        images = model.sample_from_layer(args.layer, rows=args.n, cols=8, seed=args.seed).numpy()
+        plotting.save_image_grid(images, args.out, ncol=8)
+        print(f"wrote {args.out}")
+        return
     images = model.sample(args.n, labels=labels, seed=args.seed, mean=not args.draw, source=args.source).numpy()
     plotting.save_image_grid(images, args.out, ncol=min(8, args.n))
     print(f"wrote {args.out}")

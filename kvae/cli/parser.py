@@ -238,6 +238,9 @@ def build_parser(argv=()):
     s.add_argument("--source", choices=("prior", "density", "manifold"), default="prior",
                    help="draw z from the prior, the ex-post density (after kvae fit-density) or, for an RHVAE, "
                         "its learned manifold (HMC under the stored metric)")
+    s.add_argument("--layer", type=_pos_int, default=None,
+                   help="hierarchical models (lvae): rows fix the groups above LAYER (1 = bottom) at one prior "
+                        "draw, each row's images draw LAYER and the groups below anew (--n rows of 8)")
 
     x = sub.add_parser("export", help="export a run as a serving bundle (SavedModel + ONNX + manifest)",
                        description="Write BUNDLE_DIR with savedmodel/1 (TensorFlow Serving layout), onnx/*.onnx "
