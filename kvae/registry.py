@@ -106,7 +106,7 @@ TABLE = {
         "maf": "kvae.parts.densities:maf_density",
         "iaf": "kvae.parts.densities:iaf_density",
         "two-stage": "kvae.parts.densities:two_stage_density",
-        "none": "kvae.parts.densities:NoDensity",
+        "none": "kvae.parts.no_density:NoDensity",
     },
     "hook": {  # extension points the core calls by name, so that it imports nothing above it
         "fit": "kvae.training.fit:checked_fit",

@@ -271,7 +271,7 @@ def build_parser(argv=()):
                                    "in RUN_DIR/model.keras, and write samples_density.png next to samples from "
                                    "the prior (samples_prior.png).")
     _add_training_codes_arguments(f)
-    f.add_argument("--kind", choices=registry.names("density"),
+    f.add_argument("--kind", choices=[k for k in registry.names("density") if k != "none"],
                    help="the density: a Gaussian mixture (gmm), an autoregressive flow (maf, iaf) or a second VAE "
                         "(two-stage); default: the model's own (--density when it was trained, else gmm)")
     f.add_argument("--epochs", type=_pos_int, help="training epochs of a flow or second-stage VAE (default: the "

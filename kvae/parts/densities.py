@@ -381,33 +381,8 @@ def two_stage_density(latent_dim, components=None, name="density"):
 
 
 #: the built-in ex-post density kinds (the model's ``density`` option): the registry table's, in its order
-KINDS = tuple(registry.TABLE["density"])
-
-
-@keras.saving.register_keras_serializable(package="kvae")
-class NoDensity(Density):
-    """No ex-post density (``density="none"``): for models whose learned prior is the sampler (the
-    ladder VAE, whose D codes would make a full-covariance mixture hold D^2 numbers per component)."""
-
-    kind = "none"
-
-    def __init__(self, latent_dim, num_components=0, **kwargs):
-        super().__init__(**kwargs)
-        self.latent_dim = int(latent_dim)
-
-    def build(self, input_shape=None):
-        self.built = True
-
-    @property
-    def is_fitted(self):
-        return False
-
-    def fit(self, codes, seed=0):
-        raise ConfigError("this model has no ex-post density (density='none'): sample from its prior, or "
-                          "build it with another density")
-
-    def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim}
+#: the densities ``fit_density`` can fit (the registry's built-in names but "none")
+KINDS = tuple(k for k in registry.TABLE["density"] if k != "none")
 
 
 def get(kind, latent_dim, components=10, name="density"):
