@@ -7,6 +7,7 @@ Every set of names (``--model``, ``--dataset``, ``--kind``, ``--posterior`` ...)
 defaults to None ("not given"), and only the options a user gives are passed on.
 """
 import argparse
+import os
 import math
 
 from kvae import registry
@@ -42,6 +43,12 @@ def _number(kind, positive=False, allow_zero=False):
 
 
 _pos_int = _number(int, positive=True)
+
+
+def _existing_file(text):
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
 _nonneg_int = _number(int, positive=True, allow_zero=True)
 _pos_float = _number(float, positive=True)
 
@@ -179,6 +186,9 @@ def build_parser(argv=()):
     t.add_argument("--jit-compile", action="store_true", help="compile train/test steps with XLA")
     t.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
                    help="compute dtype of the networks (log-probabilities and KL stay float32)")
+    t.add_argument("--init-weights", type=_existing_file,
+                   help="a .weights.h5 of the same model to start from (a warm start: the optimizer's state is new; "
+                        "a checkpoint in RUN_DIR/backup still takes precedence)")
     t.add_argument("--checkpoint-every", type=_pos_int, default=100,
                    help="steps between checkpoints in RUN_DIR/backup; rerun the same command to resume")
     t.add_argument("--steps-per-execution", type=_pos_int,

@@ -185,7 +185,8 @@ def training_defaults(model):
 def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, batch_size=100, lr=None, seed=0,
           optimizer=None, ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
           jit_compile=False, precision="float32", checkpoint_every=100, fit_density=False, valid_limit=None,
-          keep_best=False, early_stopping=None, lr_decay=None, steps_per_execution=None, **model_options):
+          keep_best=False, early_stopping=None, lr_decay=None, steps_per_execution=None, init_weights=None,
+          **model_options):
     """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history).
 
     ``limit`` / ``valid_limit``: train / validate on the first N examples of the split only.
@@ -210,6 +211,8 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     ``keep_best``: the saved model has the weights of the epoch with the lowest validation −ELBO
     (:class:`kvae.training.callbacks.KeepBest`; kept in ``out/best``, so a resumed run keeps its best);
     ``early_stopping=P`` also stops after P epochs without improvement (implies ``keep_best``).
+    ``init_weights``: a ``.weights.h5`` of the same model loaded before training (a warm start with a
+    new optimizer state; a checkpoint in ``out/backup`` still takes precedence).
     ``lr_decay=r``: the learning rate of epoch e (0-based) is lr · r^e.  Every epoch's metrics are
     appended to ``out/history.csv`` as the run goes.
     """
@@ -244,7 +247,7 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     keras.mixed_precision.set_global_policy(precision)
     try:
         extra = {"keep_best": bool(keep_best or early_stopping), "early_stopping": early_stopping, "lr_decay": lr_decay,
-                 "steps_per_execution": steps_per_execution}
+                 "steps_per_execution": steps_per_execution, "init_weights": init_weights}
         return _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose,
                       callbacks, limit, dist, jit_compile, precision, checkpoint_every, fit_density, model_options,
                       valid_limit, extra)
@@ -271,6 +274,8 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
                           binary=train_split.binary, **model_options)
         mdl.compile(optimizer=make_optimizer(optimizer, lr, ema), jit_compile=jit_compile,
                     steps_per_execution=extra["steps_per_execution"])
+        if extra["init_weights"] is not None:  # a warm start (the optimizer is not built yet: its state is new)
+            mdl.load_weights(extra["init_weights"])
     support = getattr(mdl.likelihood, "support", None)
     for split in (train_split, valid_split):
         if split.x is None:  # rendered by kvae from factor indices: nothing a user supplied

@@ -103,3 +103,36 @@ def test_several_steps_per_call_train_the_same_weights():
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_init_weights_starts_a_run_from_a_snapshot(tmp_path):
+    """--init-weights (a warm start): with a learning rate of 1e-12 the run ends where the snapshot was,
+    a run without it ends far away; the snapshot holds no optimizer state (apps/long_runs.py)."""
+    import importlib.util
+    import os
+
+    import h5py
+
+    from kvae.training import runs
+
+    options = dict(model="vae", dataset="digits", epochs=1, hidden=(16,), latent_dim=2, seed=3, verbose=0)
+    runs.train(out=str(tmp_path / "a"), **options)
+    model = keras.models.load_model(str(tmp_path / "a" / "model.keras"))
+    full = str(tmp_path / "a.weights.h5")
+    model.save_weights(full)
+    spec = importlib.util.spec_from_file_location(
+        "long_runs", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                  "apps", "long_runs.py"))
+    long_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(long_runs)
+    snap = str(tmp_path / "snap.weights.h5")
+    long_runs.model_weights_only(full, snap)
+    with h5py.File(snap) as f:
+        assert "optimizer" not in f and "encoder_network" in f
+    runs.train(out=str(tmp_path / "b"), lr=1e-12, init_weights=snap, **options)
+    runs.train(out=str(tmp_path / "c"), lr=1e-12, **{**options, "seed": 4})
+    ref = [w.numpy() for w in model.trainable_weights]
+    warm = [w.numpy() for w in keras.models.load_model(str(tmp_path / "b" / "model.keras")).trainable_weights]
+    cold = [w.numpy() for w in keras.models.load_model(str(tmp_path / "c" / "model.keras")).trainable_weights]
+    assert max(np.abs(a - b).max() for a, b in zip(ref, warm)) < 1e-6
+    assert max(np.abs(a - b).max() for a, b in zip(ref, cold)) > 1e-2
