@@ -269,6 +269,11 @@ def format_table(result):
             ("importance samples k", str(result["k"])),
         ]
     rows += [("active units", f"{result['active_units']} / {result['latent_dim']}"), ("examples n", str(result["n"]))]
+    per_group = result.get("kl_per_group") or {}
+    if len(per_group) > 1:  # a hierarchy: each group's KL (given the groups above) and active units
+        units = result.get("active_units_per_group") or {}
+        for name, kl in per_group.items():
+            rows.append((f"group {name}: KL, active units", f"{kl:.3f} nats, {units.get(name, '-')}"))
     for key in ("mutual_information", "mmd_to_prior", "log_det_cov", "probe_accuracy", "betavae_metric",
                 "factorvae_metric", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap",
                 "modularity", "explicitness", "fid_lenet", "fid_pca", "precision", "recall"):

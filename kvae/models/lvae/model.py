@@ -84,6 +84,7 @@ class LadderVAE(VariationalModel):
                          encoder_network=bottom_up, decoder_network=top_down,
                          density=density, **kwargs)
         self.group_shapes, self.merge = group_shapes, merge
+        self.group_kl_trackers = [keras.metrics.Mean(name=f"kl_z{len(group_shapes) - i}") for i in range(len(group_shapes))]
         for part in (self.posterior, self.prior):  # a plain reference: Keras' attribute tracking left out
             object.__setattr__(part, "walk", self.walk)
         self.free_bits_per_group = float(free_bits_per_group)
@@ -170,6 +171,7 @@ class LadderVAE(VariationalModel):
             return self.decode(flat, training=training)
         return self.likelihood.distribution(self.likelihood(features, training=training))
 
+    @tf.autograph.experimental.do_not_convert  # static Python only; autograph once mixed up the methods it converted
     def log_weights_from_noise(self, x, y=None, eps=None, k=None, seed=None, training=False, groups=None):
         """log w [k, B]: each of the k draws runs the whole top-down pass (q of a lower group depends
         on the draws above), all k B of them in one batch."""
@@ -198,6 +200,18 @@ class LadderVAE(VariationalModel):
         for g in terms.groups:
             total += tf.where(tf.reduce_mean(g.kl) >= lam, g.kl, lam * tf.ones_like(g.kl))
         return total
+
+    # -- metrics: each group's KL (TensorBoard shows them beside the base metrics)
+    @property
+    def metrics(self):
+        if not hasattr(self, "group_kl_trackers"):
+            return super().metrics
+        return [*super().metrics, *self.group_kl_trackers]
+
+    def _update_metrics(self, terms, per_example, reg_values, beta, sample_weight):
+        for tracker, group in zip(self.group_kl_trackers, terms.groups):
+            tracker.update_state(group.kl, sample_weight=sample_weight)
+        return super()._update_metrics(terms, per_example, reg_values, beta, sample_weight)
 
     # -- hierarchical sampling
     def sample_from_layer(self, layer, rows, cols, seed=0):
