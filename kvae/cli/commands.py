@@ -33,7 +33,7 @@ def train(args):
                limit=args.limit, valid_limit=args.valid_limit, verbose=2 if args.quiet else "auto", fit_density=args.fit_density,
                strategy=args.strategy, jit_compile=args.jit_compile, precision=args.precision,
                checkpoint_every=args.checkpoint_every, steps_per_execution=args.steps_per_execution,
-               keep_best=args.keep_best, init_weights=args.init_weights,
+               keep_best=args.keep_best, init_weights=args.init_weights, clip_norm=args.clip_norm,
                early_stopping=args.early_stopping, lr_decay=args.lr_decay, **options)
     print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")
 

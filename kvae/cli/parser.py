@@ -186,6 +186,8 @@ def build_parser(argv=()):
     t.add_argument("--jit-compile", action="store_true", help="compile train/test steps with XLA")
     t.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
                    help="compute dtype of the networks (log-probabilities and KL stay float32)")
+    t.add_argument("--clip-norm", type=_pos_float,
+                   help="rescale each step's gradients to at most this global norm (default: no clipping)")
     t.add_argument("--init-weights", type=_existing_file,
                    help="a .weights.h5 of the same model to start from (a warm start: the optimizer's state is new; "
                         "a checkpoint in RUN_DIR/backup still takes precedence)")

@@ -6,6 +6,7 @@ never leaves a truncated file where a good one was), ``config.json`` (the run's 
 ``samples.png``, ``reconstructions.png`` and ``kl_per_dim.png``.
 """
 import json
+import math
 import os
 import time
 
@@ -101,15 +102,19 @@ def build_model(name, input_shape, num_classes=None, seed=0, binary=True, **opti
     return cls(**kwargs)
 
 
-def make_optimizer(name="adam", lr=1e-3, ema=None):
+def make_optimizer(name="adam", lr=1e-3, ema=None, clip_norm=None):
     """Adam or Adamax; ``ema`` (e.g. 0.998) keeps an exponential moving average of the weights
-    (Polyak averaging) that replaces them at the end of ``fit``."""
+    (Polyak averaging) that replaces them at the end of ``fit``; ``clip_norm`` rescales each step's
+    gradients to a global norm of at most that value (as VDVAE's deep hierarchies train)."""
     classes = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}
     if name not in classes:
         raise ConfigError(f"unknown optimizer {name!r}; choose one of {sorted(classes)}")
     if ema is not None and not 0 < ema < 1:
         raise ConfigError(f"--ema must be in (0, 1), got {ema}")
-    return classes[name](lr, use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99)
+    if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
+        raise ConfigError(f"--clip-norm must be a positive finite number, got {clip_norm}")
+    return classes[name](lr, use_ema=ema is not None, ema_momentum=ema if ema is not None else 0.99,
+                         global_clipnorm=clip_norm)
 
 
 #: ``atomic_save(model, path)``: :func:`kvae.training.files.save_model` (its kvae 0.1 name)
@@ -186,7 +191,7 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
           optimizer=None, ema=None, verbose="auto", callbacks=(), limit=None, strategy="default",
           jit_compile=False, precision="float32", checkpoint_every=100, fit_density=False, valid_limit=None,
           keep_best=False, early_stopping=None, lr_decay=None, steps_per_execution=None, init_weights=None,
-          **model_options):
+          clip_norm=None, **model_options):
     """Train ``model`` on ``dataset`` and write the run directory ``out``; returns (model, history).
 
     ``limit`` / ``valid_limit``: train / validate on the first N examples of the split only.
@@ -211,6 +216,7 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     ``keep_best``: the saved model has the weights of the epoch with the lowest validation −ELBO
     (:class:`kvae.training.callbacks.KeepBest`; kept in ``out/best``, so a resumed run keeps its best);
     ``early_stopping=P`` also stops after P epochs without improvement (implies ``keep_best``).
+    ``clip_norm``: gradients rescaled to this global norm at most (``keras`` optimizers' ``global_clipnorm``).
     ``init_weights``: a ``.weights.h5`` of the same model loaded before training (a warm start with a
     new optimizer state; a checkpoint in ``out/backup`` still takes precedence).
     ``lr_decay=r``: the learning rate of epoch e (0-based) is lr · r^e.  Every epoch's metrics are
@@ -247,7 +253,7 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     keras.mixed_precision.set_global_policy(precision)
     try:
         extra = {"keep_best": bool(keep_best or early_stopping), "early_stopping": early_stopping, "lr_decay": lr_decay,
-                 "steps_per_execution": steps_per_execution, "init_weights": init_weights}
+                 "steps_per_execution": steps_per_execution, "init_weights": init_weights, "clip_norm": clip_norm}
         return _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose,
                       callbacks, limit, dist, jit_compile, precision, checkpoint_every, fit_density, model_options,
                       valid_limit, extra)
@@ -272,7 +278,7 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     with dist.scope():
         mdl = build_model(model, train_split.input_shape, train_split.num_classes, seed=seed,
                           binary=train_split.binary, **model_options)
-        mdl.compile(optimizer=make_optimizer(optimizer, lr, ema), jit_compile=jit_compile,
+        mdl.compile(optimizer=make_optimizer(optimizer, lr, ema, extra["clip_norm"]), jit_compile=jit_compile,
                     steps_per_execution=extra["steps_per_execution"])
         if extra["init_weights"] is not None:  # a warm start (the optimizer is not built yet: its state is new)
             mdl.load_weights(extra["init_weights"])
