@@ -14,6 +14,7 @@ import argparse
 import csv
 import datetime
 import json
+import math
 import os
 import subprocess
 
@@ -34,6 +35,13 @@ def model_weights_only(source, target):
     os.replace(tmp, target)
 
 
+def _steps(config, epochs):
+    """Optimizer steps of ``epochs`` whole epochs (static binarised MNIST: 50,000 training images)."""
+    if config["dataset"] != "binarized_mnist":
+        return None
+    return epochs * math.ceil(min(50000, config["limit"] or 50000) / config["batch_size"])
+
+
 def snapshot(run_dir, name, command, note=None):
     os.makedirs(HERE, exist_ok=True)
     checkpoint = os.path.join(run_dir, "backup", "latest.weights.h5")
@@ -52,7 +60,7 @@ def snapshot(run_dir, name, command, note=None):
     segment = {"run_dir": run_dir, "started": started.isoformat(timespec="seconds"),
                "snapshot": now.isoformat(timespec="seconds"), "hours": round((now - started).total_seconds() / 3600, 2),
                "epochs_completed": len(rows), "checkpoint": position,
-               "optimizer_steps": len(rows) * 500 if config["dataset"] == "binarized_mnist" else None,
+               "optimizer_steps": _steps(config, len(rows)),
                "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
                "note": note}
     if record["segments"] and record["segments"][-1]["run_dir"] == run_dir and \

@@ -90,8 +90,8 @@ class TopDown(keras.layers.Layer):
         self.image_size = [int(s) for s in image_size]
         self.groups, self.channels = int(groups), int(channels)
         self.latent_channels, self.num_blocks = int(latent_channels), int(blocks)
-        self.sizes = [list(zip(resolutions(self.image_size[0], self.groups), resolutions(self.image_size[1], self.groups)))]
-        self.sizes = self.sizes[0][::-1]  # top (lowest resolution) first
+        heights, widths = (resolutions(n, self.groups) for n in self.image_size)
+        self.sizes = list(zip(heights, widths))[::-1]  # top (lowest resolution) first
         self.prior_heads = [None] + [keras.layers.Conv2D(2 * self.latent_channels, 3, padding="same",
                                                          name=f"prior_head{i}") for i in range(1, self.groups)]
         self.z_in = [keras.layers.Conv2D(self.channels, 3, padding="same", name=f"z_in{i}")
