@@ -80,13 +80,18 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
       objective: ``"elbo"`` (the loss below) or a bound from :mod:`kvae.parts.objectives` (``"iwae"``,
         ``"miwae"``, ``"ciwae"``, ``"piwae"`` or a layer such as ``kvae.parts.objectives.IWAEBound(50)``) that
         replaces -log p(x|z) + beta KL; regularisers are still added.
+      skip_nonfinite_updates: skip a training step whose gradients hold a NaN or an infinity on any
+        replica (weights and optimizer moments unchanged, the step still counted), as deep
+        hierarchies are trained (Child 2021, VDVAE); the metric ``skipped_updates`` counts them per
+        epoch.  A ``LossScaleOptimizer`` (``mixed_float16``) already skips such steps and lowers its
+        scale, so the model leaves them to it.
     """
 
     def __init__(self, input_shape, latent_dim=32, network="mlp", hidden=(500, 500), decoder="bernoulli",
                  posterior="gaussian", prior="normal", encoder_network=None, decoder_network=None,
                  num_classes=None, beta=1.0, analytic_kl=True, free_bits_per_dim=0.0, free_bits_total=0.0,
                  regularizers=(), seed=None, density_components=10, kl_warmup_steps=0, objective="elbo",
-                 density="gmm", **kwargs):
+                 density="gmm", skip_nonfinite_updates=False, **kwargs):
         super().__init__(**kwargs)
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
@@ -100,7 +105,9 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
             free_bits_total=float(free_bits_total), regularizers=regularizers, seed=int(seed),
             density_components=int(density_components), kl_warmup_steps=int(kl_warmup_steps),
             objective=_deserialize(objective), density=_deserialize(density),
+            skip_nonfinite_updates=bool(skip_nonfinite_updates),
         )
+        self.skip_nonfinite_updates = bool(skip_nonfinite_updates)
         self.data_shape = tuple(int(d) for d in input_shape)
         self.latent_dim = int(latent_dim)
         self.num_classes = None if num_classes is None else int(num_classes)
@@ -150,6 +157,7 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.beta_tracker = keras.metrics.Mean(name="beta")
         self.reg_trackers = [keras.metrics.Mean(name=r.name) for r in self.regularizer_layers]
+        self.skipped_tracker = keras.metrics.Sum(name="skipped_updates") if self.skip_nonfinite_updates else None
         self._build_parts()
 
     # ------------------------------------------------------------------ building
@@ -196,8 +204,9 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.neg_elbo_tracker, self.rec_tracker, self.kl_tracker,
-                self.beta_tracker, *self.reg_trackers]
+        trackers = [self.loss_tracker, self.neg_elbo_tracker, self.rec_tracker, self.kl_tracker,
+                    self.beta_tracker, *self.reg_trackers]
+        return trackers + ([self.skipped_tracker] if self.skipped_tracker is not None else [])
 
     # ------------------------------------------------------------------ inputs
     def one_hot(self, y):

@@ -38,15 +38,21 @@ class KerasStepMixin:
         step = self.optimizer.iterations if self.optimizer is not None else 0
         return beta_value(self.beta, step)
 
-    def _update_metrics(self, terms, per_example, reg_values, beta, sample_weight):
+    def _update_metrics(self, terms, per_example, reg_values, beta, sample_weight, skipped=None):
         extra = sum(self.losses) if self.losses else 0.0
-        self.loss_tracker.update_state(per_example + extra, sample_weight=sample_weight)
-        self.neg_elbo_tracker.update_state(-terms["log_px_z"] + terms["kl"], sample_weight=sample_weight)
-        self.rec_tracker.update_state(-terms["log_px_z"], sample_weight=sample_weight)
-        self.kl_tracker.update_state(terms["kl"], sample_weight=sample_weight)
+        values = [per_example + extra, -terms["log_px_z"] + terms["kl"], -terms["log_px_z"], terms["kl"]]
+        reg_weight = None
+        if skipped is not None:  # a skipped step's (non-finite) values enter no metric
+            keep = 1.0 - skipped
+            values = [tf.where(keep > 0, v, tf.zeros_like(v)) for v in values]
+            reg_values = [tf.where(keep > 0, v, tf.zeros_like(v)) for v in reg_values]
+            sample_weight = keep * (tf.ones_like(values[0]) if sample_weight is None else sample_weight)
+            reg_weight = keep
+        for tracker, value in zip((self.loss_tracker, self.neg_elbo_tracker, self.rec_tracker, self.kl_tracker), values):
+            tracker.update_state(value, sample_weight=sample_weight)
         self.beta_tracker.update_state(beta)
         for tracker, value in zip(self.reg_trackers, reg_values):
-            tracker.update_state(value)
+            tracker.update_state(value, sample_weight=reg_weight)
         results = {m.name: m.result() for m in self.metrics}
         strategy = tf.distribute.get_strategy()
         if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -88,10 +94,42 @@ class KerasStepMixin:
         # regularisers' own variables (discriminators) get zero here: their optimizer steps them in
         # after_step; keeping them in the list keeps the optimizer's state aligned for save/load
         grads = [g if id(v) in own or g is None else tf.zeros_like(g) for g, v in zip(grads, variables)]
-        self.optimizer.apply(grads, variables)
+        if self.skip_nonfinite_updates and not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            skipped = self._apply_if_finite(grads, variables)
+            self.skipped_tracker.update_state(skipped)
+        else:
+            skipped = None
+            self.optimizer.apply(grads, variables)
         for reg in self.regularizer_layers:
             reg.after_step(self, terms)
-        return self._update_metrics(terms, per_example, reg_values, beta, sample_weight)
+        return self._update_metrics(terms, per_example, reg_values, beta, sample_weight, skipped)
+
+    def _apply_if_finite(self, grads, variables):
+        """Apply the step only if every replica's gradients are finite; else count the step
+        (``optimizer.iterations``, which the resume and the schedules read) and change nothing else.
+        Returns 1.0 for a skipped step, 0.0 for an applied one."""
+        finite = [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
+        bad = tf.cast(tf.logical_not(tf.reduce_all(tf.stack(finite))), tf.float32)
+        # one decision for all replicas (each holds its own part of the gradient here)
+        bad = tf.minimum(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, bad), 1.0)
+
+        def skip():
+            self.optimizer.iterations.assign_add(1)
+
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(bad > 0, skip, lambda: self.optimizer.apply(grads, variables))
+            return bad
+
+        # The optimizer's apply synchronises the replicas (merge_call), which a cond in the replica
+        # context cannot hold: decide in the cross-replica context, as keras' LossScaleOptimizer does.
+        def cross_replica(distribution, bad, grads):
+            def apply():
+                distribution.extended.call_for_each_replica(self.optimizer.apply, args=(grads, variables))
+
+            tf.cond(distribution.experimental_local_results(bad)[0] > 0, skip, apply)
+
+        tf.distribute.get_replica_context().merge_call(cross_replica, args=(bad, grads))
+        return bad
 
     def skip_batches(self, n):
         """Make the next ``n`` training batches be read and discarded without a step (used on resume

@@ -36,6 +36,8 @@ SCRIPT = textwrap.dedent('''
         elif kind == "rhvae":  # the metric sums over the global batch: centroids and factors all-gathered
             m = kvae.RHVAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(32,), num_leapfrog=1, fixed_point_steps=2,
                            step_size=0.1, metric_hidden=(8,), seed=3)
+        elif kind == "skip":  # skip_nonfinite_updates: the finite steps go through the cross-replica cond
+            m = kvae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=3, skip_nonfinite_updates=True)
         elif kind == "lvae":  # two latent groups: the top-down pass, per-group noise slices of the global batch
             m = kvae.LadderVAE(input_shape=(8, 8, 1), groups=2, channels=8, latent_channels=2, blocks=1, seed=3)
         else:  # flow prior + IAF posterior: Monte-Carlo KL, bijector caches, two flows
@@ -78,10 +80,10 @@ def _run(*kinds):
 
 @pytest.fixture(scope="module")
 def results():
-    return _run("vae", "flows", "factorvae", "piwae", "vqvae", "rhvae", "lvae")
+    return _run("vae", "flows", "factorvae", "piwae", "vqvae", "rhvae", "lvae", "skip")
 
 
-@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae", "vqvae", "rhvae", "lvae"])
+@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae", "vqvae", "rhvae", "lvae", "skip"])
 def test_two_replicas_apply_the_single_device_update(results, kind):
     r = results[kind]
     assert r["replicas"] == 2
@@ -89,7 +91,7 @@ def test_two_replicas_apply_the_single_device_update(results, kind):
     assert r["max_weight_diff"] < 1e-5, r
 
 
-@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae", "rhvae", "lvae"])
+@pytest.mark.parametrize("kind", ["vae", "flows", "factorvae", "piwae", "rhvae", "lvae", "skip"])
 def test_metrics_are_aggregated_across_replicas(results, kind):
     m1, m2 = results[kind]["metrics_1"], results[kind]["metrics_2"]
     assert set(m1) == set(m2)
