@@ -84,7 +84,7 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
         replica (weights and optimizer moments unchanged, the step still counted), as deep
         hierarchies are trained (Child 2021, VDVAE); the metric ``skipped_updates`` counts them per
         epoch.  A ``LossScaleOptimizer`` (``mixed_float16``) already skips such steps and lowers its
-        scale, so the model leaves them to it.
+        scale, so the model leaves them to it.  Forward-pass state (batch-norm statistics) is not rolled back.
     """
 
     def __init__(self, input_shape, latent_dim=32, network="mlp", hidden=(500, 500), decoder="bernoulli",
@@ -105,8 +105,7 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
             free_bits_total=float(free_bits_total), regularizers=regularizers, seed=int(seed),
             density_components=int(density_components), kl_warmup_steps=int(kl_warmup_steps),
             objective=_deserialize(objective), density=_deserialize(density),
-            skip_nonfinite_updates=bool(skip_nonfinite_updates),
-        )
+            skip_nonfinite_updates=bool(skip_nonfinite_updates))
         self.skip_nonfinite_updates = bool(skip_nonfinite_updates)
         self.data_shape = tuple(int(d) for d in input_shape)
         self.latent_dim = int(latent_dim)

@@ -15,6 +15,17 @@ from kvae import registry
 from kvae.parts.schedules import beta_value
 
 
+def unless_skipped(value, sample_weight, skipped):
+    """(value, sample_weight) for a metric's ``update_state``: unchanged, or for a skipped step
+    (``skipped`` = 1.0, see ``skip_nonfinite_updates``) zeros of weight 0, so its non-finite values
+    enter no mean."""
+    if skipped is None:
+        return value, sample_weight
+    keep = 1.0 - skipped
+    weight = keep * (tf.ones_like(value) if sample_weight is None else tf.cast(sample_weight, value.dtype))
+    return tf.where(keep > 0, value, tf.zeros_like(value)), weight
+
+
 class KerasStepMixin:
     """``train_step``, ``test_step``, resume batch-skipping and ``fit``."""
 
@@ -41,18 +52,11 @@ class KerasStepMixin:
     def _update_metrics(self, terms, per_example, reg_values, beta, sample_weight, skipped=None):
         extra = sum(self.losses) if self.losses else 0.0
         values = [per_example + extra, -terms["log_px_z"] + terms["kl"], -terms["log_px_z"], terms["kl"]]
-        reg_weight = None
-        if skipped is not None:  # a skipped step's (non-finite) values enter no metric
-            keep = 1.0 - skipped
-            values = [tf.where(keep > 0, v, tf.zeros_like(v)) for v in values]
-            reg_values = [tf.where(keep > 0, v, tf.zeros_like(v)) for v in reg_values]
-            sample_weight = keep * (tf.ones_like(values[0]) if sample_weight is None else sample_weight)
-            reg_weight = keep
         for tracker, value in zip((self.loss_tracker, self.neg_elbo_tracker, self.rec_tracker, self.kl_tracker), values):
-            tracker.update_state(value, sample_weight=sample_weight)
+            tracker.update_state(*unless_skipped(value, sample_weight, skipped))
         self.beta_tracker.update_state(beta)
         for tracker, value in zip(self.reg_trackers, reg_values):
-            tracker.update_state(value, sample_weight=reg_weight)
+            tracker.update_state(*unless_skipped(value, None, skipped))
         results = {m.name: m.result() for m in self.metrics}
         strategy = tf.distribute.get_strategy()
         if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)

@@ -139,3 +139,42 @@ def test_two_replicas_skip_together_when_one_sees_a_nan():
     assert out["bad"] == {"skipped": [1.0, 1.0], "iterations": 1, "max_change": 0.0, "finite": True}
     assert out["good"]["skipped"] == [1.0, 1.0]  # the epoch's count, on each replica
     assert out["good"]["iterations"] == 2 and out["good"]["finite"] and out["good"]["max_change"] > 0
+
+
+@pytest.mark.parametrize("make", [
+    lambda: kvae.LadderVAE(input_shape=(8, 8, 1), groups=2, channels=8, latent_channels=2, blocks=1, seed=3,
+                           skip_nonfinite_updates=True),
+    lambda: kvae.VQVAE(input_shape=(8, 8, 1), grid=(2, 2), embedding_dim=2, num_embeddings=8, hidden=(16,), seed=3,
+                       skip_nonfinite_updates=True),
+], ids=["lvae", "vqvae"])
+def test_families_with_their_own_metrics_skip_and_log_finite_values(make):
+    x, bad = _batches()
+    m = make()
+    m.compile(optimizer=keras.optimizers.Adam(0.01))
+    m.optimizer.build(m.trainable_variables)
+    # VQ-VAE's moving-average codebook is a forward-pass update: here the codes stay finite (the NaN
+    # reaches only log p(x|z)) and the codebook takes its step; every weight the optimizer owns stays
+    forward = {id(v) for v in m.weights if "quantizer" in v.path}
+    before = [v.numpy().copy() for v in m.weights if id(v) not in forward]
+    step = tf.function(m.train_step)
+    logs = step((tf.constant(bad),))
+    assert float(logs["skipped_updates"]) == 1.0
+    for a, b in zip(before, [v.numpy() for v in m.weights if id(v) not in forward]):
+        np.testing.assert_array_equal(a, b)
+    logs = step((tf.constant(x),))
+    assert all(np.isfinite(float(v)) for v in logs.values()), logs
+    assert any(not np.array_equal(a, b) for a, b in zip(before, [v.numpy() for v in m.weights if id(v) not in forward]))
+
+
+def test_the_moving_average_codebook_ignores_a_batch_with_nonfinite_codes():
+    m = kvae.VQVAE(input_shape=(8, 8, 1), grid=(2, 2), embedding_dim=2, num_embeddings=8, hidden=(16,), seed=3)
+    q = m.posterior.quantizer
+    state = [v.numpy().copy() for v in (q.codebook, q.ema_count, q.ema_sum)]
+    z_e = np.random.RandomState(1).normal(size=(4, 2)).astype("float32")
+    z_e[2, 1] = np.nan
+    q.ema_update(tf.constant(z_e), tf.constant([0, 1, 2, 3]))
+    for a, v in zip(state, (q.codebook, q.ema_count, q.ema_sum)):
+        np.testing.assert_array_equal(a, v.numpy())
+    z_e[2, 1] = 0.5  # the same batch made finite moves it
+    q.ema_update(tf.constant(z_e), tf.constant([0, 1, 2, 3]))
+    assert not np.array_equal(state[1], q.ema_count.numpy())

@@ -24,6 +24,7 @@ import tensorflow_probability as tfp
 
 from kvae.core.importance import log_importance_weights
 from kvae.core.model import VariationalModel
+from kvae.core.step import unless_skipped
 from kvae.core.terms import LatentGroup
 from kvae.errors import ConfigError
 from kvae.models.lvae.gaussians import normal_kl, precision_weighted, residual
@@ -208,10 +209,10 @@ class LadderVAE(VariationalModel):
             return super().metrics
         return [*super().metrics, *self.group_kl_trackers]
 
-    def _update_metrics(self, terms, per_example, reg_values, beta, sample_weight):
+    def _update_metrics(self, terms, per_example, reg_values, beta, sample_weight, skipped=None):
         for tracker, group in zip(self.group_kl_trackers, terms.groups):
-            tracker.update_state(group.kl, sample_weight=sample_weight)
-        return super()._update_metrics(terms, per_example, reg_values, beta, sample_weight)
+            tracker.update_state(*unless_skipped(group.kl, sample_weight, skipped))
+        return super()._update_metrics(terms, per_example, reg_values, beta, sample_weight, skipped)
 
     # -- hierarchical sampling
     def sample_from_layer(self, layer, rows, cols, seed=0):

@@ -25,6 +25,7 @@ from kvae.errors import ConfigError
 from kvae.models.vqvae.code_prior import CodeDistribution, PixelCNNCodePrior
 from kvae.models.vqvae.quantize import VectorQuantizedPosterior, perplexity
 from kvae.core.model import VariationalModel
+from kvae.core.step import unless_skipped
 from kvae.core.terms import LatentGroup, Terms
 
 
@@ -118,10 +119,11 @@ class VQVAE(VariationalModel):
             loss = loss + self.posterior.quantizer.codebook_loss(z_e, terms["codes"])
         return loss
 
-    def _update_metrics(self, terms, per_example, reg_values, beta, sample_weight):
-        self.commitment_tracker.update_state(self.commitment_loss(terms), sample_weight=sample_weight)
-        self.perplexity_tracker.update_state(perplexity(terms["codes"], self.num_embeddings))
-        return super()._update_metrics(terms, per_example, reg_values, beta, sample_weight)
+    def _update_metrics(self, terms, per_example, reg_values, beta, sample_weight, skipped=None):
+        self.commitment_tracker.update_state(*unless_skipped(self.commitment_loss(terms), sample_weight, skipped))
+        self.perplexity_tracker.update_state(*unless_skipped(perplexity(terms["codes"], self.num_embeddings),
+                                                             None, skipped))
+        return super()._update_metrics(terms, per_example, reg_values, beta, sample_weight, skipped)
 
     # -- codes
     def codes(self, x, y=None, batch_size=500):

@@ -136,9 +136,14 @@ class VectorQuantizer(keras.layers.Layer):
             total = tf.where(dead[:, None], t * fresh, total)
             codebook = tf.where(dead[:, None], fresh, codebook)
             self.ema_steps.assign_add(1)
-        self.ema_count.assign(count)
-        self.ema_sum.assign(total)
-        self.codebook.assign(codebook)
+        # a batch with a non-finite code (a step the model then skips, skip_nonfinite_updates) leaves
+        # the codebook as it was; the decision is the same on every replica (after the all-reduce)
+        finite = tf.reduce_all(tf.math.is_finite(sums)) & tf.reduce_all(tf.math.is_finite(flat))
+        if distributed:
+            finite = ctx.all_reduce(tf.distribute.ReduceOp.MIN, tf.cast(finite, tf.float32)) > 0
+        self.ema_count.assign(tf.where(finite, count, self.ema_count))
+        self.ema_sum.assign(tf.where(finite, total, self.ema_sum))
+        self.codebook.assign(tf.where(finite, codebook, self.codebook))
 
     def codebook_loss(self, z_e, codes):
         """||sg(z_e) - e_k||^2 per example [B] (summed over every axis after the batch): moves the
