@@ -57,6 +57,20 @@ def render(report):
                 scopes = ", ".join(f"{o['scope']} {o['share']:.0%}" for o in prof["by_scope"][:5])
                 lines.append(f"| {who} | {ops} | {scopes} |")
             lines.append("")
+    if "lvae_step" in b and "results" in b["lvae_step"]:
+        v, r = b["lvae_step"], b["lvae_step"]["results"]
+        lines += ["### Ladder VAE training step (`lvae_step`)", ""]
+        if "measured_separately" in v:
+            ms = v["measured_separately"]
+            lines += [f"Measured separately ({ms['date']}, commit `{ms['commit'][:12]}`, load average "
+                      f"{ms['load_average_at_start'][0]:.1f} at start: {ms['note']}).", ""]
+        lines += [f"{v['model']}. Baseline: {v['baseline']}; its loss equals kvae's to "
+                  f"{v['loss_parity_max_abs']:.1e} nats on the same weights and noise.", "",
+                  "| configuration | step | first call (tracing) |", "|---|---|---|"]
+        for key, label in (("baseline", "hand-written baseline"), ("kvae", "kvae")):
+            lines.append(f"| {label} | {_step(r[key])} | {r[key]['first_call_seconds']:.1f} s |")
+        lines += ["", f"kvae / baseline **{v['ratio_kvae_over_baseline']:.2f}** (target ≤ {v['target_ratio']}). "
+                  f"A 50000-image epoch at the median step: {v['epoch_seconds_50k_from_median_step']:.0f} s.", ""]
     if "vae_epoch" in b and "results" in b["vae_epoch"]:
         v, r = b["vae_epoch"], b["vae_epoch"]["results"]
         lines += ["### MLP VAE training step (`vae_epoch`)", "", f"{v['network']}, Adam 1e-3.", "",

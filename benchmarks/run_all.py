@@ -23,6 +23,7 @@ import _timing  # noqa: E402
 #: name -> (script, arguments, arguments with --quick)
 BENCHMARKS = {
     "vlae_step": ("vlae_step.py", [], ["--quick"]),
+    "lvae_step": ("lvae_step.py", [], ["--quick"]),
     "vae_epoch": ("vae_epoch.py", [], ["--quick"]),
     "is_eval": ("is_eval.py", [], ["--quick"]),
     "vlae_sampling": ("vlae_speed.py", [], ["--n", "4"]),

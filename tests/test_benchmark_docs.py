@@ -99,3 +99,24 @@ def test_the_entry_point_runs_a_benchmark_end_to_end(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "nope"], cwd=ROOT, capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "unknown benchmark(s) nope" in bad.stderr
+
+
+def test_the_ladder_baseline_computes_kvae_loss():
+    """benchmarks/lvae_step.py times a hand-written objective against kvae's: on a small hierarchy
+    with the precision merge (the benchmark's) both give the same loss."""
+    import keras
+
+    import kvae
+    import lvae_step
+
+    keras.utils.set_random_seed(0)
+    model = kvae.LadderVAE(input_shape=(12, 12, 1), groups=2, channels=8, latent_channels=3, blocks=1, seed=0)
+    baseline = lvae_step.hand_written_lvae(model)
+    x = (np.random.RandomState(0).uniform(size=(6, 12, 12, 1)) > 0.5).astype("float32")
+    parity, scale = lvae_step.loss_parity(model, baseline, x)
+    assert scale > 1.0 and parity < 1e-4 * scale
+    # a different model (the residual merge) is a different loss: the comparison can fail
+    other = kvae.LadderVAE(input_shape=(12, 12, 1), groups=2, channels=8, latent_channels=3, blocks=1, seed=0,
+                           merge="residual")
+    other.set_weights(model.get_weights())
+    assert lvae_step.loss_parity(other, baseline, x)[0] > 1e-2

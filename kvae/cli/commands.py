@@ -256,8 +256,9 @@ def pretrained(args):
             nll = f"NLL {m['nll']:.2f} nats (k={m['k']}, n={m['n']}, {m.get('split', 'valid')})" if "nll" in m else ""
             print(f"{name:24s} {info.get('description', '')}  {nll}")
         return
-    store.fetch(args.name, args.out)
-    print(f"wrote {args.out}: model.keras, config.json, pretrained.json")
+    store.fetch(args.name, args.out, with_optimizer=args.with_optimizer)
+    note = " (with the run's optimizer, its moments at zero)" if args.with_optimizer else ""
+    print(f"wrote {args.out}: model.keras{note}, config.json, pretrained.json")
 
 
 #: ``kvae COMMAND``'s body, by command

@@ -316,6 +316,9 @@ def build_parser(argv=()):
     pf = pre_sub.add_parser("fetch", help="write NAME as a run directory")
     pf.add_argument("name")
     pf.add_argument("--out", required=True, help="run directory to write")
+    pf.add_argument("--with-optimizer", action="store_true",
+                    help="also write the run's optimizer into model.keras (variables at zero: no moments are "
+                         "shipped), to continue training; by default the model alone")
     return p
 
 

@@ -103,8 +103,12 @@ def quantised_copy(model, dtype="float16"):
     return copy
 
 
-def load(name, root=None):
-    """The pretrained Keras model ``name`` (float32 variables), after checking its files' sha256."""
+def load(name, root=None, compile=False):
+    """The pretrained Keras model ``name`` (float32 variables), after checking its files' sha256.
+
+    ``compile``: compile it with the optimizer its run trained with (the shipped files hold no
+    optimizer state: the moments start at zero); by default it is not compiled, as for inference.
+    """
     root = ROOT if root is None else root
     import keras
 
@@ -114,6 +118,8 @@ def load(name, root=None):
     directory = _directory(name, root)
     with open(os.path.join(directory, "model.json")) as f:
         config = json.load(f)
+    if not compile:
+        config.pop("compile_config", None)
     model = keras.saving.deserialize_keras_object(config)
     with np.load(os.path.join(directory, "weights.npz")) as stored:
         arrays = {k: stored[k] for k in stored.files}
@@ -121,13 +127,20 @@ def load(name, root=None):
     return model
 
 
-def fetch(name, out, root=None):
-    """Write ``name`` as a run directory ``out`` (``model.keras``, ``config.json``, ``pretrained.json``)."""
+def fetch(name, out, root=None, with_optimizer=False):
+    """Write ``name`` as a run directory ``out`` (``model.keras``, ``config.json``, ``pretrained.json``).
+
+    ``model.keras`` holds the model alone; ``with_optimizer`` adds the run's optimizer (compiled, its
+    variables built at zero: the package ships no moments), for ``kvae train --init-weights`` or
+    ``keras.models.load_model`` and ``fit`` to continue training.
+    """
     root = ROOT if root is None else root
     from kvae.training.files import save_model, write_json
     from kvae.training.runs import CONFIG_FILE, MODEL_FILE
 
-    model = load(name, root)
+    model = load(name, root, compile=with_optimizer)
+    if with_optimizer:
+        model.optimizer.build(model.trainable_variables)
     info = manifest(name, root)
     if os.path.exists(os.path.join(out, MODEL_FILE)):
         raise RunError(f"{out} already holds a {MODEL_FILE}; choose another --out")

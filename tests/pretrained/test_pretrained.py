@@ -83,6 +83,42 @@ def test_fetch_writes_a_run_directory_the_cli_evaluates(packed, tmp_path, monkey
     assert json.loads(report.read_text())["nll"] == pytest.approx(-direct.mean(), abs=1e-3)
 
 
+def _optimizer_variables(path):
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as z, z.open("model.weights.h5") as f, h5py.File(f, "r") as h5:
+        names = []
+        h5.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return [n for n in names if n.startswith("optimizer/")]
+
+
+def test_fetch_ships_the_model_alone_unless_the_optimizer_is_asked_for(packed, tmp_path, monkeypatch, digits):
+    import keras
+
+    root, model, run = packed
+    monkeypatch.setattr(pretrained, "ROOT", str(root))
+    run_config = json.loads((run / "config.json").read_text())
+    alone, full = tmp_path / "alone", tmp_path / "full"
+    assert cli.main(["pretrained", "fetch", "tiny-vae", "--out", str(alone)]) == 0
+    assert cli.main(["pretrained", "fetch", "tiny-vae", "--out", str(full), "--with-optimizer"]) == 0
+    assert _optimizer_variables(alone / "model.keras") == []
+    assert getattr(keras.models.load_model(alone / "model.keras"), "optimizer", None) is None
+    opt_vars = _optimizer_variables(full / "model.keras")
+    # Adam: iterations, learning rate, and two moments per trainable variable
+    assert len(opt_vars) == 2 + 2 * len(model.trainable_variables)
+    assert (full / "model.keras").stat().st_size > 2 * (alone / "model.keras").stat().st_size
+    loaded = keras.models.load_model(full / "model.keras")
+    assert type(loaded.optimizer).__name__.lower() == run_config["optimizer"]  # the run's optimizer
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(run_config["lr"])
+    x, _ = digits["train"].arrays()
+    before = [w.copy() for w in loaded.get_weights()]
+    loaded.fit(x[:100], batch_size=50, epochs=1, verbose=0)  # it trains on from the shipped weights
+    assert int(loaded.optimizer.iterations.numpy()) == 2
+    assert any(not np.array_equal(a, b) for a, b in zip(before, loaded.get_weights()))
+
+
 def test_list_shows_name_and_numbers(packed, monkeypatch, capsys):
     root, _, _ = packed
     monkeypatch.setattr(pretrained, "ROOT", str(root))
