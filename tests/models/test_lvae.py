@@ -116,10 +116,52 @@ def test_residual_merge_and_free_bits_per_group_train():
     assert np.isfinite(history.history["loss"][-1])
 
 
-def test_sample_from_layer_keeps_the_groups_above():
+def test_free_bits_per_group_floor_each_groups_batch_mean_kl():
+    """kl_penalty = sum_l max(lambda, E_batch KL_l) per group: a group under the floor contributes
+    the constant lambda (no gradient), one above it its own KL."""
+    import tensorflow as tf
+
+    x = binary(8)
+    plain = small()
+    terms = plain.compute_terms(x, training=True, seed=tf.constant([1, 2]))
+    kls = [g.kl.numpy() for g in terms.groups]
+    means = sorted(k.mean() for k in kls)
+    lam = float(np.mean(means))  # between the two groups' batch means
+    model = small(free_bits_per_group=lam)
+    model.set_weights(plain.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        terms = model.compute_terms(x, training=True, seed=tf.constant([1, 2]))
+        penalty = model.kl_penalty(terms)
+        penalty_sum = tf.reduce_sum(penalty)
+        over = max(terms.groups, key=lambda g: float(tf.reduce_mean(g.kl)))
+        over_kl = tf.reduce_sum(over.kl)
+    want = sum(k if k.mean() >= lam else np.full_like(k, lam) for k in kls)
+    np.testing.assert_allclose(penalty.numpy(), want, rtol=1e-5)
+    # the penalty's gradient is the gradient of the group above the floor alone
+    variables = model.trainable_variables
+    got = tape.gradient(penalty_sum, variables)
+    ref = tape.gradient(over_kl, variables)
+    for g, r, v in zip(got, ref, variables):
+        g = np.zeros(v.shape) if g is None else g.numpy()
+        r = np.zeros(v.shape) if r is None else r.numpy()
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+    assert any(np.any(r.numpy()) for r in ref if r is not None)
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_sample_from_layer_keeps_the_groups_above(layer):
     model = small()
-    same_top = model.sample_from_layer(1, rows=2, cols=3, seed=0).numpy().reshape(2, 3, -1)
-    assert not np.allclose(same_top[0, 0], same_top[0, 1])  # the bottom group drawn anew
+    codes, _ = model.codes_from_layer(layer, rows=2, cols=3, seed=0)
+    top = len(codes)
+    for i, z in enumerate(codes):  # top group first: groups above `layer` are i < top - layer
+        z = z.numpy().reshape(2, 3, -1)
+        if i < top - layer:
+            np.testing.assert_array_equal(z[:, 0], z[:, 1])  # fixed within a row
+            assert not np.allclose(z[0, 0], z[1, 0])  # one prior draw per row
+        else:
+            assert not np.allclose(z[0, 0], z[0, 1])  # drawn anew in every column
+    images = model.sample_from_layer(layer, rows=2, cols=3, seed=0).numpy().reshape(2, 3, -1)
+    assert not np.allclose(images[0, 0], images[0, 1])
     with pytest.raises(kvae.errors.ConfigError):
         model.sample_from_layer(3, 1, 1)
 

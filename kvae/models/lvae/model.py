@@ -215,10 +215,9 @@ class LadderVAE(VariationalModel):
         return super()._update_metrics(terms, per_example, reg_values, beta, sample_weight, skipped)
 
     # -- hierarchical sampling
-    def sample_from_layer(self, layer, rows, cols, seed=0):
-        """Images [rows * cols, H, W, C] (E[x|z]): row r fixes the groups above ``layer`` (1 = bottom,
-        L = top) at one prior draw; its ``cols`` images draw ``layer`` and the groups below anew
-        (the hierarchical-representation figure of Sønderby et al. / Maaløe et al.)."""
+    def codes_from_layer(self, layer, rows, cols, seed=0):
+        """The draws behind :meth:`sample_from_layer`: per group (top first) z [rows * cols, h, w, c],
+        and the features at the image's resolution."""
         top = len(self.group_shapes)
         if not 1 <= int(layer) <= top:
             raise ConfigError(f"layer must be in 1..{top}, got {layer}")
@@ -227,4 +226,11 @@ class LadderVAE(VariationalModel):
         above = top - int(layer)  # groups fixed (top first)
         given = [tf.repeat(g["z"], cols, axis=0) if i < above else None for i, g in enumerate(walked)]
         walked, features = self.walk(eps=tf.random.stateless_normal([rows * cols, self.latent_dim], s2), given=given)
+        return [g["z"] for g in walked], features
+
+    def sample_from_layer(self, layer, rows, cols, seed=0):
+        """Images [rows * cols, H, W, C] (E[x|z]): row r fixes the groups above ``layer`` (1 = bottom,
+        L = top) at one prior draw; its ``cols`` images draw ``layer`` and the groups below anew
+        (the hierarchical-representation figure of Sønderby et al. / Maaløe et al.)."""
+        _, features = self.codes_from_layer(layer, rows, cols, seed)
         return self.likelihood.images(self.likelihood(features))
