@@ -1,7 +1,8 @@
 """Long training runs that span sessions: snapshot a run's latest weights into the repository, and say
 how to resume it.
 
-    python apps/long_runs.py snapshot RUN_DIR NAME --command "kvae train ..."
+    python apps/long_runs.py snapshot RUN_DIR NAME --command "kvae train ..." [--since ISO --resume exact|warm]
+    python apps/long_runs.py table
 
 writes ``apps/long_runs/NAME.weights.h5`` (the model's float32 weights from the run's latest
 checkpoint, without the optimizer's state: one file per run, replaced each time) and
@@ -42,7 +43,7 @@ def _steps(config, epochs):
     return epochs * math.ceil(min(50000, config["limit"] or 50000) / config["batch_size"])
 
 
-def snapshot(run_dir, name, command, note=None):
+def snapshot(run_dir, name, command, note=None, since=None, resume=None):
     os.makedirs(HERE, exist_ok=True)
     checkpoint = os.path.join(run_dir, "backup", "latest.weights.h5")
     if not os.path.isfile(checkpoint):
@@ -55,14 +56,16 @@ def snapshot(run_dir, name, command, note=None):
     config = json.load(open(os.path.join(run_dir, "config.json")))
     record_path = os.path.join(HERE, f"{name}.json")
     record = json.load(open(record_path)) if os.path.exists(record_path) else {"name": name, "segments": []}
-    started = datetime.datetime.fromtimestamp(os.path.getmtime(os.path.join(run_dir, "config.json")))
+    # the sitting's start: given (a resumed run keeps its config.json), else when the run was created
+    started = (datetime.datetime.fromisoformat(since) if since else
+               datetime.datetime.fromtimestamp(os.path.getmtime(os.path.join(run_dir, "config.json"))))
     now = datetime.datetime.now()
     segment = {"run_dir": run_dir, "started": started.isoformat(timespec="seconds"),
                "snapshot": now.isoformat(timespec="seconds"), "hours": round((now - started).total_seconds() / 3600, 2),
                "epochs_completed": len(rows), "checkpoint": position,
                "optimizer_steps": _steps(config, len(rows)),
                "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-               "note": note}
+               "resume": resume, "note": note}
     if record["segments"] and record["segments"][-1]["run_dir"] == run_dir and \
             record["segments"][-1]["started"] == segment["started"]:
         record["segments"][-1] = segment  # the same sitting, snapshot again
@@ -79,16 +82,50 @@ def snapshot(run_dir, name, command, note=None):
           f"{record['validation'][-1]['neg_elbo'] if rows else None}, {record['total_hours']} h")
 
 
+#: what each long run aims at (validation NLL in nats, static binarised MNIST; docs/results.md)
+TARGETS = {"vlae-binarized-mnist": "≤ 80.5 (the paper: 79.03)",
+           "lvae-binarized-mnist": "≤ 80.0, goal ≤ 78.3 (the ladder anchor)"}
+
+
+def table(root=HERE):
+    """The Markdown table of every record in ``root`` (docs/results.md holds it between
+    ``<!-- long-runs -->`` markers; tests/test_results_docs.py checks it is this rendering)."""
+    lines = ["| run | sittings | epochs | optimizer steps | hours | best validation −ELBO (epoch) | last | target NLL |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in sorted(f[:-5] for f in os.listdir(root) if f.endswith(".json")):
+        with open(os.path.join(root, f"{name}.json")) as f:
+            record = json.load(f)
+        curve = record["validation"]
+        best = min(curve, key=lambda r: r["neg_elbo"])
+        # epochs and steps count from the start of their run directory: the last segment of each
+        # directory holds its total (an exact resume continues a directory, a warm start opens one)
+        last = {}
+        for seg in record["segments"]:
+            last[seg["run_dir"]] = seg
+        steps = sum(seg["optimizer_steps"] or 0 for seg in last.values())
+        epochs = sum(seg["epochs_completed"] for seg in last.values())
+        lines.append(f"| `{name}` | {len(record['segments'])} | {epochs} | {steps} | "
+                     f"{record['total_hours']:.2f} | {best['neg_elbo']:.2f} ({best['epoch']}) | "
+                     f"{curve[-1]['neg_elbo']:.2f} | {TARGETS.get(name, '')} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="action", required=True)
     s = sub.add_parser("snapshot")
     s.add_argument("run_dir")
     s.add_argument("name")
     s.add_argument("--command", required=True, help="the kvae train command of the run")
     s.add_argument("--note")
+    s.add_argument("--since", help="when this sitting started (ISO time; default: when the run directory was made)")
+    s.add_argument("--resume", choices=("exact", "warm"), help="how this sitting continued the run")
+    sub.add_parser("table", help="print the Markdown table of the records (docs/results.md)")
     args = parser.parse_args()
-    snapshot(args.run_dir, args.name, args.command, args.note)
+    if args.action == "table":
+        print(table(), end="")
+        return
+    snapshot(args.run_dir, args.name, args.command, args.note, args.since, args.resume)
 
 
 if __name__ == "__main__":
