@@ -11,7 +11,11 @@ endpoints, and ``kvae explore``, which exports a run to a temporary bundle and s
 * ``ranges`` [D, 2]: each slider's range, [-3, 3] widened to the codes' mean ± 3 sd;
 * ``examples``: the first few images (values in [0, 1]) to encode and interpolate from;
 * ``prior``: ``"standard_normal"`` (the explorer then draws z ~ N(0, I) itself and
-  interpolates spherically) or the prior's class name (z drawn from the example codes).
+  interpolates spherically) or the prior's class name (z drawn from the example codes);
+* ``groups``: the latent groups (name, offset and size in z, in the model's order; a hierarchical
+  model lists its top group first) and ``slider_dims``: the dimensions the page puts on sliders,
+  those of the first group ordered by KL, at most ``MAX_SLIDERS`` (the other groups keep the
+  values of the code loaded last).
 """
 import os
 import shutil
@@ -25,6 +29,8 @@ from kvae.errors import DataError
 
 #: numbers in explorer.json are rounded to this many decimals (a 500 x 50 map stays ~300 kB)
 DECIMALS = 4
+#: at most this many sliders; at most this many code numbers (images x latent dimensions) in the file
+MAX_SLIDERS, MAX_CODE_NUMBERS = 64, 500 * 512
 
 
 def _round(a, decimals=DECIMALS):
@@ -53,6 +59,7 @@ def explorer_data(model, x, y=None, n=500, num_examples=8, seed=0):
     """The ``explorer.json`` dict for ``model`` from held-out images x [N, *input_shape] (labels y)."""
     from kvae.evaluation import metrics as evaluation
 
+    n = min(n, max(50, MAX_CODE_NUMBERS // model.latent_dim))  # a deep hierarchy's codes are long
     x = np.asarray(x)[:n]
     y = None if y is None else np.asarray(y)[:n]
     if len(x) < 2:
@@ -68,6 +75,11 @@ def explorer_data(model, x, y=None, n=500, num_examples=8, seed=0):
 
     prior = "standard_normal" if isinstance(model.prior, StandardNormalPrior) else type(model.prior).__name__
     examples = np.clip(x[:num_examples].astype(np.float64), 0.0, 1.0)
+    groups = [{"name": name, "offset": int(d.start), "size": int(d.stop - d.start)}
+              for name, d in zip(stats["group_names"], stats["group_dims"])]
+    first = np.arange(groups[0]["offset"], groups[0]["offset"] + groups[0]["size"])
+    if stats["kl_per_dim"] is not None:
+        first = first[np.argsort(-stats["kl_per_dim"].mean(axis=0)[first], kind="stable")]
     return {
         "format": "kvae-explorer/1",
         "n": int(len(x)),
@@ -78,6 +90,8 @@ def explorer_data(model, x, y=None, n=500, num_examples=8, seed=0):
         "pca": {"mean": _round(mean), "components": _round(components), "points": _round(points)},
         "ranges": _round(np.stack([lo, hi], axis=1), 3),
         "examples": _round(examples, 3),
+        "groups": groups,
+        "slider_dims": [int(d) for d in first[:MAX_SLIDERS]],
     }
 
 

@@ -91,6 +91,33 @@ def test_explorer_data_is_the_posterior_and_its_pca(trained):
     assert info["prior"] == "standard_normal" and len(info["examples"]) == 8
     lo, hi = np.asarray(info["ranges"]).T
     assert np.all(lo <= -3) and np.all(hi >= 3) and np.all(lo <= loc.min(axis=0)) and np.all(hi >= loc.max(axis=0))
+    # one group: every dimension on a slider, largest KL first
+    assert info["groups"] == [{"name": "z", "offset": 0, "size": loc.shape[1]}]
+    assert info["slider_dims"] == [int(d) for d in np.argsort(-kl, kind="stable")]
+
+
+def test_a_hierarchy_puts_its_top_group_on_the_sliders():
+    import kvae
+
+    model = kvae.LadderVAE(input_shape=(8, 8, 1), groups=2, channels=8, latent_channels=2, blocks=1, seed=0)
+    x = (np.random.RandomState(0).uniform(size=(40, 8, 8, 1)) > 0.5).astype("float32")
+    info = explorer.explorer_data(model, x)
+    assert info["groups"] == [{"name": "z2", "offset": 0, "size": 8}, {"name": "z1", "offset": 8, "size": 32}]
+    kl = np.asarray(info["kl_per_dim"])
+    assert sorted(info["slider_dims"]) == list(range(8))  # the top group's dimensions only
+    assert list(kl[info["slider_dims"]]) == sorted(kl[:8], reverse=True)
+    assert np.asarray(info["codes"]).shape == (40, 40)
+
+
+def test_a_long_code_caps_the_examples_and_the_sliders(monkeypatch):
+    import kvae
+
+    monkeypatch.setattr(explorer, "MAX_CODE_NUMBERS", 60 * 40)
+    monkeypatch.setattr(explorer, "MAX_SLIDERS", 5)
+    model = kvae.LadderVAE(input_shape=(8, 8, 1), groups=2, channels=8, latent_channels=2, blocks=1, seed=0)
+    x = (np.random.RandomState(0).uniform(size=(200, 8, 8, 1)) > 0.5).astype("float32")
+    info = explorer.explorer_data(model, x)
+    assert info["n"] == 60 and len(info["slider_dims"]) == 5
 
 
 def test_pca_map_of_a_one_dimensional_code_has_a_zero_second_axis():

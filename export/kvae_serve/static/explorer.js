@@ -380,7 +380,10 @@ async function main() {
   const kl = S.explorer && S.explorer.kl_per_dim;
   S.order = Array.from({ length: D }, (_, d) => d);
   if (kl) S.order.sort((a, b) => kl[b] - kl[a]);
-  $("model").textContent = `${S.info.model}: input ${S.info.input_shape.join("×")}, ${D} latent dimensions` +
+  if (S.explorer && S.explorer.slider_dims) S.order = S.explorer.slider_dims.slice();  // the first (top) group
+  const groups = S.explorer && S.explorer.groups && S.explorer.groups.length > 1 ?
+    `; sliders: ${S.order.length} of group ${S.explorer.groups[0].name} (the top)` : "";
+  $("model").textContent = `${S.info.model}: input ${S.info.input_shape.join("×")}, ${D} latent dimensions${groups}` +
     (S.info.num_classes != null ? `, ${S.info.num_classes} classes` : "") + (S.explorer ? "" : " (no explorer data)");
   if (S.info.num_classes != null) {
     $("label-picker").hidden = false;
