@@ -10,12 +10,19 @@ cd "$(dirname "$0")/.."
 WORK="${1:-$(mktemp -d)}"
 mkdir -p "$WORK"
 WORK="$(cd "$WORK" && pwd)"
-SERVER_PID=""
-cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi; }
-trap cleanup EXIT
 # the fresh environment sees nothing of this one (a PYTHONPATH pointing at a checkout, or the current directory
 # on sys.path (python -I below), would leak kvae into it)
-alone() { env -u PYTHONPATH -u PYTHONHOME -u PYTHONUSERBASE "$@"; }
+ALONE=(env -u PYTHONPATH -u PYTHONHOME -u PYTHONUSERBASE)
+SERVER_PID=""
+stop_server() {  # SIGTERM, then SIGKILL if it is still there after 10 s
+  [ -n "$SERVER_PID" ] || return 0
+  kill "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 20); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+trap stop_server EXIT
 
 # 1. both wheels, and their metadata against setup.cfg (export/build/ is left by setuptools; .gitignore has it)
 start=$(date +%s)
@@ -28,8 +35,8 @@ echo "serve_alone: wheels built and checked in $(( $(date +%s) - start )) s"
 start=$(date +%s)
 rm -rf "$WORK/serve-venv"
 python -m venv "$WORK/serve-venv"
-alone "$WORK/serve-venv/bin/python" -m pip install --quiet "$WORK"/wheels/kvae_serve-*.whl
-alone "$WORK/serve-venv/bin/python" -I - <<'PY'
+"${ALONE[@]}" "$WORK/serve-venv/bin/python" -m pip install --quiet "$WORK"/wheels/kvae_serve-*.whl
+"${ALONE[@]}" "$WORK/serve-venv/bin/python" -I - <<'PY'
 import importlib.util, sys
 present = [m for m in ("tensorflow", "keras", "kvae") if importlib.util.find_spec(m) is not None]
 if present:
@@ -57,7 +64,8 @@ echo "serve_alone: model trained, exported and decoded in Keras in $(( $(date +%
 
 # 4. serve it from the fresh environment; /healthz, then one /decode compared with Keras
 PORT=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-alone "$WORK/serve-venv/bin/kvae-serve" "$WORK/bundle" --port "$PORT" >"$WORK/server.log" 2>&1 &
+# env execs kvae-serve, so $! is the server itself
+"${ALONE[@]}" "$WORK/serve-venv/bin/kvae-serve" "$WORK/bundle" --port "$PORT" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 python - "$WORK" "$PORT" <<'PY'
 import json, os, sys, time, urllib.request
@@ -87,7 +95,5 @@ assert err <= 1e-5, f"/decode differs from Keras by {err}"
 print(f"serve_alone: kvae-serve alone served the bundle on port {port}: /decode of {len(expected['z'])} codes "
       f"{list(served.shape)} matches Keras to {err:.1e}")
 PY
-kill "$SERVER_PID"
-wait "$SERVER_PID" 2>/dev/null || true
-SERVER_PID=""
+stop_server
 echo "serve_alone: ok"
