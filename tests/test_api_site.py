@@ -135,3 +135,53 @@ def test_mkdocs_build_strict_renders_every_public_symbol(symbols, tmp_path):
             role = "py:class" if inspect.isclass(obj) else "py:function" if defined else "py:data"  # data: f = g(...)
             assert entries.get(path) == (role, 1), f"{path}: {entries.get(path)} in the site's inventory"
     assert (site / "api" / "index.html").is_file() and (site / "cli" / "index.html").is_file()
+
+
+def load_docs_module(name):
+    """docs/api/<name>.py (the site's Griffe extension and MkDocs hook) as a module."""
+    spec = importlib.util.spec_from_file_location(f"docs_api_{name}", os.path.join(ROOT, "docs", "api", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sphinx_roles_become_links_and_a_missing_kvae_target_warns(caplog, tmp_path, monkeypatch):
+    griffe = pytest.importorskip("griffe")
+    monkeypatch.chdir(tmp_path)  # Griffe also searches the working directory: not the real kvae/ of the checkout
+    roles = load_docs_module("griffe_roles")
+    modules = {
+        "parts.py": 'class Prior:\n    """A prior."""\n\n    def sample(self):\n        """Draw."""\n',
+        "model.py": ('from kvae.parts import Prior\n\n\nclass Model:\n'
+                     '    """Uses :class:`Prior`, :meth:`~kvae.parts.Prior.sample` and :func:`keras.ops.sum`;\n'
+                     '    :class:`kvae.parts.Missing` is broken; :func:`kvae._private.f` is not rendered."""\n'),
+    }
+    with caplog.at_level("WARNING", logger="griffe"):
+        with griffe.temporary_visited_package("kvae", modules, extensions=griffe.load_extensions(
+                roles.SphinxRolesToLinks)) as package:
+            text = package["model.Model"].docstring.value
+    assert text == ("Uses [`Prior`][kvae.parts.Prior], [`sample`][kvae.parts.Prior.sample] and `keras.ops.sum`;\n"
+                    "`kvae.parts.Missing` is broken; `kvae._private.f` is not rendered.")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and "kvae.parts.Missing, which does not exist" in warnings[0], warnings
+    assert "kvae._private.f, which does not exist" in warnings[1]
+
+
+def test_the_build_hook_finds_what_the_import_walk_finds_and_warns_for_each_missing(symbols, tmp_path, caplog):
+    pytest.importorskip("griffe")
+    hook = load_docs_module("coverage_hook")
+    static = set(hook.public_symbols(ROOT))
+    imported = {p for package in PACKAGES for p in symbols[package]}
+    assigned = {p for p in imported  # f = g(...): an attribute to Griffe, a function once imported
+                if getattr(inspect.unwrap(symbols[p.split(".")[0]][p]), "__name__", None) != p.rsplit(".", 1)[1]}
+    assert static == imported - assigned and assigned == {
+        "kvae.nn.pixelcnn.compiled_ancestral_sample", "kvae.parts.posteriors.planar_posterior",
+        "kvae.parts.posteriors.radial_posterior"}
+    shown = sorted(static - {"kvae.nn.ssim.ms_ssim", "kvae_serve.bundle.Bundle"})
+    inv = "".join(f"{p} py:class 1 api/#$ -\n" for p in shown) + "kvae.nn.ssim.ms_ssim py:function 2 api/#x -\n"
+    with open(tmp_path / "objects.inv", "wb") as f:
+        f.write(b"# Sphinx inventory version 2\n# Project: kvae\n# Version: 0\n# zlib.\n" + zlib.compress(inv.encode()))
+    config = type("Config", (), {"config_file_path": os.path.join(ROOT, "mkdocs.yml"), "site_dir": str(tmp_path)})
+    with caplog.at_level("WARNING", logger="mkdocs.hooks.api_coverage"):
+        hook.on_post_build(config)
+    assert [r.getMessage().split(" is on")[0] for r in caplog.records if r.levelname == "WARNING"] == [
+        "public kvae.nn.ssim.ms_ssim", "public kvae_serve.bundle.Bundle"]
