@@ -75,3 +75,31 @@ def test_readme_quick_start_runs(tmp_path, monkeypatch):
     for argv in quick:
         assert cli.main(argv) == 0, argv
     assert os.path.isfile(tmp_path / "runs" / "vae" / "samples.png")
+
+
+def pip_install_targets(command):
+    """{target: extras} of a `pip install ...` command line (`-e` dropped; `'.[dev,docs]'` -> {".": {...}})."""
+    targets = {}
+    for word in shlex.split(command)[2:]:
+        if not word.startswith("-"):
+            name, _, extras = word.partition("[")
+            targets[name] = set(filter(None, extras.rstrip("]").split(",")))
+    return targets
+
+
+def test_quick_start_1_installs_what_the_readme_uses_next():
+    import configparser
+
+    text = open(os.path.join(ROOT, "README.md")).read()
+    installs = [line.split("&&")[0].strip() for block in blocks(os.path.join(ROOT, "README.md"), "bash")
+                for line in block.splitlines() if line.startswith("pip install")]
+    first = pip_install_targets(installs[0])
+    assert "kvae explore" in text and "kvae-serve" in text and "kvae export" in text
+    assert "./export" in first  # kvae_serve: what `kvae explore` and `kvae-serve` run
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(ROOT, "setup.cfg"))
+    extras = cfg["options.extras_require"]
+    installed = {r.strip() for e in first["."] for r in extras[e].splitlines() if r.strip()}
+    assert {r.strip() for r in extras["export"].splitlines() if r.strip()} <= installed  # `kvae export`
+    second = pip_install_targets(installs[1])
+    assert "docs" in second["."] and "./export" in second  # the test command: tests/test_api_site.py builds the site

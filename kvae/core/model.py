@@ -61,7 +61,8 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
       decoder: likelihood p(x|z): ``"bernoulli"``, ``"gaussian"``, ``"pixelcnn"`` or a likelihood layer.
       posterior: q(z|x): ``"gaussian"``, ``"iaf"`` (Gaussian + IAF steps), ``"deterministic"`` or a layer.
       prior: p(z): ``"normal"``, ``"maf"`` / ``"iaf"`` (a flow over N(0, I)) or a prior layer.
-      encoder_network, decoder_network: Keras layers/models replacing the builder's.
+      encoder_network: a Keras layer/model replacing the builder's encoder.
+      decoder_network: a Keras layer/model replacing the builder's decoder.
       num_classes: if set, the model is conditional on a label with this many classes.
       beta: KL weight, a number or a schedule of the optimizer step (``kvae.parts.schedules``).
       kl_warmup_steps: if positive, the KL weight rises linearly from 0 to ``beta`` over this many

@@ -144,7 +144,9 @@ class ArrayFactors(FactorData):
     Args:
       images: ``[N, *image_shape]`` images (uint8 {0, 1} when ``binary``).
       factors: ``[N, F]`` integer factor indices of each image.
-      factor_sizes, factor_names, factor_values: the grid (values default to the indices).
+      factor_sizes: the grid: the number of values of each factor.
+      factor_names: the factors' names.
+      factor_values: each factor's values (default: the indices).
       kind: where the arrays came from (reported with results, e.g. "tensorflow-datasets").
     """
 

@@ -1,6 +1,6 @@
 """VAE-GAN (Larsen et al. 2016, "Autoencoding beyond pixels using a learned similarity metric"):
 a VAE whose reconstruction is measured in the feature space of a discriminator trained to tell data
-from reconstructions and from samples (:class:`kvae.objectives.VAEGANObjective` with a
+from reconstructions and from samples (:class:`kvae.parts.objectives.VAEGANObjective` with a
 :class:`kvae.parts.regularizers.ImageDiscriminator`).  Three losses, three updates in one ``train_step``:
 the encoder follows KL + L_llike, the decoder gamma L_llike + the GAN loss, the discriminator its
 own Adam on BCE over data, reconstructions and samples.  The decoder is still a normalised p(x|z)

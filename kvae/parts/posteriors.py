@@ -236,13 +236,16 @@ class DeterministicPosterior(Posterior):
 
 def _planar_radial(kinds):
     def make(latent_dim, name="posterior"):
+        """A :class:`PlanarRadialPosterior` over ``latent_dim`` codes with four flows of one kind."""
         return PlanarRadialPosterior(latent_dim, kinds, name=name)
 
     return make
 
 
 planar_posterior = _planar_radial("planar,planar,planar,planar")  # posterior="planar"
+"""``posterior="planar"``: ``planar_posterior(latent_dim)`` is a Gaussian followed by four planar flows."""
 radial_posterior = _planar_radial("radial,radial,radial,radial")  # posterior="radial"
+"""``posterior="radial"``: ``radial_posterior(latent_dim)`` is a Gaussian followed by four radial flows."""
 
 
 def get(identifier, latent_dim):

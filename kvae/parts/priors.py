@@ -101,7 +101,7 @@ class FlowPrior(Prior):
 @keras.saving.register_keras_serializable(package="kvae")
 class VampPrior(Prior):
     r"""VampPrior (Tomczak & Welling 2018): p(z) = (1/K) sum_k q(z | u_k), the model's own posterior at
-    K learned pseudo-inputs u_k = hardtanh_[0,1](w_k) (initialised N(0.05, 0.01) as in the paper).
+    K learned pseudo-inputs ``u_k = hardtanh_[0,1](w_k)`` (initialised N(0.05, 0.01) as in the paper).
 
     The layer is bound to its model (``bind(model)``, called when the model builds its parts) and
     evaluates the model's encoder on the pseudo-inputs, so gradients reach both.  Sampling takes

@@ -88,6 +88,9 @@ class FreezeGC(keras.callbacks.Callback):
 
 
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore`` whose checkpoints survive kills and divergence (the module docstring
+    lists the changes); ``backup_dir`` and ``save_freq`` ("epoch" or every N steps) as in Keras."""
+
     def __init__(self, backup_dir, save_freq="epoch"):
         super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=True, delete_checkpoint=True)
         self.diverged = None

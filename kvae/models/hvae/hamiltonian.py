@@ -82,7 +82,8 @@ class HamiltonianBound(Objective):
       num_leapfrog: leapfrog steps K (pythae's n_lf, 3).
       step_size: leapfrog step size eps (pythae's eps_lf, 0.001).
       beta_zero: initial inverse temperature beta_0 in (0, 1] (pythae's 0.3).
-      learn_step_size, learn_beta_zero: train eps (as log eps) and beta_0 (as a logit) with the model.
+      learn_step_size: train eps (as log eps) with the model.
+      learn_beta_zero: train beta_0 (as a logit) with the model.
     """
 
     def __init__(self, num_leapfrog=3, step_size=0.001, beta_zero=0.3, learn_step_size=False,

@@ -52,8 +52,12 @@ class PixelCNNCodePrior(Prior):
     Args:
       grid: (H, W), the code grid; H W = the posterior's number of code positions.
       num_embeddings: K.
-      num_layers, kernel_size, filters: the PixelCNN's size (masked layers, kernel, filters).
-      epochs, batch_size, lr: :meth:`fit`'s defaults (Adam).
+      num_layers: the PixelCNN's number of masked layers.
+      kernel_size: the PixelCNN's kernel size.
+      filters: the PixelCNN's number of filters.
+      epochs: :meth:`fit`'s default number of epochs.
+      batch_size: :meth:`fit`'s default batch size.
+      lr: :meth:`fit`'s default learning rate (Adam).
     """
 
     needs_component_noise = False
