@@ -174,3 +174,18 @@ def test_missing_export_extra_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "kvae export: error: this command needs onnx, tf2onnx, onnxruntime, which is not installed: "
         "pip install 'kvae[export]'"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--dataset", "binarized_mnist", "--data-dir", "{empty}", "--out", "{empty}/r"],
+     "binarized_mnist not found: no binarized_mnist.npz in"),
+    (["evaluate", "{empty}", "--data-dir", "{empty}/nothing"], "is not a directory"),
+])
+def test_a_missing_data_directory_or_file_is_named_before_tensorflow_loads(tmp_path, argv, message):
+    code = ("import sys, kvae_cli; rc = kvae_cli.main(sys.argv[1:]); "
+            "print('RESULT', rc, 'tensorflow' in sys.modules)")
+    argv = [a.format(empty=str(tmp_path)) for a in argv]
+    env = dict(os.environ, KVAE_DATA_DIR="")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=600)
+    assert result.stdout.strip().splitlines()[-1] == "RESULT 1 False", result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr

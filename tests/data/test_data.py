@@ -1,4 +1,5 @@
 """Data sets and the input checks: every bad input gets a DataError naming the problem."""
+import os
 import time
 
 import keras
@@ -247,3 +248,25 @@ def test_validate_names_every_problem():
     v(np.zeros((0, 2)), None, "binary")  # an empty batch has no bad values
     v(np.array([[0, 255]]), None, "intensity")
     v(np.array([[0.5, 7.0]]), None, None)  # real-valued data: no range check
+
+
+def test_a_named_directory_is_never_downloaded_into(tmp_path, monkeypatch):
+    """With data_dir given, a missing binarized_mnist.npz (or a tensorflow-datasets set not prepared
+    there) is an error at once: no tensorflow-datasets download, no temporary folder left behind."""
+    import glob
+    import tempfile
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried tensorflow-datasets")
+
+    monkeypatch.delenv("KVAE_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "_reachable", no_download)
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*tfds")))
+    with pytest.raises(DataError, match="binarized_mnist not found: looked for .*binarized_mnist.npz"):
+        data.load("binarized_mnist", "train", data_dir=str(tmp_path))
+    with pytest.raises(DataError, match=r"could not load 'mnist' .* does not exist \(a --data-dir is never downloaded"):
+        data.load("mnist", "train", data_dir=str(tmp_path))
+    (tmp_path / "mnist").mkdir()  # a folder that is not a prepared set: tensorflow-datasets says so, offline
+    with pytest.raises(DataError, match=r"not prepared in .* \(a --data-dir is never downloaded"):
+        data.load("mnist", "train", data_dir=str(tmp_path))
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*tfds"))) <= before
