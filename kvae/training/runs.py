@@ -124,12 +124,9 @@ def make_optimizer(name="adam", lr=1e-3, ema=None, clip_norm=None):
 atomic_save = files.save_model
 
 
-def _write_json(obj, path):
-    files.write_json(path, obj, indent=2, default=float)
-
-
 def write_figures(model, run_dir, split, n=64, seed=0):
-    """Samples, reconstructions (each original followed by its reconstruction) and KL per dimension, as PNGs."""
+    """Samples, reconstructions (each original followed by its reconstruction) and KL per dimension, as PNGs
+    (when q and p do not factorise, :func:`kvae.evaluation.metrics.marginal_kl_per_dim`)."""
     paths = {}
     x, y = split.arrays()
     labels = None if not model.conditional else np.arange(n) % model.num_classes
@@ -141,9 +138,12 @@ def write_figures(model, run_dir, split, n=64, seed=0):
     pairs = np.stack([xb, rec], axis=1).reshape((-1,) + x.shape[1:])
     paths["reconstructions"] = plotting.save_image_grid(pairs, os.path.join(run_dir, "reconstructions.png"), ncol=8)
     stats = evaluation.posterior_statistics(model, x[:1000], None if y is None else y[:1000], seed=seed)
+    path = os.path.join(run_dir, "kl_per_dim.png")
     if stats["kl_per_dim"] is not None:
-        paths["kl_per_dim"] = plotting.save_kl_per_dim(
-            stats["kl_per_dim"].mean(0), os.path.join(run_dir, "kl_per_dim.png"))
+        paths["kl_per_dim"] = plotting.save_kl_per_dim(stats["kl_per_dim"].mean(0), path)
+    else:  # the prior or the posterior does not factorise (VLAE's flow prior): per dimension, against its marginal
+        kl = evaluation.marginal_kl_per_dim(model, x[:1000], None if y is None else y[:1000], seed=seed)
+        paths["kl_per_dim"] = plotting.save_kl_per_dim(kl, path, title="KL to a Gaussian fit of the prior marginal")
     return paths
 
 
@@ -316,7 +316,7 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     }
     if train_split.source is not None:  # factor data: which renderer or file the images came from
         run_config["data_source"] = getattr(train_split.source, "kind", None)
-    _write_json(run_config, os.path.join(out, CONFIG_FILE))
+    files.write_json(os.path.join(out, CONFIG_FILE), run_config, indent=2, default=float)
     train_ds = train_split.dataset(batch_size, shuffle=True, labels=labels, seed=seed)
     valid_ds = valid_split.dataset(batch_size, shuffle=False, labels=labels)
     backup = SafeBackupAndRestore(os.path.join(out, "backup"), save_freq=checkpoint_every)
@@ -351,6 +351,8 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
         if fit_density:
             tx, ty = train_split.arrays()
             mdl.fit_density(tx, ty, seed=seed)
+        checkpoint = backup._weights_path  # about the size of model.keras: weights and optimizer state
+        files.check_free_space(out, os.path.getsize(checkpoint) if os.path.exists(checkpoint) else 0, MODEL_FILE)
         atomic_save(mdl, os.path.join(out, MODEL_FILE))
         if chief:
             written += [os.path.basename(p) for p in write_figures(mdl, out, valid_split, seed=seed).values()]
