@@ -60,7 +60,8 @@ def metrics_state(model):
 
 
 def restore_metrics_state(model, state):
-    """Assign :func:`metrics_state`'s values to the metrics of the same name and shape; returns their names."""
+    """Assign :func:`metrics_state`'s values to the metrics of the same name and shape; returns their
+    names.  A metric whose variables refuse the assignment (a distribution strategy's) starts from zero."""
     restored = []
     for m in model.metrics:
         values = state.get(m.name)
@@ -68,8 +69,13 @@ def restore_metrics_state(model, state):
             continue
         if any(np.shape(v) != tuple(var.shape) for v, var in zip(values, m.variables)):
             continue
-        for var, value in zip(m.variables, values):
-            var.assign(np.asarray(value, dtype=var.dtype))
+        try:
+            for var, value in zip(m.variables, values):
+                var.assign(np.asarray(value, dtype=var.dtype))
+        except (ValueError, RuntimeError, NotImplementedError):  # e.g. a sum-aggregated variable of a strategy
+            for var in m.variables:
+                var.assign(np.zeros(var.shape, var.dtype))
+            continue
         restored.append(m.name)
     return restored
 

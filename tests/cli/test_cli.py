@@ -38,6 +38,17 @@ def test_the_wrote_line_lists_what_the_run_directory_holds(vae_run_and_output):
     assert {"history.csv", "logs/", "kl_per_dim.png", "backup/"} <= set(listed)
 
 
+def test_rerunning_a_finished_train_command_says_so_and_changes_nothing(vae_run_and_output, capsys):
+    out, _ = vae_run_and_output
+    before = {name: open(os.path.join(out, name), "rb").read() for name in ("model.keras", "history.csv")}
+    assert cli.main(["train", "--model", "vae", "--dataset", "digits", "--epochs", "3", "--hidden", "64,64",
+                     "--latent-dim", "8", "--out", out, "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines() == [
+        f"{out} already finished 3 epochs: nothing to do (pass --epochs above 3 to continue it)"]
+    assert {name: open(os.path.join(out, name), "rb").read() for name in before} == before
+
+
 def test_train_writes_the_run_directory(vae_run):
     for name in ("model.keras", "config.json", "history.json", "samples.png", "reconstructions.png",
                  "kl_per_dim.png"):

@@ -127,7 +127,9 @@ def test_sigkill_then_rerun_resumes_from_the_checkpoint_and_never_truncates_the_
     assert len(history["loss"]) < 60  # epochs done before the kill were not redone
     assert history["steps"] == 60 * 13  # and no batch was applied twice
     _weights(model_path)
-    assert not os.path.exists(os.path.join(run, "backup"))  # a finished run cleans its checkpoint
+    # a finished run keeps its last checkpoint (the end of training), not the one before it
+    assert sorted(os.listdir(os.path.join(run, "backup"))) == ["latest.weights.h5", "training_metadata.json"]
+    assert json.load(open(os.path.join(run, "backup", "training_metadata.json")))["step"] == 60 * 13
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_path, capsys):

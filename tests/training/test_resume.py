@@ -101,6 +101,7 @@ def test_a_kill_after_training_before_the_model_is_saved_loses_nothing(tmp_path,
     assert "at step 30: all 3 epochs were trained" in resumed.stdout
     weights, history = _final(out)
     assert history["resumed_from_step"] == 30 and history["steps"] == 30
+    assert history["finished"] is True and history["epochs_done"] == 3
     for w, r in zip(weights, uninterrupted[0]):
         np.testing.assert_allclose(w, r, atol=1e-6, rtol=0)
     _assert_same_history(history, uninterrupted[1])
