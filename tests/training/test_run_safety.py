@@ -79,6 +79,25 @@ def test_too_little_free_space_refuses_the_checkpoint_before_writing(tmp_path, m
     assert not (run / "model.keras").exists() and os.listdir(run / "backup") == []
 
 
+def test_a_full_disk_when_the_model_is_saved_keeps_the_checkpoint_and_the_rerun_finishes(tmp_path, monkeypatch, capsys):
+    from kvae.training import runs
+
+    run = tmp_path / "run"
+
+    def fails(model, path):
+        raise _no_space(path + ".tmp.keras")
+
+    monkeypatch.setattr(runs, "atomic_save", fails)
+    assert cli.main(TRAIN + ["--epochs", "2", "--out", str(run)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kvae train: error: no space left on the disk "), err
+    assert f"(holding {run}) while writing the trained model; the checkpoint in {run / 'backup'} is kept" in err[0]
+    monkeypatch.undo()
+    assert cli.main(TRAIN + ["--epochs", "2", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "at step 26: all 2 epochs were trained" in out and (run / "model.keras").is_file()
+
+
 def test_the_free_space_rule(monkeypatch):
     import shutil
 
