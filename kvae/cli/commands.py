@@ -28,14 +28,15 @@ def train(args):
     for key, value in options.items():
         if isinstance(value, list):
             options[key] = tuple(value)
-    runs.train(model=args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir, epochs=args.epochs,
+    _, history = runs.train(model=args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir, epochs=args.epochs,
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer, ema=args.ema,
                limit=args.limit, valid_limit=args.valid_limit, verbose=2 if args.quiet else "auto", fit_density=args.fit_density,
                strategy=args.strategy, jit_compile=args.jit_compile, precision=args.precision,
                checkpoint_every=args.checkpoint_every, steps_per_execution=args.steps_per_execution,
                keep_best=args.keep_best, init_weights=args.init_weights, clip_norm=args.clip_norm,
                early_stopping=args.early_stopping, lr_decay=args.lr_decay, **options)
-    print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")
+    if history is not None:  # None: the run had finished, and said so
+        print(f"wrote {args.out}: {', '.join(history.run_files)}")
 
 
 def evaluate(args):
@@ -209,7 +210,8 @@ def _missing_extra(modules, extra):
     if missing:
         from kvae.errors import ConfigError
 
-        raise ConfigError(f"this command needs {', '.join(missing)}, which is not installed: "
+        raise ConfigError(f"this command needs {', '.join(missing)}, which {'are' if len(missing) > 1 else 'is'} "
+                          f"not installed: "
                           f"pip install 'kvae[{extra}]'")
 
 

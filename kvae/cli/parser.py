@@ -170,7 +170,8 @@ def build_parser(argv=()):
     t.add_argument("--model", default="vae", choices=registry.names("model"), help="model name (default: vae)")
     t.add_argument("--dataset", default="digits", choices=datasets, help="data set (default: digits, bundled)")
     t.add_argument("--data-dir", help="directory holding local data files (or set KVAE_DATA_DIR)")
-    t.add_argument("--epochs", type=_pos_int, default=10, help="(default: 10)")
+    t.add_argument("--epochs", type=_pos_int, default=10,
+                   help="epochs in all; a finished run rerun with more continues from its last checkpoint (default: 10)")
     t.add_argument("--batch-size", type=_pos_int, default=100, help="global batch size (default: 100)")
     t.add_argument("--lr", type=_pos_float, help="learning rate (default: 0.001; vlae: 0.002)")
     t.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the data order, weights and noise")
