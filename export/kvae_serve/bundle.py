@@ -1,71 +1,96 @@
 """Load a kvae bundle by its manifest and call its ONNX endpoints, with input checks."""
-import hashlib
 import json
 import os
 
 import numpy as np
 import onnxruntime as ort
 
-
-class BundleError(ValueError):
-    """A bundle is missing or corrupt, or an input does not fit an endpoint."""
+from .integrity import BundleError, read_manifest, verify_files
 
 
 class Bundle:
-    """The endpoints of an exported kvae model (see kvae.export); sessions are created lazily."""
+    """The endpoints of an exported kvae model (see kvae.export).
 
-    def __init__(self, path, verify=True):
+    Loading checks the bundle whole before anything runs (:mod:`kvae_serve.integrity`: the manifest's
+    ``bundle.sha256`` and, with ``key``, ``bundle.hmac``; its structure; paths confined to the bundle;
+    every file's sha256), then creates every endpoint's onnxruntime session from the verified bytes
+    and runs it once on a one-row input, so a bad bundle fails here with one line, never later.
+
+    Args:
+        path: the bundle directory.
+        verify: check the digests (False skips them; structure, paths and test runs stay).
+        key: bytes of the HMAC key the bundle was signed with (``kvae export --key-file``).
+        threads: onnxruntime intra-op threads per session (0: onnxruntime's default, all cores).
+        spinning: let onnxruntime's threads spin-wait between runs (off for a server: it burns CPU
+            the other workers need).
+
+    Raises:
+        BundleError: the bundle is missing, edited, corrupt, or an endpoint fails its test run.
+    """
+
+    def __init__(self, path, verify=True, key=None, threads=0, spinning=True):
         self.path = path
-        manifest_path = os.path.join(path, "manifest.json")
-        if not os.path.isfile(manifest_path):
-            raise BundleError(f"{manifest_path} not found: export a model with `kvae export RUN_DIR --out {path}`")
-        try:
-            with open(manifest_path) as f:
-                self.manifest = json.load(f)
-        except ValueError as err:
-            raise BundleError(f"{manifest_path} is not valid JSON: {err}") from None
-        if not isinstance(self.manifest, dict) or self.manifest.get("format") != "kvae-bundle/1":
-            found = self.manifest.get("format") if isinstance(self.manifest, dict) else self.manifest
-            raise BundleError(f"{manifest_path}: unknown bundle format {found!r}")
-        for key in ("endpoints", "model"):
-            if not isinstance(self.manifest.get(key), dict):
-                raise BundleError(f"{manifest_path}: {key!r} is missing or not an object (corrupt bundle)")
-        # Sessions are created from these bytes, read once and verified here: a file swapped on
-        # disk after loading is never run.
-        self._bytes = {name: self._read_verified(path, spec["onnx"], verify)
-                       for name, spec in self.manifest["endpoints"].items()}
-        self.explorer = self._explorer(path, verify)
+        root = os.path.realpath(path)
+        self.manifest = read_manifest(root, verify, key)
+        self._bytes = verify_files(root, self.manifest, verify)
+        self.explorer = self._explorer(root)
         model = self.manifest["model"]
         self.input_shape = tuple(model["input_shape"])
         self.latent_dim = int(model["latent_dim"])
         self.num_classes = model.get("num_classes")
         self.needs_uniform = bool(model.get("needs_uniform"))
-        self._sessions = {}
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self._sessions, self._fetch = {}, {}
+        for name, spec in self.manifest["endpoints"].items():
+            self._load_session(root, name, spec, options)
 
-    def _read_verified(self, path, name, verify):
-        """The bytes of the bundle's file ``name``, checked against its sha256 in the manifest."""
-        file = os.path.join(path, name)
-        if not os.path.isfile(file):
-            raise BundleError(f"{file} is missing from the bundle")
-        with open(file, "rb") as f:
-            content = f.read()
-        if verify:
-            expected = self.manifest.get("files", {}).get(name)
-            if expected is None:
-                raise BundleError(f"{file} has no sha256 entry in the manifest: the bundle cannot be verified")
-            if hashlib.sha256(content).hexdigest() != expected:
-                raise BundleError(f"{file} does not match the sha256 in the manifest (corrupt bundle)")
-        return content
+    def _load_session(self, root, name, spec, options):
+        """Create ``name``'s session, check its graph against the manifest and run it once."""
+        file = os.path.join(root, spec["onnx"])
+        try:
+            session = ort.InferenceSession(self._bytes[spec["onnx"]], options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's parse errors
+            raise BundleError(f"{file} is not a valid ONNX model: {str(err).splitlines()[0][:300]}") from None
+        names = [i["name"] for i in spec["inputs"]]
+        graph_inputs = sorted(i.name for i in session.get_inputs())
+        if graph_inputs != sorted(names):
+            raise BundleError(f"{name}: the ONNX graph takes {', '.join(graph_inputs)}, the manifest lists "
+                              f"{', '.join(names)} (corrupt bundle)")
+        # fetched by name (a manifest without onnx_name: the graph's outputs in order)
+        graph_outputs = [o.name for o in session.get_outputs()]
+        wanted = [o.get("onnx_name") for o in spec["outputs"]]
+        if None in wanted:
+            wanted = graph_outputs
+        if len(wanted) != len(spec["outputs"]) or not set(wanted) <= set(graph_outputs):
+            raise BundleError(f"{name}: the ONNX graph returns {', '.join(graph_outputs)}, the manifest lists "
+                              f"{', '.join(o['name'] for o in spec['outputs'])} (corrupt bundle)")
+        self._sessions[name], self._fetch[name] = session, wanted
+        feeds = {}
+        for i in spec["inputs"]:  # one row (and k=1): uniform noise 0.5, labels 0, the rest zeros
+            shape = [1 if d is None else d for d in i["shape"]]
+            feeds[i["name"]] = np.full(shape, 0.5 if "uniform" in i["name"] else 0,
+                                       np.int32 if i["dtype"] == "int32" else np.float32)
+        try:
+            outputs = session.run(wanted, feeds)
+        except Exception as err:
+            raise BundleError(f"{file} failed its test run at load: {str(err).splitlines()[0][:300]}") from None
+        for o, value in zip(spec["outputs"], outputs):
+            if value.ndim == 0 or value.shape[0] != 1:
+                raise BundleError(f"{file}: output {o['name']} of a one-row input has shape {list(value.shape)}, "
+                                  "not one row (corrupt bundle)")
 
-    def _explorer(self, path, verify):
-        """explorer.json (None when the bundle has none), checked against its sha256."""
+    def _explorer(self, root):
+        """explorer.json (None when the bundle has none), already checked against its sha256."""
         name = self.manifest.get("explorer")
         if not name:
             return None
-        content = self._read_verified(path, name, verify)
-        file = os.path.join(path, name)
+        file = os.path.join(root, name)
         try:
-            data = json.loads(content)
+            data = json.loads(self._bytes[name])
         except ValueError as err:
             raise BundleError(f"{file} is not valid JSON: {err}") from None
         if not isinstance(data, dict) or data.get("format") != "kvae-explorer/1":
@@ -77,11 +102,6 @@ class Bundle:
         return sorted(self.manifest["endpoints"])
 
     def _session(self, name):
-        if name not in self._sessions:
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            self._sessions[name] = ort.InferenceSession(self._bytes[name], options,
-                                                        providers=["CPUExecutionProvider"])
         return self._sessions[name]
 
     def _check(self, endpoint, name, value):
@@ -128,10 +148,6 @@ class Bundle:
         spec = self.manifest["endpoints"][endpoint]
         names = [i["name"] for i in spec["inputs"]]
         session = self._session(endpoint)
-        graph_inputs = sorted(i.name for i in session.get_inputs())
-        if graph_inputs != sorted(names):
-            raise BundleError(f"{endpoint}: the ONNX graph takes {', '.join(graph_inputs)}, the manifest lists "
-                              f"{', '.join(names)} (corrupt bundle)")
         missing = [n for n in names if n not in inputs]
         if missing:
             raise BundleError(f"{endpoint}: missing input(s) {', '.join(missing)}")
@@ -145,14 +161,7 @@ class Bundle:
             raise BundleError(f"{endpoint}: inputs disagree on the batch size N ({shown}; log_prob's eps is [K, N, D])")
         if min(sizes.values()) < 1 or (endpoint == "log_prob" and arrays["eps"].shape[0] < 1):
             raise BundleError(f"{endpoint}: empty batch (N and K must be at least 1)")
-        # fed and fetched by name (a manifest without onnx_name: the graph's outputs in order)
-        graph_outputs = [o.name for o in session.get_outputs()]
-        wanted = [o.get("onnx_name") for o in spec["outputs"]]
-        if None in wanted:
-            wanted = graph_outputs
-        if len(wanted) != len(spec["outputs"]) or not set(wanted) <= set(graph_outputs):
-            raise BundleError(f"{endpoint}: the ONNX graph returns {', '.join(graph_outputs)}, the manifest lists "
-                              f"{', '.join(o['name'] for o in spec['outputs'])} (corrupt bundle)")
+        wanted = self._fetch[endpoint]
         try:
             outputs = session.run(wanted, arrays)
         except Exception as err:  # onnxruntime's own checks: reported as a bad input, never a crash

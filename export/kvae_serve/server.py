@@ -284,17 +284,44 @@ def serve(bundle_dir, host="127.0.0.1", port=8000, max_samples=256):
         server.server_close()
 
 
+def read_key(path):
+    """The HMAC key in ``path`` (its bytes without surrounding whitespace); BundleError if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read().strip()
+    except OSError as err:
+        raise BundleError(f"cannot read --key-file {path}: {err.strerror}") from None
+    if not key:
+        raise BundleError(f"--key-file {path} is empty")
+    return key
+
+
+def check(bundle_dir, key=None):
+    """Load ``bundle_dir`` as the server would (every check, every session run once); one line."""
+    bundle = Bundle(bundle_dir, key=key)
+    return (f"{bundle_dir}: ok ({len(bundle.endpoints)} endpoints: {', '.join(bundle.endpoints)}; "
+            "every file verified, every session ran)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="kvae-serve", description="Serve a kvae bundle over HTTP (JSON).")
     p.add_argument("bundle")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-samples", type=int, default=256)
+    p.add_argument("--check", action="store_true", help="verify and load the bundle, run every session once, "
+                                                        "print one line and exit (0: ok, 1: error)")
+    p.add_argument("--key-file", default=os.environ.get("KVAE_BUNDLE_KEY_FILE"),
+                   help="HMAC key the bundle was signed with (default: $KVAE_BUNDLE_KEY_FILE)")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535 or args.max_samples < 1:
         print("kvae-serve: error: --port must be in 0..65535 and --max-samples positive", file=sys.stderr)
         return 1
     try:
+        key = None if args.key_file is None else read_key(args.key_file)
+        if args.check:
+            print(check(args.bundle, key))
+            return 0
         serve(args.bundle, args.host, args.port, args.max_samples)
     except BundleError as err:
         print(f"kvae-serve: error: {err}", file=sys.stderr)
