@@ -7,6 +7,9 @@ import onnxruntime as ort
 
 from .integrity import BundleError, read_manifest, verify_files
 
+#: samples (k x N) per log_prob session run: bounds its peak memory (see docs/export.md)
+LOG_PROB_CHUNK = 4096
+
 
 class Bundle:
     """The endpoints of an exported kvae model (see kvae.export).
@@ -141,13 +144,12 @@ class Bundle:
             raise BundleError(f"{endpoint}: {name} must be uniform noise in [0, 1]")
         return arr.astype(np.int32 if integer else np.float32)
 
-    def run(self, endpoint, **inputs):
-        """Run an endpoint with named inputs; returns ``{output name: array}``."""
+    def prepare(self, endpoint, **inputs):
+        """The named inputs of ``endpoint`` checked against the manifest and converted (``{name: array}``),
+        without running anything; :meth:`execute` runs them."""
         if endpoint not in self.manifest["endpoints"]:
             raise BundleError(f"unknown endpoint {endpoint!r}; the bundle has {', '.join(self.endpoints)}")
-        spec = self.manifest["endpoints"][endpoint]
-        names = [i["name"] for i in spec["inputs"]]
-        session = self._session(endpoint)
+        names = [i["name"] for i in self.manifest["endpoints"][endpoint]["inputs"]]
         missing = [n for n in names if n not in inputs]
         if missing:
             raise BundleError(f"{endpoint}: missing input(s) {', '.join(missing)}")
@@ -161,12 +163,19 @@ class Bundle:
             raise BundleError(f"{endpoint}: inputs disagree on the batch size N ({shown}; log_prob's eps is [K, N, D])")
         if min(sizes.values()) < 1 or (endpoint == "log_prob" and arrays["eps"].shape[0] < 1):
             raise BundleError(f"{endpoint}: empty batch (N and K must be at least 1)")
-        wanted = self._fetch[endpoint]
+        return arrays
+
+    def execute(self, endpoint, arrays):
+        """Run ``endpoint`` on inputs from :meth:`prepare`; returns ``{output name: array}``."""
         try:
-            outputs = session.run(wanted, arrays)
+            outputs = self._sessions[endpoint].run(self._fetch[endpoint], arrays)
         except Exception as err:  # onnxruntime's own checks: reported as a bad input, never a crash
             raise BundleError(f"{endpoint}: the inputs were rejected: {str(err).splitlines()[0][:300]}") from None
-        return {o["name"]: v for o, v in zip(spec["outputs"], outputs)}
+        return {o["name"]: v for o, v in zip(self.manifest["endpoints"][endpoint]["outputs"], outputs)}
+
+    def run(self, endpoint, **inputs):
+        """Run an endpoint with named inputs; returns ``{output name: array}``."""
+        return self.execute(endpoint, self.prepare(endpoint, **inputs))
 
     # -- conveniences with numpy noise (float64 draws; run() converts every input to its spec dtype)
     def _labels(self, n, labels, cycle=False):
@@ -211,36 +220,73 @@ class Bundle:
             raise BundleError(f"{name} must be a batch (an array with the examples along axis 0), got a scalar")
         return arr
 
+    def inputs(self, kind, batch=None, seed=None, labels=None, source="prior"):
+        """``(endpoint, {input: array})`` of a convenience call, its noise drawn from ``seed``, not run:
+        ``kind`` is encode, decode, images, reconstruct (``batch``: x or z) or sample (``batch``: n)."""
+        if kind == "sample":
+            return self._sample_inputs(batch, seed, labels, source)
+        if kind not in ("encode", "decode", "images", "reconstruct"):
+            raise BundleError(f"unknown kind {kind!r}")
+        if kind == "images" and "images" not in self.manifest["endpoints"]:
+            raise BundleError("this bundle has no images endpoint (exported before kvae 0.1's explorer): re-export it")
+        name = "x" if kind in ("encode", "reconstruct") else "z"
+        arr = self._batch(name, batch)
+        inputs = {name: arr, **self._labels(len(arr), labels)}
+        if kind in ("images", "reconstruct"):
+            rng = self._rng(seed)
+            if kind == "reconstruct":
+                inputs["eps"] = rng.standard_normal((len(arr), self.latent_dim))
+            inputs.update(self._uniform(len(arr), rng))
+        return kind, inputs
+
     def encode(self, x, labels=None):
         """Posterior parameters of images x [N, *input_shape] (labels required by conditional models)."""
-        x = self._batch("x", x)
-        return self.run("encode", x=x, **self._labels(len(x), labels))
+        endpoint, inputs = self.inputs("encode", x, labels=labels)
+        return self.run(endpoint, **inputs)
 
     def decode(self, z, labels=None):
         """Decoder parameters of codes z [N, latent_dim] (labels required by conditional models)."""
-        z = self._batch("z", z)
-        return self.run("decode", z=z, **self._labels(len(z), labels))
+        endpoint, inputs = self.inputs("decode", z, labels=labels)
+        return self.run(endpoint, **inputs)
 
     def images(self, z, seed=None, labels=None):
         """Images decoded from codes z [N, latent_dim]: E[x|z], or a PixelCNN decoder's draw with
         pixel noise from ``seed``."""
-        if "images" not in self.manifest["endpoints"]:
-            raise BundleError("this bundle has no images endpoint (exported before kvae 0.1's explorer): re-export it")
-        z = self._batch("z", z)
-        return self.run("images", z=z, **self._labels(len(z), labels), **self._uniform(len(z), self._rng(seed)))["images"]
+        endpoint, inputs = self.inputs("images", z, seed, labels)
+        return self.run(endpoint, **inputs)["images"]
 
-    def log_prob(self, x, k=100, seed=None, labels=None):
-        """Importance-weighted bound on log p(x) with k samples per example (nats, [N])."""
+    def log_prob(self, x, k=100, seed=None, labels=None, chunk=LOG_PROB_CHUNK):
+        """Importance-weighted bound on log p(x) with k samples per example (nats, [N]).
+
+        Evaluated in chunks of at most ``chunk`` samples (k_c x N) per session run and combined
+        exactly, log((1/K) sum_c k_c exp(lp_c)), so the peak memory is that of one chunk; the noise is
+        drawn chunk by chunk from one generator, so the answer equals the unchunked one.
+        """
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise BundleError(f"k must be a positive integer, got {k!r}")
         if "log_prob" not in self.manifest["endpoints"]:
             raise BundleError("this model has no log_prob endpoint (its encoder is deterministic)")
         x = self._batch("x", x)
-        eps = self._rng(seed).standard_normal((k, len(x), self.latent_dim))
-        return self.run("log_prob", x=x, eps=eps, **self._labels(len(x), labels))["log_prob"]
+        rng, n, labels = self._rng(seed), len(x), self._labels(len(x), labels)
+        step = max(1, int(chunk) // max(n, 1))
+        if k <= step:
+            return self.run("log_prob", x=x, eps=rng.standard_normal((k, n, self.latent_dim)), **labels)["log_prob"]
+        x = self._check("log_prob", "x", x)
+        total, done = None, 0
+        while done < k:
+            m = min(step, k - done)
+            eps = rng.standard_normal((m, n, self.latent_dim))
+            part = self.run("log_prob", x=x, eps=eps, **labels)["log_prob"].astype(np.float64) + np.log(m)
+            total = part if total is None else np.logaddexp(total, part)
+            done += m
+        return (total - np.log(k)).astype(np.float32)
 
     def sample(self, n, seed=None, labels=None, source="prior"):
         """n images from the prior (``source="prior"``) or the ex-post Gaussian mixture ("density")."""
+        endpoint, inputs = self._sample_inputs(n, seed, labels, source)
+        return self.run(endpoint, **inputs)["images"]
+
+    def _sample_inputs(self, n, seed, labels, source):
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise BundleError(f"n must be a positive integer, got {n!r}")
         rng = self._rng(seed)
@@ -250,20 +296,15 @@ class Bundle:
             if "sample_density" not in self.manifest["endpoints"]:
                 raise BundleError("this bundle has no ex-post density: run `kvae fit-density` before exporting")
             endpoint = "sample_density"
-            if any(i["name"] == "component_uniform" for i in self.manifest["endpoints"][endpoint]["inputs"]):
-                extra["component_uniform"] = rng.uniform(size=n)  # a Gaussian mixture's component choice
         elif source == "prior":
             endpoint = "sample"
-            if any(i["name"] == "component_uniform" for i in self.manifest["endpoints"]["sample"]["inputs"]):
-                extra["component_uniform"] = rng.uniform(size=n)  # a mixture prior's component choice
         else:
             raise BundleError(f"source must be 'prior' or 'density', got {source!r}")
-        return self.run(endpoint, eps=eps, **extra, **self._uniform(n, rng))["images"]
+        if any(i["name"] == "component_uniform" for i in self.manifest["endpoints"][endpoint]["inputs"]):
+            extra["component_uniform"] = rng.uniform(size=n)  # a mixture's component choice
+        return endpoint, {"eps": eps, **extra, **self._uniform(n, rng)}
 
     def reconstruct(self, x, seed=None, labels=None):
         """Images decoded from one draw of z ~ q(z|x) per example."""
-        x = self._batch("x", x)
-        rng = self._rng(seed)
-        eps = rng.standard_normal((len(x), self.latent_dim))
-        return self.run("reconstruct", x=x, eps=eps, **self._labels(len(x), labels),
-                        **self._uniform(len(x), rng))["images"]
+        endpoint, inputs = self.inputs("reconstruct", x, seed, labels)
+        return self.run(endpoint, **inputs)["images"]
