@@ -1,6 +1,7 @@
 """Load a kvae bundle by its manifest and call its ONNX endpoints, with input checks."""
 import json
 import os
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -47,7 +48,7 @@ class Bundle:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        self._sessions, self._fetch = {}, {}
+        self._sessions, self._fetch, self.row_seconds = {}, {}, {}
         for name, spec in self.manifest["endpoints"].items():
             self._load_session(root, name, spec, options)
 
@@ -55,7 +56,8 @@ class Bundle:
         """Create ``name``'s session, check its graph against the manifest and run it once."""
         file = os.path.join(root, spec["onnx"])
         try:
-            session = ort.InferenceSession(self._bytes[spec["onnx"]], options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(self._bytes[spec["onnx"]], options,
+                                           providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime's parse errors
             raise BundleError(f"{file} is not a valid ONNX model: {str(err).splitlines()[0][:300]}") from None
         names = [i["name"] for i in spec["inputs"]]
@@ -79,6 +81,9 @@ class Bundle:
                                        np.int32 if i["dtype"] == "int32" else np.float32)
         try:
             outputs = session.run(wanted, feeds)
+            start = time.perf_counter()
+            session.run(wanted, feeds)
+            self.row_seconds[name] = time.perf_counter() - start  # one row, warm: how a server schedules it
         except Exception as err:
             raise BundleError(f"{file} failed its test run at load: {str(err).splitlines()[0][:300]}") from None
         for o, value in zip(spec["outputs"], outputs):

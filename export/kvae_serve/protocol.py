@@ -7,6 +7,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: seconds a request may take to arrive whole (``kvae-serve --read-timeout``)
 READ_TIMEOUT = 30.0
+#: bytes of a request line and its headers (more: 431 and the connection closes)
+MAX_HEADER_BYTES = 65536
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -15,7 +17,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport):
         super().connection_made(transport)
         self._deadline = None
+        self._header_bytes = 0  # None once the headers of the request in progress are complete
         self._arm()
+
+    def data_received(self, data):
+        if self._header_bytes is not None:
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._refuse(b"431 Request Header Fields Too Large",
+                             f"the request line and headers are over {MAX_HEADER_BYTES} bytes".encode())
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self):
+        self._header_bytes = None
+        super().on_headers_complete()
+
+    def _refuse(self, status, message):
+        """Answer ``status`` with ``{"error": message}`` and close (no request of ours is in progress)."""
+        if self.transport.is_closing():
+            return
+        body = b'{"error": "' + message + b'"}'
+        self.transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
+                             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self.transport.close()
 
     def _arm(self):
         if self._deadline is None:
@@ -28,17 +56,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _expire(self):
         self._deadline = None
-        if self.transport.is_closing():
-            return
-        if self.cycle is None or not self.cycle.response_started:
-            message = b'{"error": "the request did not arrive whole within the read timeout"}'
-            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                                 b"content-length: " + str(len(message)).encode() + b"\r\nconnection: close\r\n\r\n"
-                                 + message)
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.disconnected = True
-            self.cycle.message_event.set()
-        self.transport.close()
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # answering already: nothing more to say
+        else:
+            self._refuse(b"408 Request Timeout", b"the request did not arrive whole within the read timeout")
 
     def on_message_begin(self):
         super().on_message_begin()
@@ -46,6 +67,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self):
         super().on_message_complete()
+        self._header_bytes = 0  # what follows is the next request's line and headers
         self._disarm()
 
     def on_response_complete(self):

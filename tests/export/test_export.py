@@ -430,3 +430,59 @@ def test_exporting_a_pixelcnn_model_logs_no_tracebacks(tmp_path):
         logger.removeHandler(handler)
     assert [r.getMessage() for r in records] == []
     assert logger.level == level
+
+
+# ---------------------------------------------------------------- the server's batching and chunking
+def test_micro_batched_answers_equal_unbatched_ones(bundles):
+    """Concurrent requests stacked into one session run (the Service behind kvae-serve, --max-batch 16)
+    answer what each request alone gets from the runtime, to 1e-6."""
+    import asyncio
+
+    from kvae_serve import Bundle
+    from kvae_serve.app import Service
+
+    rng = np.random.default_rng(0)
+    for name, d in (("cvae", 3), ("vlae", 3)):
+        b = Bundle(bundles[name][1])
+        service = Service(b, max_batch=16, max_wait_ms=60000.0)  # only a full batch runs
+        conditional = b.num_classes is not None
+        decode = [{"z": rng.normal(size=(rows, d)).tolist(),
+                   **({"labels": rng.integers(0, 10, rows).tolist()} if conditional else {})} for rows in (1, 3, 2, 5, 5)]
+        sample = [{"n": n, "seed": i, **({"labels": i} if conditional else {})} for i, n in enumerate((2, 6, 8))]
+
+        async def run_all():
+            return await asyncio.gather(*[service.post("/decode", r) for r in decode],
+                                        *[service.post("/sample", r) for r in sample])
+
+        answers = asyncio.run(run_all())
+        registry = service.metrics.registry
+        for endpoint in ("decode", "sample"):  # one run of 16 rows each
+            assert registry.get_sample_value("kvae_batch_rows_count", {"endpoint": endpoint}) == 1
+            assert registry.get_sample_value("kvae_batch_rows_sum", {"endpoint": endpoint}) == 16
+        for request, answer in zip(decode, answers):
+            alone = b.decode(np.asarray(request["z"]), labels=request.get("labels"))
+            assert sorted(answer) == sorted(alone)
+            for key, value in alone.items():
+                np.testing.assert_allclose(answer[key], value, rtol=0, atol=1e-6)
+        for request, answer in zip(sample, answers[len(decode):]):
+            alone = b.sample(request["n"], seed=request["seed"], labels=request.get("labels"))
+            np.testing.assert_allclose(answer["images"], alone, rtol=0, atol=1e-6)
+
+
+def test_log_prob_in_chunks_is_the_bound_over_all_k(bundles):
+    """log_prob evaluated in chunks of k equals one run and the log-mean-exp of the per-sample log
+    weights (numpy/scipy on k=1 runs with the same noise)."""
+    from scipy.special import logsumexp
+
+    from kvae_serve import Bundle
+
+    b = Bundle(bundles["vae"][1])
+    x = (np.random.default_rng(1).uniform(size=(3, 8, 8, 1)) > 0.5).astype(np.float32)
+    whole = b.log_prob(x, k=40, seed=5, chunk=10 ** 6)
+    parts = b.log_prob(x, k=40, seed=5, chunk=9)  # 3 samples of k per run, 14 runs
+    eps = np.random.default_rng(5).standard_normal((40, 3, 4))
+    weights = np.stack([b.run("log_prob", x=x, eps=eps[i:i + 1])["log_prob"] for i in range(40)])
+    want = logsumexp(weights.astype(np.float64), axis=0) - np.log(40)
+    np.testing.assert_allclose(whole, want, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(parts, want, rtol=0, atol=2e-5)
+    assert parts.dtype == np.float32 and parts.shape == (3,)

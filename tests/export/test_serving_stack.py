@@ -95,6 +95,11 @@ def test_content_length_cases_are_client_errors(server, length, status):
     assert got == status, answer[:300]
 
 
+def test_oversized_headers_get_431(server):
+    status, answer = _exchange(server.server_address[1], _head(b"/decode", b"2", b"X-Big: " + b"a" * 70000 + b"\r\n"))
+    assert status == 431 and b"over 65536 bytes" in answer
+
+
 def test_an_oversized_body_is_refused_from_its_header_alone(server):
     limit = server.app.state.service.max_body
     status, answer = _exchange(server.server_address[1], _head(b"/decode", str(limit + 1).encode()))
