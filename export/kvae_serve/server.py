@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -72,14 +73,15 @@ class ThreadedServer:
     """kvae-serve in the calling process (``kvae explore``, tests): ``serve_forever()`` runs uvicorn
     until ``shutdown()`` (from another thread) or SIGINT/SIGTERM (in the main thread)."""
 
-    def __init__(self, bundle, host="127.0.0.1", port=0, read_timeout=30.0, max_connections=1024, **options):
-        from .app import create_app
+    def __init__(self, bundle, host="127.0.0.1", port=0, max_connections=1024, **options):
+        import uvicorn
+
+        from .app import DEFAULTS, create_app
 
         self.app = create_app(bundle, **options)
         self.socket = bind(host, port)
         self.server_address = self.socket.getsockname()[:2]
-        import uvicorn
-
+        read_timeout = options.get("read_timeout", DEFAULTS["read_timeout"])
         self.server = uvicorn.Server(uvicorn_config(self.app, read_timeout, max_connections))
         self._done = threading.Event()
 
@@ -128,8 +130,12 @@ def serve(args, key):
                "read_timeout": args.read_timeout}
     if args.workers == 1:
         server = ThreadedServer(Bundle(args.bundle, key=key, threads=args.threads, spinning=False), args.host,
-                                args.port, args.read_timeout, args.max_connections, **options)
+                                args.port, args.max_connections, **options)
         print(f"serving {args.bundle} on http://{args.host}:{server.server_address[1]} (1 worker)", flush=True)
+        # uvicorn answers the requests in progress, then raises the signal again for the handler it
+        # found: a no-op here, so a graceful stop exits 0
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: None)
         try:
             server.serve_forever()
         finally:

@@ -110,6 +110,10 @@ def test_sessions_are_cpu_quiet_and_made_once(echo):
     assert session is b._session("decode")
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert session.get_session_options().log_severity_level == 3
+    served = Bundle(echo["plain"], threads=1, spinning=False)._session("decode").get_session_options()
+    assert served.intra_op_num_threads == 1
+    assert served.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 # -- run: the raw input checked, then converted and fed by name ----------------------------------------

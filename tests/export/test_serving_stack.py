@@ -95,6 +95,96 @@ def test_content_length_cases_are_client_errors(server, length, status):
     assert got == status, answer[:300]
 
 
+def test_no_length_or_chunked_is_411(server):
+    port = server.server_address[1]
+    assert _exchange(port, b"POST /decode HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] == 411
+    chunked = b"POST /decode HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    assert _exchange(port, chunked)[0] == 411
+
+
+def test_open_connections_over_the_cap_get_503(bundle):
+    import threading
+
+    srv = make_server(bundle, port=0, max_connections=2)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        while not srv.server.started:
+            time.sleep(0.02)
+        port = srv.server_address[1]
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        time.sleep(0.2)  # both accepted
+        status, _ = _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for s in idle:
+            s.close()
+        assert status == 503
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_short_runs_stay_on_the_loop_long_ones_get_a_thread():
+    import asyncio
+    import concurrent.futures
+    import threading
+
+    from kvae_serve.batching import Runner
+
+    class Timed:
+        row_seconds = {"short": 1e-5, "long": 1e-3}
+
+        def execute(self, endpoint, arrays):
+            return threading.current_thread().name
+
+    runner = Runner(Timed(), concurrent.futures.ThreadPoolExecutor(1, "kvae-run"))
+
+    async def names():
+        rows = {"x": np.zeros((10, 1))}  # 10 rows: 0.1 ms and 10 ms estimated
+        return await runner("short", rows), await runner("long", rows)
+
+    assert asyncio.run(names()) == ("MainThread", "kvae-run_0")
+
+
+def test_the_cli_defaults_and_every_command_line_in_the_docs_parse():
+    import re
+
+    from kvae_serve.server import parser
+
+    assert parser().parse_args(["b"]).workers == len(os.sched_getaffinity(0))
+    with open(os.path.join(HERE, "..", "docs", "export.md")) as f:
+        lines = [line.split(" #")[0].split() for block in re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+                 for line in block.splitlines() if line.startswith("kvae-serve ")]
+    assert len(lines) >= 3
+    for words in lines:
+        parser().parse_args(words[1:])
+
+
+def test_a_request_in_progress_is_answered_through_sigterm(bundle):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=EXPORT_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "kvae_serve", bundle.path, "--port", str(port), "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_up(port, proc)
+        body = json.dumps({"z": [[1.0, 2.0, 3.0]], "labels": [2]}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(_head(b"/decode", str(len(body)).encode()) + body[:5])  # half the request
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)  # the server is shutting down: no new connections, this one is in progress
+            s.sendall(body[5:])
+            answer = s.makefile("rb").read()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'"probs": [[1.0, 2.0, 3.0, 2.0]], '
+                                                                   b'"logits": [[-1.0, -2.0, -3.0, -2.0]]}')
+    assert proc.returncode == 0 and "Traceback" not in err
+
+
 def test_oversized_headers_get_431(server):
     status, answer = _exchange(server.server_address[1], _head(b"/decode", b"2", b"X-Big: " + b"a" * 70000 + b"\r\n"))
     assert status == 431 and b"over 65536 bytes" in answer
@@ -166,6 +256,9 @@ def test_log_prob_cost_is_checked_before_anything_is_built(server):
     body = json.dumps({"x": np.zeros((16, *SHAPE)).tolist(), "k": 2000, "labels": 0}).encode()
     status, answer = _exchange(port, _head(b"/log_prob", str(len(body)).encode()) + body)
     assert status == 400 and b"16 examples x k=2000 = 32000 samples is over this server's limit of 25600" in answer
+    body = json.dumps({"x": np.zeros((1, *SHAPE)).tolist(), "k": 5001, "labels": 0}).encode()
+    status, answer = _exchange(port, _head(b"/log_prob", str(len(body)).encode()) + body)
+    assert status == 400 and b"k=5001 is over the limit of 5000" in answer
 
 
 def _metrics(port):
