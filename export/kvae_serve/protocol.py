@@ -21,16 +21,40 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
 
     def data_received(self, data):
-        if self._header_bytes is not None:
+        counting = self._header_bytes is not None
+        if counting:
             self._header_bytes += len(data)
-            if self._header_bytes > MAX_HEADER_BYTES:
-                self._refuse(b"431 Request Header Fields Too Large",
-                             f"the request line and headers are over {MAX_HEADER_BYTES} bytes".encode())
-                return
-        super().data_received(data)
+        super().data_received(data)  # parsed first: the chunk may end the headers and carry the body
+        if counting and self._header_bytes is not None and self._header_bytes > MAX_HEADER_BYTES:
+            self._refuse(b"431 Request Header Fields Too Large",
+                         f"the request line and headers are over {MAX_HEADER_BYTES} bytes".encode())
+
+    def on_url(self, url):
+        self._count(url)
+        super().on_url(url)
+
+    def on_header(self, name, value):
+        self._count(name + value)
+        super().on_header(name, value)
+
+    def _count(self, part):
+        """Bytes of the request line and headers the parser handed over (a whole header can arrive in
+        the same chunk as the end of the headers); over the limit: the parse stops, 431."""
+        self._parsed_bytes = getattr(self, "_parsed_bytes", 0) + len(part)
+        if self._parsed_bytes > MAX_HEADER_BYTES:
+            self._headers_too_large = True
+            raise ValueError("headers too large")  # httptools stops; uvicorn calls send_400_response
+
+    def send_400_response(self, msg):
+        if getattr(self, "_headers_too_large", False):
+            self._refuse(b"431 Request Header Fields Too Large",
+                         f"the request line and headers are over {MAX_HEADER_BYTES} bytes".encode())
+        else:
+            super().send_400_response(msg)
 
     def on_headers_complete(self):
         self._header_bytes = None
+        self._parsed_bytes = 0
         super().on_headers_complete()
 
     def _refuse(self, status, message):

@@ -185,6 +185,28 @@ def test_a_request_in_progress_is_answered_through_sigterm(bundle):
     assert proc.returncode == 0 and "Traceback" not in err
 
 
+def test_a_large_valid_request_is_answered(bundle):
+    """A body of 400 KB (5000 rows) in one piece: only the request line and headers count toward 431."""
+    import threading
+
+    srv = make_server(bundle, port=0, max_samples=5000)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        while not srv.server.started:
+            time.sleep(0.02)
+        z = np.random.default_rng(0).normal(size=(5000, 3)).astype(np.float32)
+        body = json.dumps({"z": z.tolist(), "labels": 1}).encode()
+        assert len(body) > 300000
+        status, answer = _exchange(srv.server_address[1], _head(b"/decode", str(len(body)).encode()) + body, 60)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert status == 200
+    probs = np.asarray(json.loads(answer.split(b"\r\n\r\n", 1)[1])["probs"])
+    np.testing.assert_array_equal(probs, np.concatenate([z, np.ones((5000, 1), np.float32)], 1))
+
+
 def test_oversized_headers_get_431(server):
     status, answer = _exchange(server.server_address[1], _head(b"/decode", b"2", b"X-Big: " + b"a" * 70000 + b"\r\n"))
     assert status == 431 and b"over 65536 bytes" in answer
