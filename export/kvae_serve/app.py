@@ -37,7 +37,7 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 POST_PATHS = ("/sample", "/decode", "/images", "/encode", "/reconstruct", "/log_prob")
 MAX_K = 5000
 #: what the server's limits allow by default (``kvae-serve`` options of the same names)
-DEFAULTS = {"max_samples": 256, "max_log_prob_samples": 25600, "max_batch": 1, "max_wait_ms": 2.0, "queue": 64,
+DEFAULTS = {"max_samples": 256, "max_log_prob_samples": 25600, "max_batch": 1, "max_wait_ms": 2.0, "queue": 256,
             "read_timeout": 30.0}
 
 
@@ -141,7 +141,10 @@ class Service:
         else:
             name = "z" if path in ("/decode", "/images") else "x"
             endpoint, inputs = b.inputs(path[1:], field_rows(data, name, rows), seed, labels)
-        out = await self.infer(endpoint, b.prepare(endpoint, **inputs))
+        arrays = b.prepare(endpoint, **inputs)
+        data.clear()  # the parsed JSON is not kept while the request waits for its batch
+        del inputs
+        out = await self.infer(endpoint, arrays)
         if path in ("/decode", "/encode"):
             return {key: value.tolist() for key, value in out.items()}
         return {"images": out["images"].tolist(), "shape": list(out["images"].shape)}

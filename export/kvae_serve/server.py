@@ -172,7 +172,7 @@ def parser():
     p.add_argument("--max-log-prob-samples", type=int, default=25600, help="rows x k per /log_prob request")
     p.add_argument("--max-batch", type=int, default=1, help="rows per micro-batched run (1: no batching)")
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a request waits for a batch")
-    p.add_argument("--queue", type=int, default=64, help="requests per endpoint and worker admitted at once; "
+    p.add_argument("--queue", type=int, default=256, help="requests per endpoint and worker admitted at once; "
                                                          "more get 503 with Retry-After")
     p.add_argument("--max-connections", type=int, default=1024, help="open connections per worker; more get 503")
     p.add_argument("--read-timeout", type=float, default=30.0, help="seconds for a whole request to arrive (408)")
