@@ -203,7 +203,8 @@ class Bundle:
         if arr.ndim == 0:
             arr = np.full(n, arr)
         if arr.shape != (n,):
-            raise BundleError(f"labels must be one integer or {n} integers (one per example), got shape {list(arr.shape)}")
+            raise BundleError(f"labels must be one integer or {n} integers (one per example), "
+                              f"got shape {list(arr.shape)}")
         return {"labels": arr}
 
     @staticmethod

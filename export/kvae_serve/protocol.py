@@ -9,6 +9,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 READ_TIMEOUT = 30.0
 #: bytes of a request line and its headers (more: 431 and the connection closes)
 MAX_HEADER_BYTES = 65536
+#: seconds a refused connection is kept half-open, reading and dropping, before it closes
+LINGER_SECONDS = 2.0
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -21,6 +23,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
 
     def data_received(self, data):
+        if getattr(self, "_lingering", False):
+            return
         counting = self._header_bytes is not None
         if counting:
             self._header_bytes += len(data)
@@ -67,7 +71,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True
             self.cycle.message_event.set()
-        self.transport.close()
+        self._disarm()
+        # a lingering close: FIN after the answer, what the client still sends is read and dropped
+        # for a moment (closing at once would answer it with a reset that can destroy the answer)
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _arm(self):
         if self._deadline is None:
@@ -104,6 +114,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def eof_received(self):
         """The client will send nothing more: answer the request in progress, then close."""
+        if getattr(self, "_lingering", False):
+            return None
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
             return None  # nothing in progress: asyncio closes the transport

@@ -46,9 +46,12 @@ def uvicorn_config(app, read_timeout, max_connections, workers=1):
     from . import __version__
     from .protocol import GuardedHttpToolsProtocol
 
-    GuardedHttpToolsProtocol.read_timeout = float(read_timeout)
-    return uvicorn.Config(app, factory=isinstance(app, str), workers=workers, loop=_loop(),
-                          http=GuardedHttpToolsProtocol, lifespan="off", log_level="error", access_log=False,
+    if workers == 1:  # a class of this server's own (several servers can share a process)
+        protocol = type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"read_timeout": float(read_timeout)})
+    else:  # pickled by name into the workers, which set read_timeout (kvae_serve.app.create_app_from_env)
+        protocol = GuardedHttpToolsProtocol
+    return uvicorn.Config(app, factory=isinstance(app, str), workers=workers, loop=_loop(), http=protocol,
+                          lifespan="off", log_level="error", access_log=False,
                           server_header=False, headers=[("Server", f"kvae-serve/{__version__} (uvicorn)")],
                           timeout_keep_alive=5, timeout_graceful_shutdown=30, limit_concurrency=max_connections,
                           backlog=BACKLOG)

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import __version__
-from .bundle import BundleError
+from .bundle import LOG_PROB_CHUNK, BundleError
 from .limits import RequestError
 
 DTYPES = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "INT8": "i1", "UINT8": "u1",
@@ -51,9 +51,9 @@ def _tensor(item, binary, offset, service, endpoint):
     size = int(np.prod(shape, dtype=np.int64))
     if rows > service.max_samples:
         raise RequestError(400, f"input {name[:50]!r}: {rows} rows is over the limit of {service.max_samples}")
-    if endpoint == "log_prob" and name == "eps" and shape[0] * rows > service.options["max_log_prob_samples"]:
-        raise RequestError(400, f"log_prob: K x N = {shape[0] * rows} samples is over this server's limit of "
-                                f"{service.options['max_log_prob_samples']}")
+    if endpoint == "log_prob" and name == "eps" and shape[0] * rows > LOG_PROB_CHUNK:
+        raise RequestError(400, f"log_prob: K x N = {shape[0] * rows} samples is over the v2 limit of "
+                                f"{LOG_PROB_CHUNK} (one session run; POST /log_prob evaluates more in chunks)")
     if size > service.max_body:
         raise RequestError(413, f"input {name[:50]!r}: {size} elements is over this server's limit")
     dtype = np.dtype(DTYPES[datatype])

@@ -451,8 +451,8 @@ def test_micro_batched_answers_equal_unbatched_ones(bundles):
         sample = [{"n": n, "seed": i, **({"labels": i} if conditional else {})} for i, n in enumerate((2, 6, 8))]
 
         async def run_all():
-            return await asyncio.gather(*[service.post("/decode", r) for r in decode],
-                                        *[service.post("/sample", r) for r in sample])
+            return await asyncio.gather(*[service.post("/decode", dict(r)) for r in decode],  # post() empties
+                                        *[service.post("/sample", dict(r)) for r in sample])
 
         answers = asyncio.run(run_all())
         registry = service.metrics.registry

@@ -87,7 +87,8 @@ def test_keep_alive_reuses_one_connection_with_tcp_nodelay(server):
 
 @pytest.mark.parametrize("length, status", [
     (b"\xb2", 400),  # a latin-1 superscript two (httptools refuses it, as it refuses lengths over 2**64)
-    (b"1" * 4301, 400), (b"99999999999999999999", 400), (b"99999999999", 413), (b"-5", 400), (b"+5", 400), (b"0x10", 400),
+    (b"1" * 4301, 400), (b"99999999999999999999", 400), (b"99999999999", 413), (b"-5", 400), (b"+5", 400),
+    (b"0x10", 400),
     (b"5, 5", 400), (b"\xd9\xa3", 400),  # an Arabic-Indic digit in UTF-8
 ])
 def test_content_length_cases_are_client_errors(server, length, status):
@@ -346,6 +347,12 @@ def test_v2_protocol_with_tritonclient(server, bundle):
     bad.set_data_from_numpy(np.zeros((1, 2), np.float32))
     with pytest.raises(InferenceServerException, match=r"decode: z must have shape \[N, 3\] float32, got \[1, 2\]"):
         client.infer("decode", [bad, inputs[1]])
+    x = triton.InferInput("x", [2, *SHAPE], "FP32")
+    x.set_data_from_numpy(np.zeros((2, *SHAPE), np.float32))
+    eps = triton.InferInput("eps", [2049, 2, D], "FP32")
+    eps.set_data_from_numpy(np.zeros((2049, 2, D), np.float32))
+    with pytest.raises(InferenceServerException, match=r"log_prob: K x N = 4098 samples is over the v2 limit of 4096"):
+        client.infer("log_prob", [x, eps, inputs[1]])
     with pytest.raises(InferenceServerException, match="unknown model 'train'"):
         client.get_model_metadata("train")
     with pytest.raises(InferenceServerException, match="unknown model 'train'"):
