@@ -126,8 +126,10 @@ async def _client(port, payloads, keep_alive, deadline, results):
         writer.close()
 
 
-def load(port, clients, keep_alive, seconds):
-    """``clients`` concurrent clients sending /decode batch 1 for ``seconds``; the figures of the run."""
+def load(server, clients, keep_alive, seconds):
+    """``clients`` concurrent clients sending /decode batch 1 for ``seconds``; the figures of the run
+    (with the server's CPU time per answered request)."""
+    port, cpu = server.port, server.cpu_seconds()
     rng = np.random.default_rng(1)
     payloads = [_request("/decode", json.dumps({"z": rng.normal(size=(1, LATENT)).round(4).tolist()}).encode())
                 for _ in range(64)]
@@ -153,7 +155,8 @@ def load(port, clients, keep_alive, seconds):
             if ok else None, "status_503": statuses.count(503),
             "status_5xx_other": sum(isinstance(s, int) and s >= 500 and s != 503 for s in statuses),
             "status_4xx": sum(isinstance(s, int) and 400 <= s < 500 for s in statuses),
-            "connection_errors": sum(isinstance(s, str) for s in statuses)}
+            "connection_errors": sum(isinstance(s, str) for s in statuses),
+            "server_cpu_ms_per_ok_request": (server.cpu_seconds() - cpu) * 1e3 / max(len(ok), 1)}
 
 
 class Server:
@@ -186,6 +189,20 @@ class Server:
                     if line.startswith("VmHWM:"):
                         peaks.append(int(line.split()[1]) / 1024)
         return peaks
+
+    def cpu_seconds(self):
+        """User + system CPU seconds of the server's processes so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        pids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        total = 0.0
+        for pid in pids + [str(self.proc.pid)]:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -240,8 +257,8 @@ def main(argv=None):
     runs = []
     server = Server(bundle, cores)
     try:
-        runs.append({"config": "unbatched", **load(server.port, 1, True, args.seconds)})
-        runs.append({"config": "unbatched", **load(server.port, 32, False, args.seconds)})
+        runs.append({"config": "unbatched", **load(server, 1, True, args.seconds)})
+        runs.append({"config": "unbatched", **load(server, 32, False, args.seconds)})
         statuses = largest_requests(server.port)
         peaks = server.peak_rss_mb()
     finally:
@@ -251,7 +268,7 @@ def main(argv=None):
         for config, options in (("unbatched", []), ("batched (--max-batch 64 --max-wait-ms 2)", batched)):
             server = Server(bundle, cores, *options)
             try:
-                runs.append({"config": config, **load(server.port, clients, True, args.seconds)})
+                runs.append({"config": config, **load(server, clients, True, args.seconds)})
             finally:
                 server.stop()
 
