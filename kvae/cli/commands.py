@@ -220,6 +220,17 @@ def export(args):
     from kvae.export import bundle
     from kvae.training import runs
 
+    key = None
+    if args.key_file is not None:
+        try:
+            with open(args.key_file, "rb") as f:
+                key = f.read().strip()
+        except OSError as err:
+            raise UsageError(f"cannot read --key-file {args.key_file}: {err.strerror}") from None
+        if not key:
+            raise UsageError(f"--key-file {args.key_file} is empty")
+    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+        raise UsageError(f"{args.out} exists and is not empty: pass --overwrite to replace it")
     model, config = runs.load_run(args.run_dir)
     extra = None
     if args.explorer_examples:
@@ -230,11 +241,12 @@ def export(args):
             print("no validation images found for the run's data set: explorer.json not written")
         else:
             extra = explorer.explorer_data(model, *found)
-    manifest = bundle.export(model, args.out, opset=args.opset, check=not args.no_check, explorer=extra)
+    manifest = bundle.export(model, args.out, opset=args.opset, check=not args.no_check, explorer=extra,
+                             overwrite=args.overwrite, key=key)
     for name, diffs in manifest.get("parity", {}).items():
         print(f"{name:12s} |keras-savedmodel| {diffs['savedmodel_max_abs_diff']:.2e}  "
               f"|keras-onnx| {diffs['onnx_max_abs_diff']:.2e}")
-    print(f"wrote {args.out}: savedmodel/1, onnx/*.onnx, manifest.json")
+    print(f"wrote {args.out}: savedmodel/1, onnx/*.onnx, manifest.json, bundle.sha256")
 
 
 def explore(args):

@@ -267,6 +267,10 @@ def build_parser(argv=()):
                    help="validation images of the run's data set encoded into explorer.json for the browser "
                         "explorer (KL per dimension, code map); 0 for none")
     x.add_argument("--data-dir")
+    x.add_argument("--overwrite", action="store_true", help="replace BUNDLE_DIR if it exists and is not empty "
+                                                            "(the new bundle is renamed into place whole)")
+    x.add_argument("--key-file", help="sign the manifest with HMAC-SHA256 under the key in this file "
+                                      "(bundle.hmac; serve with kvae-serve --key-file)")
 
     e = sub.add_parser("explore", help="open the browser explorer on a run (or a pretrained model)",
                        description="Export RUN_DIR (or --pretrained NAME) to a temporary bundle with explorer data "
