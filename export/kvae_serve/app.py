@@ -54,6 +54,7 @@ def static_files():
 
 
 def json_response(status, payload, headers=None):
+    """A JSON answer; error answers (status >= 400) close the connection."""
     headers = dict(headers or {})
     if status >= 400:
         headers["Connection"] = "close"

@@ -14,6 +14,9 @@ LINGER_SECONDS = 2.0
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a whole-request deadline (408), a header-size limit (431) and
+    a lingering close, so those answers reach the client."""
+
     read_timeout = READ_TIMEOUT
 
     def connection_made(self, transport):

@@ -27,6 +27,7 @@ BACKLOG = 2048
 
 
 def usable_cores():
+    """The CPU cores this process may run on (the default number of workers)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -163,6 +164,7 @@ def serve(args, key):
 
 
 def parser():
+    """The ``kvae-serve`` argument parser."""
     p = argparse.ArgumentParser(prog="kvae-serve", description="Serve a kvae bundle over HTTP (JSON API, "
                                 "KServe/Triton v2, Prometheus /metrics, the browser explorer).")
     p.add_argument("bundle")
@@ -187,6 +189,7 @@ def parser():
 
 
 def main(argv=None):
+    """Run ``kvae-serve``: check the bundle (``--check``: only that), then serve it until SIGINT/SIGTERM."""
     args = parser().parse_args(argv)
     bad = [name for name, ok in (("--port must be in 0..65535", 0 <= args.port <= 65535),
                                  ("--workers", args.workers >= 1), ("--threads", args.threads >= 0),

@@ -27,6 +27,7 @@ def _shape(shape):
 
 
 def metadata(bundle, name):
+    """The KServe/Triton v2 model metadata of endpoint ``name``: its inputs and outputs with datatypes and shapes."""
     spec = bundle.manifest["endpoints"][name]
     session = bundle._session(name)
     graph = {o.name: o for o in session.get_outputs()}
