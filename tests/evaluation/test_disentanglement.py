@@ -240,6 +240,22 @@ def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path, capsys):
     for key in dm.KEYS:
         assert 0.0 <= result[key] <= 1.0, (key, result[key])
     assert "mig " in printed and "dci disentanglement" in printed
+    # --disentanglement alone: the metrics and their seconds, no NLL table
+    assert not {"nll", "elbo", "kl", "n", "k"} & set(result), sorted(result)
+    assert set(result["disentanglement_seconds"]) == {"codes", "mig", "modularity", "explicitness", "sap", "dci",
+                                                      "betavae_metric", "factorvae_metric"}
+    assert all(isinstance(t, float) and t >= 0 for t in result["disentanglement_seconds"].values())
+    assert "seconds per metric" in printed and "NLL" not in printed
+    assert cli.main(["evaluate", run, "--split", "valid", "--limit", "20", "--k", "2", "--disentanglement", "--nll",
+                     "--disentanglement-train", "100", "--disentanglement-test", "50", "--jobs", "2",
+                     "--json", out]) == 0
+    both = json.load(open(out))
+    assert both["n"] == 20 and both["k"] == 2 and both["nll"] > 0
+    for key in dm.KEYS:  # the same draws: --jobs and --nll change nothing in the metrics
+        assert both[key] == result[key], key
+    capsys.readouterr()
+    assert cli.main(["evaluate", run, "--disentanglement", "--jobs", "0"]) == 1
+    assert "--jobs: must be > 0, or -1 for one per CPU" in capsys.readouterr().err
     assert cli.main(["evaluate", run, "--dataset", "digits", "--limit", "5", "--k", "2", "--disentanglement"]) == 1
     assert "needs a data set with ground-truth factors (dsprites); digits has none" in capsys.readouterr().err
 
@@ -499,3 +515,30 @@ def test_explicitness_with_the_liblinear_solver_is_the_auc_of_one_vs_rest_probab
     want = roc_auc_score(np.eye(4)[y[400:]], p, average="macro")
     assert got == pytest.approx(want, abs=1e-4)
     assert got != pytest.approx(dm.explicitness(x[:400], y[:400, None], x[400:], y[400:, None]), abs=1e-6)
+
+
+def test_dci_fits_factors_in_parallel_with_the_same_result():
+    """n_jobs only spreads the per-factor fits over processes: importances and accuracies are those of one
+    GradientBoostingClassifier(random_state=seed) per factor fitted in turn (written out here)."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    rng = np.random.default_rng(3)
+    v = np.stack([rng.integers(0, n, size=500) for n in (2, 5, 3)], axis=1)
+    z = np.concatenate([v @ rng.normal(size=(3, 4)), rng.normal(size=(500, 1))], axis=1) + 0.3 * rng.normal(size=(500, 5))
+    importance, accuracy = np.zeros((5, 3)), []
+    for k in range(3):
+        model = GradientBoostingClassifier(random_state=7).fit(z[:300], v[:300, k])
+        importance[:, k] = model.feature_importances_
+        accuracy.append(np.mean(model.predict(z[300:]) == v[300:, k]))
+    d, c = dm.dci_from_importance(importance)
+    want = {"dci_disentanglement": d, "dci_completeness": c, "dci_informativeness": float(np.mean(accuracy))}
+    assert dm.dci(z[:300], v[:300], z[300:], v[300:], seed=7, n_jobs=1) == want
+    assert dm.dci(z[:300], v[:300], z[300:], v[300:], seed=7, n_jobs=2) == want
+
+
+def test_evaluate_reports_seconds_per_metric():
+    data = factors.FactorGrid((3, 4, 5))
+    out = dm.evaluate(data, lambda x: x + 0.1, seed=0, num_train=200, num_test=100, num_variance_estimate=200)
+    assert set(out["seconds"]) == {"codes", "mig", "modularity", "explicitness", "sap", "dci", "betavae_metric",
+                                   "factorvae_metric"}
+    assert all(isinstance(t, float) and t >= 0 for t in out["seconds"].values())
