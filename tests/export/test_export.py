@@ -201,12 +201,12 @@ def test_http_server_answers_and_survives_bad_requests(bundles):
         proc.wait(timeout=10)
 
 
-def test_export_from_the_cli(tmp_path, capsys):
+def test_export_from_the_cli(tmp_path, capsys, assert_bundle_parity):
     run = str(tmp_path / "run")
     assert cli.main(["train", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--out", run, "--quiet"]) == 0
     assert cli.main(["export", run, "--out", str(tmp_path / "bundle")]) == 0
     assert "|keras-onnx|" in capsys.readouterr().out
-    assert os.path.isfile(tmp_path / "bundle" / "manifest.json")
+    assert_bundle_parity(str(tmp_path / "bundle"))
 
 
 def test_rae_with_ex_post_mixture_exports_its_sampler(tmp_path):

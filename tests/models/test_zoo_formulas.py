@@ -50,7 +50,7 @@ def test_annealed_capacity_loss_follows_the_kl_target():
     assert "beta" not in config
 
 
-def test_new_names_train_and_export_from_the_cli(tmp_path):
+def test_new_names_train_and_export_from_the_cli(tmp_path, assert_bundle_parity):
     import os
 
     from kvae.cli import main as cli
@@ -67,7 +67,7 @@ def test_new_names_train_and_export_from_the_cli(tmp_path):
         want = options[1] if name == "linnf" else float(options[1])
         assert model.get_config()[key] == want
         assert cli.main(["export", run, "--out", bundle]) == 0
-        assert os.path.isfile(os.path.join(bundle, "manifest.json"))
+        assert_bundle_parity(bundle)
 
 
 def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
