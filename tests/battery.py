@@ -201,4 +201,5 @@ class ModelBattery:
             assert sorted(got_sm) == sorted(outs), (name, sorted(got_sm))
             for out, ref, onnx_value in zip(outs, want, got_onnx):
                 np.testing.assert_allclose(got_sm[out].numpy(), ref, atol=1e-5, err_msg=f"{name}/{out} SavedModel")
-                np.testing.assert_allclose(onnx_value, ref, atol=1e-5, err_msg=f"{name}/{out} ONNX")
+                # + 1e-6 relative: onnxruntime sums ~50-nat log-probs in its own order (float32 spacing 3.8e-6 at 50)
+                np.testing.assert_allclose(onnx_value, ref, rtol=1e-6, atol=1e-5, err_msg=f"{name}/{out} ONNX")

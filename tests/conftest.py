@@ -47,3 +47,25 @@ def _same_random_state_for_every_test():
     import keras
 
     keras.utils.set_random_seed(20261202)
+
+
+@pytest.fixture
+def assert_bundle_parity():
+    """``check(bundle_dir, tol=1e-5)``: the manifest ``kvae export`` wrote records, for every endpoint, the largest
+    |Keras - SavedModel| and |Keras - ONNX| on its check inputs, each <= tol; returns the manifest."""
+    import json
+    import math
+    import os
+
+    def check(bundle_dir, tol=1e-5):
+        with open(os.path.join(bundle_dir, "manifest.json")) as f:
+            manifest = json.load(f)
+        parity = manifest.get("parity")
+        assert parity is not None, f"{bundle_dir}: the manifest records no parity (exported with --no-check?)"
+        assert set(parity) == set(manifest["endpoints"]), (sorted(parity), sorted(manifest["endpoints"]))
+        for name, diffs in parity.items():
+            for key in ("savedmodel_max_abs_diff", "onnx_max_abs_diff"):
+                assert math.isfinite(diffs[key]) and diffs[key] <= tol, (bundle_dir, name, key, diffs[key])
+        return manifest
+
+    return check

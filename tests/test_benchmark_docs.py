@@ -1,5 +1,5 @@
 """The speed figures in docs/benchmarks.md are the committed benchmarks/results.json rendered by
-benchmarks/markdown.py (so every figure is one ``python -m benchmarks`` measured), and the timing
+benchmarks/render_tables.py (so every figure is one ``python -m benchmarks`` measured), and the timing
 helpers compute what they say."""
 import json
 import os
@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import _peer_metrics  # noqa: E402
 import _timing  # noqa: E402
-import markdown  # noqa: E402
+import render_tables  # noqa: E402
 
 
 def test_docs_quote_the_committed_results_exactly():
@@ -24,7 +24,7 @@ def test_docs_quote_the_committed_results_exactly():
         assert name in report["benchmarks"] and "error" not in report["benchmarks"][name], name
     text = open(os.path.join(ROOT, "docs", "benchmarks.md")).read()
     start, end = text.index("<!-- results -->\n") + len("<!-- results -->\n"), text.index("<!-- /results -->")
-    assert text[start:end].strip() == markdown.render(report).strip()
+    assert text[start:end].strip() == render_tables.render(report).strip()
 
 
 def test_docs_quote_the_peer_comparison_exactly():
@@ -33,7 +33,7 @@ def test_docs_quote_the_peer_comparison_exactly():
     assert {"vae", "beta-vae", "iwae"} <= set(report["results"])
     text = open(os.path.join(ROOT, "docs", "benchmarks.md")).read()
     start, end = text.index("<!-- peer -->\n") + len("<!-- peer -->\n"), text.index("<!-- /peer -->")
-    assert text[start:end].strip() == markdown.render_peer(report).strip()
+    assert text[start:end].strip() == render_tables.render_peer(report).strip()
 
 
 def test_peer_reconstruction_error_is_the_bernoulli_log_likelihood():
@@ -95,7 +95,7 @@ def test_the_entry_point_runs_a_benchmark_end_to_end(tmp_path):
     assert report["quick"] and report["machine"]["logical_cpus"] >= 1 and report["commit"]
     r = report["benchmarks"]["vae_epoch"]
     assert r["results"]["kvae"]["steps"]["n"] > 0 and r["ratio_kvae_over_baseline"] > 0
-    assert "kvae" in markdown.render(report)
+    assert "kvae" in render_tables.render(report)
     bad = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "nope"], cwd=ROOT, capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "unknown benchmark(s) nope" in bad.stderr
@@ -120,3 +120,14 @@ def test_the_ladder_baseline_computes_kvae_loss():
                            merge="residual")
     other.set_weights(model.get_weights())
     assert lvae_step.loss_parity(other, baseline, x)[0] > 1e-2
+
+
+def test_no_benchmark_or_app_script_shadows_an_installed_package():
+    """benchmarks/ is on sys.path in a test worker (above): a script named like an installed top-level package
+    (benchmarks/markdown.py did: Markdown, a tensorboard dependency) would replace it for every later import."""
+    import importlib.metadata
+
+    installed = importlib.metadata.packages_distributions()
+    for folder in ("benchmarks", "apps", os.path.join("tests", "helpers")):
+        names = {f[:-3] for f in os.listdir(os.path.join(ROOT, folder)) if f.endswith(".py")}
+        assert not names & set(installed), (folder, sorted(names & set(installed)))

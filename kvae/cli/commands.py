@@ -52,12 +52,16 @@ def evaluate(args):
     if args.disentanglement and split.source is None:
         raise ConfigError(f"--disentanglement needs a data set with ground-truth factors (dsprites); "
                           f"{split.name} has none")
-    x, y = split.arrays()
-    validate(x, model.data_shape, model.likelihood.support, name=f"{split.name}/{split.split}")
-    n = len(x) if args.limit is None else min(args.limit, len(x))
-    bar = keras.utils.Progbar(n, unit_name="example", verbose=1 if sys.stderr.isatty() else 2)
-    result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,
-                                 limit=args.limit, progress=lambda done, total: bar.update(done))
+    table = args.nll or not args.disentanglement  # --disentanglement alone: the metrics only
+    result = {}
+    if table or args.diagnostics or args.sample_quality:
+        x, y = split.arrays()
+        validate(x, model.data_shape, model.likelihood.support, name=f"{split.name}/{split.split}")
+        n = len(x) if args.limit is None else min(args.limit, len(x))
+    if table:
+        bar = keras.utils.Progbar(n, unit_name="example", verbose=1 if sys.stderr.isatty() else 2)
+        result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,
+                                     limit=args.limit, progress=lambda done, total: bar.update(done))
     result.update(dataset=split.name, split=split.split, run_dir=os.path.abspath(args.run_dir))
     if args.diagnostics:
         from kvae.data import datasets as kdata
@@ -86,7 +90,8 @@ def evaluate(args):
         print("disentanglement metrics", file=sys.stderr)
         scores = disentanglement.evaluate(split.source, evaluation.representation(model, seed=args.seed),
                                           seed=args.seed, num_train=args.disentanglement_train,
-                                          num_test=args.disentanglement_test, progress=shown)
+                                          num_test=args.disentanglement_test, progress=shown, n_jobs=args.jobs)
+        result["disentanglement_seconds"] = scores.pop("seconds")
         result.update(scores)
         result["data_source"] = getattr(split.source, "kind", None)
     if args.sample_quality:

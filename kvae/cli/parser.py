@@ -78,6 +78,14 @@ def _ema(text):
     return value
 
 
+def _jobs(text):
+    """--jobs: a positive number of processes, or -1 for one per CPU."""
+    value = _number(int)(text)
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"must be > 0, or -1 for one per CPU, got {text!r}")
+    return value
+
+
 def _labels(text):
     try:
         return [int(v) for v in text.split(",") if v.strip()]
@@ -227,8 +235,13 @@ def build_parser(argv=()):
                    help="also mutual information, MMD(q(z), N(0,I)), log det Cov q(z), probe accuracy (labelled "
                         "data), and PNGs of KL per dimension and latent traversals next to the run")
     e.add_argument("--disentanglement", action="store_true",
-                   help="also the disentanglement metrics (data sets with factors: dsprites): beta-VAE, FactorVAE, "
-                        "MIG, DCI, SAP, modularity, explicitness, as in disentanglement_lib")
+                   help="the disentanglement metrics (data sets with factors: dsprites): beta-VAE, FactorVAE, "
+                        "MIG, DCI, SAP, modularity, explicitness, as in disentanglement_lib, and the seconds each "
+                        "took; alone, instead of the NLL table (add --nll for both)")
+    e.add_argument("--nll", action="store_true",
+                   help="with --disentanglement: also the importance-sampled NLL table (computed by default without it)")
+    e.add_argument("--jobs", type=_jobs, default=-1, metavar="N",
+                   help="processes for DCI's per-factor gradient-boosted trees (-1: one per CPU; same result for any N)")
     e.add_argument("--sample-quality", action="store_true",
                    help="also Fréchet distance and precision/recall of samples against the split's images, in the "
                         "shipped LeNet feature space (28x28x1) and a PCA space (kvae.evaluation.sample_quality)")

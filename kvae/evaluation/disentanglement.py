@@ -32,10 +32,13 @@ metric                     definition                                           
                            factor, on the test points; mean over factors
 =========================  ===========================================================  =================
 
-Two deliberate differences from disentanglement_lib: ``factorvae_num_active`` counts the kept
-dimensions (the library reports the length of the mask), and explicitness binarises the test labels
-against the classifier's classes and skips classes absent from the test points (the library's
-``MultiLabelBinarizer`` misaligns columns then).
+Deliberate differences from disentanglement_lib: ``factorvae_num_active`` counts the kept dimensions
+(the library reports the length of the mask); explicitness binarises the test labels against the
+classifier's classes and skips classes absent from the test points (the library's
+``MultiLabelBinarizer`` raises on a test label the training points lack); and the β-VAE metric's and
+explicitness's logistic regression is today's scikit-learn default (``solver="lbfgs"``, multinomial),
+while the library's published numbers used scikit-learn < 0.22's (liblinear, one-vs-rest):
+``solver="liblinear"`` gives that one (:func:`logistic_regression`).
 """
 import numpy as np
 
@@ -88,6 +91,33 @@ def modularity(mutual_information):
 
 
 # ---------------------------------------------------------------- predictor-based parts
+SOLVERS = ("lbfgs", "liblinear")
+
+
+def logistic_regression(solver="lbfgs", random_state=0):
+    """An unfitted scikit-learn logistic regression (L2, C = 1).
+
+    Args:
+      solver: ``"lbfgs"``: scikit-learn's default today (multinomial); ``"liblinear"``: one-vs-rest
+        liblinear fits (its intercept penalised too), scikit-learn < 0.22's default, which
+        disentanglement_lib's published numbers used.
+      random_state: passed to the estimator.
+
+    Raises:
+      ConfigError: an unknown solver.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    from kvae.errors import ConfigError
+
+    if solver not in SOLVERS:
+        raise ConfigError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver == "liblinear":
+        return OneVsRestClassifier(LogisticRegression(solver="liblinear", random_state=random_state))
+    return LogisticRegression(random_state=random_state)
+
+
 def dci_from_importance(importance):
     """(disentanglement, completeness) of an ``[D, F]`` importance matrix (Eastwood & Williams 2018)."""
     from scipy.stats import entropy
@@ -101,18 +131,35 @@ def dci_from_importance(importance):
     return float(disentanglement), float(completeness)
 
 
-def dci(codes_train, factors_train, codes_test, factors_test, seed=0):
-    """``{"dci_disentanglement", "dci_completeness", "dci_informativeness"}`` with one gradient-
-    boosted classifier per factor (scikit-learn defaults); informativeness is their mean test
-    accuracy."""
+def _boosted_trees(codes_train, labels, codes_test, seed):
+    """One factor's gradient-boosted classifier: (feature importances, test predictions)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
-    importance = np.zeros((codes_train.shape[1], factors_train.shape[1]))
-    accuracy = []
-    for k in range(factors_train.shape[1]):
-        model = GradientBoostingClassifier(random_state=seed).fit(codes_train, factors_train[:, k])
-        importance[:, k] = np.abs(model.feature_importances_)
-        accuracy.append(np.mean(model.predict(codes_test) == factors_test[:, k]))
+    model = GradientBoostingClassifier(random_state=seed).fit(codes_train, labels)
+    return np.abs(model.feature_importances_), model.predict(codes_test)
+
+
+def dci(codes_train, factors_train, codes_test, factors_test, seed=0, n_jobs=1):
+    """``{"dci_disentanglement", "dci_completeness", "dci_informativeness"}`` with one gradient-
+    boosted classifier per factor (scikit-learn defaults); informativeness is their mean test
+    accuracy.
+
+    Args:
+      n_jobs: factors fitted in parallel (joblib processes; -1: one per CPU).  Each fit is seeded
+        with ``seed`` alone, so the result does not depend on ``n_jobs``.
+    """
+    from joblib import Parallel, delayed
+
+    num_factors = factors_train.shape[1]
+    # the factors with the most classes first (a fit's cost grows with its classes: one tree per class per stage)
+    order = sorted(range(num_factors), key=lambda k: -len(np.unique(factors_train[:, k])))
+    fits = Parallel(n_jobs=n_jobs)(delayed(_boosted_trees)(codes_train, factors_train[:, k], codes_test, seed)
+                                   for k in order)
+    importance = np.zeros((codes_train.shape[1], num_factors))
+    accuracy = np.zeros(num_factors)
+    for k, (weights, predicted) in zip(order, fits):
+        importance[:, k] = weights
+        accuracy[k] = np.mean(predicted == factors_test[:, k])
     d, c = dci_from_importance(importance)
     return {"dci_disentanglement": d, "dci_completeness": c, "dci_informativeness": float(np.mean(accuracy))}
 
@@ -140,12 +187,12 @@ def sap(codes_train, factors_train, codes_test, factors_test):
     return sap_from_scores(scores)
 
 
-def explicitness(codes_train, factors_train, codes_test, factors_test):
-    """Mean over factors of the test ROC-AUC of a logistic regression on the standardised code."""
+def explicitness(codes_train, factors_train, codes_test, factors_test, solver="lbfgs"):
+    """Mean over factors of the test ROC-AUC of a logistic regression on the standardised code
+    (``solver``: :func:`logistic_regression`)."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import label_binarize
 
@@ -156,7 +203,7 @@ def explicitness(codes_train, factors_train, codes_test, factors_test):
     for k in range(factors_train.shape[1]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            clf = LogisticRegression().fit(a, factors_train[:, k])
+            clf = logistic_regression(solver).fit(a, factors_train[:, k])
         proba = clf.predict_proba(b)
         truth = label_binarize(factors_test[:, k], classes=clf.classes_)
         if len(clf.classes_) == 2:  # label_binarize gives one column for two classes
@@ -171,10 +218,25 @@ def _codes(represent, data, factors):
     return np.asarray(represent(data.images(factors)), np.float64)
 
 
-def betavae_metric(data, represent, rng, batch_size=64, num_train=10000, num_eval=5000, progress=None):
-    """β-VAE metric (Higgins et al. 2017): eval accuracy of a logistic regression that names the
-    fixed factor from ``mean |z(x1) - z(x2)|`` over a batch of pairs sharing that factor."""
-    from sklearn.linear_model import LogisticRegression
+def betavae_scores(x_train, y_train, x_eval, y_eval, solver="lbfgs"):
+    """``{"betavae_metric", "betavae_metric_train"}``: accuracies of a logistic regression
+    (:func:`logistic_regression`) fitted to the training points."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = logistic_regression(solver).fit(x_train, y_train)
+    return {"betavae_metric": float(np.mean(clf.predict(x_eval) == y_eval)),
+            "betavae_metric_train": float(np.mean(clf.predict(x_train) == y_train))}
+
+
+def betavae_metric(data, represent, rng, batch_size=64, num_train=10000, num_eval=5000, progress=None,
+                   solver="lbfgs"):
+    """β-VAE metric (Higgins et al. 2017): eval accuracy of a logistic regression (``solver``:
+    :func:`logistic_regression`) that names the fixed factor from ``mean |z(x1) - z(x2)|`` over a
+    batch of pairs sharing that factor."""
 
     def points(n):
         features, labels = [], []
@@ -196,15 +258,7 @@ def betavae_metric(data, represent, rng, batch_size=64, num_train=10000, num_eva
 
     x_train, y_train = points(num_train)
     x_eval, y_eval = points(num_eval)
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = LogisticRegression(random_state=0).fit(x_train, y_train)
-    return {"betavae_metric": float(np.mean(clf.predict(x_eval) == y_eval)),
-            "betavae_metric_train": float(np.mean(clf.predict(x_train) == y_train))}
+    return betavae_scores(x_train, y_train, x_eval, y_eval, solver)
 
 
 def factorvae_votes(data, represent, rng, global_variances, active, batch_size, n, progress=None):
@@ -244,15 +298,27 @@ def factorvae_metric(data, represent, rng, batch_size=64, num_train=10000, num_e
 
 # ---------------------------------------------------------------- everything at once
 def evaluate(data, represent, seed=0, num_train=10000, num_test=5000, batch_size=64, num_variance_estimate=10000,
-             num_bins=20, prune_threshold=0.05, progress=None):
+             num_bins=20, prune_threshold=0.05, progress=None, solver="lbfgs", n_jobs=1):
     """Every metric above for ``represent`` (images -> codes ``[n, D]``) on a factor data set
-    (:mod:`kvae.data.factors`); one numpy generator seeded with ``seed`` draws all factors.  Returns a
-    dict with :data:`KEYS` and the training-set accuracies.  ``progress(done, total)`` is called as
-    representation batches complete."""
+    (:mod:`kvae.data.factors`); one numpy generator seeded with ``seed`` draws all factors.
+
+    Args:
+      progress: called as ``progress(done, total)`` as representation batches complete.
+      solver: the β-VAE metric's and explicitness's logistic regression (:func:`logistic_regression`).
+      n_jobs: DCI's factors fitted in parallel (:func:`dci`).
+
+    Returns:
+      A dict with :data:`KEYS`, the training-set accuracies and ``"seconds"``: wall-clock seconds per
+      metric (``codes``: encoding the i.i.d. training and test points the first five share; each
+      intervention metric includes its own encoding).
+    """
+    import time
+
     rng = np.random.default_rng(seed)
     # progress steps: the i.i.d. codes in chunks of 1000, then one per point of each intervention metric
     total = -(-num_train // 1000) + -(-num_test // 1000) + 2 * (num_train + num_test)
     state = {"done": 0}
+    seconds = {}
 
     def tick(n=1):
         state["done"] += n
@@ -265,15 +331,24 @@ def evaluate(data, represent, seed=0, num_train=10000, num_test=5000, batch_size
         tick(-(-n // 1000))
         return codes, factors
 
+    def timed(name, compute):
+        start = time.perf_counter()
+        value = compute()
+        seconds[name] = time.perf_counter() - start
+        return value
+
     out = {}
-    z_train, v_train = iid(num_train)
-    z_test, v_test = iid(num_test)
-    out["mig"] = mig(z_train, v_train, num_bins)
-    out["modularity"] = modularity(discrete_mutual_info(histogram_discretize(z_train, num_bins), v_train))
-    out["explicitness"] = explicitness(z_train, v_train, z_test, v_test)
-    out["sap"] = sap(z_train, v_train, z_test, v_test)
-    out.update(dci(z_train, v_train, z_test, v_test, seed=seed))
-    out.update(betavae_metric(data, represent, rng, batch_size, num_train, num_test, progress=tick))
-    out.update(factorvae_metric(data, represent, rng, batch_size, num_train, num_test, num_variance_estimate,
-                                prune_threshold, progress=tick))
+    (z_train, v_train), (z_test, v_test) = timed("codes", lambda: (iid(num_train), iid(num_test)))
+    out["mig"] = timed("mig", lambda: mig(z_train, v_train, num_bins))
+    out["modularity"] = timed("modularity", lambda: modularity(
+        discrete_mutual_info(histogram_discretize(z_train, num_bins), v_train)))
+    out["explicitness"] = timed("explicitness", lambda: explicitness(z_train, v_train, z_test, v_test, solver))
+    out["sap"] = timed("sap", lambda: sap(z_train, v_train, z_test, v_test))
+    out.update(timed("dci", lambda: dci(z_train, v_train, z_test, v_test, seed=seed, n_jobs=n_jobs)))
+    out.update(timed("betavae_metric", lambda: betavae_metric(data, represent, rng, batch_size, num_train, num_test,
+                                                              progress=tick, solver=solver)))
+    out.update(timed("factorvae_metric", lambda: factorvae_metric(data, represent, rng, batch_size, num_train,
+                                                                  num_test, num_variance_estimate, prune_threshold,
+                                                                  progress=tick)))
+    out["seconds"] = seconds
     return out

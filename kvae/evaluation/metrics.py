@@ -280,6 +280,8 @@ def format_table(result):
                 ("negative ELBO", f"{result['neg_elbo']:.3f} nats"),
                 ("code perplexity", f"{result['perplexity']:.1f} of {result['num_embeddings']}"),
                 ("dead codes", f"{result['dead_codes']} of {result['num_embeddings']}")]
+    elif "n" not in result:  # no model table (kvae evaluate --disentanglement alone)
+        rows = []
     elif result.get("nll") is None:
         scored = result.get("kl") is not None  # a reconstruction score with a stochastic encoder (MS-SSIM)
         rows = [("reconstruction term", f"{result['rec_loss']:.3f}" + ("" if scored else " nats"))]
@@ -295,7 +297,9 @@ def format_table(result):
             ("KL(q(z|x) || p(z))", f"{result['kl']:.3f} nats"),
             ("importance samples k", str(result["k"])),
         ]
-    rows += [("active units", f"{result['active_units']} / {result['latent_dim']}"), ("examples n", str(result["n"]))]
+    if "n" in result:
+        rows += [("active units", f"{result['active_units']} / {result['latent_dim']}"),
+                 ("examples n", str(result["n"]))]
     per_group = result.get("kl_per_group") or {}
     if len(per_group) > 1:  # a hierarchy: each group's KL (given the groups above) and active units
         units = result.get("active_units_per_group") or {}
@@ -306,6 +310,9 @@ def format_table(result):
                 "modularity", "explicitness", "fid_lenet", "fid_pca", "precision", "recall"):
         if result.get(key) is not None:
             rows.append((key.replace("_", " "), f"{result[key]:.4f}"))
+    if result.get("disentanglement_seconds"):
+        rows.append(("seconds per metric", ", ".join(f"{name} {t:.1f}"
+                                                     for name, t in result["disentanglement_seconds"].items())))
     if result.get("kl_per_dim"):
         top = sorted(enumerate(result["kl_per_dim"]), key=lambda t: -t[1])[:8]
         rows.append(("KL per dim (largest)", ", ".join(f"z{d}:{v:.2f}" for d, v in top)))

@@ -23,8 +23,16 @@ WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "l
 NUM_CLUSTERS = 20
 
 
+IMAGINARY_TOLERANCE = 1e-3  # pytorch-fid's atol on the imaginary part of sqrtm's diagonal
+
+
 def frechet_distance(a, b):
-    """Fréchet distance between Gaussians fitted to features ``a`` [N, K] and ``b`` [M, K]."""
+    """Fréchet distance between Gaussians fitted to features ``a`` [N, K] and ``b`` [M, K].
+
+    Raises:
+      DataError: sqrtm(S_a S_b) has an imaginary part above 1e-3 on its diagonal (as pytorch-fid,
+        which raises then rather than keep the real part): the covariances are too singular.
+    """
     from scipy import linalg
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -38,6 +46,12 @@ def frechet_distance(a, b):
         if not np.isfinite(root).all():  # the usual jitter when the square root fails
             jitter = np.eye(len(s_a)) * 1e-6
             root = linalg.sqrtm((s_a + jitter) @ (s_b + jitter))
+    if np.iscomplexobj(root):
+        imaginary = float(np.max(np.abs(np.diagonal(root).imag)))
+        if imaginary > IMAGINARY_TOLERANCE:
+            raise DataError(f"frechet_distance: sqrtm(S_a S_b) has an imaginary part of {imaginary:.3g} on its "
+                            f"diagonal (> {IMAGINARY_TOLERANCE}): the feature covariances are too singular "
+                            f"({len(a)} and {len(b)} samples of {a.shape[1]} features)")
     root = np.real(root)
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(root))
 

@@ -8,8 +8,10 @@ r"""Sample-based divergences between distributions of latent codes.
   kernel of InfoVAE's reference code (Zhao et al., ``compute_kernel`` in mmd_vae.py):
   k(a, b) = exp(-mean_d (a_d - b_d)^2 / D) = exp(-||a - b||^2 / D^2) (times 1/s^2 in the exponent
   for a bandwidth s; s = 1 is the reference).  The reference code averages the kernel matrices
-  (the biased V-statistic, ``unbiased=False``); both estimators have the same gradients up to a
-  factor (n - 1) / n.
+  (the biased V-statistic, ``unbiased=False``).  With k(a, a) = K0 (1 per bandwidth for these kernels),
+  V = ((n - 1) / n) U_xx + ((m - 1) / m) U_yy - 2 mean_{i,j} k(x_i, y_j) + K0 (1 / n + 1 / m): the
+  cross term is the same in both, so their gradients are not multiples of each other (they differ
+  by O(1 / n) in the within-sample terms' weights).
 """
 import tensorflow as tf
 

@@ -26,15 +26,20 @@ class PlanarFlow(tfb.Bijector):
         super().__init__(forward_min_event_ndims=1, validate_args=False, parameters=parameters, name=name)
 
     def u_hat(self):
+        """u + (m(w^T u) - w^T u) w / ||w||^2, with m(a) - a = -1 + softplus(-a) (no cancellation)."""
         wu = tf.reduce_sum(self.w * self.u)
-        return self.u + (-1.0 + tf.nn.softplus(wu) - wu) * self.w / tf.reduce_sum(self.w * self.w)
+        return self.u + (-1.0 + tf.nn.softplus(-wu)) * self.w / tf.reduce_sum(self.w * self.w)
 
     def _forward(self, z):
         return z + self.u_hat() * tf.tanh(tf.reduce_sum(z * self.w, -1, keepdims=True) + self.b)
 
     def _forward_log_det_jacobian(self, z):
+        """log(1 + sech^2(a) w^T u_hat) with w^T u_hat = -1 + softplus(w^T u) exactly, written as
+        log(tanh^2(a) + sech^2(a) softplus(w^T u)): summing w * u_hat would round w^T u_hat to -1
+        once softplus(w^T u) < float32's spacing at w^T u (w^T u <~ -17), and log|det| to -inf where a = 0."""
         act = tf.tanh(tf.reduce_sum(z * self.w, -1) + self.b)
-        return tf.math.log(tf.abs(1.0 + (1.0 - act ** 2) * tf.reduce_sum(self.w * self.u_hat())))
+        sech2 = 1.0 - tf.square(act)
+        return tf.math.log(tf.square(act) + sech2 * tf.nn.softplus(tf.reduce_sum(self.w * self.u)))
 
 
 class RadialFlow(tfb.Bijector):

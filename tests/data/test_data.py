@@ -270,3 +270,33 @@ def test_a_named_directory_is_never_downloaded_into(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"not prepared in .* \(a --data-dir is never downloaded"):
         data.load("mnist", "train", data_dir=str(tmp_path))
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*tfds"))) <= before
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_mnist_like_split_strings_cut_train_into_disjoint_50000_and_10000(monkeypatch, name):
+    """The split strings kvae passes to tensorflow-datasets, read by tfds' own parser against the real sizes
+    (train 60000, test 10000): train and valid partition tfds' train split, 50000 / 10000, no example in both."""
+    from types import SimpleNamespace
+
+    import tensorflow_datasets as tfds
+
+    from kvae.data import datasets as kdata
+
+    sizes = {"train": SimpleNamespace(name="train", num_examples=60000),
+             "test": SimpleNamespace(name="test", num_examples=10000)}
+    seen = {}
+
+    def fake(dataset, tfds_split, data_dir):
+        assert dataset == name
+        (part,) = tfds.core.ReadInstruction.from_spec(tfds_split).to_absolute(sizes)
+        ids = np.arange(sizes[part.splitname].num_examples)[part.from_:part.to]
+        seen[tfds_split] = (part.splitname, ids)
+        return np.broadcast_to(np.zeros((1, 28, 28, 1), np.uint8), (len(ids), 28, 28, 1)), ids % 10
+
+    monkeypatch.setattr(kdata, "_tfds_arrays", fake)
+    lengths = {split: len(kdata.load(name, split)) for split in ("train", "valid", "test")}
+    assert lengths == {"train": 50000, "valid": 10000, "test": 10000}
+    (train_split, train), (valid_split, valid) = seen["train[:50000]"], seen["train[50000:]"]
+    assert train_split == valid_split == "train" and seen["test"][0] == "test"
+    assert not set(train) & set(valid)
+    assert sorted(set(train) | set(valid)) == list(range(60000))

@@ -240,6 +240,22 @@ def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path, capsys):
     for key in dm.KEYS:
         assert 0.0 <= result[key] <= 1.0, (key, result[key])
     assert "mig " in printed and "dci disentanglement" in printed
+    # --disentanglement alone: the metrics and their seconds, no NLL table
+    assert not {"nll", "elbo", "kl", "n", "k"} & set(result), sorted(result)
+    assert set(result["disentanglement_seconds"]) == {"codes", "mig", "modularity", "explicitness", "sap", "dci",
+                                                      "betavae_metric", "factorvae_metric"}
+    assert all(isinstance(t, float) and t >= 0 for t in result["disentanglement_seconds"].values())
+    assert "seconds per metric" in printed and "NLL" not in printed
+    assert cli.main(["evaluate", run, "--split", "valid", "--limit", "20", "--k", "2", "--disentanglement", "--nll",
+                     "--disentanglement-train", "100", "--disentanglement-test", "50", "--jobs", "2",
+                     "--json", out]) == 0
+    both = json.load(open(out))
+    assert both["n"] == 20 and both["k"] == 2 and both["nll"] > 0
+    for key in dm.KEYS:  # the same draws: --jobs and --nll change nothing in the metrics
+        assert both[key] == result[key], key
+    capsys.readouterr()
+    assert cli.main(["evaluate", run, "--disentanglement", "--jobs", "0"]) == 1
+    assert "--jobs: must be > 0, or -1 for one per CPU" in capsys.readouterr().err
     assert cli.main(["evaluate", run, "--dataset", "digits", "--limit", "5", "--k", "2", "--disentanglement"]) == 1
     assert "needs a data set with ground-truth factors (dsprites); digits has none" in capsys.readouterr().err
 
@@ -414,7 +430,7 @@ def test_dsprites_uses_the_tfds_cache_when_prepared_and_says_so(monkeypatch):
 
 def test_the_claims_aggregation_over_seeds():
     """apps/disentanglement.py: per-configuration means over seeds, the 10% reconstruction window,
-    the difference of means with its standard error, and paired wins."""
+    the difference of means with its unpaired and paired standard errors, and paired wins."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -434,5 +450,95 @@ def test_the_claims_aggregation_over_seeds():
     assert out["factorvae"]["factorvae_metric"]["mean"] == pytest.approx(0.45)
     assert out["difference"] == pytest.approx(0.45 - 0.435) and out["holds"] is True
     se = np.sqrt(np.var([0.5, 0.4], ddof=1) / 2 + np.var([0.45, 0.42], ddof=1) / 2)
-    assert out["difference_standard_error"] == pytest.approx(se)
+    assert out["unpaired_difference_standard_error"] == pytest.approx(se)
+    # paired by seed: differences 0.05 and -0.02, sd / sqrt(2)
+    assert out["paired_seeds"] == [0, 1] and out["paired_difference"] == pytest.approx(0.015)
+    assert out["paired_difference_standard_error"] == pytest.approx(np.std([0.05, -0.02], ddof=1) / np.sqrt(2))
     assert out["seeds_where_factorvae_is_higher"] == "1 of 2"
+
+
+# -- disentanglement_lib's classifier: liblinear one-vs-rest (scikit-learn < 0.22's LogisticRegression) ----------
+
+def _one_vs_rest_probabilities(x_train, y_train, x_test):
+    """liblinear's L2 logistic regression written out: per class c, minimise
+    0.5 (|w|^2 + b^2) + sum_i log(1 + exp(-s_i (w.x_i + b))), s_i = +1 for class c else -1 (C = 1, the
+    intercept a penalised feature of value 1); probabilities sigmoid(w.x + b) normalised over classes."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    xb = np.concatenate([x_train, np.ones((len(x_train), 1))], axis=1)
+    xt = np.concatenate([x_test, np.ones((len(x_test), 1))], axis=1)
+    classes = np.unique(y_train)
+    probs = []
+    for c in classes:
+        s = np.where(y_train == c, 1.0, -1.0)
+
+        def loss(w):
+            m = s * (xb @ w)
+            return 0.5 * w @ w + np.sum(np.logaddexp(0.0, -m)), w - xb.T @ (s * expit(-m))
+
+        w = minimize(loss, np.zeros(xb.shape[1]), jac=True, method="L-BFGS-B", options={"gtol": 1e-10}).x
+        probs.append(expit(xt @ w))
+    probs = np.stack(probs, axis=1)
+    return classes, probs / probs.sum(axis=1, keepdims=True)
+
+
+def _four_classes(seed, n):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, size=n)
+    x = np.eye(4)[y][:, :3] * 1.5 + rng.normal(size=(n, 3)) + [0.0, 0.5, -0.3]
+    return x, y
+
+
+def test_liblinear_solver_is_one_vs_rest_logistic_regression():
+    x, y = _four_classes(3, 600)
+    classes, want = _one_vs_rest_probabilities(x[:400], y[:400], x[400:])
+    clf = dm.logistic_regression("liblinear").fit(x[:400], y[:400])
+    np.testing.assert_array_equal(clf.classes_, classes)
+    np.testing.assert_allclose(clf.predict_proba(x[400:]), want, atol=1e-4)  # liblinear stops at tol 1e-4
+    # the β-VAE metric's accuracies with it
+    got = dm.betavae_scores(x[:400], y[:400], x[400:], y[400:], solver="liblinear")
+    assert got["betavae_metric"] == pytest.approx(np.mean(classes[np.argmax(want, axis=1)] == y[400:]), abs=1 / 200)
+    lbfgs = dm.logistic_regression("lbfgs").fit(x[:400], y[:400]).predict_proba(x[400:])
+    assert np.abs(lbfgs - want).max() > 0.02  # the default is another classifier (multinomial)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        dm.logistic_regression("saga")
+
+
+def test_explicitness_with_the_liblinear_solver_is_the_auc_of_one_vs_rest_probabilities():
+    from sklearn.metrics import roc_auc_score
+
+    x, y = _four_classes(4, 600)
+    got = dm.explicitness(x[:400], y[:400, None], x[400:], y[400:, None], solver="liblinear")
+    mean, std = x[:400].mean(0), x[:400].std(0)
+    classes, p = _one_vs_rest_probabilities((x[:400] - mean) / std, y[:400], (x[400:] - mean) / std)
+    want = roc_auc_score(np.eye(4)[y[400:]], p, average="macro")
+    assert got == pytest.approx(want, abs=1e-4)
+    assert got != pytest.approx(dm.explicitness(x[:400], y[:400, None], x[400:], y[400:, None]), abs=1e-6)
+
+
+def test_dci_fits_factors_in_parallel_with_the_same_result():
+    """n_jobs only spreads the per-factor fits over processes: importances and accuracies are those of one
+    GradientBoostingClassifier(random_state=seed) per factor fitted in turn (written out here)."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    rng = np.random.default_rng(3)
+    v = np.stack([rng.integers(0, n, size=500) for n in (2, 5, 3)], axis=1)
+    z = np.concatenate([v @ rng.normal(size=(3, 4)), rng.normal(size=(500, 1))], axis=1) + 0.3 * rng.normal(size=(500, 5))
+    importance, accuracy = np.zeros((5, 3)), []
+    for k in range(3):
+        model = GradientBoostingClassifier(random_state=7).fit(z[:300], v[:300, k])
+        importance[:, k] = model.feature_importances_
+        accuracy.append(np.mean(model.predict(z[300:]) == v[300:, k]))
+    d, c = dm.dci_from_importance(importance)
+    want = {"dci_disentanglement": d, "dci_completeness": c, "dci_informativeness": float(np.mean(accuracy))}
+    assert dm.dci(z[:300], v[:300], z[300:], v[300:], seed=7, n_jobs=1) == want
+    assert dm.dci(z[:300], v[:300], z[300:], v[300:], seed=7, n_jobs=2) == want
+
+
+def test_evaluate_reports_seconds_per_metric():
+    data = factors.FactorGrid((3, 4, 5))
+    out = dm.evaluate(data, lambda x: x + 0.1, seed=0, num_train=200, num_test=100, num_variance_estimate=200)
+    assert set(out["seconds"]) == {"codes", "mig", "modularity", "explicitness", "sap", "dci", "betavae_metric",
+                                   "factorvae_metric"}
+    assert all(isinstance(t, float) and t >= 0 for t in out["seconds"].values())

@@ -127,3 +127,34 @@ def test_a_failed_square_root_is_retried_with_jitter(monkeypatch):
     np.testing.assert_allclose(calls[1], (s_a + jitter) @ (s_b + jitter), rtol=1e-12)
     monkeypatch.setattr(linalg, "sqrtm", real_sqrtm)
     np.testing.assert_allclose(got, sq.frechet_distance(a, b), atol=1e-4)
+
+
+def _singular_features(seed, n, k):
+    rng = np.random.RandomState(seed)
+    a = rng.normal(size=(n, k)) * rng.lognormal(0, 3, size=k)
+    b = rng.normal(size=(n, k)) * rng.lognormal(0, 3, size=k)
+    return a, b
+
+
+def test_frechet_distance_raises_on_an_imaginary_square_root_above_1e_3_as_pytorch_fid():
+    """20 samples of 300 features with scales spread over e^±9 (seed 2): scipy's sqrtm(S_a S_b) has an imaginary
+    part of about 0.26 on its diagonal, which pytorch-fid refuses (ValueError) rather than dropping it; 5 samples of 64
+    features (seed 0): about 1.6e-5, kept as the real part."""
+    from scipy import linalg
+
+    from kvae.errors import DataError
+
+    def diagonal_imaginary(a, b):
+        root = linalg.sqrtm(np.cov(a, rowvar=False) @ np.cov(b, rowvar=False))
+        return float(np.max(np.abs(np.diagonal(root).imag))) if np.iscomplexobj(root) else 0.0, np.real(root)
+
+    a, b = _singular_features(2, 20, 300)
+    assert diagonal_imaginary(a, b)[0] > 1e-2  # the premise, computed independently
+    with pytest.raises(DataError, match="imaginary part"):
+        sq.frechet_distance(a, b)
+    a, b = _singular_features(0, 5, 64)
+    imaginary, real_root = diagonal_imaginary(a, b)
+    assert 0.0 < imaginary < 1e-3
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    want = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(real_root)
+    np.testing.assert_allclose(sq.frechet_distance(a, b), want, rtol=1e-10)

@@ -205,7 +205,7 @@ def test_http_server_answers_and_survives_bad_requests(bundles):
         proc.wait(timeout=10)
 
 
-def test_export_from_the_cli(tmp_path, capsys):
+def test_export_from_the_cli(tmp_path, capsys, assert_bundle_parity):
     import hashlib
     import hmac
 
@@ -232,6 +232,7 @@ def test_export_from_the_cli(tmp_path, capsys):
     mac = hmac.new(b"k3y", content, hashlib.sha256).hexdigest()
     assert open(os.path.join(out, "bundle.hmac")).read() == f"{mac}  manifest.json\n"
     assert Bundle(out, key=b"k3y").latent_dim == 2
+    assert_bundle_parity(out)
     assert sorted(os.listdir(tmp_path)) == ["bundle", "key", "run"]  # no temporary sibling left
 
 

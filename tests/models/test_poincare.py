@@ -107,3 +107,99 @@ def test_wrap_log_det_is_accurate_near_the_boundary():
     got = poincare.PoincareWrap(tf.constant(mu, tf.float32)).forward_log_det_jacobian(tf.constant(v, tf.float32),
                                                                                        event_ndims=1)
     np.testing.assert_allclose(got.numpy(), want, atol=2e-4)
+
+
+# --- Mathieu et al.'s convention, against a numpy transcription of pvae's WrappedNormal (with geoopt's
+# PoincareBall maths, which pvae's manifold inherits): rsample z = expmap_mu(transp_{0->mu}(v / lambda_0)),
+# log_prob(z) = log N(lambda_0 transp_{mu->0}(logmap_mu(z)); 0, sigma^2) - (d-1) log(sinh(s d)/(s d)),
+# the latter w.r.t. the Riemannian measure: kvae's Lebesgue density adds d log lambda_z.
+
+def _np_lambda(x, c):
+    return 2.0 / (1.0 - c * (x * x).sum(-1, keepdims=True))
+
+
+def _np_gyration(u, v, w, c):
+    u2, v2 = (u * u).sum(-1, keepdims=True), (v * v).sum(-1, keepdims=True)
+    uv, uw, vw = (u * v).sum(-1, keepdims=True), (u * w).sum(-1, keepdims=True), (v * w).sum(-1, keepdims=True)
+    a = -c * c * uw * v2 + c * vw + 2 * c * c * uv * vw
+    b = -c * c * vw * u2 - c * uw
+    d = 1 + 2 * c * uv + c * c * u2 * v2
+    return w + 2 * (a * u + b * v) / d
+
+
+def _np_transp(x, y, v, c):
+    return _np_gyration(y, -x, v, c) * _np_lambda(x, c) / _np_lambda(y, c)
+
+
+def _np_expmap(x, u, c):
+    s, un = np.sqrt(c), np.linalg.norm(u, axis=-1, keepdims=True)
+    return _np_mobius(x, np.tanh(s * _np_lambda(x, c) * un / 2) * u / (s * un), c)
+
+
+def _np_logmap(x, y, c):
+    s, sub = np.sqrt(c), _np_mobius(-x, y, c)
+    sn = np.linalg.norm(sub, axis=-1, keepdims=True)
+    return 2 / s / _np_lambda(x, c) * np.arctanh(s * sn) * sub / sn
+
+
+def _np_pvae_rsample(loc, scale, eps, c):
+    zero = np.zeros_like(loc)
+    v = scale * eps / _np_lambda(zero, c)
+    return _np_expmap(loc, _np_transp(zero, loc, v, c), c)
+
+
+def _np_pvae_log_prob(loc, scale, z, c):
+    zero, s, d = np.zeros_like(loc), np.sqrt(c), loc.shape[-1]
+    u = _np_transp(loc, zero, _np_logmap(loc, z, c), c) * _np_lambda(zero, c)
+    norm_pdf = (-0.5 * (u / scale) ** 2 - np.log(scale) - 0.5 * np.log(2 * np.pi)).sum(-1)
+    dist = 2 / s * np.arctanh(s * np.linalg.norm(_np_mobius(-loc, z, c), axis=-1))
+    return norm_pdf - (d - 1) * np.log(np.sinh(s * dist) / (s * dist))
+
+
+@pytest.mark.parametrize("c", [1.0, 0.5])
+def test_wrapped_normal_is_pvaes_sampler_and_density(c):
+    rng = np.random.RandomState(7)
+    s = np.sqrt(c)
+    loc = rng.uniform(-0.45, 0.45, size=(8, 3)) / s
+    scale = rng.uniform(0.2, 1.2, size=(8, 3))
+    eps = rng.normal(size=(8, 3))
+    post = poincare.WrappedNormalPosterior(3, curvature=c)
+    q = post.distribution((tf.constant(loc, tf.float32), tf.constant(scale, tf.float32)))
+    z = post.reparameterize(q, tf.constant(eps, tf.float32)).numpy().astype(np.float64)
+    np.testing.assert_allclose(z, _np_pvae_rsample(loc, scale, eps, c), atol=2e-5)
+    want = _np_pvae_log_prob(loc, scale, z, c) + 3 * np.log(_np_lambda(z, c)[:, 0])
+    np.testing.assert_allclose(q.log_prob(tf.constant(z, tf.float32)).numpy(), want, atol=5e-4)
+    prior = poincare.WrappedNormalPrior(3, curvature=c, scale=0.7)
+    zp = prior.from_noise(tf.constant(eps, tf.float32)).numpy().astype(np.float64)
+    np.testing.assert_allclose(zp, _np_pvae_rsample(np.zeros((8, 3)), 0.7, eps, c), atol=2e-5)
+    want_p = _np_pvae_log_prob(np.zeros((8, 3)), 0.7, zp, c) + 3 * np.log(_np_lambda(zp, c)[:, 0])
+    np.testing.assert_allclose(prior.distribution().log_prob(tf.constant(zp, tf.float32)).numpy(), want_p, atol=5e-4)
+
+
+def test_default_prior_mean_distance_to_the_origin_is_pvaes():
+    """At prior_scale=1 in 2-D, d(0, z) = ||v||, v ~ N(0, I): Rayleigh mean sqrt(pi/2) = 1.2533 (kvae 0.1: 2.5066)."""
+    model = kvae.PoincareVAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
+    z = model.prior_distribution().sample(40000, seed=[5, 6])
+    mean = poincare.distance(tf.zeros([1, 2]), z).numpy().mean()
+    assert mean == pytest.approx(np.sqrt(np.pi / 2), abs=0.02)
+    eps = tf.constant(np.random.RandomState(2).normal(size=(40000, 2)), tf.float32)
+    from_noise = poincare.distance(tf.zeros([1, 2]), model.prior.from_noise(eps)).numpy().mean()
+    assert from_noise == pytest.approx(np.sqrt(np.pi / 2), abs=0.02)
+    legacy = kvae.PoincareVAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0, legacy_scale=True)
+    old = poincare.distance(tf.zeros([1, 2]), legacy.prior.from_noise(eps)).numpy().mean()
+    assert old == pytest.approx(2 * np.sqrt(np.pi / 2), abs=0.04)
+
+
+def test_configs_without_the_convention_key_load_with_kvae_0_1s():
+    import keras
+
+    for part in (poincare.WrappedNormalPosterior(2, name="posterior"), poincare.WrappedNormalPrior(2, name="prior")):
+        config = part.get_config()
+        assert config["legacy_scale"] is False
+        assert type(part).from_config(config).legacy_scale is False
+        del config["legacy_scale"]  # as kvae 0.1 wrote it
+        assert type(part).from_config(config).legacy_scale is True
+    model = kvae.PoincareVAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert clone.prior.legacy_scale is False and clone.posterior.legacy_scale is False
+    assert clone.get_config()["legacy_scale"] is False

@@ -8,7 +8,7 @@ import tensorflow_probability as tfp
 
 import kvae
 from kvae.evaluation import metrics as evaluation
-from kvae.nn.divergences import mmd
+from kvae.nn.divergences import kernel_matrix, mmd
 from kvae.parts.regularizers import DecoderGradientPenalty, MutualPosteriorDivergence, pairwise_gaussian_kl, permute_dims
 
 tfd = tfp.distributions
@@ -41,6 +41,30 @@ def test_unbiased_mmd_matches_the_closed_form_for_gaussians():
     se = np.std(estimates) / np.sqrt(len(estimates))
     assert abs(np.mean(estimates) - exact) < 4 * se, (np.mean(estimates), exact, se)
     assert np.mean(biased) - exact > 4 * se  # the V-statistic is biased upwards at n = 20
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "imq", "infovae"])
+def test_v_statistic_is_the_u_statistics_terms_reweighted_not_a_multiple(kernel):
+    """V = ((n-1)/n) U_xx + ((m-1)/m) U_yy - 2 cross + K0 (1/n + 1/m) with K0 = k(a, a) = 2 (two bandwidths):
+    the cross term is shared, so the two estimators' gradients are not proportional."""
+    rng = np.random.RandomState(5)
+    x = tf.constant(rng.normal(size=(6, 3)), tf.float32)
+    y = tf.constant(rng.normal(size=(9, 3)) + 0.4, tf.float32)
+    scales = (0.5, 2.0)
+    n, m = 6.0, 9.0
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        u, v = mmd(x, y, kernel, scales), mmd(x, y, kernel, scales, unbiased=False)
+    kxx, kyy, kxy = (kernel_matrix(a, b, kernel, scales).numpy().astype(np.float64) for a, b in ((x, x), (y, y), (x, y)))
+    u_xx = (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+    u_yy = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    np.testing.assert_allclose(np.diag(kxx), 2.0, rtol=1e-6)
+    want_v = (n - 1) / n * u_xx + (m - 1) / m * u_yy - 2 * kxy.mean() + 2.0 * (1 / n + 1 / m)
+    np.testing.assert_allclose(float(v), want_v, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(u), u_xx + u_yy - 2 * kxy.mean(), rtol=1e-5, atol=1e-6)
+    gu, gv = tape.gradient(u, x).numpy().ravel(), tape.gradient(v, x).numpy().ravel()
+    ratio = gv / gu
+    assert ratio.max() - ratio.min() > 0.05, ratio  # not one factor (n - 1) / n for every coordinate
 
 
 def test_permutation_keeps_every_marginal_and_breaks_dependence():

@@ -167,10 +167,7 @@ def test_fit_stores_the_metric_and_the_manifold_sampler_uses_it(tmp_path):
         kvae.RHVAE(input_shape=(8, 8, 1), latent_dim=2, temperature=0.0)
 
 
-def test_cli_trains_an_rhvae_samples_its_manifold_and_exports(tmp_path):
-    import json
-    import os
-
+def test_cli_trains_an_rhvae_samples_its_manifold_and_exports(tmp_path, assert_bundle_parity):
     from kvae.cli import main as cli
 
     run, png, bundle = str(tmp_path / "run"), str(tmp_path / "manifold.png"), str(tmp_path / "bundle")
@@ -182,6 +179,5 @@ def test_cli_trains_an_rhvae_samples_its_manifold_and_exports(tmp_path):
 
     assert Image.open(png).size[0] > 8
     assert cli.main(["export", run, "--out", bundle, "--explorer-examples", "0"]) == 0
-    with open(os.path.join(bundle, "manifest.json")) as f:
-        manifest = json.load(f)
+    manifest = assert_bundle_parity(bundle)
     assert {"encode", "decode", "sample", "log_prob"} <= set(manifest["endpoints"])

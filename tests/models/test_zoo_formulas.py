@@ -1,6 +1,7 @@
 """Model-zoo losses against their papers' formulas written out in numpy."""
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import kvae
@@ -49,7 +50,7 @@ def test_annealed_capacity_loss_follows_the_kl_target():
     assert "beta" not in config
 
 
-def test_new_names_train_and_export_from_the_cli(tmp_path):
+def test_new_names_train_and_export_from_the_cli(tmp_path, assert_bundle_parity):
     import os
 
     from kvae.cli import main as cli
@@ -66,7 +67,7 @@ def test_new_names_train_and_export_from_the_cli(tmp_path):
         want = options[1] if name == "linnf" else float(options[1])
         assert model.get_config()[key] == want
         assert cli.main(["export", run, "--out", bundle]) == 0
-        assert os.path.isfile(os.path.join(bundle, "manifest.json"))
+        assert_bundle_parity(bundle)
 
 
 def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
@@ -187,3 +188,25 @@ def test_adversarial_autoencoder_loss_and_discriminator_step():
     assert bce() < before - 0.05
     for v, w in zip(model.model_variables, autoencoder):  # the discriminator's step moves only its own weights
         np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
+
+
+def test_planar_log_det_is_finite_and_exact_where_w_u_is_very_negative_in_float32():
+    """At w^T u = -20, w^T u_hat = -1 + softplus(-20) = -1 + 2.06e-9: log|det| = log(tanh^2 a + sech^2 a * 2.06e-9),
+    -20 on the hyperplane a = 0 and -13.8 at a = 1e-3 (float64 numpy), not -inf."""
+    from kvae.nn.planar_radial import PlanarFlow
+
+    w = np.array([1.0, 0.0], np.float32)
+    flow = PlanarFlow(tf.constant(w), tf.constant([-20.0, 0.3], tf.float32), tf.constant(0.0, tf.float32))
+    a = np.array([0.0, 1e-3, -1e-3, 0.5, 3.0], np.float64)
+    z = np.stack([a, np.zeros_like(a)], -1).astype(np.float32)
+    got = flow.forward_log_det_jacobian(tf.constant(z), event_ndims=1).numpy()
+    wu_hat = -1.0 + np.log1p(np.exp(-20.0))
+    want = np.log(1.0 + (1.0 - np.tanh(a) ** 2) * wu_hat)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert got[0] == pytest.approx(-20.0, abs=1e-3)
+    with tf.GradientTape() as tape:
+        zt = tf.constant(z)
+        tape.watch(zt)
+        ld = flow.forward_log_det_jacobian(zt, event_ndims=1)
+    assert np.all(np.isfinite(tape.gradient(ld, zt).numpy()))

@@ -114,7 +114,7 @@ def test_objectives_need_a_density_and_valid_settings():
                                           ("miwae", ["--num-samples", "2", "--num-groups", "2"]),
                                           ("ciwae", ["--elbo-weight", "0.25"]),
                                           ("piwae", ["--num-samples", "2", "--num-groups", "2"])])
-def test_every_bound_trains_saves_and_exports_from_the_cli(tmp_path, name, options):
+def test_every_bound_trains_saves_and_exports_from_the_cli(tmp_path, name, options, assert_bundle_parity):
     import json
 
     from kvae.cli import main as cli
@@ -129,7 +129,7 @@ def test_every_bound_trains_saves_and_exports_from_the_cli(tmp_path, name, optio
         options else model.objective.elbo_weight == 0.25
     assert config["model"] == name
     assert cli.main(["export", run, "--out", bundle]) == 0
-    assert os.path.isfile(os.path.join(bundle, "manifest.json"))
+    assert_bundle_parity(bundle)
 
 
 def test_any_model_takes_an_objective_from_the_cli(tmp_path):

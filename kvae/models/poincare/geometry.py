@@ -7,17 +7,22 @@ The ball B_c^d = {z : c ||z||^2 < 1} has curvature -c.  With s = sqrt(c):
 * the exponential map at the origin  exp_0(v) = tanh(s ||v||) v / (s ||v||)  and its inverse log_0;
 * the distance  d_c(x, y) = (2 / s) artanh(s ||(-x) (+) y||).
 
-The wrapped normal N^W(mu, sigma^2): v ~ N(0, diag sigma^2) in the tangent space at the origin and
-z = mu (+) exp_0(v), i.e. exp_mu of v parallel-transported from 0 to mu.  :class:`PoincareWrap` is
-that map as a TFP bijector, so ``tfd.TransformedDistribution(Normal(0, sigma), PoincareWrap(mu))``
-is the wrapped normal with its density on the ball (w.r.t. Lebesgue measure):
+The wrapped normal N^W(mu, sigma^2) of Mathieu et al. (2019, eq. 5; pvae's ``WrappedNormal``) puts
+N(0, diag sigma^2) on lambda_mu log_mu(z) parallel-transported to the origin, lambda_0 = 2: a draw is
+v ~ N(0, diag sigma^2) in the tangent space at the origin and z = mu (+) exp_0(v / 2), i.e. exp_mu of
+v / lambda_0 parallel-transported from 0 to mu, so d_c(mu, z) = ||v||.  :class:`PoincareWrap` is the
+map w -> mu (+) exp_0(w) as a TFP bijector; :func:`wrapped_normal` applies it to w = v / 2 ~
+N(0, diag (sigma / 2)^2), and its density on the ball (w.r.t. Lebesgue measure) is
 
-    log p(z) = log N(v; 0, sigma^2) - log|det dz/dv|,
-    log|det dz/dv| = (d - 1) log(sinh(2 s r) / (2 s r)) + d log(1 - c ||z||^2),   r = ||v||,
+    log p(z) = log N(w; 0, (sigma / 2)^2) - log|det dz/dw|,   (= log N(v; 0, sigma^2) - d log(1/2) - log|det dz/dw|)
+    log|det dz/dw| = (d - 1) log(sinh(2 s r) / (2 s r)) + d log(1 - c ||z||^2),   r = ||w||,
 
 (exp_0 is radial, and Möbius translation preserves the hyperbolic volume lambda_z^d dz,
-lambda_z = 2 / (1 - c ||z||^2)); with 2 s r = s d_c(mu, z) this is Mathieu et al.'s eq. (5) up to
-the change from the Riemannian to the Lebesgue measure, which cancels in every KL and ELBO.
+lambda_z = 2 / (1 - c ||z||^2)); with 2 s r = s d_c(mu, z) this is eq. (5), w.r.t. the Riemannian
+measure, plus d log lambda_z, the change to the Lebesgue measure, which cancels in every KL and ELBO.
+
+kvae 0.1 drew z = mu (+) exp_0(v) (no 1/2: its N^W(mu, sigma^2) is the paper's N^W(mu, (2 sigma)^2));
+``legacy_scale=True`` keeps that convention, and configs saved without the key load with it.
 Points are kept at norm <= (1 - 1e-5) / s (float32 cannot hold the boundary).
 """
 import math
@@ -134,25 +139,44 @@ class PoincareWrap(tfb.Bijector):
         return -self._forward_log_det_jacobian(self._inverse(z))
 
 
-def wrapped_normal(loc, scale, curvature=1.0):
-    """N^W(loc, diag scale^2) on the Poincaré ball as a ``tfd.TransformedDistribution`` (event [d])."""
+LAMBDA_0 = 2.0  # the conformal factor lambda_z = 2 / (1 - c ||z||^2) at the origin
+
+
+def wrapped_normal(loc, scale, curvature=1.0, legacy_scale=False):
+    """N^W(loc, diag scale^2) on the Poincaré ball (Mathieu et al. 2019, eq. 5) as a
+    ``tfd.TransformedDistribution`` (event [d]).
+
+    Args:
+      loc: the mean, a point of the ball [..., d].
+      scale: standard deviations of the normal on lambda_0 log_0(-loc (+) z) [..., d].
+      curvature: c > 0.
+      legacy_scale: kvae 0.1's convention z = loc (+) exp_0(v) (twice as wide; module docstring).
+
+    Returns:
+      The distribution: ``PoincareWrap(loc)`` over N(0, diag (scale / lambda_0)^2) (over N(0, diag scale^2)
+      if ``legacy_scale``), the same law as N(0, diag scale^2) through v -> loc (+) exp_0(v / lambda_0).
+    """
     scale = tf.convert_to_tensor(scale, tf.float32)
+    if not legacy_scale:
+        scale = scale / LAMBDA_0
     base = tfd.Independent(tfd.Normal(tf.zeros_like(scale), scale), reinterpreted_batch_ndims=1)
     return tfd.TransformedDistribution(base, PoincareWrap(loc, curvature))
 
 
 @keras.saving.register_keras_serializable(package="kvae")
 class WrappedNormalPosterior(Posterior):
-    """q(z|x) = N^W(exp_0(m(x)), diag sigma(x)^2) on the Poincaré ball (Mathieu et al. 2019): the
+    """q(z|x) = N^W(exp_0(m(x)), diag sigma(x)^2) on the Poincaré ball (Mathieu et al. 2019, eq. 5): the
     encoder's mean m lives in the tangent space at the origin and is mapped into the ball,
-    sigma = softplus(a) + min_scale.  Parameters: ``loc`` (in the ball) and ``scale``."""
+    sigma = softplus(a) + min_scale.  Parameters: ``loc`` (in the ball) and ``scale``.
+    ``legacy_scale``: kvae 0.1's convention (:func:`wrapped_normal`)."""
 
     factorized = False
     param_names = ("loc", "scale")
 
-    def __init__(self, latent_dim, curvature=1.0, min_scale=1e-4, **kwargs):
+    def __init__(self, latent_dim, curvature=1.0, min_scale=1e-4, legacy_scale=False, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim, self.curvature, self.min_scale = int(latent_dim), float(curvature), float(min_scale)
+        self.legacy_scale = bool(legacy_scale)
         if self.curvature <= 0:
             raise ConfigError(f"curvature must be positive, got {curvature}")
         self.dense = keras.layers.Dense(2 * self.latent_dim, name="params")
@@ -167,36 +191,52 @@ class WrappedNormalPosterior(Posterior):
 
     def distribution(self, params):
         loc, scale = params
-        return wrapped_normal(loc, scale, self.curvature)
+        return wrapped_normal(loc, scale, self.curvature, self.legacy_scale)
 
     def reparameterize(self, q, eps):
-        """z = loc (+) exp_0(sigma * eps) for standard-normal eps [..., B, d]."""
+        """z = loc (+) exp_0(sigma * eps / 2) for standard-normal eps [..., B, d] (the base normal's
+        scale is sigma / 2)."""
         return q.bijector.forward(q.distribution.distribution.scale * eps)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "curvature": self.curvature,
-                "min_scale": self.min_scale}
+                "min_scale": self.min_scale, "legacy_scale": self.legacy_scale}
+
+    @classmethod
+    def from_config(cls, config):
+        """A config without ``legacy_scale`` was written by kvae 0.1: its convention."""
+        return super().from_config({"legacy_scale": True, **config})
 
 
 @keras.saving.register_keras_serializable(package="kvae")
 class WrappedNormalPrior(Prior):
-    """p(z) = N^W(0, scale^2 I) on the Poincaré ball: exp_0 of a normal at the origin (pythae's
-    PoincareDiskSampler draws from it)."""
+    """p(z) = N^W(0, scale^2 I) on the Poincaré ball (Mathieu et al. 2019, eq. 5): z = exp_0(v / 2),
+    v ~ N(0, scale^2 I), so d_c(0, z) = ||v|` (mean sqrt(pi / 2) = 1.25 in 2-D at scale 1), as pvae's
+    and pythae's N^W(0, 1).  ``legacy_scale``: kvae 0.1's convention z = exp_0(v) (:func:`wrapped_normal`)."""
 
-    def __init__(self, latent_dim, curvature=1.0, scale=1.0, **kwargs):
+    def __init__(self, latent_dim, curvature=1.0, scale=1.0, legacy_scale=False, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim, self.curvature, self.scale = int(latent_dim), float(curvature), float(scale)
+        self.legacy_scale = bool(legacy_scale)
 
     def build(self, input_shape=None):
         self.built = True
 
     def distribution(self):
-        return wrapped_normal(tf.zeros([self.latent_dim]), tf.fill([self.latent_dim], self.scale), self.curvature)
+        return wrapped_normal(tf.zeros([self.latent_dim]), tf.fill([self.latent_dim], self.scale), self.curvature,
+                              self.legacy_scale)
 
     def from_noise(self, eps):
-        """z = exp_0(scale * eps) for standard-normal eps [N, d]."""
-        return project(expmap0(self.scale * tf.convert_to_tensor(eps, tf.float32), self.curvature), self.curvature)
+        """z = exp_0(scale * eps / 2) for standard-normal eps [N, d] (exp_0(scale * eps) if legacy)."""
+        tangent_scale = self.scale if self.legacy_scale else self.scale / LAMBDA_0
+        return project(expmap0(tangent_scale * tf.convert_to_tensor(eps, tf.float32), self.curvature),
+                       self.curvature)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "curvature": self.curvature,
-                "scale": self.scale}
+                "scale": self.scale, "legacy_scale": self.legacy_scale}
+
+    @classmethod
+    def from_config(cls, config):
+        """A config without ``legacy_scale`` was written by kvae 0.1: its convention."""
+        return super().from_config({"legacy_scale": True, **config})

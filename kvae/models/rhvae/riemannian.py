@@ -33,7 +33,9 @@ drops the last two terms, which depend on the parameters through the metric; its
 sqrt(beta_0).  kvae's loss is the negative bound itself, differentiated through every step.)
 
 The manifold sampler (:func:`manifold_hmc`) runs Hamiltonian Monte Carlo on the density
-pi(z) ∝ sqrt(det G^{-1}(z)) (the Riemannian volume, improper far from the data: the chains start at
+pi(z) ∝ sqrt(det G^{-1}(z)) (as pythae's RHVAESampler: the reciprocal of the Riemannian volume element
+sqrt(det G(z)), high where the learned metric is small, near the training codes; improper far from the
+data, where G^{-1} -> lambda I: the chains start at
 stored centroids and run a fixed number of steps, as pythae's RHVAESampler), with a Metropolis
 correction.
 """

@@ -1,7 +1,7 @@
 """Render ``benchmarks/results.json`` (written by ``python -m benchmarks``) as the Markdown tables
 that docs/benchmarks.md carries between its ``<!-- results -->`` markers.
 
-    python benchmarks/markdown.py [benchmarks/results.json]
+    python benchmarks/render_tables.py [benchmarks/results.json]
 
 tests/test_benchmark_docs.py checks that the docs hold exactly this rendering of the committed JSON,
 so every speed figure in the docs is one the entry point measured.
