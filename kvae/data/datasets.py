@@ -172,15 +172,15 @@ def _tfds_arrays(name, tfds_split, data_dir):
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*tfds")))
     try:
         if data_dir is not None and not os.path.isdir(os.path.join(data_dir, name)):
-            raise FileNotFoundError(f"{os.path.join(data_dir, name)} does not exist (a --data-dir is never "
-                                    "downloaded into)")
+            raise DataError(f"{os.path.join(data_dir, name)} does not exist (a --data-dir is never "
+                            "downloaded into)")
         import tensorflow_datasets as tfds
 
         builder = tfds.builder(name, data_dir=data_dir)
         if not builder.is_prepared():
             if data_dir is not None:
-                raise FileNotFoundError(f"it is not prepared in {builder.data_dir} (a --data-dir is never "
-                                        "downloaded into)")
+                raise DataError(f"it is not prepared in {builder.data_dir} (a --data-dir is never "
+                                "downloaded into)")
             host = _TFDS_HOSTS.get(name)
             if host and not _reachable(host):
                 raise ConnectionError(f"it is not in the local cache {builder.data_dir} and {host} cannot be reached")

@@ -139,8 +139,8 @@ class VectorQuantizer(keras.layers.Layer):
         # a batch with a non-finite code (a step the model then skips, skip_nonfinite_updates) leaves
         # the codebook as it was; the decision is the same on every replica (after the all-reduce)
         finite = tf.reduce_all(tf.math.is_finite(sums)) & tf.reduce_all(tf.math.is_finite(flat))
-        if distributed:
-            finite = ctx.all_reduce(tf.distribute.ReduceOp.MIN, tf.cast(finite, tf.float32)) > 0
+        if distributed:  # (tf.distribute reduces by SUM or MEAN only: count the replicas that saw one)
+            finite = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32)) == 0
         self.ema_count.assign(tf.where(finite, count, self.ema_count))
         self.ema_sum.assign(tf.where(finite, total, self.ema_sum))
         self.codebook.assign(tf.where(finite, codebook, self.codebook))
