@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _handwritten  # noqa: E402
 import _timing  # noqa: E402
 
 #: the long run's model (apps/long_runs/lvae-binarized-mnist.json) without the KL warm-up (beta = 1 in both)
@@ -25,7 +26,6 @@ CONFIG = dict(groups=3, channels=64, latent_channels=32, blocks=2)
 
 def hand_written_lvae(model):
     """A Keras model training ``model``'s layers with a hand-written ladder-VAE objective."""
-    import keras
     import tensorflow as tf
 
     top_down, heads = model.decoder_network, model.posterior.heads
@@ -35,78 +35,45 @@ def hand_written_lvae(model):
     def positive(raw):
         return tf.nn.softplus(raw) + 1e-3
 
-    class HandWrittenLVAE(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.parts = [model.encoder_network, model.posterior, top_down, model.likelihood, model.prior]
-            self.tracker = keras.metrics.Mean(name="loss")
+    def per_example_loss(x, eps):
+        features = model.encoder_network(x, training=True)  # bottom group first
+        noise = tf.split(eps, sizes, axis=-1)
+        n = tf.shape(x)[0]
+        h, kl = None, 0.0
+        for i, shape in enumerate(shapes):  # top group first
+            j = len(shapes) - 1 - i
+            mu_hat, raw = tf.split(heads[j](features[j]), 2, axis=-1)
+            s_hat = positive(raw)
+            if i == 0:
+                mu_p = tf.broadcast_to(model.prior.top_loc, tf.shape(mu_hat))
+                s_p = tf.broadcast_to(positive(model.prior.top_raw_scale), tf.shape(mu_hat))
+                mu_q, s_q = mu_hat, s_hat
+            else:
+                mu_p, raw_p = tf.split(top_down.prior_heads[i](h), 2, axis=-1)
+                s_p = positive(raw_p)
+                prec_hat, prec_p = s_hat ** -2, s_p ** -2
+                var_q = 1.0 / (prec_hat + prec_p)
+                mu_q, s_q = (mu_hat * prec_hat + mu_p * prec_p) * var_q, tf.sqrt(var_q)
+            z = mu_q + s_q * tf.reshape(noise[i], [n, *shape])
+            kl += tf.reduce_sum(tf.math.log(s_p) - tf.math.log(s_q)
+                                + (tf.square(s_q) + tf.square(mu_q - mu_p)) / (2.0 * tf.square(s_p)) - 0.5,
+                                axis=[1, 2, 3])
+            z_feat = top_down.z_in[i](z)
+            h = z_feat if h is None else h + z_feat
+            for block in top_down.blocks[i]:
+                h = block(h)
+            h = top_down.up[i](tf.nn.elu(h))
+            th, tw = top_down.target_size(i)
+            h = h[:, :th, :tw, :]
+        (logits,) = model.likelihood(h, training=True)
+        log_px = tf.reduce_sum(logits * x - tf.nn.relu(logits) - tf.nn.softplus(-tf.abs(logits)), [1, 2, 3])
+        return -log_px + kl
 
-        @property
-        def metrics(self):
-            return [self.tracker]
-
-        def call(self, x):
-            return model.encoder_network(x)
-
-        def per_example_loss(self, x, eps):
-            features = model.encoder_network(x, training=True)  # bottom group first
-            noise = tf.split(eps, sizes, axis=-1)
-            n = tf.shape(x)[0]
-            h, kl = None, 0.0
-            for i, shape in enumerate(shapes):  # top group first
-                j = len(shapes) - 1 - i
-                mu_hat, raw = tf.split(heads[j](features[j]), 2, axis=-1)
-                s_hat = positive(raw)
-                if i == 0:
-                    mu_p = tf.broadcast_to(model.prior.top_loc, tf.shape(mu_hat))
-                    s_p = tf.broadcast_to(positive(model.prior.top_raw_scale), tf.shape(mu_hat))
-                    mu_q, s_q = mu_hat, s_hat
-                else:
-                    mu_p, raw_p = tf.split(top_down.prior_heads[i](h), 2, axis=-1)
-                    s_p = positive(raw_p)
-                    prec_hat, prec_p = s_hat ** -2, s_p ** -2
-                    var_q = 1.0 / (prec_hat + prec_p)
-                    mu_q, s_q = (mu_hat * prec_hat + mu_p * prec_p) * var_q, tf.sqrt(var_q)
-                z = mu_q + s_q * tf.reshape(noise[i], [n, *shape])
-                kl += tf.reduce_sum(tf.math.log(s_p) - tf.math.log(s_q)
-                                    + (tf.square(s_q) + tf.square(mu_q - mu_p)) / (2.0 * tf.square(s_p)) - 0.5,
-                                    axis=[1, 2, 3])
-                z_feat = top_down.z_in[i](z)
-                h = z_feat if h is None else h + z_feat
-                for block in top_down.blocks[i]:
-                    h = block(h)
-                h = top_down.up[i](tf.nn.elu(h))
-                th, tw = top_down.target_size(i)
-                h = h[:, :th, :tw, :]
-            (logits,) = model.likelihood(h, training=True)
-            log_px = tf.reduce_sum(logits * x - tf.nn.relu(logits) - tf.nn.softplus(-tf.abs(logits)), [1, 2, 3])
-            return -log_px + kl
-
-        def train_step(self, data):
-            x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-            x = tf.cast(x, tf.float32)
-            seed = tf.cast(tf.random.experimental.stateless_fold_in(tf.constant([1, 0], tf.int64),
-                                                                    self.optimizer.iterations), tf.int32)
-            eps = tf.random.stateless_normal([tf.shape(x)[0], model.latent_dim], seed)
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(self.per_example_loss(x, eps))
-            variables = self.trainable_variables
-            self.optimizer.apply(tape.gradient(loss, variables), variables)
-            self.tracker.update_state(loss)
-            return {"loss": self.tracker.result()}
-
-    return HandWrittenLVAE()
+    parts = [model.encoder_network, model.posterior, top_down, model.likelihood, model.prior]
+    return _handwritten.keras_model(model, parts, per_example_loss, "hand_written_lvae")
 
 
-def loss_parity(model, baseline, x, seed=(3, 4)):
-    """max |kvae per-example loss - baseline per-example loss| on the same weights and noise."""
-    import tensorflow as tf
-
-    seed = tf.constant(seed, tf.int32)
-    terms = model.compute_terms(x, training=True, seed=seed)
-    ours, _ = model.per_example_loss(terms, 1.0)
-    theirs = baseline.per_example_loss(tf.constant(x), model.standard_noise(len(x), seed))
-    return float(np.abs(ours.numpy() - theirs.numpy()).max()), float(np.abs(ours.numpy()).mean())
+loss_parity = _handwritten.loss_parity
 
 
 def run(quick=False, data_dir=None, blocks=None, steps_per_block=None):

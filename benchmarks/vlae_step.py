@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _handwritten  # noqa: E402
 import _timing  # noqa: E402
 
 #: The configuration vlae_step.json was measured with: MLP encoder, the z map seen by every masked layer
@@ -27,68 +28,33 @@ MEASURED_CONFIG = dict(network="mlp", conditioning="every_layer")
 
 def hand_written_vlae(model):
     """A Keras model training ``model``'s layers with a hand-written VLAE objective."""
-    import keras
     import tensorflow as tf
 
     floor = model.free_bits_per_dim * model.latent_dim
     half_log_2pi = 0.5 * math.log(2 * math.pi)
 
-    class HandWrittenVLAE(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.parts = [model.encoder_network, model.posterior, model.decoder_network, model.likelihood,
-                          *model.prior.mades]
-            self.tracker = keras.metrics.Mean(name="loss")
+    def per_example_loss(x, eps):
+        loc, scale = model.posterior(model.encoder_network(x, training=True), training=True)
+        z = loc + scale * eps
+        (cond,) = model.likelihood.raw_params(model.decoder_network(z, training=True), split=False)
+        logits = model.likelihood.network(x, cond)
+        log_px = tf.reduce_sum(logits * x - tf.nn.relu(logits) - tf.nn.softplus(-tf.abs(logits)), [1, 2, 3])
+        log_q = tf.reduce_sum(-0.5 * tf.square(eps) - tf.math.log(scale) - half_log_2pi, -1)
+        u, log_det = z, 0.0
+        for made in reversed(model.prior.mades):  # the MAF's inverse: the last step is undone first
+            shift, log_scale = made(u)
+            u = (u - shift) * tf.exp(-log_scale)
+            log_det -= tf.reduce_sum(log_scale, -1)
+        log_p = tf.reduce_sum(-0.5 * tf.square(u) - half_log_2pi, -1) + log_det
+        kl = log_q - log_p
+        kl = tf.where(tf.reduce_mean(kl) >= floor, kl, floor * tf.ones_like(kl))
+        return -log_px + kl
 
-        @property
-        def metrics(self):
-            return [self.tracker]
-
-        def call(self, x):
-            return model.encoder_network(x)
-
-        def per_example_loss(self, x, eps):
-            loc, scale = model.posterior(model.encoder_network(x, training=True), training=True)
-            z = loc + scale * eps
-            (cond,) = model.likelihood.raw_params(model.decoder_network(z, training=True), split=False)
-            logits = model.likelihood.network(x, cond)
-            log_px = tf.reduce_sum(logits * x - tf.nn.relu(logits) - tf.nn.softplus(-tf.abs(logits)), [1, 2, 3])
-            log_q = tf.reduce_sum(-0.5 * tf.square(eps) - tf.math.log(scale) - half_log_2pi, -1)
-            u, log_det = z, 0.0
-            for made in reversed(model.prior.mades):  # the MAF's inverse: the last step is undone first
-                shift, log_scale = made(u)
-                u = (u - shift) * tf.exp(-log_scale)
-                log_det -= tf.reduce_sum(log_scale, -1)
-            log_p = tf.reduce_sum(-0.5 * tf.square(u) - half_log_2pi, -1) + log_det
-            kl = log_q - log_p
-            kl = tf.where(tf.reduce_mean(kl) >= floor, kl, floor * tf.ones_like(kl))
-            return -log_px + kl
-
-        def train_step(self, data):
-            x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-            x = tf.cast(x, tf.float32)
-            seed = tf.cast(tf.random.experimental.stateless_fold_in(tf.constant([1, 0], tf.int64),
-                                                                    self.optimizer.iterations), tf.int32)
-            eps = tf.random.stateless_normal([tf.shape(x)[0], model.latent_dim], seed)
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(self.per_example_loss(x, eps))
-            variables = self.trainable_variables
-            self.optimizer.apply(tape.gradient(loss, variables), variables)
-            self.tracker.update_state(loss)
-            return {"loss": self.tracker.result()}
-
-    return HandWrittenVLAE()
+    parts = [model.encoder_network, model.posterior, model.decoder_network, model.likelihood, *model.prior.mades]
+    return _handwritten.keras_model(model, parts, per_example_loss, "hand_written_vlae")
 
 
-def loss_parity(model, baseline, x, seed=(3, 4)):
-    """max |kvae per-example loss - baseline per-example loss| on the same weights and noise."""
-    import tensorflow as tf
-
-    seed = tf.constant(seed, tf.int32)
-    terms = model.compute_terms(x, training=True, seed=seed)
-    ours, _ = model.per_example_loss(terms, 1.0)
-    theirs = baseline.per_example_loss(tf.constant(x), model.standard_noise(len(x), seed))
-    return float(np.abs(ours.numpy() - theirs.numpy()).max()), float(np.abs(ours.numpy()).mean())
+loss_parity = _handwritten.loss_parity
 
 
 def _images(data_dir, n):
