@@ -120,3 +120,15 @@ def test_the_ladder_baseline_computes_kvae_loss():
                            merge="residual")
     other.set_weights(model.get_weights())
     assert lvae_step.loss_parity(other, baseline, x)[0] > 1e-2
+
+
+def test_docs_quote_the_cli_latency_run():
+    with open(os.path.join(ROOT, "benchmarks", "cli_latency.json")) as f:
+        report = json.load(f)
+    kvae, base = report["results"]["kvae_help"], report["results"]["python_baseline"]
+    assert kvae["median_over_baseline_s"] == pytest.approx(kvae["median_s"] - base["median_s"])
+    sentence = (f"**CLI start-up** (`benchmarks/cli_latency.py`, run {report['date']}, `benchmarks/cli_latency.json`): "
+                f"`kvae --help` takes a median {kvae['median_s']:.3f} s over {kvae['n']} fresh "
+                f"processes, a bare `python -c pass` {base['median_s']:.3f} s in the same interleaved "
+                f"rounds, so kvae adds {kvae['median_over_baseline_s']:.3f} s.")
+    assert sentence in open(os.path.join(ROOT, "docs", "benchmarks.md")).read()

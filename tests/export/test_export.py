@@ -5,7 +5,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 
@@ -16,6 +15,9 @@ import tensorflow as tf
 import kvae
 from kvae.cli import main as cli
 from kvae.export import bundle as export
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers"))
+from waiting import wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_DIR = os.path.join(HERE, "..", "export")
@@ -163,6 +165,14 @@ def _request(url, body=None, raw=None):
         return err.code, json.loads(err.read())
 
 
+def _answer(url):
+    """The server's (status, body), or None while nothing listens yet."""
+    try:
+        return _request(url)
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
 def test_http_server_answers_and_survives_bad_requests(bundles):
     _, path = bundles["vae"]
     port = _free_port()
@@ -171,12 +181,7 @@ def test_http_server_answers_and_survives_bad_requests(bundles):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                status, body = _request(base + "/healthz")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
+        status, body = wait_for(lambda: _answer(base + "/healthz"), "kvae-serve to answer /healthz", process=proc)
         assert status == 200 and body["status"] == "ok" and "/sample" in body["endpoints"]
         status, body = _request(base + "/sample", {"n": 3, "seed": 1})
         assert status == 200 and np.asarray(body["images"]).shape == (3, 8, 8, 1)
