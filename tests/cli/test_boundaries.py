@@ -68,6 +68,23 @@ def test_commands_print_no_tensorflow_noise(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "binarized_mnist not found" in result.stderr
 
 
+def test_kvae_verbose_tf_shows_tensorflow_start_up_messages(tmp_path):
+    # the switch of docs/cli.md: the same command as above, now with TensorFlow's native messages
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell
+    argv = ["train", "--epochs", "1", "--limit", "100", "--hidden", "8", "--latent-dim", "2", "--quiet"]
+    shown = {}
+    for verbose in ("1", None):
+        run_env = dict(env, KVAE_VERBOSE_TF=verbose) if verbose else {k: v for k, v in env.items()
+                                                                       if k != "KVAE_VERBOSE_TF"}
+        result = subprocess.run([sys.executable, "-c", "import sys, kvae_cli; sys.exit(kvae_cli.main())", *argv,
+                                 "--out", str(tmp_path / f"run{verbose}")], capture_output=True, text=True,
+                                timeout=600, env=run_env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        shown[verbose] = [line for line in result.stderr.splitlines() if any(n in line for n in NOISE)]
+    assert shown["1"], "KVAE_VERBOSE_TF=1 showed none of TensorFlow's start-up messages"
+    assert shown[None] == []
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--lr", "-1", "--out", "r"], "argument --lr: must be > 0"),
     (["train", "--epochs", "0", "--out", "r"], "argument --epochs: must be > 0"),

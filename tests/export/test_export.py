@@ -214,6 +214,26 @@ def test_export_from_the_cli(tmp_path, capsys):
     assert os.path.isfile(tmp_path / "bundle" / "manifest.json")
 
 
+def test_export_opset_and_no_check_from_the_cli(tmp_path, capsys):
+    import glob
+
+    import onnx
+
+    run, out = str(tmp_path / "run"), tmp_path / "bundle"
+    assert cli.main(["train", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--out", run, "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["export", run, "--out", str(out), "--opset", "15", "--no-check"]) == 0
+    printed = capsys.readouterr().out
+    assert "|keras-onnx|" not in printed and "wrote " in printed  # no parity check was run
+    manifest = json.load(open(out / "manifest.json"))
+    assert manifest["opset"] == 15 and "parity" not in manifest
+    files = glob.glob(str(out / "onnx" / "*.onnx"))
+    assert files
+    for path in files:  # every graph was converted at the asked opset
+        opsets = {o.domain: o.version for o in onnx.load(path, load_external_data=False).opset_import}
+        assert opsets[""] == 15, (path, opsets)
+
+
 def test_rae_with_ex_post_mixture_exports_its_sampler(tmp_path):
     from kvae_serve import Bundle
 
