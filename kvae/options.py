@@ -107,7 +107,7 @@ def _helps(facts):
             continue
         own, current = {}, []
         for line in match.group(1).splitlines():
-            m = re.match(r"^ {2,4}([\w, ]+):\s*(.*)$", line)
+            m = re.match(r"^ {2,4}(\w[\w, ]*):\s*(.*)$", line)  # not a continuation line's ":mod:`...`"
             if m:
                 current = [n.strip() for n in m.group(1).split(",")]
                 for n in current:

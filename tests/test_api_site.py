@@ -88,12 +88,7 @@ def test_every_public_symbol_is_on_an_api_page(package, symbols):
     assert not unknown
 
 
-@pytest.mark.parametrize("package", [
-    "kvae",
-    pytest.param("kvae_serve", marks=pytest.mark.xfail(
-        strict=True, reason="kvae_serve/server.py's RequestError, Server, make_handler, serve and main have no "
-                            "docstring; the Starlette rewrite replaces the module: remove this mark with it")),
-])
+@pytest.mark.parametrize("package", ["kvae", "kvae_serve"])
 def test_every_public_symbol_has_a_docstring(package, symbols):
     undocumented = sorted(p for p, obj in symbols[package].items() if not (obj.__doc__ or "").strip())
     assert not undocumented, f"public symbols without a docstring: {undocumented}"

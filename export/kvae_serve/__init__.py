@@ -7,8 +7,9 @@
     q = bundle.encode(x)                        # {"loc": ..., "scale": ...}
     x_hat = bundle.reconstruct(x, seed=0)
 """
-from .bundle import Bundle, BundleError
+#: the one version of kvae-serve: setup.cfg and the HTTP server header read it
+__version__ = "0.3.0"
+
+from .bundle import Bundle, BundleError  # noqa: E402
 
 __all__ = ["Bundle", "BundleError"]
-#: the one version of kvae-serve: setup.cfg and the HTTP server header read it
-__version__ = "0.2.0"

@@ -1,301 +1,212 @@
-"""HTTP JSON server for a kvae bundle (standard library only).
+"""``kvae-serve``: the bundle's app (:mod:`kvae_serve.app`) on uvicorn, one process or ``--workers N``.
 
-    python -m kvae_serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--max-samples 256]
+    kvae-serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--workers N] [--max-batch 1] [--max-wait-ms 2]
+    kvae-serve --check BUNDLE_DIR
 
-* ``GET /`` -> the browser explorer (``static/``, shipped in this package: no CDN, works offline)
-* ``GET /explorer.json`` -> the bundle's explorer data (KL per dimension, code map, examples), 404 if none
-* ``GET /healthz`` -> ``{"status": "ok", "model": ..., "endpoints": [paths served], "input_shape", ...}``
-* ``POST /sample`` ``{"n": 4, "seed": 0, "labels": [..], "source": "prior"|"density"}`` -> ``{"images", "shape"}``
-* ``POST /decode`` ``{"z": [[...], ...], "labels": [...]}`` -> decoder parameters (``probs`` or ``loc``, ...)
-* ``POST /images`` ``{"z": [[...], ...], "seed": 0, "labels": [...]}`` -> ``{"images", "shape"}`` decoded from z
-* ``POST /encode`` ``{"x": [...], "labels": [...]}`` -> posterior parameters (``loc``, ``scale``, ...)
-* ``POST /reconstruct`` ``{"x": [...], "seed": 0, "labels": [...]}`` -> ``{"images", "shape"}``
-* ``POST /log_prob`` ``{"x": [...], "k": 100, "seed": 0, "labels": [...]}`` -> ``{"log_prob": [...]}``
-
-Client errors get a 4xx status and ``{"error": "..."}``: malformed JSON or Content-Length (400),
-wrong shapes, types or values (400), unknown path (404), wrong method (405, with ``Allow``),
-body too large (413), body not JSON (415), missing length (411), a body that never arrives (408).
-The server keeps running; a client that disconnects mid-answer is ignored.  The listen backlog
-is ``request_queue_size`` (1024), not socketserver's 5, so bursts of connections queue instead
-of being reset (benchmarks/serving_load.py measures it).
+uvicorn with its C parser (httptools, uvloop where installed; ``TCP_NODELAY`` on every connection),
+keep-alive, graceful shutdown on SIGINT/SIGTERM (requests in progress are answered), a cap on open
+connections and tasks per worker (``--max-connections``: beyond it uvicorn answers 503) and a
+deadline for each request to arrive whole (``--read-timeout``, :mod:`kvae_serve.protocol`).  Each
+worker loads the bundle itself and holds its own onnxruntime sessions (``--threads`` intra-op
+threads each, spinning off).
 """
 import argparse
 import errno
 import json
 import os
+import shutil
+import signal
 import socket
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import tempfile
+import threading
 
-from . import __version__
 from .bundle import Bundle, BundleError
 
-MAX_BODY = 64 << 20
-READ_TIMEOUT = 30.0
-POST_PATHS = ("/sample", "/decode", "/images", "/encode", "/reconstruct", "/log_prob")
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".css": "text/css; charset=utf-8"}
+BACKLOG = 2048
 
 
-def _static_files():
-    """{URL path: file} of the explorer's assets: ``/`` is index.html, the rest under /static/."""
-    files = {}
-    if os.path.isdir(STATIC_DIR):
-        for name in sorted(os.listdir(STATIC_DIR)):
-            if os.path.splitext(name)[1] in STATIC_TYPES:
-                files[f"/static/{name}"] = os.path.join(STATIC_DIR, name)
-    if "/static/index.html" in files:
-        files["/"] = files["/static/index.html"]
-    return files
-
-
-class RequestError(Exception):
-    def __init__(self, status, message, headers=None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
-
-
-def _int_field(data, name, default=None, minimum=None, maximum=None):
-    value = data.get(name, default)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise RequestError(400, f"{name} must be an integer, got {value!r}"[:300])
-    if minimum is not None and value < minimum:
-        raise RequestError(400, f"{name} must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise RequestError(400, f"{name}={value} is over the limit of {maximum}")
-    return value
-
-
-def _array_field(data, name, max_rows):
-    if name not in data:
-        raise RequestError(400, f"missing field {name!r}")
-    value = data[name]
-    if not isinstance(value, list):
-        raise RequestError(400, f"{name} must be a list (a batch), got {type(value).__name__}")
-    if len(value) > max_rows:
-        raise RequestError(400, f"{len(value)} rows in {name} is over the limit of {max_rows}")
-    return value
-
-
-class Server(ThreadingHTTPServer):
-    request_queue_size = 1024
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):  # a client that went away is not our error
-        err = sys.exc_info()[1]
-        if isinstance(err, (ConnectionError, socket.timeout, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
-
-
-def make_handler(bundle, max_samples):
-    endpoints = set(bundle.endpoints)
-    served = ["/healthz"] + [p for p in POST_PATHS if p.lstrip("/") in endpoints
-                             or (p == "/sample" and "sample" in endpoints)]
-    static = _static_files()
-    get_paths = ["/healthz", "/explorer.json"] + list(static)
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = f"kvae-serve/{__version__}"
-        protocol_version = "HTTP/1.1"
-        timeout = READ_TIMEOUT
-
-        def log_message(self, fmt, *args):  # quiet; errors are returned to the client
-            pass
-
-        def _send(self, status, payload, headers=None, content_type="application/json"):
-            body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                if status >= 400:
-                    self.send_header("Connection", "close")
-                    self.close_connection = True
-                self.end_headers()
-                self.wfile.write(body)
-            except (ConnectionError, socket.timeout, TimeoutError):
-                self.close_connection = True
-
-        def send_error(self, code, message=None, explain=None):
-            """http.server's own errors, as JSON; the ones it calls 5xx are the client's (an unknown
-            method is 501 there, an unknown HTTP version 505): answered 405 / 400."""
-            if code == 501:
-                code, message = 405, f"unsupported method; use {', '.join(('GET /healthz', 'POST'))}"
-            elif code >= 500:
-                code = 400
-            self._send(code, {"error": message or explain or "bad request"})
-
-        def _path(self):
-            return self.path.split("?", 1)[0]
-
-        def _body(self):
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                raise RequestError(411, "chunked bodies are not supported: send Content-Length")
-            raw = self.headers.get("Content-Length")
-            if raw is None:
-                raise RequestError(411, "Content-Length is required")
-            if not raw.strip().isdigit():
-                raise RequestError(400, f"Content-Length must be a non-negative integer, got {raw[:50]!r}")
-            length = int(raw)
-            if length > MAX_BODY:
-                raise RequestError(413, f"request body over {MAX_BODY} bytes")
-            if length == 0:
-                raise RequestError(400, "empty request body: send a JSON object")
-            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if ctype not in ("application/json", ""):
-                self.rfile.read(length)
-                raise RequestError(415, f"Content-Type must be application/json, got {ctype[:80]!r}")
-            try:
-                body = self.rfile.read(length)
-            except (socket.timeout, TimeoutError):
-                raise RequestError(408, "the request body did not arrive in time") from None
-            if len(body) < length:
-                raise RequestError(400, f"the body ended after {len(body)} of {length} bytes")
-            try:
-                data = json.loads(body)
-            except (ValueError, RecursionError) as err:
-                raise RequestError(400, f"malformed JSON: {err}"[:300]) from None
-            if not isinstance(data, dict):
-                raise RequestError(400, "the request body must be a JSON object")
-            return data
-
-        def _method_not_allowed(self, allowed):
-            raise RequestError(405, f"{self.command} is not allowed on {self._path()}; use {allowed}",
-                               {"Allow": allowed})
-
-        def _dispatch(self, handler):
-            try:
-                handler()
-            except RequestError as err:
-                self._send(err.status, {"error": str(err)}, err.headers)
-            except BundleError as err:
-                self._send(400, {"error": str(err)})
-            except (ConnectionError, socket.timeout, TimeoutError):
-                self.close_connection = True
-            except Exception as err:  # a bug on our side: answer 500, keep serving
-                self._send(500, {"error": f"internal error: {type(err).__name__}: {err}"[:500]})
-
-        def do_GET(self):
-            self._dispatch(self._get)
-
-        def do_HEAD(self):
-            self._dispatch(lambda: self._method_not_allowed("GET" if self._path() in get_paths else "POST"))
-
-        def do_POST(self):
-            self._dispatch(self._post)
-
-        def do_PUT(self):
-            self._dispatch(self._other)
-
-        do_DELETE = do_PATCH = do_OPTIONS = do_PUT
-
-        def _other(self):
-            path = self._path()
-            if path in get_paths:
-                self._method_not_allowed("GET")
-            if path in served:
-                self._method_not_allowed("POST")
-            raise RequestError(404, f"unknown path {path[:200]}; served: {', '.join(served)}")
-
-        def _get(self):
-            path = self._path()
-            if path == "/healthz":
-                self._send(200, {"status": "ok", "model": bundle.manifest["model"]["class"], "endpoints": served,
-                                 "input_shape": list(bundle.input_shape), "latent_dim": bundle.latent_dim,
-                                 "num_classes": bundle.num_classes, "likelihood": bundle.manifest["model"].get(
-                                     "likelihood"), "explorer": bundle.explorer is not None})
-            elif path == "/explorer.json":
-                if bundle.explorer is None:
-                    raise RequestError(404, "this bundle has no explorer data: export it with "
-                                            "`kvae export RUN_DIR --explorer-examples 500`")
-                self._send(200, bundle.explorer)
-            elif path in static:
-                with open(static[path], "rb") as f:
-                    self._send(200, f.read(), {"Cache-Control": "no-cache"},
-                               STATIC_TYPES[os.path.splitext(static[path])[1]])
-            elif path in served:
-                self._method_not_allowed("POST")
-            else:
-                raise RequestError(404, f"unknown path {path[:200]}; served: {', '.join(served)}")
-
-        def _post(self):
-            path = self._path()
-            if path in get_paths:
-                self._method_not_allowed("GET")
-            if path not in served:
-                raise RequestError(404, f"unknown path {path[:200]}; served: {', '.join(served)}")
-            data = self._body()
-            labels = data.get("labels")
-            if path == "/sample":
-                n = _int_field(data, "n", 1, minimum=1, maximum=max_samples)
-                seed = _int_field(data, "seed", None, minimum=0)
-                source = data.get("source", "prior")
-                if source not in ("prior", "density"):
-                    raise RequestError(400, f"source must be 'prior' or 'density', got {source!r}"[:200])
-                images = bundle.sample(n, seed=seed, labels=labels, source=source)
-                self._send(200, {"images": images.tolist(), "shape": list(images.shape)})
-            elif path == "/decode":
-                out = bundle.decode(_array_field(data, "z", max_samples), labels=labels)
-                self._send(200, {k: v.tolist() for k, v in out.items()})
-            elif path == "/images":
-                seed = _int_field(data, "seed", None, minimum=0)
-                images = bundle.images(_array_field(data, "z", max_samples), seed=seed, labels=labels)
-                self._send(200, {"images": images.tolist(), "shape": list(images.shape)})
-            elif path == "/encode":
-                out = bundle.encode(_array_field(data, "x", max_samples), labels=labels)
-                self._send(200, {k: v.tolist() for k, v in out.items()})
-            elif path == "/reconstruct":
-                seed = _int_field(data, "seed", None, minimum=0)
-                images = bundle.reconstruct(_array_field(data, "x", max_samples), seed=seed, labels=labels)
-                self._send(200, {"images": images.tolist(), "shape": list(images.shape)})
-            elif path == "/log_prob":
-                x = _array_field(data, "x", max_samples)
-                k = _int_field(data, "k", 100, minimum=1, maximum=5000)
-                seed = _int_field(data, "seed", None, minimum=0)
-                if len(x) * k > 50 * max_samples * 100:
-                    raise RequestError(400, f"{len(x)} examples x k={k} is over the limit of this server")
-                values = bundle.log_prob(x, k=k, seed=seed, labels=labels)
-                self._send(200, {"log_prob": values.tolist(), "k": k})
-
-    return Handler
-
-
-def make_server(bundle_dir, host="127.0.0.1", port=8000, max_samples=256):
-    """The server object (not yet serving); raises BundleError or OSError (e.g. a busy port)."""
-    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle(bundle_dir)
-    return Server((host, port), make_handler(bundle, max_samples))
-
-
-def serve(bundle_dir, host="127.0.0.1", port=8000, max_samples=256):
-    server = make_server(bundle_dir, host, port, max_samples)
-    print(f"serving {bundle_dir} on http://{host}:{server.server_address[1]}", flush=True)
+def usable_cores():
+    """The CPU cores this process may run on (the default number of workers)."""
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _loop():
+    import importlib.util
+
+    return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+
+
+def uvicorn_config(app, read_timeout, max_connections, workers=1):
+    """The uvicorn Config kvae-serve runs ``app`` (an app or the factory's import string) with."""
+    import uvicorn
+
+    from . import __version__
+    from .protocol import GuardedHttpToolsProtocol
+
+    if workers == 1:  # a class of this server's own (several servers can share a process)
+        protocol = type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"read_timeout": float(read_timeout)})
+    else:  # pickled by name into the workers, which set read_timeout (kvae_serve.app.create_app_from_env)
+        protocol = GuardedHttpToolsProtocol
+    return uvicorn.Config(app, factory=isinstance(app, str), workers=workers, loop=_loop(), http=protocol,
+                          lifespan="off", log_level="error", access_log=False,
+                          server_header=False, headers=[("Server", f"kvae-serve/{__version__} (uvicorn)")],
+                          timeout_keep_alive=5, timeout_graceful_shutdown=30, limit_concurrency=max_connections,
+                          backlog=BACKLOG)
+
+
+def bind(host, port):
+    """A listening TCP socket (OSError as the caller's one-line error)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class ThreadedServer:
+    """kvae-serve in the calling process (``kvae explore``, tests): ``serve_forever()`` runs uvicorn
+    until ``shutdown()`` (from another thread) or SIGINT/SIGTERM (in the main thread)."""
+
+    def __init__(self, bundle, host="127.0.0.1", port=0, max_connections=1024, **options):
+        import uvicorn
+
+        from .app import DEFAULTS, create_app
+
+        self.app = create_app(bundle, **options)
+        self.socket = bind(host, port)
+        self.server_address = self.socket.getsockname()[:2]
+        read_timeout = options.get("read_timeout", DEFAULTS["read_timeout"])
+        self.server = uvicorn.Server(uvicorn_config(self.app, read_timeout, max_connections))
+        self._done = threading.Event()
+
+    def serve_forever(self):
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            self._done.set()
+
+    def shutdown(self):
+        self.server.should_exit = True
+        self._done.wait(60)
+
+    def server_close(self):
+        self.socket.close()
+
+
+def make_server(bundle, host="127.0.0.1", port=8000, **options):
+    """The server object (not yet serving); raises BundleError or OSError (e.g. a busy port)."""
+    return ThreadedServer(bundle if isinstance(bundle, Bundle) else Bundle(bundle), host, port, **options)
+
+
+def read_key(path):
+    """The HMAC key in ``path`` (its bytes without surrounding whitespace); BundleError if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read().strip()
+    except OSError as err:
+        raise BundleError(f"cannot read --key-file {path}: {err.strerror}") from None
+    if not key:
+        raise BundleError(f"--key-file {path} is empty")
+    return key
+
+
+def check(bundle_dir, key=None):
+    """Load ``bundle_dir`` as the server would (every check, every session run once); one line."""
+    bundle = Bundle(bundle_dir, key=key)
+    return (f"{bundle_dir}: ok ({len(bundle.endpoints)} endpoints: {', '.join(bundle.endpoints)}; "
+            "every file verified, every session ran)")
+
+
+def serve(args, key):
+    """Check the bundle, bind, then serve with ``args.workers`` processes until SIGINT/SIGTERM."""
+    options = {"max_samples": args.max_samples, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
+               "queue": args.queue, "max_log_prob_samples": args.max_log_prob_samples,
+               "read_timeout": args.read_timeout}
+    if args.workers == 1:
+        server = ThreadedServer(Bundle(args.bundle, key=key, threads=args.threads, spinning=False), args.host,
+                                args.port, args.max_connections, **options)
+        print(f"serving {args.bundle} on http://{args.host}:{server.server_address[1]} (1 worker)", flush=True)
+        # uvicorn answers the requests in progress, then raises the signal again for the handler it
+        # found: a no-op here, so a graceful stop exits 0
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: None)
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+        return
+    check(args.bundle, key)  # one line now, not one per worker
+    sock = bind(args.host, args.port)
+    metrics_dir = tempfile.mkdtemp(prefix="kvae-serve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ["KVAE_SERVE_OPTIONS"] = json.dumps({**options, "bundle": os.path.abspath(args.bundle),
+                                                   "key_file": args.key_file, "threads": args.threads})
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn_config("kvae_serve.app:create_app_from_env", args.read_timeout, args.max_connections,
+                            args.workers)
+    print(f"serving {args.bundle} on http://{args.host}:{sock.getsockname()[1]} ({args.workers} workers)", flush=True)
+    try:
+        Multiprocess(config, sockets=[sock]).run()
     finally:
-        server.server_close()
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="kvae-serve", description="Serve a kvae bundle over HTTP (JSON).")
+def parser():
+    """The ``kvae-serve`` argument parser."""
+    p = argparse.ArgumentParser(prog="kvae-serve", description="Serve a kvae bundle over HTTP (JSON API, "
+                                "KServe/Triton v2, Prometheus /metrics, the browser explorer).")
     p.add_argument("bundle")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-samples", type=int, default=256)
-    args = p.parse_args(argv)
-    if not 0 <= args.port <= 65535 or args.max_samples < 1:
-        print("kvae-serve: error: --port must be in 0..65535 and --max-samples positive", file=sys.stderr)
+    p.add_argument("--workers", type=int, default=usable_cores(), help="processes, each with its own sessions "
+                                                                     "(default: the usable cores)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads per worker")
+    p.add_argument("--max-samples", type=int, default=256, help="rows per request")
+    p.add_argument("--max-log-prob-samples", type=int, default=25600, help="rows x k per /log_prob request")
+    p.add_argument("--max-batch", type=int, default=1, help="rows per micro-batched run (1: no batching)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a request waits for a batch")
+    p.add_argument("--queue", type=int, default=256, help="requests per endpoint and worker admitted at once; "
+                                                         "more get 503 with Retry-After")
+    p.add_argument("--max-connections", type=int, default=1024, help="open connections per worker; more get 503")
+    p.add_argument("--read-timeout", type=float, default=30.0, help="seconds for a whole request to arrive (408)")
+    p.add_argument("--check", action="store_true", help="verify and load the bundle, run every session once, "
+                                                        "print one line and exit (0: ok, 1: error)")
+    p.add_argument("--key-file", default=os.environ.get("KVAE_BUNDLE_KEY_FILE"),
+                   help="HMAC key the bundle was signed with (default: $KVAE_BUNDLE_KEY_FILE)")
+    return p
+
+
+def main(argv=None):
+    """Run ``kvae-serve``: check the bundle (``--check``: only that), then serve it until SIGINT/SIGTERM."""
+    args = parser().parse_args(argv)
+    bad = [name for name, ok in (("--port must be in 0..65535", 0 <= args.port <= 65535),
+                                 ("--workers", args.workers >= 1), ("--threads", args.threads >= 0),
+                                 ("--max-samples", args.max_samples >= 1), ("--max-batch", args.max_batch >= 1),
+                                 ("--max-wait-ms", args.max_wait_ms >= 0), ("--queue", args.queue >= 1),
+                                 ("--max-connections", args.max_connections >= 1),
+                                 ("--max-log-prob-samples", args.max_log_prob_samples >= 1),
+                                 ("--read-timeout", args.read_timeout > 0)) if not ok]
+    if bad:
+        print(f"kvae-serve: error: {bad[0]}{'' if 'must' in bad[0] else ' must be positive'}", file=sys.stderr)
         return 1
     try:
-        serve(args.bundle, args.host, args.port, args.max_samples)
+        key = None if args.key_file is None else read_key(args.key_file)
+        if args.check:
+            print(check(args.bundle, key))
+            return 0
+        serve(args, key)
     except BundleError as err:
         print(f"kvae-serve: error: {err}", file=sys.stderr)
         return 1

@@ -28,14 +28,15 @@ def train(args):
     for key, value in options.items():
         if isinstance(value, list):
             options[key] = tuple(value)
-    runs.train(model=args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir, epochs=args.epochs,
+    _, history = runs.train(model=args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir, epochs=args.epochs,
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer, ema=args.ema,
                limit=args.limit, valid_limit=args.valid_limit, verbose=2 if args.quiet else "auto", fit_density=args.fit_density,
                strategy=args.strategy, jit_compile=args.jit_compile, precision=args.precision,
                checkpoint_every=args.checkpoint_every, steps_per_execution=args.steps_per_execution,
                keep_best=args.keep_best, init_weights=args.init_weights, clip_norm=args.clip_norm,
                early_stopping=args.early_stopping, lr_decay=args.lr_decay, **options)
-    print(f"wrote {args.out}: model.keras, config.json, history.json, samples.png, reconstructions.png")
+    if history is not None:  # None: the run had finished, and said so
+        print(f"wrote {args.out}: {', '.join(history.run_files)}")
 
 
 def evaluate(args):
@@ -209,7 +210,8 @@ def _missing_extra(modules, extra):
     if missing:
         from kvae.errors import ConfigError
 
-        raise ConfigError(f"this command needs {', '.join(missing)}, which is not installed: "
+        raise ConfigError(f"this command needs {', '.join(missing)}, which {'are' if len(missing) > 1 else 'is'} "
+                          f"not installed: "
                           f"pip install 'kvae[{extra}]'")
 
 
@@ -218,6 +220,17 @@ def export(args):
     from kvae.export import bundle
     from kvae.training import runs
 
+    key = None
+    if args.key_file is not None:
+        try:
+            with open(args.key_file, "rb") as f:
+                key = f.read().strip()
+        except OSError as err:
+            raise UsageError(f"cannot read --key-file {args.key_file}: {err.strerror}") from None
+        if not key:
+            raise UsageError(f"--key-file {args.key_file} is empty")
+    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+        raise UsageError(f"{args.out} exists and is not empty: pass --overwrite to replace it")
     model, config = runs.load_run(args.run_dir)
     extra = None
     if args.explorer_examples:
@@ -228,11 +241,12 @@ def export(args):
             print("no validation images found for the run's data set: explorer.json not written")
         else:
             extra = explorer.explorer_data(model, *found)
-    manifest = bundle.export(model, args.out, opset=args.opset, check=not args.no_check, explorer=extra)
+    manifest = bundle.export(model, args.out, opset=args.opset, check=not args.no_check, explorer=extra,
+                             overwrite=args.overwrite, key=key)
     for name, diffs in manifest.get("parity", {}).items():
         print(f"{name:12s} |keras-savedmodel| {diffs['savedmodel_max_abs_diff']:.2e}  "
               f"|keras-onnx| {diffs['onnx_max_abs_diff']:.2e}")
-    print(f"wrote {args.out}: savedmodel/1, onnx/*.onnx, manifest.json")
+    print(f"wrote {args.out}: savedmodel/1, onnx/*.onnx, manifest.json, bundle.sha256")
 
 
 def explore(args):

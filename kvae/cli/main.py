@@ -4,12 +4,31 @@ pretrained.
 Thin: :mod:`kvae.cli.parser` parses and validates (without TensorFlow), :mod:`kvae.cli.commands`
 calls the library.  Errors (bad options included) print one line and exit 1.
 """
+import os
 import sys
 
 from kvae.cli.commands import COMMANDS
 from kvae.cli.parser import UsageError, build_parser
 
 __all__ = ["main", "build_parser", "UsageError", "COMMANDS"]
+
+
+#: the static binarised MNIST file (kvae.data.datasets.MNIST_FILE; not imported: kvae.data loads TensorFlow)
+MNIST_FILE = "binarized_mnist.npz"
+
+
+def data_location_problem(args):
+    """What is wrong with ``--data-dir`` (not a directory; no ``binarized_mnist.npz`` in it for
+    ``--dataset binarized_mnist``), checked without TensorFlow; None when nothing is."""
+    data_dir = getattr(args, "data_dir", None)
+    if not data_dir:
+        return None
+    if not os.path.isdir(data_dir):
+        return f"--data-dir {data_dir} is not a directory"
+    if getattr(args, "dataset", None) == "binarized_mnist" and not os.path.isfile(os.path.join(data_dir, MNIST_FILE)):
+        return (f"binarized_mnist not found: no {MNIST_FILE} in {data_dir} (--data-dir; a named directory is never "
+                "downloaded into). Provide the file (arrays train, valid[, test], uint8 N x 784) there")
+    return None
 
 
 def main(argv=None):
@@ -24,6 +43,10 @@ def main(argv=None):
         return 1
     except SystemExit as exit_:  # --help
         return exit_.code or 0
+    problem = data_location_problem(args)
+    if problem:  # before TensorFlow loads: a missing file is named at once
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return 1
     from kvae._quiet import import_tensorflow
 
     import_tensorflow()

@@ -170,7 +170,8 @@ def build_parser(argv=()):
     t.add_argument("--model", default="vae", choices=registry.names("model"), help="model name (default: vae)")
     t.add_argument("--dataset", default="digits", choices=datasets, help="data set (default: digits, bundled)")
     t.add_argument("--data-dir", help="directory holding local data files (or set KVAE_DATA_DIR)")
-    t.add_argument("--epochs", type=_pos_int, default=10, help="(default: 10)")
+    t.add_argument("--epochs", type=_pos_int, default=10,
+                   help="epochs in all; a finished run rerun with more continues from its last checkpoint (default: 10)")
     t.add_argument("--batch-size", type=_pos_int, default=100, help="global batch size (default: 100)")
     t.add_argument("--lr", type=_pos_float, help="learning rate (default: 0.001; vlae: 0.002)")
     t.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the data order, weights and noise")
@@ -266,6 +267,10 @@ def build_parser(argv=()):
                    help="validation images of the run's data set encoded into explorer.json for the browser "
                         "explorer (KL per dimension, code map); 0 for none")
     x.add_argument("--data-dir")
+    x.add_argument("--overwrite", action="store_true", help="replace BUNDLE_DIR if it exists and is not empty "
+                                                            "(the new bundle is renamed into place whole)")
+    x.add_argument("--key-file", help="sign the manifest with HMAC-SHA256 under the key in this file "
+                                      "(bundle.hmac; serve with kvae-serve --key-file)")
 
     e = sub.add_parser("explore", help="open the browser explorer on a run (or a pretrained model)",
                        description="Export RUN_DIR (or --pretrained NAME) to a temporary bundle with explorer data "

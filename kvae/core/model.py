@@ -81,11 +81,10 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
       objective: ``"elbo"`` (the loss below) or a bound from :mod:`kvae.parts.objectives` (``"iwae"``,
         ``"miwae"``, ``"ciwae"``, ``"piwae"`` or a layer such as ``kvae.parts.objectives.IWAEBound(50)``) that
         replaces -log p(x|z) + beta KL; regularisers are still added.
-      skip_nonfinite_updates: skip a training step whose gradients hold a NaN or an infinity on any
-        replica (weights and optimizer moments unchanged, the step still counted), as deep
-        hierarchies are trained (Child 2021, VDVAE); the metric ``skipped_updates`` counts them per
-        epoch.  A ``LossScaleOptimizer`` (``mixed_float16``) already skips such steps and lowers its
-        scale, so the model leaves them to it.  Forward-pass state (batch-norm statistics) is not rolled back.
+      skip_nonfinite_updates: skip a training step whose gradients hold a NaN or an infinity on any replica
+        (weights and optimizer moments unchanged, the step still counted; Child 2021, VDVAE); the metric
+        ``skipped_updates`` counts them per epoch.  A ``LossScaleOptimizer`` (``mixed_float16``) already skips
+        such steps and lowers its scale, so the model leaves them to it.  Forward-pass state is not rolled back.
     """
 
     def __init__(self, input_shape, latent_dim=32, network="mlp", hidden=(500, 500), decoder="bernoulli",

@@ -150,19 +150,44 @@ def _reachable(host, timeout=5.0):
         return False
 
 
+def _new_empty_tfds_temp_dirs(before):
+    """Remove the empty ``tmp*tfds`` folders tensorflow-datasets made since ``before`` (a set)."""
+    import glob
+    import tempfile
+
+    for path in set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*tfds"))) - before:
+        try:
+            os.rmdir(path)  # only if empty
+        except OSError:
+            pass
+
+
 def _tfds_arrays(name, tfds_split, data_dir):
-    """Arrays of one tensorflow-datasets split: from its local cache, else downloaded."""
+    """Arrays of one tensorflow-datasets split: from tensorflow-datasets' data directory ``data_dir``
+    when given (never downloading: it must hold the prepared set), else from its default cache or
+    downloaded."""
+    import glob
+    import tempfile
+
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*tfds")))
     try:
+        if data_dir is not None and not os.path.isdir(os.path.join(data_dir, name)):
+            raise FileNotFoundError(f"{os.path.join(data_dir, name)} does not exist (a --data-dir is never "
+                                    "downloaded into)")
         import tensorflow_datasets as tfds
 
         builder = tfds.builder(name, data_dir=data_dir)
         if not builder.is_prepared():
+            if data_dir is not None:
+                raise FileNotFoundError(f"it is not prepared in {builder.data_dir} (a --data-dir is never "
+                                        "downloaded into)")
             host = _TFDS_HOSTS.get(name)
             if host and not _reachable(host):
                 raise ConnectionError(f"it is not in the local cache {builder.data_dir} and {host} cannot be reached")
             builder.download_and_prepare()
         data = tfds.as_numpy(builder.as_dataset(split=tfds_split, batch_size=-1))
     except Exception as err:  # offline, blocked download, corrupt cache: all end here
+        _new_empty_tfds_temp_dirs(before)
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise DataError(
             f"could not load {name!r} through tensorflow-datasets ({type(err).__name__}: {reason}); "
@@ -193,11 +218,14 @@ def _binarized_mnist(split, data_dir=None):
                 raise DataError(f"{path}: array {split!r} has shape {arr.shape}, expected (N, 784)")
             validate(arr, None, "binary", name=f"{path}: array {split!r}")  # the raw array, before any cast
             return Split("binarized_mnist", split, arr.reshape(-1, 28, 28, 1).astype(np.uint8), binary=True)
+    where = ", ".join(looked) if looked else "no data directory was given"
+    if data_dir is not None:  # a directory was named: no fallback to a download
+        raise DataError(f"binarized_mnist not found: looked for {MNIST_FILE} in [{where}]. Provide the file "
+                        "(arrays train, valid[, test], uint8 N x 784) with --data-dir DIR or KVAE_DATA_DIR=DIR")
     tfds_split = {"train": "train", "valid": "validation", "test": "test"}[split]
     try:
         x, _ = _tfds_arrays("binarized_mnist", tfds_split, None)
     except DataError as err:
-        where = ", ".join(looked) if looked else "no data directory was given"
         raise DataError(
             f"binarized_mnist not found: looked for {MNIST_FILE} in [{where}] and {err}. "
             f"Provide the file (arrays train, valid[, test], uint8 N x 784) with --data-dir DIR "
@@ -210,7 +238,7 @@ def _binarized_mnist(split, data_dir=None):
 def _tfds_mnist_like(name, binary, dynamic):
     def load(split, data_dir=None):
         tfds_split = {"train": "train[:50000]", "valid": "train[50000:]", "test": "test"}[split]
-        x, y = _tfds_arrays(name, tfds_split, None)
+        x, y = _tfds_arrays(name, tfds_split, data_dir)
         x, y = np.asarray(x), np.asarray(y)
         validate(x, (28, 28, 1), "intensity", name=f"tensorflow-datasets {name}/{split}")
         return Split(name, split, x.astype(np.uint8), y.astype(np.int32), binary=binary, dynamic=dynamic)

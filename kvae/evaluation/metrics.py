@@ -75,6 +75,33 @@ def posterior_statistics(model, x, y=None, batch_size=500, seed=0):
     return result
 
 
+def marginal_kl_per_dim(model, x, y=None, num_prior_samples=10000, num_posterior_samples=32, batch_size=500,
+                        seed=0):
+    """[D]: per latent dimension d, the mean over ``x`` of KL(q(z_d|x) || N(m_d, v_d)), N(m_d, v_d)
+    the Gaussian with the mean and variance of the prior's marginal p(z_d) (over ``num_prior_samples``
+    draws).  For a prior that does not factorise (VLAE's autoregressive flow) the KL has no
+    per-dimension split; this one compares each dimension's posterior with the prior's spread there.
+    For an N(0, I) prior it is the closed-form KL per dimension, up to the draws' noise.  q(z_d|x) is
+    taken as the Gaussian of its own mean and standard deviation (moments over
+    ``num_posterior_samples`` draws when q has no closed form, e.g. an IAF posterior)."""
+    y = y if model.conditional else None
+    draws = np.asarray(model.prior_distribution().sample(num_prior_samples, seed=(seed, 11)), np.float64)
+    draws = draws.reshape(num_prior_samples, -1)
+    m, v = draws.mean(0), draws.var(0)
+    total, n = 0.0, 0
+    for start, xb, yb in _batches(x, y, batch_size):
+        q = model.encode(tf.cast(xb, tf.float32), None if yb is None else model.one_hot(yb))
+        try:
+            mean, std = np.asarray(q.mean(), np.float64), np.asarray(q.stddev(), np.float64)
+        except NotImplementedError:
+            z = np.asarray(q.sample(num_posterior_samples, seed=(seed, start)), np.float64)
+            mean, std = z.mean(0), z.std(0)
+        mean, std = mean.reshape(len(xb), -1), std.reshape(len(xb), -1)
+        kl = np.log(np.sqrt(v) / std) + (std ** 2 + (mean - m) ** 2) / (2 * v) - 0.5
+        total, n = total + kl.sum(0), n + len(xb)
+    return total / n
+
+
 def per_group(stats):
     """``kl_per_group`` ({name: mean KL in nats}) and ``active_units_per_group`` ({name: count}) from
     :func:`posterior_statistics`."""

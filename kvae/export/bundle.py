@@ -4,6 +4,9 @@ and a ``manifest.json``; every endpoint deterministic, with its randomness as an
 Bundle layout::
 
     BUNDLE/
+      bundle.sha256                 ``<sha256 of manifest.json's bytes>  manifest.json`` (sha256sum -c
+                                    format): kvae-serve checks it before it reads the manifest
+      bundle.hmac                   (with ``key``) HMAC-SHA256 of manifest.json's bytes, same format
       manifest.json                 model config, endpoints (inputs/outputs: names, shapes, dtypes),
                                     library versions, ONNX opset, sha256 of every file, parity
       savedmodel/1/                 tf.saved_model with one signature per endpoint
@@ -32,16 +35,19 @@ standard normal, uniform is U(0, 1).  The PixelCNN sampler exports as an ONNX ``
 """
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import os
 import platform
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from kvae.errors import ConfigError
-from kvae.training.files import write_json
+from kvae.training.files import write_json, write_text
 
 OPSET = 17
 
@@ -220,14 +226,60 @@ def _shape_list(shape):
     return [None if d is None else int(d) for d in shape]
 
 
-def export(model, out_dir, opset=OPSET, check=True, explorer=None):
+def export(model, out_dir, opset=OPSET, check=True, explorer=None, overwrite=False, key=None):
     """Write the bundle for ``model`` to ``out_dir`` and return the manifest (also written).
 
     With ``check=True`` every endpoint is run on random inputs in Keras, in the reloaded
     SavedModel and in onnxruntime, and the largest absolute differences are recorded under
     ``parity`` in the manifest.  ``explorer``: the dict of :func:`kvae.export.explorer.explorer_data`
     (or None), written as ``explorer.json`` and listed with its sha256 like every file.
+
+    The bundle is written into a temporary sibling directory and renamed into place when it is
+    complete, so ``out_dir`` never holds half an old and half a new bundle.
+
+    Args:
+        overwrite: replace an ``out_dir`` that exists and is not empty (refused otherwise).
+        key: bytes of an HMAC key; the bundle then carries ``bundle.hmac`` (``kvae-serve --key-file``).
+
+    Raises:
+        ConfigError: ``out_dir`` is not empty and ``overwrite`` is False, or it is a file.
     """
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"{out_dir} is a file, not a bundle directory")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise ConfigError(f"{out_dir} exists and is not empty: pass --overwrite (overwrite=True) to replace it")
+    if key is not None and not key:
+        raise ConfigError("the HMAC key is empty")
+    parent, name = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}.new-", dir=parent)
+    try:
+        manifest = _write(model, tmp, opset, check, explorer, key)
+        if os.path.isdir(out_dir):  # the old bundle moves aside whole, the new one takes its name
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            os.rename(out_dir, os.path.join(old, name))
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def seal(out_dir, key=None):
+    """Write ``bundle.sha256`` (and with ``key`` ``bundle.hmac``) over manifest.json's bytes."""
+    with open(os.path.join(out_dir, "manifest.json"), "rb") as f:
+        content = f.read()
+    write_text(os.path.join(out_dir, "bundle.sha256"), f"{hashlib.sha256(content).hexdigest()}  manifest.json\n")
+    if key is not None:
+        mac = hmac.new(key, content, hashlib.sha256).hexdigest()
+        write_text(os.path.join(out_dir, "bundle.hmac"), f"{mac}  manifest.json\n")
+
+
+def _write(model, out_dir, opset, check, explorer, key):
+    """export() into the (new, empty) directory ``out_dir``."""
     import keras
     import onnx
     import tf2onnx
@@ -286,7 +338,8 @@ def export(model, out_dir, opset=OPSET, check=True, explorer=None):
     }
     if check:
         manifest["parity"] = parity(model, out_dir, manifest)
-    write_json(os.path.join(out_dir, "manifest.json"), manifest, indent=2)  # last, and whole: the bundle is done
+    write_json(os.path.join(out_dir, "manifest.json"), manifest, indent=2)
+    seal(out_dir, key)
     return manifest
 
 

@@ -9,10 +9,16 @@ temporary file.
 :func:`atomic_write` is the whole sequence for any writer; :func:`write_bytes`, :func:`write_text`,
 :func:`write_json`, :func:`save_model` and :func:`save_weights` are it for what kvae writes.
 :func:`write_flushed` and :func:`replace` are its two halves, for a caller that commits several
-files together (:class:`kvae.training.callbacks.SafeBackupAndRestore`'s checkpoint pair).
+files together (:class:`kvae.training.checkpoint.SafeBackupAndRestore`'s checkpoint pair).
+
+A full disk: :func:`check_free_space` refuses a write that would not fit (HDF5 writers crashed here
+with a segmentation fault when the disk filled during a write), and :func:`describe_write_error`
+names the disk of a failed write in one line.
 """
+import errno
 import json
 import os
+import shutil
 
 
 def _fsync_path(path, directory=False):
@@ -89,3 +95,44 @@ def save_model(model, path):
 def save_weights(model, path):
     """``model.save_weights(path)`` (a ``.weights.h5`` file) atomically."""
     atomic_write(path, model.save_weights, suffix=".tmp.weights.h5")
+
+
+#: room kept free beside a write that :func:`check_free_space` allows (other writers, file-system overhead)
+FREE_SPACE_MARGIN = 1 << 20
+
+
+def mount_point(path):
+    """The mount point of the file system that holds ``path`` (or would hold it)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def free_bytes(directory):
+    """Bytes free to an unprivileged writer on the disk that holds ``directory``."""
+    return shutil.disk_usage(mount_point(directory) if not os.path.exists(directory) else directory).free
+
+
+def check_free_space(directory, needed, what):
+    """Raise ``OSError(ENOSPC)`` before writing ``needed`` bytes (``what``, for the message) to
+    ``directory`` when its disk has less than that plus :data:`FREE_SPACE_MARGIN` free."""
+    free = free_bytes(directory)
+    if free < needed + FREE_SPACE_MARGIN:
+        raise OSError(errno.ENOSPC, f"{what} needs {_size(needed + FREE_SPACE_MARGIN)} free, "
+                                    f"the disk has {_size(free)}", directory)
+
+
+def _size(n):
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def describe_write_error(err, directory):
+    """One line for an ``OSError`` of a write into ``directory``: a full disk names its mount point."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        detail = f" ({err.strerror})" if err.strerror and "needs" in err.strerror else ""
+        return f"no space left on the disk {mount_point(directory)} (holding {directory}){detail}"
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"could not write to {directory}: {text}"

@@ -8,7 +8,9 @@ import tensorflow as tf
 
 from kvae.data.checks import check_inputs, split_xy
 from kvae.data.pipelines import batches
-from kvae.training.callbacks import DataEpoch, FreezeGC
+import keras
+
+from kvae.training.callbacks import DataEpoch, FreezeGC, StepProgbar
 
 
 def checked_fit(model, keras_fit, x=None, y=None, *args, validation_data=None, **kwargs):
@@ -21,7 +23,8 @@ def checked_fit(model, keras_fit, x=None, y=None, *args, validation_data=None, *
 
     numpy arrays are batched by a kvae pipeline (:func:`arrays_to_pipelines`): epoch e's order
     is keyed by (``seed``, e) rather than Keras' global generator, and tf.data's autotuner,
-    whose teardown stalled an epoch's start by ~1 s, is off."""
+    whose teardown stalled an epoch's start by ~1 s, is off.  The progress bar is
+    :class:`kvae.training.callbacks.StepProgbar` (its count within the epoch's steps)."""
     check_inputs(model, x, y, what="training data")
     if validation_data is not None:
         check_inputs(model, validation_data, None, what="validation data")
@@ -31,6 +34,9 @@ def checked_fit(model, keras_fit, x=None, y=None, *args, validation_data=None, *
         kwargs.setdefault("shuffle", False)  # a Dataset shuffles itself; avoids Keras' warning
         if getattr(x, "kvae_epoch", None) is not None:  # a kvae pipeline: order each epoch by its number
             kwargs["callbacks"] = [DataEpoch(x.kvae_epoch), *(kwargs.get("callbacks") or [])]
+    given = list(kwargs.get("callbacks") or [])
+    if kwargs.get("verbose", "auto") != 0 and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in given):
+        kwargs["callbacks"] = [*given, StepProgbar()]  # its count stays within the epoch's steps
     if not model.freeze_gc_during_fit:
         return keras_fit(x, y, *args, validation_data=validation_data, **kwargs)
     freeze = FreezeGC()

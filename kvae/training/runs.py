@@ -2,8 +2,9 @@
 
 A run directory holds ``model.keras`` (its files written atomically, :mod:`kvae.training.files`: a crash
 never leaves a truncated file where a good one was), ``config.json`` (the run's options and the model config),
-``history.json`` (per-epoch metrics), ``logs/`` (TensorBoard) and PNG grids
-``samples.png``, ``reconstructions.png`` and ``kl_per_dim.png``.
+``history.json`` and ``history.csv`` (per-epoch metrics of all its invocations, :mod:`kvae.training.history`),
+``logs/`` (TensorBoard), PNG grids ``samples.png``, ``reconstructions.png`` and ``kl_per_dim.png``, the last
+checkpoint ``backup/`` and, while a run trains, its lock ``train.lock`` (:mod:`kvae.training.locks`).
 """
 import json
 import math
@@ -19,8 +20,10 @@ from kvae.evaluation import metrics as evaluation, plotting
 from kvae.errors import ConfigError, RunError
 from kvae import registry
 from kvae.options import PART_OPTIONS
-from kvae.training import files
-from kvae.training.callbacks import KeepBest, SafeBackupAndRestore, TensorBoardImages, exponential_lr
+from kvae.training import files, history as run_history
+from kvae.training.callbacks import KeepBest, TensorBoardImages, exponential_lr
+from kvae.training.checkpoint import SafeBackupAndRestore
+from kvae.training.locks import RunLock
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -121,12 +124,9 @@ def make_optimizer(name="adam", lr=1e-3, ema=None, clip_norm=None):
 atomic_save = files.save_model
 
 
-def _write_json(obj, path):
-    files.write_json(path, obj, indent=2, default=float)
-
-
 def write_figures(model, run_dir, split, n=64, seed=0):
-    """Samples, reconstructions (each original followed by its reconstruction) and KL per dimension, as PNGs."""
+    """Samples, reconstructions (each original followed by its reconstruction) and KL per dimension, as PNGs
+    (when q and p do not factorise, :func:`kvae.evaluation.metrics.marginal_kl_per_dim`)."""
     paths = {}
     x, y = split.arrays()
     labels = None if not model.conditional else np.arange(n) % model.num_classes
@@ -138,9 +138,12 @@ def write_figures(model, run_dir, split, n=64, seed=0):
     pairs = np.stack([xb, rec], axis=1).reshape((-1,) + x.shape[1:])
     paths["reconstructions"] = plotting.save_image_grid(pairs, os.path.join(run_dir, "reconstructions.png"), ncol=8)
     stats = evaluation.posterior_statistics(model, x[:1000], None if y is None else y[:1000], seed=seed)
+    path = os.path.join(run_dir, "kl_per_dim.png")
     if stats["kl_per_dim"] is not None:
-        paths["kl_per_dim"] = plotting.save_kl_per_dim(
-            stats["kl_per_dim"].mean(0), os.path.join(run_dir, "kl_per_dim.png"))
+        paths["kl_per_dim"] = plotting.save_kl_per_dim(stats["kl_per_dim"].mean(0), path)
+    else:  # the prior or the posterior does not factorise (VLAE's flow prior): per dimension, against its marginal
+        kl = evaluation.marginal_kl_per_dim(model, x[:1000], None if y is None else y[:1000], seed=seed)
+        paths["kl_per_dim"] = plotting.save_kl_per_dim(kl, path, title="KL to a Gaussian fit of the prior marginal")
     return paths
 
 
@@ -220,7 +223,13 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     ``init_weights``: a ``.weights.h5`` of the same model loaded before training (a warm start with a
     new optimizer state; a checkpoint in ``out/backup`` still takes precedence).
     ``lr_decay=r``: the learning rate of epoch e (0-based) is lr · r^e.  Every epoch's metrics are
-    appended to ``out/history.csv`` as the run goes.
+    written to ``out/history.csv`` and ``out/history.json`` as the run goes, one row per epoch of all
+    invocations (:mod:`kvae.training.history`).
+
+    The run holds ``out/train.lock`` while it runs (a second run into ``out`` fails, naming the
+    holder).  The last checkpoint stays in ``out/backup`` after the model is written: rerunning a
+    finished command prints that it has finished and returns (the saved model, None); with a larger
+    ``epochs`` it continues the run.  The returned history's ``run_files`` names what was written.
     """
     if out is None:
         raise ConfigError("a run directory is required (--out RUN_DIR)")
@@ -248,15 +257,24 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     dist = make_strategy(strategy)  # first: multi-worker collectives must be set up before other TF work
+    registry.get("model", model)  # an unknown model name fails before anything is written
+    if not _is_chief(dist):  # non-chief workers write to a scratch directory (Keras' multi-worker convention)
+        out = os.path.join(out, f".worker_{dist.cluster_resolver.task_id}")
     keras.utils.set_random_seed(seed)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
-        extra = {"keep_best": bool(keep_best or early_stopping), "early_stopping": early_stopping, "lr_decay": lr_decay,
-                 "steps_per_execution": steps_per_execution, "init_weights": init_weights, "clip_norm": clip_norm}
-        return _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose,
-                      callbacks, limit, dist, jit_compile, precision, checkpoint_every, fit_density, model_options,
-                      valid_limit, extra)
+        with RunLock(out):
+            done = run_history.finished_message(out, epochs)
+            if done is not None:
+                print(done, flush=True)
+                return load_run(out)[0], None
+            extra = {"keep_best": bool(keep_best or early_stopping), "early_stopping": early_stopping,
+                     "lr_decay": lr_decay, "steps_per_execution": steps_per_execution, "init_weights": init_weights,
+                     "clip_norm": clip_norm}
+            return _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimizer, ema, verbose,
+                          callbacks, limit, dist, jit_compile, precision, checkpoint_every, fit_density, model_options,
+                          valid_limit, extra)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -266,7 +284,6 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     strategy = {tf.distribute.MirroredStrategy: "mirrored",
                 tf.distribute.MultiWorkerMirroredStrategy: "multiworker"}.get(type(dist), "default")
     chief = _is_chief(dist)
-    registry.get("model", model)  # an unknown model name fails before any data is read
     train_split = kdata.load(dataset, "train", data_dir)
     valid_split = kdata.load(dataset, "valid", data_dir)
     if limit is not None:  # a quick run on the first examples only
@@ -289,8 +306,6 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
         kdata.validate(split.x, mdl.data_shape, "binary" if support == "binary" and not split.dynamic else None,
                        name=f"{dataset}/{split.split}")
     labels = mdl.conditional
-    if not chief:  # non-chief workers write to a scratch directory (Keras' multi-worker convention)
-        out = os.path.join(out, f".worker_{dist.cluster_resolver.task_id}")
     os.makedirs(out, exist_ok=True)
     run_config = {
         "model": model, "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
@@ -301,7 +316,7 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     }
     if train_split.source is not None:  # factor data: which renderer or file the images came from
         run_config["data_source"] = getattr(train_split.source, "kind", None)
-    _write_json(run_config, os.path.join(out, CONFIG_FILE))
+    files.write_json(os.path.join(out, CONFIG_FILE), run_config, indent=2, default=float)
     train_ds = train_split.dataset(batch_size, shuffle=True, labels=labels, seed=seed)
     valid_ds = valid_split.dataset(batch_size, shuffle=False, labels=labels)
     backup = SafeBackupAndRestore(os.path.join(out, "backup"), save_freq=checkpoint_every)
@@ -309,11 +324,12 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
     cbs = [backup, TensorBoardImages(os.path.join(out, "logs"), shown_x, shown_y, seed=seed)]
     if extra["lr_decay"] is not None:  # before the logger, which then records each epoch's rate
         cbs.append(exponential_lr(lr, extra["lr_decay"]))
-    cbs.append(keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True))
+    recorder = run_history.RunHistory(out)
+    cbs.append(recorder)
     best = None
-    if extra["keep_best"]:
+    if extra["keep_best"]:  # before the checkpoint: an epoch after which it stops training is checkpointed
         best = KeepBest(os.path.join(out, "best"), patience=extra["early_stopping"])
-        cbs.append(best)
+        cbs.insert(0, best)
     cbs += list(callbacks)
     start = time.time()
     history = mdl.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=cbs, verbose=verbose)
@@ -323,22 +339,30 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
             f"training diverged: the loss became {backup.diverged['loss']} at step {backup.diverged['step']}; "
             f"the last good checkpoint is kept in {backup.backup_dir} and {os.path.join(out, MODEL_FILE)} was "
             "not written (lower --lr or check the data)")
-    hist = {key: [float(v) for v in values] for key, values in history.history.items()}
-    hist["resumed_from_step"] = backup.resumed_step
-    hist["steps"] = int(mdl.optimizer.iterations.numpy())
-    hist["seconds"] = seconds
+    summary = {"resumed_from_step": backup.resumed_step, "steps": int(mdl.optimizer.iterations.numpy()),
+               "seconds": seconds, "epochs_done": len(recorder.rows)}
     if best is not None:
-        hist["best_epoch"] = None if best.state["best_epoch"] is None else best.state["best_epoch"] + 1
-        hist["best_val_loss"] = best.state["best"]  # of the monitored quantity:
-        hist["best_monitor"] = best.state["monitor"]  # val_neg_elbo (or val_loss if a model has none)
-        hist["stopped_epoch"] = None if best.state["stopped_epoch"] is None else best.state["stopped_epoch"] + 1
-    _write_json(hist, os.path.join(out, HISTORY_FILE))
-    if fit_density:
-        tx, ty = train_split.arrays()
-        mdl.fit_density(tx, ty, seed=seed)
-    atomic_save(mdl, os.path.join(out, MODEL_FILE))
-    if chief:
-        write_figures(mdl, out, valid_split, seed=seed)
+        summary["best_epoch"] = None if best.state["best_epoch"] is None else best.state["best_epoch"] + 1
+        summary["best_val_loss"] = best.state["best"]  # of the monitored quantity:
+        summary["best_monitor"] = best.state["monitor"]  # val_neg_elbo (or val_loss if a model has none)
+        summary["stopped_epoch"] = None if best.state["stopped_epoch"] is None else best.state["stopped_epoch"] + 1
+    written = [MODEL_FILE, CONFIG_FILE, HISTORY_FILE, run_history.CSV_FILE, "logs/"]
+    try:  # the checkpoint stays until the model and the history are on disk: a kill here loses nothing
+        if fit_density:
+            tx, ty = train_split.arrays()
+            mdl.fit_density(tx, ty, seed=seed)
+        checkpoint = backup._weights_path  # about the size of model.keras: weights and optimizer state
+        files.check_free_space(out, os.path.getsize(checkpoint) if os.path.exists(checkpoint) else 0, MODEL_FILE)
+        atomic_save(mdl, os.path.join(out, MODEL_FILE))
+        if chief:
+            written += [os.path.basename(p) for p in write_figures(mdl, out, valid_split, seed=seed).values()]
+        run_history.write(out, recorder.rows, {**summary, "finished": True})
+    except OSError as err:
+        raise RunError(f"{files.describe_write_error(err, out)} while writing the trained model; the checkpoint in "
+                       f"{backup.backup_dir} is kept: free space and rerun the command to finish") from None
+    backup.discard_previous()
+    written += (["best/"] if best is not None else []) + ["backup/"]
+    history.run_files = written
     return mdl, history
 
 

@@ -202,5 +202,40 @@ def test_missing_export_extra_is_one_line(tmp_path):
     result = _kvae("export", str(run), "--out", str(tmp_path / "bundle"), env=env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "kvae export: error: this command needs onnx, tf2onnx, onnxruntime, which is not installed: "
+        "kvae export: error: this command needs onnx, tf2onnx, onnxruntime, which are not installed: "
         "pip install 'kvae[export]'"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--dataset", "binarized_mnist", "--data-dir", "{empty}", "--out", "{empty}/r"],
+     "binarized_mnist not found: no binarized_mnist.npz in"),
+    (["evaluate", "{empty}", "--data-dir", "{empty}/nothing"], "is not a directory"),
+])
+def test_a_missing_data_directory_or_file_is_named_before_tensorflow_loads(tmp_path, argv, message):
+    code = ("import sys, kvae_cli; rc = kvae_cli.main(sys.argv[1:]); "
+            "print('RESULT', rc, 'tensorflow' in sys.modules)")
+    argv = [a.format(empty=str(tmp_path)) for a in argv]
+    env = dict(os.environ, KVAE_DATA_DIR="")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=600)
+    assert result.stdout.strip().splitlines()[-1] == "RESULT 1 False", result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_one_missing_module_is_singular(monkeypatch):
+    import importlib.util
+
+    from kvae.cli import commands
+    from kvae.errors import ConfigError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnx" else object())
+    with pytest.raises(ConfigError, match=r"^this command needs onnx, which is not installed: pip install"):
+        commands._missing_extra(("onnx", "tf2onnx"), "export")
+
+
+def test_option_help_keeps_a_continuation_line_that_starts_with_a_reference():
+    """The VAE's density help continues on a line that starts with ``:mod:`...```; it was read as a
+    new argument, and ``--density`` ended "or a layer of (default: gmm)"."""
+    result = _kvae("train", "--model", "vae", "--help")
+    help_text = " ".join(result.stdout.split())
+    assert ('"maf" / "iaf" (an autoregressive flow) or a layer of kvae.parts.densities. (default: gmm)'
+            in help_text), help_text[help_text.find("--density D"):][:400]

@@ -11,11 +11,42 @@ from kvae.cli import main as cli
 
 
 @pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
+def vae_run_and_output(tmp_path_factory):
+    import contextlib
+    import io
+
     out = str(tmp_path_factory.mktemp("runs") / "vae")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["train", "--model", "vae", "--dataset", "digits", "--epochs", "3", "--hidden", "64,64",
+                         "--latent-dim", "8", "--out", out, "--quiet"]) == 0
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def vae_run(vae_run_and_output):
+    return vae_run_and_output[0]
+
+
+def test_the_wrote_line_lists_what_the_run_directory_holds(vae_run_and_output):
+    out, printed = vae_run_and_output
+    line = printed.strip().splitlines()[-1]
+    assert line.startswith(f"wrote {out}: ")
+    listed = line[len(f"wrote {out}: "):].split(", ")
+    held = [name + "/" if os.path.isdir(os.path.join(out, name)) else name for name in os.listdir(out)]
+    assert sorted(listed) == sorted(set(held) - {"train.lock"})
+    assert {"history.csv", "logs/", "kl_per_dim.png", "backup/"} <= set(listed)
+
+
+def test_rerunning_a_finished_train_command_says_so_and_changes_nothing(vae_run_and_output, capsys):
+    out, _ = vae_run_and_output
+    before = {name: open(os.path.join(out, name), "rb").read() for name in ("model.keras", "history.csv")}
     assert cli.main(["train", "--model", "vae", "--dataset", "digits", "--epochs", "3", "--hidden", "64,64",
                      "--latent-dim", "8", "--out", out, "--quiet"]) == 0
-    return out
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines() == [
+        f"{out} already finished 3 epochs: nothing to do (pass --epochs above 3 to continue it)"]
+    assert {name: open(os.path.join(out, name), "rb").read() for name in before} == before
 
 
 def test_train_writes_the_run_directory(vae_run):

@@ -1,4 +1,5 @@
 """Data sets and the input checks: every bad input gets a DataError naming the problem."""
+import os
 
 import keras
 import numpy as np
@@ -145,10 +146,10 @@ def test_binarized_mnist_missing_offline_fails_fast_and_says_how_to_fix(tmp_path
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: downloads.append(a))
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     monkeypatch.delenv("KVAE_DATA_DIR", raising=False)
-    with pytest.raises(DataError) as err:
-        data.load("binarized_mnist", "train", data_dir=str(tmp_path))
+    with pytest.raises(DataError) as err:  # no data directory: the tensorflow-datasets fallback is tried
+        data.load("binarized_mnist", "train")
     msg = str(err.value)
-    assert str(tmp_path / "binarized_mnist.npz") in msg and "--data-dir" in msg and "KVAE_DATA_DIR" in msg
+    assert "no data directory was given" in msg and "--data-dir" in msg and "KVAE_DATA_DIR" in msg
     # fast: the host is probed once and no download (minutes of retries offline) is attempted
     assert probed == ["www.cs.toronto.edu"] and downloads == []
 
@@ -250,3 +251,25 @@ def test_validate_names_every_problem():
     v(np.zeros((0, 2)), None, "binary")  # an empty batch has no bad values
     v(np.array([[0, 255]]), None, "intensity")
     v(np.array([[0.5, 7.0]]), None, None)  # real-valued data: no range check
+
+
+def test_a_named_directory_is_never_downloaded_into(tmp_path, monkeypatch):
+    """With data_dir given, a missing binarized_mnist.npz (or a tensorflow-datasets set not prepared
+    there) is an error at once: no tensorflow-datasets download, no temporary folder left behind."""
+    import glob
+    import tempfile
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried tensorflow-datasets")
+
+    monkeypatch.delenv("KVAE_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "_reachable", no_download)
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*tfds")))
+    with pytest.raises(DataError, match="binarized_mnist not found: looked for .*binarized_mnist.npz"):
+        data.load("binarized_mnist", "train", data_dir=str(tmp_path))
+    with pytest.raises(DataError, match=r"could not load 'mnist' .* does not exist \(a --data-dir is never downloaded"):
+        data.load("mnist", "train", data_dir=str(tmp_path))
+    (tmp_path / "mnist").mkdir()  # a folder that is not a prepared set: tensorflow-datasets says so, offline
+    with pytest.raises(DataError, match=r"not prepared in .* \(a --data-dir is never downloaded"):
+        data.load("mnist", "train", data_dir=str(tmp_path))
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*tfds"))) <= before

@@ -59,6 +59,10 @@ def test_bundle_layout_and_manifest(bundles):
 
     for rel, digest in manifest["files"].items():
         assert hashlib.sha256(open(os.path.join(path, rel), "rb").read()).hexdigest() == digest
+    assert "savedmodel/1/saved_model.pb" in manifest["files"]  # the SavedModel half is listed too
+    seal = hashlib.sha256(open(os.path.join(path, "manifest.json"), "rb").read()).hexdigest()
+    assert open(os.path.join(path, "bundle.sha256")).read() == f"{seal}  manifest.json\n"  # sha256sum -c format
+    assert not os.path.exists(os.path.join(path, "bundle.hmac"))
 
 
 def test_exported_log_prob_is_the_importance_weighted_bound(bundles):
@@ -207,11 +211,66 @@ def test_http_server_answers_and_survives_bad_requests(bundles):
 
 
 def test_export_from_the_cli(tmp_path, capsys):
+    import hashlib
+    import hmac
+
+    from kvae_serve import Bundle
+
     run = str(tmp_path / "run")
+    out = str(tmp_path / "bundle")
     assert cli.main(["train", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--out", run, "--quiet"]) == 0
-    assert cli.main(["export", run, "--out", str(tmp_path / "bundle")]) == 0
+    assert cli.main(["export", run, "--out", out, "--no-check", "--explorer-examples", "0"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert Bundle(out).latent_dim == 2
+    before = open(os.path.join(out, "manifest.json"), "rb").read()
+    assert cli.main(["export", run, "--out", out, "--explorer-examples", "0"]) == 1  # not empty: refused
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"kvae export: error: {out} exists and is not empty: pass --overwrite to replace it"]
+    assert open(os.path.join(out, "manifest.json"), "rb").read() == before
+    key = tmp_path / "key"
+    key.write_bytes(b"k3y\n")
+    assert cli.main(["export", run, "--out", out, "--overwrite", "--key-file", str(key), "--explorer-examples",
+                     "0"]) == 0
     assert "|keras-onnx|" in capsys.readouterr().out
-    assert os.path.isfile(tmp_path / "bundle" / "manifest.json")
+    content = open(os.path.join(out, "manifest.json"), "rb").read()
+    assert "parity" in json.loads(content) and "parity" not in json.loads(before)  # the new bundle, whole
+    mac = hmac.new(b"k3y", content, hashlib.sha256).hexdigest()
+    assert open(os.path.join(out, "bundle.hmac")).read() == f"{mac}  manifest.json\n"
+    assert Bundle(out, key=b"k3y").latent_dim == 2
+    assert sorted(os.listdir(tmp_path)) == ["bundle", "key", "run"]  # no temporary sibling left
+
+
+def test_export_replaces_a_bundle_whole_or_not_at_all(tmp_path, monkeypatch):
+    from kvae.errors import ConfigError
+
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(ConfigError, match="bundle exists and is not empty: pass --overwrite"):
+        export.export(None, str(out))
+
+    def failing(model, directory, *args):
+        (tmp_path / "seen").write_text(directory)
+        with open(os.path.join(directory, "manifest.json"), "w") as f:
+            f.write("half")
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(export, "_write", failing)
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        export.export(None, str(out), overwrite=True)
+    assert os.listdir(out) == ["old.txt"]  # the old bundle, untouched
+    written_in = (tmp_path / "seen").read_text()
+    assert os.path.dirname(written_in) == str(tmp_path) and not os.path.exists(written_in)  # a sibling, removed
+
+    def writing(model, directory, *args):
+        with open(os.path.join(directory, "manifest.json"), "w") as f:
+            f.write("new")
+        return {"new": True}
+
+    monkeypatch.setattr(export, "_write", writing)
+    assert export.export(None, str(out), overwrite=True) == {"new": True}
+    assert os.listdir(out) == ["manifest.json"]
+    assert sorted(os.listdir(tmp_path)) == ["bundle", "seen"]
 
 
 def test_export_opset_and_no_check_from_the_cli(tmp_path, capsys):
@@ -331,6 +390,12 @@ def test_runtime_verifies_every_file_and_runs_only_verified_bytes(bundles, tmp_p
     manifest = json.load(open(copy / "manifest.json"))
     del manifest["files"]["onnx/decode.onnx"]
     json.dump(manifest, open(copy / "manifest.json", "w"))
+    with pytest.raises(BundleError, match="manifest.json does not match its sha256"):
+        Bundle(str(copy))
+    sys.path.insert(0, os.path.join(HERE, "helpers"))
+    from echo_bundle import seal
+
+    seal(str(copy))  # sealed again: the missing entry itself is caught
     with pytest.raises(BundleError, match="no sha256 entry"):
         Bundle(str(copy))
     shutil.rmtree(copy)
@@ -390,3 +455,59 @@ def test_exporting_a_pixelcnn_model_logs_no_tracebacks(tmp_path):
         logger.removeHandler(handler)
     assert [r.getMessage() for r in records] == []
     assert logger.level == level
+
+
+# ---------------------------------------------------------------- the server's batching and chunking
+def test_micro_batched_answers_equal_unbatched_ones(bundles):
+    """Concurrent requests stacked into one session run (the Service behind kvae-serve, --max-batch 16)
+    answer what each request alone gets from the runtime, to 1e-6."""
+    import asyncio
+
+    from kvae_serve import Bundle
+    from kvae_serve.app import Service
+
+    rng = np.random.default_rng(0)
+    for name, d in (("cvae", 3), ("vlae", 3)):
+        b = Bundle(bundles[name][1])
+        service = Service(b, max_batch=16, max_wait_ms=60000.0)  # only a full batch runs
+        conditional = b.num_classes is not None
+        decode = [{"z": rng.normal(size=(rows, d)).tolist(),
+                   **({"labels": rng.integers(0, 10, rows).tolist()} if conditional else {})} for rows in (1, 3, 2, 5, 5)]
+        sample = [{"n": n, "seed": i, **({"labels": i} if conditional else {})} for i, n in enumerate((2, 6, 8))]
+
+        async def run_all():
+            return await asyncio.gather(*[service.post("/decode", dict(r)) for r in decode],  # post() empties
+                                        *[service.post("/sample", dict(r)) for r in sample])
+
+        answers = asyncio.run(run_all())
+        registry = service.metrics.registry
+        for endpoint in ("decode", "sample"):  # one run of 16 rows each
+            assert registry.get_sample_value("kvae_batch_rows_count", {"endpoint": endpoint}) == 1
+            assert registry.get_sample_value("kvae_batch_rows_sum", {"endpoint": endpoint}) == 16
+        for request, answer in zip(decode, answers):
+            alone = b.decode(np.asarray(request["z"]), labels=request.get("labels"))
+            assert sorted(answer) == sorted(alone)
+            for key, value in alone.items():
+                np.testing.assert_allclose(answer[key], value, rtol=0, atol=1e-6)
+        for request, answer in zip(sample, answers[len(decode):]):
+            alone = b.sample(request["n"], seed=request["seed"], labels=request.get("labels"))
+            np.testing.assert_allclose(answer["images"], alone, rtol=0, atol=1e-6)
+
+
+def test_log_prob_in_chunks_is_the_bound_over_all_k(bundles):
+    """log_prob evaluated in chunks of k equals one run and the log-mean-exp of the per-sample log
+    weights (numpy/scipy on k=1 runs with the same noise)."""
+    from scipy.special import logsumexp
+
+    from kvae_serve import Bundle
+
+    b = Bundle(bundles["vae"][1])
+    x = (np.random.default_rng(1).uniform(size=(3, 8, 8, 1)) > 0.5).astype(np.float32)
+    whole = b.log_prob(x, k=40, seed=5, chunk=10 ** 6)
+    parts = b.log_prob(x, k=40, seed=5, chunk=9)  # 3 samples of k per run, 14 runs
+    eps = np.random.default_rng(5).standard_normal((40, 3, 4))
+    weights = np.stack([b.run("log_prob", x=x, eps=eps[i:i + 1])["log_prob"] for i in range(40)])
+    want = logsumexp(weights.astype(np.float64), axis=0) - np.log(40)
+    np.testing.assert_allclose(whole, want, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(parts, want, rtol=0, atol=2e-5)
+    assert parts.dtype == np.float32 and parts.shape == (3,)

@@ -74,7 +74,7 @@ def test_client_errors_are_4xx(server):
     assert _post(port, "/sample", {"n": 1}, {"Content-Length": "-5"})[0] == 400
     assert _post(port, "/sample", {"n": 1}, {"Content-Type": "text/plain"})[0] == 415
     status, answer = _raw(port, b"GET /sample HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert status == 405 and b"Allow: POST" in answer
+    assert status == 405 and b"allow: post" in answer.lower()
     assert _raw(port, b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 405
     assert _post(port, "/decode", {"z": [[0, 0, 0]], "labels": [0, 1]})[0] == 400
     assert _post(port, "/decode", {"z": [[0, 0, 0]], "labels": [1.5]})[0] == 400
@@ -94,7 +94,7 @@ def test_one_version_names_the_package_and_the_server(server):
     with open(os.path.join(EXPORT_DIR, "setup.cfg")) as f:
         assert "version = attr: kvae_serve.__version__" in f.read().splitlines()
     _, answer = _raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert f"Server: kvae-serve/{version} ".encode() in answer
+    assert f"server: kvae-serve/{version} (uvicorn)".encode() in answer.lower()
 
 def test_every_advertised_endpoint_is_served(server):
     port = server
@@ -146,6 +146,18 @@ def _mutations(rng):
         elif kind == 5:  # not JSON objects
             yield _request("POST", path, rng.choice([b"[]", b"1", b'"x"', b"null", b"{" * 5000 + b"}" * 5000,
                                                      b"\xff\xfe", b'{"n": 1,}', b"{}"]))
+        elif kind == 6 and rng.random() < 0.5:  # the header cases that used to be 500s, hangs or threads
+            payload = json.dumps(body).encode()
+            yield rng.choice([
+                _request("POST", path, payload, length="\xb2"),  # a latin-1 superscript two
+                _request("POST", path, payload, length="9" * rng.choice([20, 4301])),
+                _request("POST", path, b"", length=str(64 << 20)),  # 64 MB announced, nothing sent
+                _request("POST", path, payload, length=f"{len(payload)}\r\nContent-Length: {len(payload) + 1}"),
+                _request("POST", path, payload, length=f"{len(payload)}\r\nTransfer-Encoding: chunked"),
+                _request("POST", path, payload, length=f"{len(payload)}\r\nX-Big: {'a' * 70000}"),
+                _request("POST", path, payload, length=f"{len(payload)}\r\nNo colon here"),
+                _request("POST", path, payload, length=f"{len(payload)}\r\nX-\xe9: \xff"),
+            ])
         elif kind == 6:  # chunked or no length at all
             yield (f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
                    .encode())
@@ -161,6 +173,7 @@ def _request(method, path, payload, length=None, ctype="application/json"):
 
 
 def test_fuzz_never_5xx_and_server_survives(server):
+    """1200 requests, each on its own connection, sent whole then half-closed: none answered 5xx."""
     port = server
     rng = random.Random(0)
     statuses = {}

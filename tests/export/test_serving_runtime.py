@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers"))
-from echo_bundle import write_echo_bundle  # noqa: E402
+from echo_bundle import seal, write_echo_bundle  # noqa: E402
 from kvae_serve import Bundle, BundleError  # noqa: E402
 
 SHAPE, D = (2, 2, 1), 3
@@ -31,7 +31,8 @@ def raises(message):
 
 
 def copy_of(path, tmp_path, edit=None):
-    """A copy of a bundle with its manifest edited by ``edit(manifest)``."""
+    """A copy of a bundle with its manifest edited by ``edit(manifest)`` and sealed again (bundle.sha256
+    recomputed, as a careful editor would: the checks behind the digest are what is tested)."""
     dest = str(tmp_path / "copy")
     shutil.copytree(path, dest)
     if edit is not None:
@@ -39,6 +40,7 @@ def copy_of(path, tmp_path, edit=None):
         manifest = json.load(open(file))
         edit(manifest)
         json.dump(manifest, open(file, "w"))
+        seal(dest)
     return dest
 
 
@@ -61,6 +63,7 @@ def test_load_names_each_broken_bundle(echo, tmp_path):
     bad_json = copy_of(echo["plain"], tmp_path)
     with open(os.path.join(bad_json, "manifest.json"), "w") as f:
         f.write("{not json")
+    seal(bad_json)
     with pytest.raises(BundleError, match=r"^\S+/copy/manifest.json is not valid JSON: Expecting property name"):
         Bundle(bad_json)
     shutil.rmtree(bad_json)
@@ -75,6 +78,7 @@ def test_load_names_each_broken_bundle(echo, tmp_path):
     path = copy_of(echo["plain"], tmp_path)
     with open(os.path.join(path, "manifest.json"), "w") as f:
         f.write("[1, 2]")
+    seal(path)
     with raises(f"{path}/manifest.json: unknown bundle format [1, 2]"):
         Bundle(path)
     shutil.rmtree(path)
@@ -106,6 +110,10 @@ def test_sessions_are_cpu_quiet_and_made_once(echo):
     assert session is b._session("decode")
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert session.get_session_options().log_severity_level == 3
+    served = Bundle(echo["plain"], threads=1, spinning=False)._session("decode").get_session_options()
+    assert served.intra_op_num_threads == 1
+    assert served.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 # -- run: the raw input checked, then converted and fed by name ----------------------------------------
@@ -152,30 +160,26 @@ def test_run_without_onnx_names_takes_the_graph_outputs_in_order(echo, tmp_path)
     np.testing.assert_array_equal(out["logits"], -z)
 
 
-def test_run_names_a_manifest_that_disagrees_with_its_graph(echo, tmp_path):
+def test_a_manifest_that_disagrees_with_its_graph_fails_at_load(echo, tmp_path):
     z = np.zeros((1, D), np.float32)
     def one_unnamed(m):
         m["endpoints"]["decode"]["outputs"] = [{"name": "probs"}]
-    b = Bundle(copy_of(echo["plain"], tmp_path, one_unnamed))
     with raises("decode: the ONNX graph returns echo:0, negated:0, the manifest lists probs (corrupt bundle)"):
-        b.run("decode", z=z)  # without onnx names: one output listed, two returned
+        Bundle(copy_of(echo["plain"], tmp_path, one_unnamed))  # without onnx names: one listed, two returned
     shutil.rmtree(tmp_path / "copy")
     b = Bundle(copy_of(echo["plain"], tmp_path, lambda m: m["endpoints"]["decode"]["outputs"].pop()))
     np.testing.assert_array_equal(b.run("decode", z=z + 1)["probs"], z + 1)  # named: a listed subset is fetched
     shutil.rmtree(tmp_path / "copy")
-    b = Bundle(copy_of(echo["plain"], tmp_path,
-                       lambda m: m["endpoints"]["decode"]["outputs"][1].update(onnx_name="gone:0")))
     with raises("decode: the ONNX graph returns echo:0, negated:0, the manifest lists probs, logits (corrupt bundle)"):
-        b.run("decode", z=z)
+        Bundle(copy_of(echo["plain"], tmp_path,
+                       lambda m: m["endpoints"]["decode"]["outputs"][1].update(onnx_name="gone:0")))
     shutil.rmtree(tmp_path / "copy")
-    b = Bundle(copy_of(echo["plain"], tmp_path, lambda m: m["endpoints"]["decode"]["inputs"][0].update(name="w")))
-    with raises("decode: the ONNX graph takes z, the manifest lists w (corrupt bundle)"):
-        b.run("decode", w=z)
-    shutil.rmtree(tmp_path / "copy")
-    b = Bundle(copy_of(echo["plain"], tmp_path,
-                       lambda m: m["endpoints"]["log_prob"]["inputs"][1].update(name="noise")))
-    with raises("log_prob: the ONNX graph takes eps, x, the manifest lists x, noise (corrupt bundle)"):
-        b.run("log_prob", x=np.zeros((1, *SHAPE)), noise=np.zeros((1, 1, D)))
+    swapped = copy_of(echo["plain"], tmp_path)  # a graph whose input is not the manifest's (z vs x)
+    shutil.copy(os.path.join(swapped, "onnx", "encode.onnx"), os.path.join(swapped, "onnx", "decode.onnx"))
+    with raises(f"{swapped}/onnx/decode.onnx does not match the sha256 in the manifest (corrupt bundle)"):
+        Bundle(swapped)
+    with raises("decode: the ONNX graph takes x, the manifest lists z (corrupt bundle)"):
+        Bundle(swapped, verify=False)
 
 
 def test_run_names_unknown_missing_and_extra_inputs(echo):
@@ -244,22 +248,23 @@ def test_shapes_dtypes_and_values_are_named(echo):
     assert b._check("sample", "uniform", np.zeros((0, *SHAPE))).shape == (0, *SHAPE)
 
 
-def test_integer_checks_apply_to_every_int32_input(echo, tmp_path):
+def test_int32_inputs_are_range_checked_and_unknown_inputs_refused(echo, tmp_path):
+    b = Bundle(echo["cond"])
+    with raises("decode: labels holds values outside int32"):
+        b._check("decode", "labels", np.array([2 ** 40]))
     def widen(m):
         m["endpoints"]["decode"]["inputs"].append({"name": "steps", "shape": [None], "dtype": "int32"})
-    b = Bundle(copy_of(echo["cond"], tmp_path, widen))
-    with raises("decode: steps holds values outside int32"):
-        b._check("decode", "steps", np.array([2 ** 40]))
-    edges = np.array([-2 ** 31, 2 ** 31 - 1])
-    np.testing.assert_array_equal(b._check("decode", "steps", edges), edges)  # int32's own range passes
-    np.testing.assert_array_equal(b._check("decode", "steps", np.array([7, 9])), [7, 9])  # no class range
+    path = copy_of(echo["cond"], tmp_path, widen)
+    with raises(f"{path}/manifest.json: endpoints.decode has an unknown input 'steps' (corrupt bundle)"):
+        Bundle(path)
 
 
-def test_unconditional_labels_are_only_integers(echo, tmp_path):
+def test_labels_on_an_unconditional_model_are_refused_at_load(echo, tmp_path):
     def labelled(m):
         m["endpoints"]["decode"]["inputs"].append({"name": "labels", "shape": [None], "dtype": "int32"})
-    b = Bundle(copy_of(echo["plain"], tmp_path, labelled))  # num_classes None: any int32 label
-    np.testing.assert_array_equal(b._check("decode", "labels", np.array([99, -3])), [99, -3])
+    path = copy_of(echo["plain"], tmp_path, labelled)  # num_classes None
+    with raises(f"{path}/manifest.json: endpoints.decode has an unknown input 'labels' (corrupt bundle)"):
+        Bundle(path)
 
 
 def test_batch_sizes_must_agree_and_be_at_least_one(echo):
@@ -285,12 +290,13 @@ def test_log_prob_transposes_nothing_the_runtime_feeds_k_n_d(echo):
     np.testing.assert_allclose(out, want, rtol=1e-7)
 
 
-def test_onnxruntime_rejections_become_bundle_errors(echo, tmp_path):
-    def loosen(m):  # a manifest looser than its graph: onnxruntime's own check catches the shape
+def test_a_manifest_looser_than_the_model_facts_is_refused(echo, tmp_path):
+    def loosen(m):
         m["endpoints"]["decode"]["inputs"][0]["shape"] = [None, None]
-    b = Bundle(copy_of(echo["plain"], tmp_path, loosen))
-    with pytest.raises(BundleError, match=r"^decode: the inputs were rejected: .*z.*"):
-        b.run("decode", z=np.zeros((1, 5)))
+    path = copy_of(echo["plain"], tmp_path, loosen)
+    with raises(f"{path}/manifest.json: endpoints.decode.inputs.z is [None, None] 'float32'; the model's facts "
+                "give [None, 3] float32 (corrupt bundle)"):
+        Bundle(path)
 
 
 # -- the numpy conveniences: exactly the noise they promise, in order ----------------------------------

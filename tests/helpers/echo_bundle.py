@@ -79,4 +79,19 @@ def write_echo_bundle(path, input_shape=(2, 2, 1), latent_dim=3, num_classes=Non
                           "num_classes": num_classes, "needs_uniform": needs_uniform}}
     with open(os.path.join(path, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
+    return seal(path)
+
+
+def seal(path, key=None):
+    """Write ``bundle.sha256`` (and with ``key`` ``bundle.hmac``) over ``path``/manifest.json's bytes,
+    in sha256sum's format, as ``kvae export`` does; returns the path."""
+    import hmac
+
+    with open(os.path.join(path, "manifest.json"), "rb") as f:
+        content = f.read()
+    with open(os.path.join(path, "bundle.sha256"), "w") as f:
+        f.write(f"{hashlib.sha256(content).hexdigest()}  manifest.json\n")
+    if key is not None:
+        with open(os.path.join(path, "bundle.hmac"), "w") as f:
+            f.write(f"{hmac.new(key, content, hashlib.sha256).hexdigest()}  manifest.json\n")
     return path

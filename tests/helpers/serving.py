@@ -8,7 +8,7 @@ def serving(bundle, **options):
     """Serve ``bundle`` (a path or Bundle) while the block runs; yields the server's port."""
     from kvae_serve.server import make_server
 
-    srv = make_server(bundle, port=0, **options)
+    srv = make_server(bundle, port=0, **options)  # uvicorn on a socket bound here
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:

@@ -125,15 +125,22 @@ def test_sigkill_then_rerun_resumes_from_the_checkpoint_and_never_truncates_the_
     assert step >= 2 * 13 and step in _checkpoint_steps(steps_per_epoch=13, per_call=10, every=5, epochs=60)
     history = json.load(open(os.path.join(run, "history.json")))
     assert history["resumed_from_step"] == step
-    assert len(history["loss"]) < 60  # epochs done before the kill were not redone
+    assert len(history["loss"]) == 60  # one entry per epoch, the epochs before the kill included
     assert history["steps"] == 60 * 13  # and no batch was applied twice
     _weights(model_path)
-    assert not os.path.exists(os.path.join(run, "backup"))  # a finished run cleans its checkpoint
+    # a finished run keeps its last checkpoint (the end of training), not the one before it
+    assert sorted(os.listdir(os.path.join(run, "backup"))) == ["latest.weights.h5", "training_metadata.json"]
+    assert json.load(open(os.path.join(run, "backup", "training_metadata.json")))["step"] == 60 * 13
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert cli.main(TRAIN[3:] + ["--epochs", "1", "--out", run]) == 0
+    import shutil
+
+    shutil.rmtree(os.path.join(run, "backup"))  # a model.keras without the run's state: the next run starts afresh
+    for name in ("history.json", "history.csv"):
+        os.remove(os.path.join(run, name))
     model_path = os.path.join(run, "model.keras")
     earlier = open(model_path, "rb").read()
     code = cli.main(TRAIN[3:] + ["--epochs", "5", "--lr", "1e30", "--checkpoint-every", "1",

@@ -159,3 +159,37 @@ def test_clip_norm_bounds_each_steps_gradient(tmp_path):
     runs.train(model="vae", dataset="digits", epochs=1, hidden=(16,), latent_dim=2, clip_norm=5.0, verbose=0,
                out=str(tmp_path / "run"))
     assert json.load(open(tmp_path / "run" / "config.json"))["clip_norm"] == 5.0
+
+
+def test_marginal_kl_per_dim_is_the_closed_form_one_under_a_normal_prior():
+    """Under N(0, I) the Gaussian fit of each prior marginal is N(0, 1): the per-dimension KL equals
+    the closed form (posterior_statistics) up to the prior draws' noise."""
+    x, _ = data.load("digits", "valid").arrays()
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), seed=0)
+    model.compile(optimizer="adam")
+    model.fit(x, batch_size=50, epochs=3, verbose=0)
+    closed = evaluation.posterior_statistics(model, x)["kl_per_dim"].mean(0)
+    marginal = evaluation.marginal_kl_per_dim(model, x, num_prior_samples=200000)
+    np.testing.assert_allclose(marginal, closed, rtol=0.02, atol=0.01)
+    # and by a transcription in numpy of KL(N(mu, s^2) || N(m, v)) with the prior's moments
+    q = model.encode(x)
+    mu, s = np.asarray(q.mean(), np.float64), np.asarray(q.stddev(), np.float64)
+    draws = np.asarray(model.prior_distribution().sample(200000, seed=(0, 11)), np.float64)
+    m, v = draws.mean(0), draws.var(0)
+    expected = np.mean(0.5 * np.log(v / s**2) + (s**2 + (mu - m) ** 2) / (2 * v) - 0.5, axis=0)
+    np.testing.assert_allclose(marginal, expected, rtol=1e-6)
+
+
+def test_a_vlae_run_writes_its_kl_per_dimension(tmp_path):
+    """VLAE's flow prior does not factorise, so there is no closed-form KL per dimension; the run's
+    kl_per_dim.png then shows the KL to a Gaussian fit of each prior marginal."""
+    import matplotlib.image as mpimg
+
+    from kvae.training import runs
+
+    out = tmp_path / "vlae"
+    _, history = runs.train(model="vlae", dataset="digits", out=str(out), epochs=1, limit=100, valid_limit=50,
+                            verbose=0, latent_dim=4, network="mlp", hidden=(16,), flow_steps=1, flow_hidden=(8,),
+                            pixelcnn_layers=1, pixelcnn_filters=4)
+    assert mpimg.imread(out / "kl_per_dim.png").std() > 0
+    assert "kl_per_dim.png" in history.run_files

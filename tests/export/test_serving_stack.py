@@ -1,0 +1,396 @@
+"""The ASGI stack at its boundary, on echo bundles (no TensorFlow): keep-alive with TCP_NODELAY, the
+header cases that used to be 500s, a deadline for slow requests, load shedding with 503 +
+Retry-After, /metrics, the KServe/Triton v2 protocol through the real ``tritonclient.http``, and
+``--workers 2`` in a subprocess stopped by SIGTERM."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPORT_DIR = os.path.join(HERE, "..", "export")
+sys.path.insert(0, os.path.join(HERE, "helpers"))
+from echo_bundle import write_echo_bundle  # noqa: E402
+from kvae_serve import Bundle  # noqa: E402
+from kvae_serve.server import make_server  # noqa: E402
+
+D, SHAPE = 3, (2, 2, 1)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return Bundle(write_echo_bundle(str(tmp_path_factory.mktemp("echo") / "b"), num_classes=4))
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    import threading
+
+    srv = make_server(bundle, port=0, max_samples=16, read_timeout=2.0, queue=4)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.server.started:
+            break
+        time.sleep(0.02)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _exchange(port, data, timeout=10.0):
+    """Send raw bytes, read until the server closes; (status or None, answer bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        answer = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+    return (int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else None), answer
+
+
+def _head(path, length, extra=b""):
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + length + b"\r\n" + extra + b"\r\n")
+
+
+def test_keep_alive_reuses_one_connection_with_tcp_nodelay(server):
+    port = server.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    bodies = []
+    for i in range(3):
+        conn.request("POST", "/decode", json.dumps({"z": [[i, 1.0, 2.0]], "labels": [1]}),
+                     {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        bodies.append(json.loads(response.read()))
+        assert response.status == 200 and response.getheader("Connection") is None  # kept alive
+        if i == 0:
+            first = conn.sock
+    assert conn.sock is first  # the same socket answered all three
+    np.testing.assert_array_equal(bodies[2]["probs"], [[2.0, 1.0, 2.0, 1.0]])  # z, then the label
+    sockets = [p.transport.get_extra_info("socket") for p in server.server.server_state.connections]
+    assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
+    conn.close()
+
+
+@pytest.mark.parametrize("length, status", [
+    (b"\xb2", 400),  # a latin-1 superscript two (httptools refuses it, as it refuses lengths over 2**64)
+    (b"1" * 4301, 400), (b"99999999999999999999", 400), (b"99999999999", 413), (b"-5", 400), (b"+5", 400),
+    (b"0x10", 400),
+    (b"5, 5", 400), (b"\xd9\xa3", 400),  # an Arabic-Indic digit in UTF-8
+])
+def test_content_length_cases_are_client_errors(server, length, status):
+    got, answer = _exchange(server.server_address[1], _head(b"/decode", length) + b'{"z": []}')
+    assert got == status, answer[:300]
+
+
+def test_no_length_or_chunked_is_411(server):
+    port = server.server_address[1]
+    assert _exchange(port, b"POST /decode HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] == 411
+    chunked = b"POST /decode HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    assert _exchange(port, chunked)[0] == 411
+
+
+def test_open_connections_over_the_cap_get_503(bundle):
+    import threading
+
+    srv = make_server(bundle, port=0, max_connections=2)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        while not srv.server.started:
+            time.sleep(0.02)
+        port = srv.server_address[1]
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        time.sleep(0.2)  # both accepted
+        status, _ = _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for s in idle:
+            s.close()
+        assert status == 503
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_short_runs_stay_on_the_loop_long_ones_get_a_thread():
+    import asyncio
+    import concurrent.futures
+    import threading
+
+    from kvae_serve.batching import Runner
+
+    class Timed:
+        row_seconds = {"short": 1e-5, "long": 1e-3}
+
+        def execute(self, endpoint, arrays):
+            return threading.current_thread().name
+
+    runner = Runner(Timed(), concurrent.futures.ThreadPoolExecutor(1, "kvae-run"))
+
+    async def names():
+        rows = {"x": np.zeros((10, 1))}  # 10 rows: 0.1 ms and 10 ms estimated
+        return await runner("short", rows), await runner("long", rows)
+
+    assert asyncio.run(names()) == ("MainThread", "kvae-run_0")
+
+
+def test_the_cli_defaults_and_every_command_line_in_the_docs_parse():
+    import re
+
+    from kvae_serve.server import parser
+
+    assert parser().parse_args(["b"]).workers == len(os.sched_getaffinity(0))
+    with open(os.path.join(HERE, "..", "docs", "export.md")) as f:
+        lines = [line.split(" #")[0].split() for block in re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+                 for line in block.splitlines() if line.startswith("kvae-serve ")]
+    assert len(lines) >= 3
+    for words in lines:
+        parser().parse_args(words[1:])
+
+
+def test_a_request_in_progress_is_answered_through_sigterm(bundle):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=EXPORT_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "kvae_serve", bundle.path, "--port", str(port), "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_up(port, proc)
+        body = json.dumps({"z": [[1.0, 2.0, 3.0]], "labels": [2]}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(_head(b"/decode", str(len(body)).encode()) + body[:5])  # half the request
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)  # the server is shutting down: no new connections, this one is in progress
+            s.sendall(body[5:])
+            answer = s.makefile("rb").read()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'"probs": [[1.0, 2.0, 3.0, 2.0]], '
+                                                                   b'"logits": [[-1.0, -2.0, -3.0, -2.0]]}')
+    assert proc.returncode == 0 and "Traceback" not in err
+
+
+def test_a_large_valid_request_is_answered(bundle):
+    """A body of 400 KB (5000 rows) in one piece: only the request line and headers count toward 431."""
+    import threading
+
+    srv = make_server(bundle, port=0, max_samples=5000)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        while not srv.server.started:
+            time.sleep(0.02)
+        z = np.random.default_rng(0).normal(size=(5000, 3)).astype(np.float32)
+        body = json.dumps({"z": z.tolist(), "labels": 1}).encode()
+        assert len(body) > 300000
+        status, answer = _exchange(srv.server_address[1], _head(b"/decode", str(len(body)).encode()) + body, 60)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert status == 200
+    probs = np.asarray(json.loads(answer.split(b"\r\n\r\n", 1)[1])["probs"])
+    np.testing.assert_array_equal(probs, np.concatenate([z, np.ones((5000, 1), np.float32)], 1))
+
+
+def test_oversized_headers_get_431(server):
+    status, answer = _exchange(server.server_address[1], _head(b"/decode", b"2", b"X-Big: " + b"a" * 70000 + b"\r\n"))
+    assert status == 431 and b"over 65536 bytes" in answer
+
+
+def test_an_oversized_body_is_refused_from_its_header_alone(server):
+    limit = server.app.state.service.max_body
+    status, answer = _exchange(server.server_address[1], _head(b"/decode", str(limit + 1).encode()))
+    assert status == 413 and b"the largest request this server accepts" in answer  # no byte of the body sent
+    assert b"connection: close" in answer.lower()
+
+
+def test_a_slow_or_silent_client_gets_408_and_is_dropped(server):
+    port = server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:  # headers trickling in
+        s.sendall(b"POST /decode HTTP/1.1\r\n")
+        answer = b""
+        for _ in range(30):
+            try:
+                s.sendall(b"X: y\r\n")
+            except OSError:
+                break
+            s.settimeout(0.3)
+            try:
+                chunk = s.recv(4096)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    status, answer = _exchange(port, _head(b"/decode", b"100") + b'{"z": ')  # a body that never ends
+    assert status == 408 and b"within" in answer
+    status, _ = _exchange(port, b"")  # connected, silent
+    assert status == 408
+
+
+def test_a_half_closed_client_gets_its_answer(server):
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as s:
+        body = json.dumps({"z": [[0.5, 0.5, 0.5]], "labels": [0]}).encode()
+        s.sendall(_head(b"/decode", str(len(body)).encode()) + body)
+        s.shutdown(socket.SHUT_WR)
+        answer = s.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"probs": [[0.5, 0.5, 0.5, 0.0]]' in answer
+
+
+def test_a_full_queue_sheds_with_503_and_retry_after(server):
+    port = server.server_address[1]
+    service = server.app.state.service
+    body = json.dumps({"z": [[0.0, 0.0, 0.0]], "labels": [0]}).encode()
+    holds = [service.shedder("/decode").admit() for _ in range(4)]  # the queue (4) taken
+    for hold in holds:
+        hold.__enter__()
+    try:
+        status, answer = _exchange(port, _head(b"/decode", str(len(body)).encode()) + body)
+    finally:
+        for hold in holds:
+            hold.__exit__(None, None, None)
+    assert status == 503 and b"retry-after: 1" in answer.lower()
+    assert _exchange(port, _head(b"/decode", str(len(body)).encode()) + body)[0] == 200  # free again
+    other = json.dumps({"x": np.zeros((1, *SHAPE)).tolist(), "labels": [3]}).encode()
+    assert _exchange(port, _head(b"/encode", str(len(other)).encode()) + other)[0] == 200  # queues are per endpoint
+    metrics = _metrics(port)
+    assert metrics[("kvae_rejected_total", (("endpoint", "/decode"), ("reason", "queue_full")))] == 1
+
+
+def test_log_prob_cost_is_checked_before_anything_is_built(server):
+    port = server.server_address[1]
+    body = json.dumps({"x": np.zeros((16, *SHAPE)).tolist(), "k": 2000, "labels": 0}).encode()
+    status, answer = _exchange(port, _head(b"/log_prob", str(len(body)).encode()) + body)
+    assert status == 400 and b"16 examples x k=2000 = 32000 samples is over this server's limit of 25600" in answer
+    body = json.dumps({"x": np.zeros((1, *SHAPE)).tolist(), "k": 5001, "labels": 0}).encode()
+    status, answer = _exchange(port, _head(b"/log_prob", str(len(body)).encode()) + body)
+    assert status == 400 and b"k=5001 is over the limit of 5000" in answer
+
+
+def _metrics(port):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_requests_latency_and_batch_rows(bundle):
+    import threading
+
+    srv = make_server(bundle, port=0, max_samples=16)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = srv.server_address[1]
+        while not srv.server.started:
+            time.sleep(0.02)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for rows in (1, 3, 5):
+            conn.request("POST", "/sample", json.dumps({"n": rows, "seed": 0}))
+            assert conn.getresponse().read() and True
+        conn.request("POST", "/sample", json.dumps({"n": 99}))
+        assert conn.getresponse().status == 400
+        m = _metrics(port)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert m[("kvae_requests_total", (("endpoint", "/sample"), ("status", "200")))] == 3
+    assert m[("kvae_requests_total", (("endpoint", "/sample"), ("status", "400")))] == 1
+    assert m[("kvae_request_seconds_count", (("endpoint", "/sample"),))] == 4
+    assert m[("kvae_batch_rows_sum", (("endpoint", "sample"),))] == 9  # rows run: 1 + 3 + 5
+    assert m[("kvae_batch_rows_bucket", (("endpoint", "sample"), ("le", "2.0")))] == 1
+    assert m[("kvae_rejected_total", (("endpoint", "/sample"), ("reason", "400")))] == 1
+
+
+def test_v2_protocol_with_tritonclient(server, bundle):
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.server_address[1]}")
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("decode")
+    meta = client.get_model_metadata("decode")
+    assert meta["inputs"] == [{"name": "z", "datatype": "FP32", "shape": [-1, 3]},
+                              {"name": "labels", "datatype": "INT32", "shape": [-1]}]
+    assert [o["name"] for o in meta["outputs"]] == ["probs", "logits"]
+    z = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 0], np.int32)
+    for binary in (True, False):
+        inputs = [triton.InferInput("z", list(z.shape), "FP32"), triton.InferInput("labels", [5], "INT32")]
+        inputs[0].set_data_from_numpy(z, binary_data=binary)
+        inputs[1].set_data_from_numpy(labels, binary_data=binary)
+        outputs = [triton.InferRequestedOutput("logits", binary_data=binary)]
+        result = client.infer("decode", inputs, outputs=outputs)
+        want = bundle.decode(z, labels=labels)["logits"]
+        np.testing.assert_array_equal(result.as_numpy("logits"), want)
+        np.testing.assert_array_equal(want, -np.concatenate([z, labels[:, None]], 1))  # the echo, negated
+    bad = triton.InferInput("z", [1, 2], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 2), np.float32))
+    with pytest.raises(InferenceServerException, match=r"decode: z must have shape \[N, 3\] float32, got \[1, 2\]"):
+        client.infer("decode", [bad, inputs[1]])
+    x = triton.InferInput("x", [2, *SHAPE], "FP32")
+    x.set_data_from_numpy(np.zeros((2, *SHAPE), np.float32))
+    eps = triton.InferInput("eps", [2049, 2, D], "FP32")
+    eps.set_data_from_numpy(np.zeros((2049, 2, D), np.float32))
+    with pytest.raises(InferenceServerException, match=r"log_prob: K x N = 4098 samples is over the v2 limit of 4096"):
+        client.infer("log_prob", [x, eps, inputs[1]])
+    with pytest.raises(InferenceServerException, match="unknown model 'train'"):
+        client.get_model_metadata("train")
+    with pytest.raises(InferenceServerException, match="unknown model 'train'"):
+        client.infer("train", inputs)
+
+
+def _wait_up(port, proc):
+    for _ in range(300):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/v2/health/ready")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read())
+            time.sleep(0.1)
+    raise AssertionError("kvae-serve did not start")
+
+
+def test_two_workers_serve_count_together_and_stop_on_sigterm(bundle):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=EXPORT_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "kvae_serve", bundle.path, "--port", str(port), "--workers", "2",
+                             "--max-batch", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_up(port, proc)
+        for i in range(20):  # a new connection each: the kernel spreads them over the workers
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("POST", "/decode", json.dumps({"z": [[i, 0, 0]], "labels": [0]}))
+            assert json.loads(conn.getresponse().read())["probs"] == [[i, 0, 0, 0]]
+            conn.close()
+        metrics = _metrics(port)
+        assert metrics[("kvae_requests_total", (("endpoint", "/decode"), ("status", "200")))] == 20
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and out.splitlines()[0].endswith(f":{port} (2 workers)")
