@@ -81,13 +81,20 @@ class ModelBattery:
             np.testing.assert_allclose(other, value, atol=1e-5, rtol=1e-5, err_msg=path)
 
     def test_labels_reach_the_model(self):
-        """Conditional models: changing only the label changes q(z|x, y) and p(x|z, y)."""
-        if not self.labelled:
-            return
+        """Conditional models: changing only the label changes q(z|x, y) and p(x|z, y); the others
+        ignore a label given to them."""
         model = self.make_model()
         x, y = self._data()
-        other = (y + 1) % 10
         z = np.random.RandomState(2).normal(size=(self.batch, model.latent_dim)).astype("float32")
+        if not self.labelled:
+            assert not model.conditional
+            labels = np.arange(self.batch) % 10
+            for a, b in zip(model.encode_params(x, labels), model.encode_params(x)):
+                np.testing.assert_array_equal(a, b)
+            for a, b in zip(model.decode_params(z, labels), model.decode_params(z)):
+                np.testing.assert_array_equal(a, b)
+            return
+        other = (y + 1) % 10
         assert np.abs(model.encode_params(x, y)[0] - model.encode_params(x, other)[0]).max() > 1e-4
         assert np.abs(model.decode_params(z, y)[0] - model.decode_params(z, other)[0]).max() > 1e-4
 

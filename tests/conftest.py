@@ -25,11 +25,27 @@ def _data_dir(config):
 
 @pytest.fixture(scope="session")
 def mnist_dir(pytestconfig):
-    """Directory with the static binarised MNIST file; tests that need it are skipped without it."""
+    """Directory with the static binarised MNIST file; tests that need it are skipped without it, and
+    fail instead when ``KVAE_REQUIRE_DATA`` is set (as in CI, ``.ci/run``)."""
     d = _data_dir(pytestconfig)
     if d is None:
-        pytest.skip(f"{MNIST_FILE} not found: pass --data-dir or set KVAE_DATA_DIR")
+        message = f"{MNIST_FILE} not found: pass --data-dir or set KVAE_DATA_DIR"
+        if os.environ.get("KVAE_REQUIRE_DATA"):
+            pytest.fail(f"KVAE_REQUIRE_DATA is set but {message}", pytrace=False)
+        pytest.skip(message)
     return d
+
+
+@pytest.fixture(scope="session")
+def digits28_dir(tmp_path_factory):
+    """A directory holding a ``binarized_mnist.npz`` made of scikit-learn's digits at 28x28
+    (tests/helpers/digits28.py): the file format and image size of binarised MNIST, always available."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers"))
+    import digits28
+
+    return digits28.write_npz(str(tmp_path_factory.mktemp("digits28")))
 
 
 @pytest.fixture(scope="session")

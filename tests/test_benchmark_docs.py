@@ -131,3 +131,15 @@ def test_no_benchmark_or_app_script_shadows_an_installed_package():
     for folder in ("benchmarks", "apps", os.path.join("tests", "helpers")):
         names = {f[:-3] for f in os.listdir(os.path.join(ROOT, folder)) if f.endswith(".py")}
         assert not names & set(installed), (folder, sorted(names & set(installed)))
+
+
+def test_docs_quote_the_cli_latency_run():
+    with open(os.path.join(ROOT, "benchmarks", "cli_latency.json")) as f:
+        report = json.load(f)
+    kvae, base = report["results"]["kvae_help"], report["results"]["python_baseline"]
+    assert kvae["median_over_baseline_s"] == pytest.approx(kvae["median_s"] - base["median_s"])
+    sentence = (f"**CLI start-up** (`benchmarks/cli_latency.py`, run {report['date']}, `benchmarks/cli_latency.json`): "
+                f"`kvae --help` takes a median {kvae['median_s']:.3f} s over {kvae['n']} fresh "
+                f"processes, a bare `python -c pass` {base['median_s']:.3f} s in the same interleaved "
+                f"rounds, so kvae adds {kvae['median_over_baseline_s']:.3f} s.")
+    assert sentence in open(os.path.join(ROOT, "docs", "benchmarks.md")).read()

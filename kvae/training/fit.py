@@ -66,6 +66,8 @@ def arrays_to_pipelines(model, x, y, validation_data, kwargs):
     train = arrays(x, y)
     if train is None or any(not _unset(kwargs.get(k)) for k in keras_only) or \
             kwargs.get("shuffle", True) not in (True, False):
+        if train is not None and train[1] is None and kwargs.get("sample_weight") is not None:
+            y = np.zeros(len(train[0]), np.int32)  # Keras drops sample_weight when y is None (unused here)
         return x, y, validation_data
     batch_size = kwargs.pop("batch_size", None) or 32
     shuffle = kwargs.pop("shuffle", True)

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -34,13 +33,27 @@ def test_import_kvae_exposes_every_documented_submodule():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+_HELP_IMPORTS = """
+import json, sys, kvae_cli
+try:
+    code = kvae_cli.main(["--help"])
+except SystemExit as exit_:
+    code = exit_.code
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tensorflow_probability", "numpy"))
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
 def test_help_is_instant_and_quiet():
-    start = time.perf_counter()
+    # instant = imports nothing heavy (its wall time is benchmarks/cli_latency.py's, not a test's)
     result = _kvae("--help")
-    elapsed = time.perf_counter() - start
     assert result.returncode == 0 and "train" in result.stdout
-    assert elapsed < 1.0, f"kvae --help took {elapsed:.2f} s"
     assert "tensorflow" not in result.stderr.lower()
+    probe = subprocess.run([sys.executable, "-c", _HELP_IMPORTS], capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert report["heavy"] == [], f"kvae --help imported {report['heavy'][:5]}"
 
 
 def test_commands_print_no_tensorflow_noise(tmp_path):
@@ -53,6 +66,23 @@ def test_commands_print_no_tensorflow_noise(tmp_path):
                    env={"KVAE_DATA_DIR": ""})  # CI sets it; here the file must be missing
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "binarized_mnist not found" in result.stderr
+
+
+def test_kvae_verbose_tf_shows_tensorflow_start_up_messages(tmp_path):
+    # the switch of docs/cli.md: the same command as above, now with TensorFlow's native messages
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell
+    argv = ["train", "--epochs", "1", "--limit", "100", "--hidden", "8", "--latent-dim", "2", "--quiet"]
+    shown = {}
+    for verbose in ("1", None):
+        run_env = dict(env, KVAE_VERBOSE_TF=verbose) if verbose else {k: v for k, v in env.items()
+                                                                       if k != "KVAE_VERBOSE_TF"}
+        result = subprocess.run([sys.executable, "-c", "import sys, kvae_cli; sys.exit(kvae_cli.main())", *argv,
+                                 "--out", str(tmp_path / f"run{verbose}")], capture_output=True, text=True,
+                                timeout=600, env=run_env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        shown[verbose] = [line for line in result.stderr.splitlines() if any(n in line for n in NOISE)]
+    assert shown["1"], "KVAE_VERBOSE_TF=1 showed none of TensorFlow's start-up messages"
+    assert shown[None] == []
 
 
 @pytest.mark.parametrize("argv, message", [

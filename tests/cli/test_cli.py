@@ -80,19 +80,46 @@ def test_evaluate_prints_a_table_and_writes_json(vae_run, tmp_path, capsys):
     assert abs(sum(result["kl_per_dim"]) - result["kl"]) < 1e-3
 
 
+def _assert_png_is_grid(path, images, ncol):
+    """The PNG ``path`` shows exactly :func:`image_grid` of ``images`` (to the PNG's 8-bit quantisation)."""
+    import numpy as np
+
+    from kvae.evaluation.plotting import image_grid
+
+    shown = mpimg.imread(path)[..., 0]
+    want = image_grid(np.asarray(images), ncol=ncol)  # [H, W] for one channel
+    assert shown.shape == want.shape
+    np.testing.assert_allclose(shown, want, atol=2 / 255)
+
+
 def test_sample_and_reconstruct_write_pngs(vae_run, tmp_path):
+    from kvae.data import datasets as data
+    from kvae.training import runs
+
     s, r = str(tmp_path / "s.png"), str(tmp_path / "r.png")
     assert cli.main(["sample", vae_run, "--n", "16", "--out", s]) == 0
     assert cli.main(["reconstruct", vae_run, "--dataset", "digits", "--n", "8", "--out", r]) == 0
-    assert mpimg.imread(s).ndim >= 2 and mpimg.imread(r).ndim >= 2
+    model, _ = runs.load_run(vae_run)
+    _assert_png_is_grid(s, model.sample(16, seed=0), ncol=8)  # E[x|z], z ~ p(z), --seed's default 0
+    assert mpimg.imread(r)[..., 0].std() > 0.1  # originals and reconstructions, not a blank image
 
 
 def test_conditional_sampling_from_the_cli(tmp_path):
+    import numpy as np
+
+    from kvae.training import runs
+
     out = str(tmp_path / "cvae")
     assert cli.main(["train", "--model", "cvae", "--epochs", "1", "--hidden", "32", "--latent-dim", "2",
                      "--out", out, "--quiet"]) == 0
-    assert cli.main(["sample", out, "--n", "6", "--labels", "0,1,2,3,4,5", "--out", str(tmp_path / "s.png")]) == 0
+    assert cli.main(["sample", out, "--n", "6", "--labels", "3,1,4,1,5,9", "--out", str(tmp_path / "s.png")]) == 0
     assert cli.main(["sample", out, "--n", "4", "--labels", "7", "--out", str(tmp_path / "s7.png")]) == 0
+    model, _ = runs.load_run(out)
+    _assert_png_is_grid(str(tmp_path / "s.png"), model.sample(6, labels=[3, 1, 4, 1, 5, 9], seed=0), ncol=6)
+    _assert_png_is_grid(str(tmp_path / "s7.png"), model.sample(4, labels=7, seed=0), ncol=4)
+    # the labels matter: the same codes drawn as classes 0..5 (cycling) give other images
+    assert np.abs(np.asarray(model.sample(6, seed=0)) - np.asarray(model.sample(6, labels=[3, 1, 4, 1, 5, 9],
+                                                                                  seed=0))).max() > 0.05
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -27,8 +26,7 @@ def test_kvae_explore_serves_a_pretrained_model(tmp_path):
                             text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         url, lines = None, []
-        deadline = time.time() + 300
-        while time.time() < deadline and url is None:
+        while url is None:  # until the address is printed or the command ends
             line = proc.stdout.readline()
             if not line:
                 break
@@ -52,6 +50,44 @@ def test_kvae_explore_serves_a_pretrained_model(tmp_path):
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("kvae explore did not stop on Ctrl-C")
+    assert proc.returncode == 0, open(err.name).read()[-3000:]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("kvae-explore-")]  # the bundle is removed
+
+
+def test_kvae_explore_serves_a_run_directory(tmp_path):
+    from kvae.cli import main as cli
+
+    run = str(tmp_path / "run")
+    assert cli.main(["train", "--epochs", "1", "--hidden", "16", "--latent-dim", "3", "--out", run, "--quiet"]) == 0
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(tmp_path))
+    err = open(tmp_path / "stderr.txt", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "kvae_cli", "explore", run, "--no-browser", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    try:
+        url, lines = None, []
+        while url is None:  # until the address is printed or the command ends
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("explorer at "):
+                url = line.split()[2]
+        assert url, ("kvae explore RUN_DIR printed no address", "".join(lines), open(err.name).read()[-3000:])
+        health = json.loads(_get(url + "healthz")[1])
+        assert health["latent_dim"] == 3 and health["explorer"] is True  # digits' validation split is bundled
+        info = json.loads(_get(url + "explorer.json")[1])
+        assert info["n"] == 180 and len(info["kl_per_dim"]) == 3  # all 180 validation digits (fewer than 500)
+        req = urllib.request.Request(url + "images", json.dumps({"z": [[0.0] * 3]}).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert json.loads(r.read())["shape"] == [1, 8, 8, 1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             pytest.fail("kvae explore did not stop on Ctrl-C")

@@ -20,12 +20,13 @@ def _vae(policy="float32"):
 
 
 @pytest.fixture(scope="module")
-def trained(mnist_dir):
-    x = kvae.data.load("binarized_mnist", "train", mnist_dir).arrays()[0][:2000]
+def trained(digits28_dir):
+    # 28x28 binary digits bundled with the tests (scikit-learn's digits enlarged; no MNIST file needed)
+    x = kvae.data.load("binarized_mnist", "train", digits28_dir).arrays()[0]
     model = _vae()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(x, batch_size=100, epochs=1, verbose=0)
-    valid = kvae.data.load("binarized_mnist", "valid", mnist_dir).arrays()[0][:100]
+    model.fit(x, batch_size=100, epochs=3, verbose=0)
+    valid = kvae.data.load("binarized_mnist", "valid", digits28_dir).arrays()[0][:100]
     eps = tf.random.stateless_normal([50, len(valid), 16], [5, 6])
     return model, tf.constant(valid), eps
 
@@ -34,7 +35,7 @@ def test_xla_log_prob_equals_the_graph_one(trained):
     model, x, eps = trained
     graph = tf.function(model.log_prob_from_noise)(x, eps).numpy()
     xla = tf.function(model.log_prob_from_noise, jit_compile=True)(x, eps).numpy()
-    assert graph.mean() < -80  # a trained model on real digits, not a degenerate case
+    assert -450 < graph.mean() < -100  # a trained model (untrained: about -545) on real digits, not a degenerate case
     np.testing.assert_allclose(xla, graph, atol=2e-3, rtol=0)
 
 

@@ -50,23 +50,26 @@ def test_mode_dropping_lowers_recall_not_precision():
     assert 0.4 * base["recall"] < got["recall"] < 0.6 * base["recall"], (base, got)
 
 
-def test_the_shipped_lenet_separates_digits_from_scrambled_digits(mnist_dir):
+def test_the_shipped_lenet_separates_digits_from_scrambled_digits(digits28_dir):
     from kvae.data import datasets as data
 
-    train, _ = data.load("binarized_mnist", "train", mnist_dir).arrays()
-    valid, _ = data.load("binarized_mnist", "valid", mnist_dir).arrays()
+    # 28x28 binary digits bundled with the tests (scikit-learn's, enlarged): 1197 train, 300 valid
+    train, _ = data.load("binarized_mnist", "train", digits28_dir).arrays()
+    valid, _ = data.load("binarized_mnist", "valid", digits28_dir).arrays()
     features = sq.LeNetFeatures()
-    f_valid, f_train = features(valid[:1000]), features(train[:1000])
-    assert f_valid.shape == (1000, 84)
+    f_valid, f_train = features(valid), features(train[:600])
+    assert f_valid.shape == (300, 84)
     rng = np.random.default_rng(0)
-    scrambled = np.stack([rng.permutation(im.ravel()).reshape(im.shape) for im in train[1000:2000]])
+    scrambled = np.stack([rng.permutation(im.ravel()).reshape(im.shape) for im in train[600:]])
     same, other = sq.frechet_distance(f_valid, f_train), sq.frechet_distance(f_valid, features(scrambled))
-    assert same * 20 < other, (same, other)
+    assert same * 10 < other, (same, other)  # measured: 47 against 1121
     with pytest.raises(ValueError, match=r"LeNet features need images of shape \(28, 28, 1\), got \(8, 8, 1\)"):
         features(np.zeros((2, 8, 8, 1)))
-    result = sq.evaluate(train[1000:1500], valid[:500], train[:2000])
+    result = sq.evaluate(train[600:900], valid, train)
     assert result["precision_recall_space"] == "lenet" and result["fid_lenet"] < 0.2 * other
-    assert 0.5 < result["precision"] <= 1 and 0.5 < result["recall"] <= 1
+    # real digits against scrambled ones (measured 0.77 / 0.79 against 0.28 / 0.00)
+    noise = sq.evaluate(scrambled[:300], valid, train)
+    assert result["precision"] > noise["precision"] + 0.3 and result["recall"] > noise["recall"] + 0.5, (result, noise)
 
 
 def test_images_of_other_shapes_use_the_pca_space(digits):
@@ -77,7 +80,8 @@ def test_images_of_other_shapes_use_the_pca_space(digits):
                                            x[300:600], x)["fid_pca"]
 
 
-def test_cli_reports_sample_quality(tmp_path, mnist_dir):
+def test_cli_reports_sample_quality(tmp_path, digits28_dir):
+    mnist_dir = digits28_dir  # the binarized_mnist file format, of 28x28 digits bundled with the tests
     import json
 
     from kvae.cli import main as cli

@@ -5,7 +5,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 
@@ -16,6 +15,9 @@ import tensorflow as tf
 import kvae
 from kvae.cli import main as cli
 from kvae.export import bundle as export
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers"))
+from waiting import wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_DIR = os.path.join(HERE, "..", "export")
@@ -167,6 +169,14 @@ def _request(url, body=None, raw=None):
         return err.code, json.loads(err.read())
 
 
+def _answer(url):
+    """The server's (status, body), or None while nothing listens yet."""
+    try:
+        return _request(url)
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
 def test_http_server_answers_and_survives_bad_requests(bundles):
     _, path = bundles["vae"]
     port = _free_port()
@@ -175,12 +185,7 @@ def test_http_server_answers_and_survives_bad_requests(bundles):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                status, body = _request(base + "/healthz")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
+        status, body = wait_for(lambda: _answer(base + "/healthz"), "kvae-serve to answer /healthz", process=proc)
         assert status == 200 and body["status"] == "ok" and "/sample" in body["endpoints"]
         status, body = _request(base + "/sample", {"n": 3, "seed": 1})
         assert status == 200 and np.asarray(body["images"]).shape == (3, 8, 8, 1)
@@ -267,6 +272,26 @@ def test_export_replaces_a_bundle_whole_or_not_at_all(tmp_path, monkeypatch):
     assert export.export(None, str(out), overwrite=True) == {"new": True}
     assert os.listdir(out) == ["manifest.json"]
     assert sorted(os.listdir(tmp_path)) == ["bundle", "seen"]
+
+
+def test_export_opset_and_no_check_from_the_cli(tmp_path, capsys):
+    import glob
+
+    import onnx
+
+    run, out = str(tmp_path / "run"), tmp_path / "bundle"
+    assert cli.main(["train", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--out", run, "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["export", run, "--out", str(out), "--opset", "15", "--no-check"]) == 0
+    printed = capsys.readouterr().out
+    assert "|keras-onnx|" not in printed and "wrote " in printed  # no parity check was run
+    manifest = json.load(open(out / "manifest.json"))
+    assert manifest["opset"] == 15 and "parity" not in manifest
+    files = glob.glob(str(out / "onnx" / "*.onnx"))
+    assert files
+    for path in files:  # every graph was converted at the asked opset
+        opsets = {o.domain: o.version for o in onnx.load(path, load_external_data=False).opset_import}
+        assert opsets[""] == 15, (path, opsets)
 
 
 def test_rae_with_ex_post_mixture_exports_its_sampler(tmp_path):

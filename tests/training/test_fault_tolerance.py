@@ -5,12 +5,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 
 from kvae.cli import main as cli
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers"))
+from waiting import wait_for  # noqa: E402
 
 TRAIN = [sys.executable, "-m", "kvae.cli", "train", "--model", "vae", "--dataset", "digits", "--hidden", "64",
          "--latent-dim", "4", "--quiet"]
@@ -104,12 +106,11 @@ def test_sigkill_then_rerun_resumes_from_the_checkpoint_and_never_truncates_the_
     cmd = TRAIN + ["--epochs", "60", "--checkpoint-every", "5", "--out", run]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV)
     metadata = os.path.join(run, "backup", "training_metadata.json")
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if _epoch(metadata) >= 2:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be killed"
+    try:
+        wait_for(lambda: _epoch(metadata) >= 2, "a checkpoint after epoch 2", process=proc)
+    except AssertionError:
+        proc.kill()
+        raise
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert open(model_path, "rb").read() == earlier  # the earlier model file is intact

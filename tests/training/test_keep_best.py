@@ -114,3 +114,30 @@ def test_exponential_lr_is_a_function_of_the_epoch():
     assert [sched.schedule(e) for e in (0, 1, 5)] == pytest.approx([0.01, 0.009, 0.01 * 0.9 ** 5])
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         exponential_lr(0.01, 1.5)
+
+
+def test_kvae_train_early_stopping_stops_after_n_epochs_without_improvement_and_keeps_the_best(tmp_path):
+    import os
+
+    from kvae.cli import main as cli
+    from kvae.training.runs import load_run
+
+    run, patience, epochs = str(tmp_path / "run"), 3, 60
+    # 200 training digits and a large learning rate: the validation -ELBO turns up within a few dozen epochs
+    assert cli.main(["train", "--model", "vae", "--dataset", "digits", "--limit", "200", "--hidden", "256",
+                     "--latent-dim", "16", "--lr", "0.01", "--epochs", str(epochs), "--early-stopping",
+                     str(patience), "--quiet", "--out", run]) == 0
+    history = json.load(open(os.path.join(run, "history.json")))
+    val = history["val_neg_elbo"]
+    ran = len(history["loss"])
+    best = 1 + int(np.argmin(val))  # 1-based; the first of equal minima (an improvement must be strict)
+    assert ran < epochs, "the run did not stop early"
+    assert ran == best + patience and history["stopped_epoch"] == ran
+    assert history["best_epoch"] == best and history["best_val_loss"] == pytest.approx(min(val), rel=1e-6)
+    assert history["steps"] == 2 * ran  # 200 examples, batch 100: no epoch after the stop
+    # the run's model is the best epoch's weights, not the last epoch's
+    model, _ = load_run(run)
+    kept, _ = load_run(run)
+    kept.load_weights(os.path.join(run, "best", "best.weights.h5"))
+    for a, b in zip(model.get_weights(), kept.get_weights()):
+        np.testing.assert_array_equal(a, b)
