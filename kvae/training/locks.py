@@ -49,6 +49,7 @@ class RunLock:
     def acquire(self):
         if fcntl is None:
             return self
+        self._made = not os.path.exists(self.directory)
         os.makedirs(self.directory, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -67,6 +68,10 @@ class RunLock:
 
     def release(self):
         if self._fd is not None:
+            if getattr(self, "_made", False) and os.listdir(self.directory) == [LOCK_FILE]:
+                # a run that stopped before writing anything (a bad option) leaves no directory behind
+                os.remove(self.path)
+                os.rmdir(self.directory)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

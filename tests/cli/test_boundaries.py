@@ -97,10 +97,12 @@ def test_kvae_verbose_tf_shows_tensorflow_start_up_messages(tmp_path):
     (["evaluate"], "the following arguments are required: run_dir"),
     (["sample", "RUN", "--out", "x.png", "--n", "-3"], "argument --n: must be > 0"),
 ])
-def test_cli_errors_are_one_line_exit_1(capsys, argv, message):
+def test_cli_errors_are_one_line_exit_1(capsys, argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the relative --out r and x.png
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("kvae "), err
+    assert not (tmp_path / "r").exists()  # a usage error leaves no run directory behind
 
 
 def test_run_dir_that_is_a_file_and_a_corrupt_model(tmp_path, capsys):
