@@ -15,6 +15,29 @@ def _get(url):
         return r.status, r.read()
 
 
+
+def _image_shape(url, latent_dim):
+    """The shape /images answers for one all-zero code."""
+    req = urllib.request.Request(url + "images", json.dumps({"z": [[0.0] * latent_dim]}).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())["shape"]
+
+
+def _interrupt(proc):
+    """Ctrl-C, as a user stops kvae explore; fails the test if it does not stop."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("kvae explore did not stop on Ctrl-C")
+
+
+def _stopped_cleanly(proc, err, tmp_path):
+    assert proc.returncode == 0, open(err.name).read()[-3000:]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("kvae-explore-")]  # the bundle is removed
+
 def test_kvae_explore_serves_a_pretrained_model(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(tmp_path))
     # stderr to a file: a pipe nobody reads fills up (export logs) and blocks the child, Ctrl-C included
@@ -42,19 +65,10 @@ def test_kvae_explore_serves_a_pretrained_model(tmp_path):
         if health["explorer"]:
             info = json.loads(_get(url + "explorer.json")[1])
             assert info["n"] == 500 and len(info["kl_per_dim"]) == 50
-        req = urllib.request.Request(url + "images", json.dumps({"z": [[0.0] * 50]}).encode(),
-                                     {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            assert json.loads(r.read())["shape"] == [1, 28, 28, 1]
+        assert _image_shape(url, 50) == [1, 28, 28, 1]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail("kvae explore did not stop on Ctrl-C")
-    assert proc.returncode == 0, open(err.name).read()[-3000:]
-    assert not [p for p in os.listdir(tmp_path) if p.startswith("kvae-explore-")]  # the bundle is removed
+        _interrupt(proc)
+    _stopped_cleanly(proc, err, tmp_path)
 
 
 def test_kvae_explore_serves_a_run_directory(tmp_path):
@@ -80,16 +94,7 @@ def test_kvae_explore_serves_a_run_directory(tmp_path):
         assert health["latent_dim"] == 3 and health["explorer"] is True  # digits' validation split is bundled
         info = json.loads(_get(url + "explorer.json")[1])
         assert info["n"] == 180 and len(info["kl_per_dim"]) == 3  # all 180 validation digits (fewer than 500)
-        req = urllib.request.Request(url + "images", json.dumps({"z": [[0.0] * 3]}).encode(),
-                                     {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            assert json.loads(r.read())["shape"] == [1, 8, 8, 1]
+        assert _image_shape(url, 3) == [1, 8, 8, 1]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail("kvae explore did not stop on Ctrl-C")
-    assert proc.returncode == 0, open(err.name).read()[-3000:]
-    assert not [p for p in os.listdir(tmp_path) if p.startswith("kvae-explore-")]  # the bundle is removed
+        _interrupt(proc)
+    _stopped_cleanly(proc, err, tmp_path)
