@@ -19,9 +19,6 @@ class ModelBattery:
     labelled = False
     input_shape = (8, 8, 1)
     batch = 16
-    #: export parity runs for one model per exported graph shape; models whose regularisers never reach the
-    #: exported graph (they change training only) set this False and say which test covers their graph
-    export_representative = True
 
     def make_model(self):
         raise AssertionError("subclasses set make_model")
@@ -176,10 +173,6 @@ class ModelBattery:
     def test_export_parity(self, tmp_path):
         """Every endpoint of the reloaded SavedModel and of onnxruntime agrees with the model's own methods
         (<= 1e-5), inputs fed by name, the number of outputs checked; every ONNX file passes onnx.checker."""
-        if not self.export_representative:
-            import pytest
-
-            pytest.skip("same exported graph as a representative model (see export_representative)")
         import onnx
         import onnxruntime as ort
 

@@ -17,7 +17,6 @@ class TestVAEConvGaussian(ModelBattery):
 
 
 class TestBetaVAEWithWarmup(ModelBattery):
-    export_representative = False  # beta only weights the training loss: TestVAE's graph
 
     def make_model(self):
         return kvae.BetaVAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,),
@@ -90,7 +89,6 @@ class TestVLAEWithIAFPosterior(ModelBattery):  # MLP encoder, every-layer condit
 
 
 class TestInfoVAEMMD(ModelBattery):
-    export_representative = False  # the MMD penalty never reaches the exported graph: TestVAE's graph
 
     def make_model(self):
         return kvae.InfoVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), kernel="imq",
@@ -98,7 +96,6 @@ class TestInfoVAEMMD(ModelBattery):
 
 
 class TestInfoVAEAdversarial(ModelBattery):
-    export_representative = False  # the discriminator trains only: TestVAE's graph
 
     def make_model(self):
         return kvae.InfoVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), alpha=0.0, lambda_=2.0,
@@ -106,7 +103,6 @@ class TestInfoVAEAdversarial(ModelBattery):
 
 
 class TestFactorVAE(ModelBattery):
-    export_representative = False  # the TC discriminator trains only: TestVAE's graph
 
     def make_model(self):
         return kvae.FactorVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), discriminator_hidden=(16,),
@@ -114,14 +110,12 @@ class TestFactorVAE(ModelBattery):
 
 
 class TestMAE(ModelBattery):
-    export_representative = False  # the MAE penalty and free bits change training only: TestVAE's graph
 
     def make_model(self):
         return kvae.MAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), free_bits_total=0.05, seed=15)
 
 
 class TestRAEGradientPenalty(ModelBattery):
-    export_representative = False  # deterministic encoder, plain decoder: TestAE's graph
 
     def make_model(self):
         return kvae.RAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), regularization="gp",
@@ -139,21 +133,18 @@ class TestAE(ModelBattery):
 
 
 class TestBetaTCVAE(ModelBattery):
-    export_representative = False  # the TC estimator changes training only: TestVAE's graph
 
     def make_model(self):
         return kvae.BetaTCVAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), dataset_size=1000, seed=19)
 
 
 class TestIWAE(ModelBattery):
-    export_representative = False  # the objective changes training only: TestVAE's graph
 
     def make_model(self):
         return kvae.IWAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,), num_samples=3, seed=21)
 
 
 class TestMIWAEWithIAFPosterior(ModelBattery):
-    export_representative = False  # TestIAFPosteriorMAFPrior's graph
 
     def make_model(self):
         return kvae.MIWAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,), num_samples=2, num_groups=2,
@@ -162,7 +153,6 @@ class TestMIWAEWithIAFPosterior(ModelBattery):
 
 
 class TestCIWAE(ModelBattery):
-    export_representative = False
 
     def make_model(self):
         return kvae.CIWAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,), num_samples=3, seed=23)
@@ -170,7 +160,6 @@ class TestCIWAE(ModelBattery):
 
 class TestPIWAEConditional(ModelBattery):
     labelled = True
-    export_representative = False  # TestConditionalVAE's graph
 
     def make_model(self):
         return kvae.PIWAE(input_shape=self.input_shape, num_classes=10, latent_dim=4, hidden=(32,), num_samples=2,
@@ -178,7 +167,6 @@ class TestPIWAEConditional(ModelBattery):
 
 
 class TestVLAEWithIWAEObjective(ModelBattery):
-    export_representative = False  # TestVLAE's graph
 
     def make_model(self):
         return kvae.VLAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), flow_steps=1, flow_hidden=(8,),
@@ -186,14 +174,12 @@ class TestVLAEWithIWAEObjective(ModelBattery):
 
 
 class TestWAEMMD(ModelBattery):
-    export_representative = False  # deterministic encoder, plain decoder, the MMD trains only: TestAE's graph
 
     def make_model(self):
         return kvae.WAE(input_shape=self.input_shape, latent_dim=3, hidden=(32,), seed=26)
 
 
 class TestAnnealedCapacityBetaVAE(ModelBattery):
-    export_representative = False  # the capacity term changes training only: TestVAE's graph
 
     def make_model(self):
         return kvae.AnnealedCapacityBetaVAE(input_shape=self.input_shape, latent_dim=4, hidden=(32,), gamma=10.0,
@@ -213,7 +199,6 @@ class TestPlanarRadialPosterior(ModelBattery):
 
 
 class TestAdversarialAE(ModelBattery):
-    export_representative = False  # the discriminator never reaches the exported graph: TestAE's graph
 
     def make_model(self):
         return kvae.AdversarialAE(input_shape=self.input_shape, latent_dim=3, hidden=(16,), discriminator_hidden=(16,),
@@ -241,7 +226,6 @@ class TestHVAE(ModelBattery):
 
 
 class TestRHVAE(ModelBattery):
-    export_representative = False  # the metric network never reaches the exported graph: TestVAE's graph
 
     def make_model(self):
         return kvae.RHVAE(input_shape=self.input_shape, latent_dim=2, hidden=(16,), num_leapfrog=1, fixed_point_steps=1,
@@ -255,7 +239,6 @@ class TestVQVAE(ModelBattery):
 
 
 class TestVAEGAN(ModelBattery):
-    export_representative = False  # the discriminator never reaches the exported graph: TestVAE's graph
 
     def make_model(self):
         return kvae.VAEGAN(input_shape=self.input_shape, latent_dim=3, hidden=(16,), discriminator_hidden=(16, 8),
