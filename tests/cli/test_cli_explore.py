@@ -16,6 +16,16 @@ def _get(url):
 
 
 
+
+def _address(proc, err):
+    """The URL ``kvae explore`` prints ("explorer at URL"), read until it appears or the command ends."""
+    lines = []
+    for line in iter(proc.stdout.readline, ""):
+        lines.append(line)
+        if line.startswith("explorer at "):
+            return line.split()[2]
+    raise AssertionError(("kvae explore printed no address", "".join(lines), open(err.name).read()[-3000:]))
+
 def _image_shape(url, latent_dim):
     """The shape /images answers for one all-zero code."""
     req = urllib.request.Request(url + "images", json.dumps({"z": [[0.0] * latent_dim]}).encode(),
@@ -48,15 +58,7 @@ def test_kvae_explore_serves_a_pretrained_model(tmp_path):
                              "--no-browser", "--port", "0"], stdout=subprocess.PIPE, stderr=err,
                             text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
-        url, lines = None, []
-        while url is None:  # until the address is printed or the command ends
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("explorer at "):
-                url = line.split()[2]
-        assert url, ("".join(lines), open(err.name).read()[-3000:])
+        url = _address(proc, err)
         status, page = _get(url)
         assert status == 200 and b"kvae explorer" in page
         health = json.loads(_get(url + "healthz")[1])
@@ -81,15 +83,7 @@ def test_kvae_explore_serves_a_run_directory(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "kvae_cli", "explore", run, "--no-browser", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     try:
-        url, lines = None, []
-        while url is None:  # until the address is printed or the command ends
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("explorer at "):
-                url = line.split()[2]
-        assert url, ("kvae explore RUN_DIR printed no address", "".join(lines), open(err.name).read()[-3000:])
+        url = _address(proc, err)
         health = json.loads(_get(url + "healthz")[1])
         assert health["latent_dim"] == 3 and health["explorer"] is True  # digits' validation split is bundled
         info = json.loads(_get(url + "explorer.json")[1])

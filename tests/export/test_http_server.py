@@ -15,7 +15,7 @@ import pytest
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_DIR = os.path.join(HERE, "..", "export")
 sys.path.insert(0, os.path.join(HERE, "helpers"))
-from serving import serving  # noqa: E402
+from serving import exchange, serving  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,25 +36,8 @@ def server(bundle_path):
 
 
 def _raw(port, data, read_timeout=10.0):
-    """Send raw bytes; return the status code of the answer (None if the server closed without one)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
-        s.sendall(data)
-        try:
-            s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        answer = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except (socket.timeout, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            answer += chunk
-    if not answer.startswith(b"HTTP/"):
-        return None, answer
-    return int(answer.split(b" ", 2)[1]), answer
+    """Send raw bytes and half-close; return the status code of the answer (None if the server closed without one)."""
+    return exchange(port, data, read_timeout, half_close=True)
 
 
 def _post(port, path, body, headers=None):

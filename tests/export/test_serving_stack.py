@@ -18,6 +18,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_DIR = os.path.join(HERE, "..", "export")
 sys.path.insert(0, os.path.join(HERE, "helpers"))
 from echo_bundle import write_echo_bundle  # noqa: E402
+from serving import exchange  # noqa: E402
 from kvae_serve import Bundle  # noqa: E402
 from kvae_serve.server import make_server  # noqa: E402
 
@@ -47,18 +48,7 @@ def server(bundle):
 
 def _exchange(port, data, timeout=10.0):
     """Send raw bytes, read until the server closes; (status or None, answer bytes)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        answer = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except (socket.timeout, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            answer += chunk
-    return (int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else None), answer
+    return exchange(port, data, timeout)
 
 
 def _head(path, length, extra=b""):

@@ -1,5 +1,6 @@
 """kvae-serve in a background thread of the test process, on a free port of 127.0.0.1."""
 import contextlib
+import socket
 import threading
 
 
@@ -16,3 +17,25 @@ def serving(bundle, **options):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def exchange(port, data, timeout=10.0, half_close=False):
+    """Send raw bytes to 127.0.0.1:port (then, with ``half_close``, shut the writing side) and read until
+    the server closes or ``timeout`` passes; returns (status code, or None without one, answer bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        if half_close:
+            try:
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        answer = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+    return (int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else None), answer
