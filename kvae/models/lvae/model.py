@@ -3,7 +3,9 @@ r"""Ladder VAE (Sønderby et al. 2016) with a top-down ResNet path over spatial 
 Generative model, groups l = L (top, lowest resolution) ... 1:
 
     p(z_L) = N(mu_L, sigma_L^2) (learned),  p(z_l | z_{>l}) = N(mu_p(h_l), sigma_p(h_l)^2),
-    h_{l-1} = up(blocks(h_l + Conv(z_l))),  p(x | z) = Bernoulli(logits(h_0)).
+    h_{l-1} = up(blocks(h_l + Conv(z_l))),  p(x | z) = Bernoulli(logits(h_0)),
+
+or, with ``pixelcnn_layers > 0``, a local PixelCNN conditioned on a map of h_0 (as VLAE's decoder).
 
 Inference shares the top-down path: a deterministic bottom-up pass gives N(mu_hat_l, sigma_hat_l^2)
 per group and q(z_l | x, z_{>l}) merges it with the prior of that group, by precisions
@@ -30,7 +32,7 @@ from kvae.errors import ConfigError
 from kvae.models.lvae.gaussians import normal_kl, precision_weighted, residual
 from kvae.models.lvae.networks import BottomUp, TopDown, resolutions
 from kvae.models.lvae.parts import LadderPosterior, LadderPrior, positive
-from kvae.parts.likelihoods import BernoulliLikelihood
+from kvae.parts.likelihoods import BernoulliLikelihood, PixelCNNLikelihood
 
 tfd = tfp.distributions
 
@@ -51,12 +53,21 @@ class LadderVAE(VariationalModel):
       free_bits_per_group: floor in nats on each group's batch-mean KL (0 for none).
       density: the ex-post density over codes; "none" by default (the learned prior is the sampler,
         and a full-covariance mixture over the D codes would hold D^2 numbers per component).
+      pixelcnn_layers: 0 for a factorised Bernoulli decoder; else the masked layers of a local PixelCNN
+        decoder conditioned on the top-down features (the VLAE / PixelVAE combination, Chen et al. 2017,
+        Gulrajani et al. 2017), with ``pixelcnn_kernel``, ``pixelcnn_filters`` and ``cond_channels``
+        as :class:`~kvae.models.vlae.VLAE` has them.
+      pixelcnn_kernel: kernel size of the masked convolutions.
+      pixelcnn_filters: filters per PixelCNN layer.
+      cond_channels: channels of the map from the top-down features that conditions the PixelCNN
+        (concatenated to the image at its input, as VLAE does).
     """
 
     fixed_options = ("network", "hidden", "posterior", "prior", "decoder", "latent_dim", "num_classes")
 
     def __init__(self, input_shape=(28, 28, 1), groups=3, channels=64, latent_channels=8, blocks=2,
-                 merge="precision", free_bits_per_group=0.0, density="none", **kwargs):
+                 merge="precision", free_bits_per_group=0.0, density="none", pixelcnn_layers=0, pixelcnn_kernel=3,
+                 pixelcnn_filters=12, cond_channels=4, **kwargs):
         input_shape = tuple(int(d) for d in input_shape)
         if len(input_shape) != 3:
             raise ConfigError(f"a ladder VAE needs image data (H, W, C), got shape {input_shape}")
@@ -66,6 +77,8 @@ class LadderVAE(VariationalModel):
             raise ConfigError("groups, channels and latent_channels must be positive and blocks >= 0")
         if kwargs.get("num_classes") is not None:
             raise ConfigError("the ladder VAE is not conditional (num_classes must be None)")
+        if int(pixelcnn_layers) < 0:
+            raise ConfigError(f"pixelcnn_layers must be >= 0 (0: a Bernoulli decoder), got {pixelcnn_layers}")
         if float(free_bits_per_group) < 0:
             raise ConfigError(f"free_bits_per_group must be >= 0, got {free_bits_per_group}")
         for key in ("network", "hidden", "posterior", "prior", "decoder", "latent_dim", "encoder_network",
@@ -76,8 +89,13 @@ class LadderVAE(VariationalModel):
         latent_dim = int(sum(np.prod(s) for s in group_shapes))
         posterior = LadderPosterior(latent_dim, int(groups), int(latent_channels), name="posterior")
         prior = LadderPrior(latent_dim, top_shape=group_shapes[0], name="prior")
-        likelihood = BernoulliLikelihood(input_shape, name="likelihood")
-        likelihood.memory_factor = 4 * int(channels)  # features held per pixel and sample in log_prob
+        if int(pixelcnn_layers):
+            likelihood = PixelCNNLikelihood(input_shape, num_layers=int(pixelcnn_layers),
+                                            kernel_size=int(pixelcnn_kernel), filters=int(pixelcnn_filters),
+                                            cond_channels=int(cond_channels), conditioning="input", name="likelihood")
+        else:
+            likelihood = BernoulliLikelihood(input_shape, name="likelihood")
+            likelihood.memory_factor = 4 * int(channels)  # features held per pixel and sample in log_prob
         bottom_up = BottomUp(int(groups), int(channels), int(blocks), name="bottom_up")
         top_down = TopDown(input_shape[:2], int(groups), int(channels), int(latent_channels), int(blocks),
                            name="top_down")
@@ -90,7 +108,9 @@ class LadderVAE(VariationalModel):
             object.__setattr__(part, "walk", self.walk)
         self.free_bits_per_group = float(free_bits_per_group)
         self._init_args.update(dict(groups=int(groups), channels=int(channels), latent_channels=int(latent_channels),
-                                    blocks=int(blocks), merge=merge, free_bits_per_group=self.free_bits_per_group))
+                                    blocks=int(blocks), merge=merge, free_bits_per_group=self.free_bits_per_group,
+                                    pixelcnn_layers=int(pixelcnn_layers), pixelcnn_kernel=int(pixelcnn_kernel),
+                                    pixelcnn_filters=int(pixelcnn_filters), cond_channels=int(cond_channels)))
 
     #: constructor arguments of the base that this model builds itself (left out of its config)
     BUILT_HERE = ("posterior", "prior", "decoder", "encoder_network", "decoder_network", "latent_dim", "network",
@@ -231,6 +251,11 @@ class LadderVAE(VariationalModel):
     def sample_from_layer(self, layer, rows, cols, seed=0):
         """Images [rows * cols, H, W, C] (E[x|z]): row r fixes the groups above ``layer`` (1 = bottom,
         L = top) at one prior draw; its ``cols`` images draw ``layer`` and the groups below anew
-        (the hierarchical-representation figure of Sønderby et al. / Maaløe et al.)."""
+        (the hierarchical-representation figure of Sønderby et al. / Maaløe et al.); a PixelCNN
+        decoder draws its pixels with uniform noise from ``seed``."""
         _, features = self.codes_from_layer(layer, rows, cols, seed)
-        return self.likelihood.images(self.likelihood(features))
+        params = self.likelihood(features)
+        if not getattr(self.likelihood, "needs_uniform", False):
+            return self.likelihood.images(params)
+        shape = tf.concat([tf.shape(features)[:1], tf.constant(self.likelihood.event_shape)], 0)
+        return self.likelihood.images(params, tf.random.stateless_uniform(shape, [int(seed), 7]))
