@@ -81,6 +81,22 @@ def test_float_data_already_in_unit_range_is_not_divided_again():
     np.testing.assert_allclose(_level_frequencies(next(iter(ds)).numpy()), LEVELS / 255.0, atol=0.03)
 
 
+def test_dark_8_bit_images_are_intensities_whatever_their_largest_value():
+    """A dynamic split's integer pixels are intensities / 255 even when none exceeds 1 (a head of dark images):
+    intensity 1 is 1 with frequency 1/255, and head(n) binarises as the first n rows of the whole split."""
+    images = np.zeros((40, 20, 21, 1), np.uint8)
+    images[:, :10] = 1  # 210 pixels of intensity 1 an image
+    images[20:, 10:] = 255
+    split = data.Split("toy", "test", images, np.arange(40, dtype=np.int32), dynamic=True)
+    x, _ = split.arrays()
+    np.testing.assert_array_equal(x, binarised(images))
+    head, _ = split.head(20).arrays()  # all <= 1
+    np.testing.assert_array_equal(head, x[:20])
+    assert head[:, :10].mean() < 0.02 and head[:, 10:].max() == 0.0  # 1/255 = 0.004, not 1
+    drawn = next(iter(split.head(20).dataset(batch_size=20, shuffle=True))).numpy()  # the training pipeline
+    assert drawn[:, :10].mean() < 0.02
+
+
 @pytest.mark.parametrize("labels", [False, True])
 def test_dataset_without_shuffling_yields_exactly_arrays(labels):
     images, y = _intensities(23, shape=(6, 5, 1))
