@@ -41,9 +41,17 @@ def test_fit_density_from_train_and_from_its_own_command(tmp_path, capsys):
     assert not runs.load_run(other)[0].density.is_fitted
     assert cli.main(["fit-density", other, "--limit", "500"]) == 0
     assert "fitted a 10-component Gaussian mixture on 500 codes" in capsys.readouterr().out
-    assert runs.load_run(other)[0].density.is_fitted
-    for name in ("samples_density.png", "samples_prior.png"):
-        assert mpimg.imread(os.path.join(other, name)).std() > 0
+    fitted = runs.load_run(other)[0]
+    assert fitted.density.is_fitted
+    # each PNG is the grid of 64 means of p(x|z) at seed 0, z from the mixture or from the prior
+    from kvae.evaluation.plotting import image_grid
+
+    grids = {}
+    for source in ("density", "prior"):
+        grids[source] = image_grid(fitted.sample(64, seed=0, source=source).numpy(), ncol=8)
+        shown = mpimg.imread(os.path.join(other, f"samples_{source}.png"))[..., 0]
+        np.testing.assert_allclose(shown, grids[source], atol=2 / 255)
+    assert np.abs(grids["density"] - grids["prior"]).max() > 0.1  # two different figures
 
 
 def test_evaluate_diagnostics_writes_numbers_and_pictures(tmp_path):
@@ -68,8 +76,28 @@ def test_evaluate_diagnostics_writes_numbers_and_pictures(tmp_path):
     shuffled = LogisticRegression(max_iter=2000).fit(scaler.transform(train_codes), np.random.default_rng(0).permutation(ty))
     chance = shuffled.score(scaler.transform(valid_codes), vy)  # a probe of shuffled labels: 0.09 here
     assert result["probe_accuracy"] > chance + 0.1  # the codes carry the class (0.24 after two epochs, 3-d codes)
+    # the other numbers, transcribed on the same draws of q(z|x) (seed [0, 31]): log det of their covariance
+    # (numpy), the MMD to as many N(0, I) draws of RandomState(0) and the mutual information (the library's
+    # functions, each checked against its formula in tests/models/test_regularised.py)
+    from kvae.evaluation import metrics
+
+    draws = np.asarray(model.encode(vx).sample(seed=tf.constant([0, 31], tf.int32)), np.float64)
+    assert result["log_det_cov"] == pytest.approx(np.linalg.slogdet(np.cov(draws, rowvar=False))[1], rel=1e-9)
+    assert result["mmd_to_prior"] == pytest.approx(metrics.mmd_to_prior(draws, seed=0), rel=1e-6, abs=1e-9)
+    assert result["mutual_information"] == pytest.approx(metrics.mutual_information(model, vx, seed=0), rel=1e-6)
+    kl = np.asarray(metrics.posterior_statistics(model, vx, seed=0)["kl_per_dim"]).mean(0)
+    np.testing.assert_allclose(result["kl_per_dim"], kl, rtol=1e-6)
+    # traversal.png under its title: the first validation digit's posterior mean with one dimension at a time
+    # swept over 9 values in [-3, 3], one row per dimension, each image E[x|z]
+    from kvae.evaluation.plotting import image_grid
+
+    codes = np.repeat(np.asarray(model.posterior_means(vx[:1])), 27, axis=0)
+    for d in range(3):
+        codes[9 * d:9 * (d + 1), d] = np.linspace(-3, 3, 9)
+    grid = image_grid(model.decode(codes.astype(np.float32)).mean().numpy(), ncol=9, min_size=512)
     traversal = mpimg.imread(os.path.join(run, "traversal.png"))
-    assert traversal.std() > 0 and traversal.shape[0] > 3 * 8  # one row per latent dimension
+    assert traversal.shape[1] == grid.shape[1]
+    np.testing.assert_allclose(traversal[-grid.shape[0]:, :, 0], grid, atol=2 / 255)
 
 
 def _stub_tfds(monkeypatch, images, labels):

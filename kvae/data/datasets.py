@@ -74,9 +74,7 @@ class Split:
 
     def arrays(self, seed=0):
         """``x`` as float32 in [0, 1] (fixed-seed binarisation for dynamic data) and ``y``."""
-        x = self.images().astype(np.float32)
-        if x.max(initial=0.0) > 1.0:
-            x = x / 255.0
+        x = _unit_range(self.images(), self.dynamic)
         if self.dynamic:
             x = (np.random.RandomState(seed).uniform(size=x.shape) < x).astype(np.float32)
         return x, self.y
@@ -92,7 +90,7 @@ class Split:
         if rendered:
             x, y = self.factors, self.y
         elif self.dynamic and shuffle:
-            x, y = self.x.astype(np.float32) / (255.0 if self.x.max() > 1 else 1.0), self.y
+            x, y = _unit_range(self.x, True), self.y
         else:
             x, y = self.arrays()
         if labels and y is None:
@@ -107,6 +105,15 @@ class Split:
         binarise = _bernoulli_sampler(seed) if self.dynamic and shuffle else None
         return batches(x, y if labels else None, batch_size, shuffle=shuffle, seed=seed,
                        drop_remainder=drop_remainder, render=render if rendered else None, transform=binarise)
+
+
+def _unit_range(x, intensities):
+    """``x`` as float32 in [0, 1]: divided by 255 when it holds 8-bit intensities, i.e. values above 1, or
+    (``intensities``: a dynamic split's pixel probabilities) any integer array, whatever its largest value."""
+    unit = np.asarray(x).astype(np.float32)
+    if (intensities and np.asarray(x).dtype.kind in "ui") or unit.max(initial=0.0) > 1.0:
+        unit = unit / np.float32(255.0)
+    return unit
 
 
 def _split_name(split):

@@ -26,12 +26,16 @@ def _address(proc, err):
             return line.split()[2]
     raise AssertionError(("kvae explore printed no address", "".join(lines), open(err.name).read()[-3000:]))
 
+def _images(url, z):
+    """What /images answers for the codes ``z`` (a list of lists): ``{"images", "shape"}``."""
+    req = urllib.request.Request(url + "images", json.dumps({"z": z}).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
 def _image_shape(url, latent_dim):
     """The shape /images answers for one all-zero code."""
-    req = urllib.request.Request(url + "images", json.dumps({"z": [[0.0] * latent_dim]}).encode(),
-                                 {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())["shape"]
+    return _images(url, [[0.0] * latent_dim])["shape"]
 
 
 def _interrupt(proc):
@@ -89,6 +93,17 @@ def test_kvae_explore_serves_a_run_directory(tmp_path):
         info = json.loads(_get(url + "explorer.json")[1])
         assert info["n"] == 180 and len(info["kl_per_dim"]) == 3  # all 180 validation digits (fewer than 500)
         assert _image_shape(url, 3) == [1, 8, 8, 1]
+        z = [[0.0, 0.0, 0.0], [1.5, -1.0, 0.5]]
+        answer = _images(url, z)
     finally:
         _interrupt(proc)
     _stopped_cleanly(proc, err, tmp_path)
+    # the served images are the run's model's E[x|z] for those codes (the run's model, not another)
+    import numpy as np
+
+    from kvae.training.runs import load_run
+
+    model, _ = load_run(run)
+    want = model.decode(np.asarray(z, np.float32)).mean().numpy()
+    assert answer["shape"] == [2, 8, 8, 1] and np.abs(want[0] - want[1]).max() > 0.05
+    np.testing.assert_allclose(np.asarray(answer["images"]), want, atol=1e-5)

@@ -90,16 +90,26 @@ def test_cli_reports_sample_quality(tmp_path, digits28_dir):
     assert cli.main(["train", "--model", "rae", "--dataset", "binarized_mnist", "--data-dir", mnist_dir,
                      "--limit", "2000", "--epochs", "1", "--hidden", "64", "--fit-density", "--out", run,
                      "--quiet"]) == 0
+    from kvae.data import datasets as data
+    from kvae.training import runs
+
+    model, _ = runs.load_run(run)
+    valid = data.load("binarized_mnist", "valid", mnist_dir).arrays()[0][:300]
+    train = data.load("binarized_mnist", "train", mnist_dir).head(10000).arrays()[0]
     scores = {}
     for source in ("prior", "density"):
         path = str(tmp_path / f"{source}.json")
         assert cli.main(["evaluate", run, "--data-dir", mnist_dir, "--split", "valid", "--limit", "300",
                          "--sample-quality", "--sample-n", "300", "--sample-source", source, "--json", path]) == 0
         scores[source] = json.load(open(path))
-        for key in ("fid_lenet", "fid_pca"):
-            assert scores[source][key] > 0
-        assert 0 <= scores[source]["precision"] <= 1 and 0 <= scores[source]["recall"] <= 1
         assert scores[source]["sample_n"] == 300 and scores[source]["sample_source"] == source
+        # the numbers of the library on the same pieces: 300 binary draws of the model at seed 0 (a Bernoulli
+        # decoder: draws, not means), the first 300 validation images, the training set as reference
+        samples = np.asarray(model.sample(300, seed=0, mean=False, source=source))
+        assert set(np.unique(samples)) <= {0.0, 1.0}
+        want = sq.evaluate(samples, valid, train, seed=0)
+        for key in ("fid_lenet", "fid_pca", "precision", "recall"):
+            assert scores[source][key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), (source, key)
     assert scores["prior"]["fid_lenet"] != scores["density"]["fid_lenet"]
 
 

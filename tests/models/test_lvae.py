@@ -184,8 +184,15 @@ def test_command_line_train_layer_grid_export_and_tf_free_runtime(tmp_path):
     kvae_cli("train", "--model", "lvae", "--dataset", "digits", "--epochs", "1", "--groups", "2", "--channels", "8",
              "--latent-channels", "2", "--blocks", "1", "--quiet", "--out", str(run))
     kvae_cli("sample", str(run), "--layer", "1", "--n", "3", "--out", str(grid))
-    image = np.asarray(Image.open(grid).convert("L"), np.float32)
-    assert image.shape[0] > 8 * 3 and image.std() > 0
+    image = np.asarray(Image.open(grid).convert("L"), np.float32) / 255.0
+    # the grid of the run's own sample_from_layer(1): 3 rows of 8 columns at --seed's default 0
+    from kvae.evaluation.plotting import image_grid
+    from kvae.training.runs import load_run
+
+    model, _ = load_run(str(run))
+    want = image_grid(model.sample_from_layer(1, rows=3, cols=8, seed=0).numpy(), ncol=8)
+    np.testing.assert_allclose(image, want, atol=2 / 255)
+    assert np.abs(image_grid(model.sample_from_layer(1, rows=3, cols=8, seed=1).numpy(), ncol=8) - want).max() > 0.1
     kvae_cli("export", str(run), "--out", str(bundle))
     parity = json.load(open(bundle / "manifest.json"))["parity"]
     assert {"encode", "decode", "sample", "log_prob", "reconstruct"} <= set(parity)

@@ -79,6 +79,16 @@ def test_vlae_from_the_cli(tmp_path):
     assert cli.main(["evaluate", out, "--k", "16", "--limit", "4", "--json", path]) == 0
     assert json.load(open(path))["kl_per_dim"] is None  # flow prior: no per-dimension KL
     assert cli.main(["sample", out, "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    # the PNG is the grid of the run's model's own sample at --seed's default 0 (its PixelCNN decoder's images)
+    import matplotlib.image as mpimg
+
+    from kvae.evaluation.plotting import image_grid
+    from kvae.training import runs
+
+    model, _ = runs.load_run(out)
+    want = image_grid(model.sample(4, seed=0).numpy(), ncol=4)
+    np.testing.assert_allclose(mpimg.imread(str(tmp_path / "s.png"))[..., 0], want, atol=2 / 255)
+    assert np.abs(image_grid(model.sample(4, seed=1).numpy(), ncol=4) - want).max() > 0.1
 
 
 def test_flow_prior_and_iaf_posterior_on_a_plain_vae_from_the_cli(tmp_path):
