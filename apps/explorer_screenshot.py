@@ -10,43 +10,14 @@ first slider, and saves the page.
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
 
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage")
-
-
-def chromium_driver(profile_dir, width=1400, height=1100):
-    """A Selenium driver for the system's headless Chromium (no browser download), browser console
-    logs kept; flags that keep it off the network (this machine has none)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in CHROMIUM_FLAGS + (f"--window-size={width},{height}", f"--user-data-dir={profile_dir}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-
-
-def wait_for(driver, script, timeout=60):
-    """Poll a JavaScript expression until it is truthy; returns its value."""
-    end = time.time() + timeout
-    while time.time() < end:
-        value = driver.execute_script("return " + script)
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {script}")
-
-
-def idle(driver):
-    """Wait until the page has no request in flight."""
-    wait_for(driver, "document.body.dataset.busy === '0' || document.body.dataset.busy === undefined")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "helpers"))
+from chromium_browser import chromium_driver, idle, wait_for  # noqa: E402  (shared with the browser test)
 
 
 def main():

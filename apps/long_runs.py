@@ -2,7 +2,7 @@
 how to resume it.
 
     python apps/long_runs.py snapshot RUN_DIR NAME --command "kvae train ..." [--since ISO --resume exact|warm]
-    python apps/long_runs.py table
+    python apps/long_runs.py table [--root FOLDER]
 
 writes ``apps/long_runs/NAME.weights.h5`` (the model's float32 weights from the run's latest
 checkpoint, without the optimizer's state: one file per run, replaced each time) and
@@ -121,10 +121,11 @@ def main():
     s.add_argument("--note")
     s.add_argument("--since", help="when this sitting started (ISO time; default: when the run directory was made)")
     s.add_argument("--resume", choices=("exact", "warm"), help="how this sitting continued the run")
-    sub.add_parser("table", help="print the Markdown table of the records (docs/results.md)")
+    t = sub.add_parser("table", help="print the Markdown table of the records (docs/results.md)")
+    t.add_argument("--root", default=HERE, help="the folder of the records (default: apps/long_runs)")
     args = parser.parse_args()
     if args.action == "table":
-        print(table(), end="")
+        print(table(args.root), end="")
         return
     snapshot(args.run_dir, args.name, args.command, args.note, args.since, args.resume)
 

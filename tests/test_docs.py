@@ -3,39 +3,19 @@ file in order, in one namespace, in a scratch directory), every `kvae ...` comma
 bash block parses with the real CLI parser, and the README's quick-start commands run."""
 import glob
 import os
-import re
 import shlex
+import sys
 
 import pytest
 
 from kvae.cli import main as cli
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers"))
+from doc_commands import blocks, command_lines  # noqa: E402
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FILES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 NEEDS_MNIST = "binarized_mnist\", \"train\")"
-
-
-def blocks(path, language):
-    text = open(path).read()
-    return [m.group(1) for m in re.finditer(rf"^```{language}\n(.*?)^```", text, re.M | re.S)]
-
-
-def command_lines(path):
-    """`kvae ...` commands in bash blocks: continuation lines joined, comments and env prefixes dropped,
-    `a && b` split; lines with the placeholder `...` are skipped."""
-    commands = []
-    for block in blocks(path, "bash"):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" #")[0].strip()
-            if line.startswith("#"):
-                continue
-            for part in line.split("&&"):
-                words = shlex.split(part)
-                while words and re.match(r"^[A-Z_]+=", words[0]):
-                    words = words[1:]
-                if words[:1] == ["kvae"] and "..." not in words:
-                    commands.append(words[1:])
-    return commands
 
 
 PYTHON = [(os.path.relpath(f, ROOT), f) for f in FILES if blocks(f, "python")]

@@ -105,25 +105,24 @@ def test_identity_kept_and_its_independence_baseline():
     assert chance == pytest.approx((2 * 3 + 2 * 3 + 4 * 2) / 64)
 
 
-def test_long_runs_table_is_the_records():
-    """docs/results.md's table of the long runs is apps/long_runs.py's rendering of their records."""
+def long_runs_table(*args):
+    """The output of ``python apps/long_runs.py table ...`` (the app run as documented, not imported)."""
+    import subprocess
     import sys
 
-    sys.path.insert(0, os.path.join(DOCS, "..", "apps"))
-    import long_runs
+    script = os.path.join(DOCS, "..", "apps", "long_runs.py")
+    return subprocess.run([sys.executable, script, "table", *args], capture_output=True, text=True, check=True).stdout
 
+
+def test_long_runs_table_is_the_records():
+    """docs/results.md's table of the long runs is apps/long_runs.py's rendering of their records."""
     text = open(os.path.join(DOCS, "results.md")).read()
     start = text.index("<!-- long-runs -->\n") + len("<!-- long-runs -->\n")
-    assert text[start:text.index("<!-- /long-runs -->")] == long_runs.table()
+    assert text[start:text.index("<!-- /long-runs -->")] == long_runs_table()
 
 
 def test_long_runs_count_each_run_directory_once(tmp_path):
     """Exact resumes continue a run directory (cumulative epochs and steps); a warm start opens a new one."""
-    import sys
-
-    sys.path.insert(0, os.path.join(DOCS, "..", "apps"))
-    import long_runs
-
     def seg(run_dir, epochs, hours):
         return {"run_dir": run_dir, "epochs_completed": epochs, "optimizer_steps": epochs * 500, "hours": hours}
 
@@ -131,7 +130,7 @@ def test_long_runs_count_each_run_directory_once(tmp_path):
               "total_hours": 3.5, "validation": [{"epoch": e, "neg_elbo": 100.0 - e, "kl": 1.0} for e in (1, 2, 3, 4)]}
     with open(tmp_path / "r.json", "w") as f:
         json.dump(record, f)
-    row = long_runs.table(str(tmp_path)).splitlines()[-1]
+    row = long_runs_table("--root", str(tmp_path)).splitlines()[-1]
     assert row.startswith("| `r` | 3 | 29 | 14500 | 3.50 | 96.00 (4) | 96.00 |")
 
 

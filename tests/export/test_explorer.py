@@ -18,9 +18,8 @@ import kvae
 from kvae.data import datasets as data
 from kvae.export import explorer, bundle as export
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "apps"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers"))
-import explorer_screenshot  # noqa: E402  (the browser helpers the docs' screenshot uses)
+import chromium_browser  # noqa: E402  (the browser helpers the docs' screenshot uses too)
 from serving import serving  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -174,10 +173,10 @@ def _browser(tmp_path):
             pytest.fail("KVAE_REQUIRE_BROWSER is set but chromium/chromedriver are not installed "
                         "(apt-get install chromium chromium-driver)")
         pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    return explorer_screenshot.chromium_driver(tmp_path / "profile")
+    return chromium_browser.chromium_driver(tmp_path / "profile")
 
 
-_wait, _idle = explorer_screenshot.wait_for, explorer_screenshot.idle
+_wait, _idle = chromium_browser.wait_for, chromium_browser.idle
 
 
 def _pixels(driver, canvas_id):

@@ -164,18 +164,20 @@ def test_docs_table_is_the_manifests():
     import sys
 
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..")
-    sys.path.insert(0, os.path.join(root, "apps"))
-    import pack_pretrained
-
+    table = subprocess.run([sys.executable, os.path.join(root, "apps", "pack_pretrained.py"), "table"],
+                           capture_output=True, text=True, check=True).stdout
     for doc in ("pretrained.md", "results.md"):
         text = open(os.path.join(root, "docs", doc)).read()
         start = text.index("<!-- table -->\n") + len("<!-- table -->\n")
-        assert text[start:text.index("<!-- /table -->")].strip() == pack_pretrained.table().strip(), doc
+        assert text[start:text.index("<!-- /table -->")].strip() == table.strip(), doc
 
 
 def test_readme_pretrained_commands_run(tmp_path, monkeypatch):
     """The README's one-command sampling from the pretrained VLAE, run as written."""
-    from test_docs import command_lines
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers"))
+    from doc_commands import command_lines
 
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..")
     commands = [c for c in command_lines(os.path.join(root, "README.md")) if "runs/vlae-pre" in " ".join(c)]
