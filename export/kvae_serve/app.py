@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import v2
+from . import codec, v2
 from .batching import Batcher, Runner
 from .bundle import Bundle, BundleError
 from .limits import RequestError, Shedder, content_length, field_int, field_rows, max_body, parse_json, read_body
@@ -54,11 +54,12 @@ def static_files():
 
 
 def json_response(status, payload, headers=None):
-    """A JSON answer; error answers (status >= 400) close the connection."""
+    """A JSON answer (numpy arrays in ``payload`` written as nested lists by :mod:`kvae_serve.codec`);
+    error answers (status >= 400) close the connection."""
     headers = dict(headers or {})
     if status >= 400:
         headers["Connection"] = "close"
-    return Response(json.dumps(payload).encode(), status, headers, media_type="application/json")
+    return Response(codec.dumps(payload), status, headers, media_type="application/json")
 
 
 class Service:
@@ -132,7 +133,7 @@ class Service:
             loop = asyncio.get_running_loop()
             self.metrics.batch_rows.labels("log_prob").observe(len(x))
             values = await loop.run_in_executor(self.slow.executor, lambda: b.log_prob(x, k, seed, labels))
-            return {"log_prob": values.tolist(), "k": k}
+            return {"log_prob": values, "k": k}
         if path == "/sample":
             n = field_int(data, "n", 1, minimum=1, maximum=rows)
             source = data.get("source", "prior")
@@ -147,8 +148,8 @@ class Service:
         del inputs
         out = await self.infer(endpoint, arrays)
         if path in ("/decode", "/encode"):
-            return {key: value.tolist() for key, value in out.items()}
-        return {"images": out["images"].tolist(), "shape": list(out["images"].shape)}
+            return out
+        return {"images": out["images"], "shape": list(out["images"].shape)}
 
 
 def create_app(bundle, **options):

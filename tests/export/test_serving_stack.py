@@ -384,3 +384,52 @@ def test_two_workers_serve_count_together_and_stop_on_sigterm(bundle):
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and out.splitlines()[0].endswith(f":{port} (2 workers)")
+
+
+def _plain(value):
+    """``value`` with its arrays as nested lists: what the server used to pass to ``json.dumps``."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
+def test_the_json_codec_writes_the_bytes_json_dumps_writes():
+    """orjson plus the spelling fixes equal json.dumps(tolist()) on every kind of float: random float32
+    bit patterns (subnormals to 3e38), float64 ones, every decade, the 1e-5 and e-7 cases, NaN."""
+    from kvae_serve.codec import dumps
+
+    rng = np.random.default_rng(0)
+    f32 = rng.integers(0, 2 ** 32, 300000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    f64 = rng.integers(0, 2 ** 64, 100000, dtype=np.uint64).view(np.float64)
+    decades = rng.uniform(1, 10, 100000) * 10.0 ** rng.integers(-12, 20, 100000) * rng.choice([-1, 1], 100000)
+    arrays = [f32[np.isfinite(f32)][:280000].reshape(-1, 7), f64[np.isfinite(f64)], decades,
+              decades.astype(np.float32).reshape(100, 10, 100, 1),
+              np.array([1e-05, 1.5e-05, -1.5e-05, 10.00001, 100000.00001, 9.99999e-5, 1e-4, 1e-7, -2.5e-9, 1e-10,
+                        0.0, -0.0, 1e16, 1.5e16, 1e-45]),
+              np.array([1.0, np.nan, np.inf]), np.array(2.5), np.zeros((0, 3)), np.arange(6).reshape(2, 3),
+              np.array([True, False]), np.array([2 ** 63 + 5], np.uint64), np.array([1, -2], ">i4"),
+              np.arange(12, dtype=np.float32).reshape(3, 4).T]
+    for array in arrays:
+        assert dumps(array) == json.dumps(array.tolist()).encode(), array[:5]
+    payload = {"probs": f32[:9].reshape(3, 3), "shape": [3, 3], "k": 5, "note": "a, b: [c]",
+               "outputs": [{"name": "x", "data": decades[:4]}, {"name": "y", "data": np.float32([1e-6])}], "e": {}}
+    assert dumps(payload) == json.dumps(_plain(payload)).encode()
+
+
+def test_decode_and_v2_answers_are_the_bytes_of_the_plain_json_encoding(server, bundle):
+    """The server's answers, spelled as json.dumps of the outputs' tolist() (the answers before orjson)."""
+    port = server.server_address[1]
+    z = np.float32([[1.5e-05, -2.5e-07, 3.0], [0.1, 1e-30, 12345.678]])
+    body = json.dumps({"z": z.tolist(), "labels": [1, 3]}).encode()
+    status, answer = _exchange(port, _head(b"/decode", str(len(body)).encode()) + body)
+    expected = bundle.decode(z, labels=[1, 3])
+    assert status == 200 and answer.split(b"\r\n\r\n", 1)[1] == json.dumps(_plain(expected)).encode()
+    v2_body = json.dumps({"inputs": [{"name": "z", "shape": [2, 3], "datatype": "FP32", "data": z.ravel().tolist()},
+                                     {"name": "labels", "shape": [2], "datatype": "INT32", "data": [1, 3]}]}).encode()
+    status, answer = _exchange(port, _head(b"/v2/models/decode/infer", str(len(v2_body)).encode()) + v2_body)
+    outputs = [{"name": k, "datatype": "FP32", "shape": list(v.shape), "data": v.ravel().tolist()}
+               for k, v in expected.items()]
+    assert status == 200 and answer.split(b"\r\n\r\n", 1)[1] == json.dumps(
+        {"model_name": "decode", "model_version": "1", "outputs": outputs}).encode()
