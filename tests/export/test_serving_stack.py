@@ -433,3 +433,42 @@ def test_decode_and_v2_answers_are_the_bytes_of_the_plain_json_encoding(server, 
                for k, v in expected.items()]
     assert status == 200 and answer.split(b"\r\n\r\n", 1)[1] == json.dumps(
         {"model_name": "decode", "model_version": "1", "outputs": outputs}).encode()
+
+
+def test_a_response_head_leaves_with_its_body_in_one_write():
+    import asyncio
+
+    from kvae_serve.protocol import CoalescingTransport
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def write(self, data):
+            self.calls.append(data)
+
+        def close(self):
+            self.calls.append("close")
+
+        def get_extra_info(self, name):
+            return name
+
+    async def scenario():
+        raw = Recorder()
+        t = CoalescingTransport(raw, asyncio.get_running_loop())
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+        t.write(head)
+        assert raw.calls == []  # held for its body
+        t.write(b"{}")
+        t.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # an interim answer goes at once
+        t.write(head)
+        await asyncio.sleep(0)  # a head without a body leaves on the loop's next turn
+        await asyncio.sleep(0)
+        t.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        t.close()  # and before a close
+        return raw.calls, t.get_extra_info("socket")
+
+    calls, extra = asyncio.run(scenario())
+    assert calls == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", b"HTTP/1.1 100 Continue\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n", "close"]
+    assert extra == "socket"  # the rest is the wrapped transport's
