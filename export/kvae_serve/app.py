@@ -22,6 +22,7 @@ import time
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -212,7 +213,24 @@ def create_app(bundle, **options):
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
     app.state.service = service
-    return app
+    return FastPosts(app, {path: post(path) for path in served[1:]})
+
+
+class FastPosts:
+    """The Starlette ``app`` with the JSON API's POSTs dispatched first, by a dict lookup: they skip
+    Starlette's middleware stack and route matching (~50 us of a ~300 us request); everything else,
+    other methods on those paths included, is Starlette's.  ``Service.answer`` already turns every
+    error of a POST into its answer, which is what the skipped middleware did."""
+
+    def __init__(self, app, posts):
+        self.app, self.posts, self.state = app, posts, app.state
+
+    async def __call__(self, scope, receive, send):
+        handler = self.posts.get(scope.get("path")) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if handler is None:
+            return await self.app(scope, receive, send)
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
 
 
 def create_app_from_env():
