@@ -472,3 +472,37 @@ def test_a_response_head_leaves_with_its_body_in_one_write():
     assert calls == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", b"HTTP/1.1 100 Continue\r\n\r\n",
                      b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n", "close"]
     assert extra == "socket"  # the rest is the wrapped transport's
+
+
+def test_requests_arriving_during_a_run_go_together_in_the_next_batch():
+    """One stacked run at a time: what arrives meanwhile forms the next batch (up to max_batch rows,
+    whole requests only), and every request gets its own rows back."""
+    import asyncio
+
+    from kvae_serve.batching import Batcher
+
+    async def scenario():
+        release, runs = asyncio.Event(), []
+
+        async def run(endpoint, arrays):
+            runs.append(arrays["x"][:, 0].tolist())
+            if len(runs) == 1:
+                await release.wait()  # the first run is slow: the others queue behind it
+            return {"y": arrays["x"] * 2.0}
+
+        batcher = Batcher("e", run, max_batch=4, max_wait_ms=0.0, observe=None)
+        first = asyncio.ensure_future(batcher.submit({"x": np.full((1, 2), 0.0)}))
+        await asyncio.sleep(0)
+        sizes = [1, 1, 2, 1, 3, 1]
+        rest = [asyncio.ensure_future(batcher.submit({"x": np.full((n, 2), float(i + 1))}))
+                for i, n in enumerate(sizes)]
+        await asyncio.sleep(0.01)
+        assert runs == [[0.0]]  # nothing else ran while the first run was in progress
+        release.set()
+        answers = await asyncio.gather(first, *rest)
+        return runs, answers
+
+    runs, answers = asyncio.run(scenario())
+    assert runs == [[0.0], [1.0, 2.0, 3.0, 3.0], [4.0, 5.0, 5.0, 5.0], [6.0]]
+    for i, (n, answer) in enumerate(zip([1, 1, 1, 2, 1, 3, 1], answers)):
+        np.testing.assert_array_equal(answer["y"], np.full((n, 2), 2.0 * i))
