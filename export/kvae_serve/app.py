@@ -237,11 +237,14 @@ def create_app_from_env():
     """The app of a ``kvae-serve --workers N`` worker: options from ``KVAE_SERVE_OPTIONS`` (JSON), each
     worker loading the bundle and creating its own sessions."""
     from .protocol import GuardedHttpToolsProtocol
-    from .server import read_key
+    from .server import listen_alone, read_key
 
     options = json.loads(os.environ["KVAE_SERVE_OPTIONS"])
-    key_file, threads = options.pop("key_file"), options.pop("threads")
+    key_file, threads, spread = options.pop("key_file"), options.pop("threads"), options.pop("listen_alone")
     GuardedHttpToolsProtocol.read_timeout = options["read_timeout"]
     bundle = Bundle(options.pop("bundle"), key=None if key_file is None else read_key(key_file), threads=threads,
                     spinning=False)
-    return create_app(bundle, **options)
+    app = create_app(bundle, **options)
+    if spread is not None:  # last: the worker accepts connections once it can answer them
+        listen_alone(*spread)
+    return app

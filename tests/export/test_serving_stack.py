@@ -363,6 +363,36 @@ def _wait_up(port, proc):
     raise AssertionError("kvae-serve did not start")
 
 
+def _connections_per_worker(parent, port, clients):
+    """Open ``clients`` keep-alive connections at once (one request answered on each), then count the
+    connections each worker process of ``parent`` holds (Linux: /proc/net/tcp and /proc/PID/fd)."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(clients)]
+    try:
+        for c in conns:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for c in conns:
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+        with open("/proc/net/tcp") as f:  # the server's side of each: local port = port, ESTABLISHED
+            inodes = {line.split()[9] for line in f.readlines()[1:]
+                      if int(line.split()[1].split(":")[1], 16) == port and line.split()[3] == "01"}
+        held = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) != parent:
+                        continue
+                links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            except (OSError, ValueError):
+                continue
+            count = sum(link[8:-1] in inodes for link in links if link.startswith("socket:["))
+            if count:
+                held.append(count)
+        return sorted(held)
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_two_workers_serve_count_together_and_stop_on_sigterm(bundle):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -379,6 +409,8 @@ def test_two_workers_serve_count_together_and_stop_on_sigterm(bundle):
             conn.close()
         metrics = _metrics(port)
         assert metrics[("kvae_requests_total", (("endpoint", "/decode"), ("status", "200")))] == 20
+        held = _connections_per_worker(proc.pid, port, 32)
+        assert len(held) == 2 and min(held) >= 4, held  # both workers hold a share of 32 keep-alive clients
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
