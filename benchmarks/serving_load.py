@@ -1,17 +1,22 @@
 """Load test of ``kvae-serve`` (Starlette on uvicorn) on 127.0.0.1 against the in-process handler limit,
 measured in the same run on the same machine (ratios, not absolute times).
 
-* handler limit: JSON parse -> ``Bundle.prepare`` -> ``Bundle.execute`` -> JSON dump of one
-  ``/decode`` request (batch 1) in this process, steady-state median over repeated blocks;
+* handler limit: JSON parse -> ``Bundle.prepare`` -> ``Bundle.execute`` -> the server's JSON encoding
+  (:mod:`kvae_serve.codec`) of one ``/decode`` request (batch 1) in this process, steady-state median
+  over repeated blocks; the same with ``json.dumps`` of ``tolist()`` (the encoding before the codec)
+  and each step's CPU time (where a request's time goes inside the handler);
 * the server (``--workers`` = usable cores, its own process tree) under ``C`` concurrent clients
   (an asyncio client on raw sockets, cheap enough to leave the server most of the CPU):
   keep-alive and a new connection per request, 32 / 256 / 1024 clients, micro-batching off and on;
-* each unbatched/batched pair measured back to back (a fresh server each);
+* each unbatched/batched pair measured back to back (a fresh server each), on the VAE bundle and on
+  a wide one (784-2048-2048-32) whose one-row session run costs more than the HTTP work around it;
 * one keep-alive client alone (the latency Nagle + delayed ACK would add without TCP_NODELAY);
 * the peak RSS of each worker (``VmHWM``) after hostile requests and the largest allowed request of
-  every endpoint.
+  every endpoint;
+* the load average (``os.getloadavg``, as ``uptime`` shows it) before and after: the 2 cores are
+  shared, and a run under load says less than one with the trainings paused.
 
-    python benchmarks/serving_load.py [--seconds 8] [--out benchmarks/serving_load.json]
+    PYTHONPATH=export python benchmarks/serving_load.py --seconds 8 --out benchmarks/serving_load.json
 """
 import argparse
 import asyncio
@@ -35,28 +40,69 @@ from _report import emit  # noqa: E402
 LATENT = 32
 
 
-def handler_limit(bundle_dir, seconds):
-    """Requests per second of the JSON handler's work for /decode batch 1, in process, one core."""
-    from kvae_serve import Bundle
-
-    bundle = Bundle(bundle_dir, threads=1, spinning=False)
-    body = json.dumps({"z": np.random.default_rng(0).normal(size=(1, LATENT)).round(4).tolist()}).encode()
-
-    def one():
-        data = json.loads(body)
-        endpoint, inputs = bundle.inputs("decode", data["z"])
-        out = bundle.execute(endpoint, bundle.prepare(endpoint, **inputs))
-        return json.dumps({k: v.tolist() for k, v in out.items()}).encode()
-
-    for _ in range(200):
+def _median_rate(one, seconds, block=200):
+    """Calls of ``one()`` per second: the median over blocks of ``block`` calls, after a warm-up."""
+    for _ in range(block):
         one()
     rates, end = [], time.perf_counter() + seconds
     while time.perf_counter() < end:
         start = time.perf_counter()
-        for _ in range(200):
+        for _ in range(block):
             one()
-        rates.append(200 / (time.perf_counter() - start))
+        rates.append(block / (time.perf_counter() - start))
     return float(np.median(rates))
+
+
+def _cpu_us(one, repeats=9, block=300):
+    """CPU microseconds of one call of ``one()``: the least over ``repeats`` blocks (the steady cost)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        for _ in range(block):
+            one()
+        best = min(best, (time.process_time() - start) / block)
+    return best * 1e6
+
+
+def handler_limit(bundle_dir, seconds):
+    """Requests per second of the JSON handler's work for /decode batch 1, in process, one core (the
+    server's encoding and json.dumps), and the CPU time of each step."""
+    from kvae_serve import Bundle, codec
+
+    bundle = Bundle(bundle_dir, threads=1, spinning=False)
+    body = json.dumps({"z": np.random.default_rng(0).normal(size=(1, LATENT)).round(4).tolist()}).encode()
+
+    def one(encode):
+        data = json.loads(body)
+        endpoint, inputs = bundle.inputs("decode", data["z"])
+        return encode(bundle.execute(endpoint, bundle.prepare(endpoint, **inputs)))
+
+    def checked(z):
+        endpoint, inputs = bundle.inputs("decode", z)
+        return bundle.prepare(endpoint, **inputs)
+
+    plain = lambda out: json.dumps({k: v.tolist() for k, v in out.items()}).encode()  # noqa: E731
+    data = json.loads(body)
+    endpoint, inputs = bundle.inputs("decode", data["z"])
+    arrays = bundle.prepare(endpoint, **inputs)
+    out = bundle.execute(endpoint, arrays)
+    steps = {"json_parse": _cpu_us(lambda: json.loads(body)),
+             "checks_and_conversion": _cpu_us(lambda: checked(data["z"])),
+             "session_run": _cpu_us(lambda: bundle.execute(endpoint, arrays)),
+             "encode_answer_codec": _cpu_us(lambda: codec.dumps(out)),
+             "encode_answer_json_dumps": _cpu_us(lambda: plain(out))}
+    return (_median_rate(lambda: one(codec.dumps), seconds), _median_rate(lambda: one(plain), seconds / 2),
+            {k: round(v, 1) for k, v in steps.items()})
+
+
+def session_rows_us(bundle_dir):
+    """CPU microseconds per row of one /decode session run of 1 and of 64 rows."""
+    from kvae_serve import Bundle
+
+    bundle = Bundle(bundle_dir, threads=1, spinning=False)
+    return {f"{rows}_rows": round(_cpu_us(lambda: bundle.execute("decode", {"z": np.zeros((rows, LATENT),
+                                                                        np.float32)}), 5, 20) / rows, 1)
+            for rows in (1, 64)}
 
 
 LOG_PROB_PEAK = r"""
@@ -240,6 +286,21 @@ def largest_requests(port):
     return statuses
 
 
+def batching_pair(bundle, cores, clients, seconds):
+    """Unbatched then micro-batched, a fresh server each, back to back: their two runs."""
+    runs = []
+    for config, options in (("unbatched", []), ("batched (--max-batch 64 --max-wait-ms 2)", BATCHED)):
+        server = Server(bundle, cores, *options)
+        try:
+            runs.append({"config": config, **load(server, clients, True, seconds)})
+        finally:
+            server.stop()
+    return runs
+
+
+BATCHED = ["--max-batch", "64", "--max-wait-ms", "2"]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=8.0)
@@ -248,11 +309,16 @@ def main(argv=None):
     import kvae
     from kvae.export import bundle as export
 
+    load_before = os.getloadavg()
     bundle = os.path.join(tempfile.mkdtemp(), "vae")
     export.export(kvae.VAE(input_shape=(28, 28, 1), latent_dim=LATENT, hidden=(500, 500), seed=0), bundle,
                   check=False)
+    wide = os.path.join(tempfile.mkdtemp(), "wide")
+    export.export(kvae.VAE(input_shape=(28, 28, 1), latent_dim=LATENT, hidden=(2048, 2048), seed=0), wide,
+                  check=False)
     cores = len(os.sched_getaffinity(0))
-    limit = handler_limit(bundle, args.seconds)
+    limit, limit_json_dumps, steps = handler_limit(bundle, args.seconds)
+    rows = {"vae": session_rows_us(bundle), "wide": session_rows_us(wide)}
     log_prob_peak = log_prob_peak_mb(bundle)
     runs = []
     server = Server(bundle, cores)
@@ -263,32 +329,43 @@ def main(argv=None):
         peaks = server.peak_rss_mb()
     finally:
         code = server.stop()
-    batched = ["--max-batch", "64", "--max-wait-ms", "2"]
     for clients in (32, 256, 1024):  # each pair back to back: the shared machine drifts less between them
-        for config, options in (("unbatched", []), ("batched (--max-batch 64 --max-wait-ms 2)", batched)):
-            server = Server(bundle, cores, *options)
-            try:
-                runs.append({"config": config, **load(server, clients, True, args.seconds)})
-            finally:
-                server.stop()
+        runs += batching_pair(bundle, cores, clients, args.seconds)
+    wide_runs = batching_pair(wide, cores, 256, args.seconds)
 
-    def find(config, clients, keep_alive=True):
-        return next(r for r in runs if r["config"].startswith(config) and r["clients"] == clients
+    def find(config, clients, keep_alive=True, among=runs):
+        return next(r for r in among if r["config"].startswith(config) and r["clients"] == clients
                     and r["keep_alive"] == keep_alive)
 
     ka32 = find("unbatched", 32)
     report = {"benchmark": "serving_load", "date": time.strftime("%Y-%m-%d"),
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": cores,
                           "python": platform.python_version(),
+                          "load_average_1_5_15_min": {"before": [round(x, 2) for x in load_before],
+                                                      "after": [round(x, 2) for x in os.getloadavg()]},
                           "note": "the 2 cores were shared with two long training runs and the load client"},
               "model": f"VAE 784-500-500-{LATENT}, POST /decode with one code per request",
-              "workers": cores, "handler_limit_per_core_per_second": limit, "runs": runs,
-              "largest_requests_statuses": statuses, "log_prob_peak_rss": log_prob_peak, "worker_peak_rss_mb": peaks, "sigterm_exit_code": code,
+              "workers": cores, "handler_limit_per_core_per_second": limit,
+              "handler_limit_with_json_dumps_per_core_per_second": limit_json_dumps,
+              "handler_cpu_us_per_step": steps, "decode_session_cpu_us_per_row": rows, "runs": runs,
+              "wide_model": f"VAE 784-2048-2048-{LATENT} (its one-row decode costs more than the HTTP work)",
+              "wide_runs": wide_runs,
+              "largest_requests_statuses": statuses, "log_prob_peak_rss": log_prob_peak, "worker_peak_rss_mb": peaks,
+              "sigterm_exit_code": code,
               "targets": {
                   "keepalive_32_vs_half_handler_limit_x_cores": ka32["requests_per_second"] / (0.5 * limit * cores),
                   "keepalive_32_p99_ms": ka32["p99_ms"],
                   "batched_vs_unbatched_256": find("batched", 256)["requests_per_second"]
                   / find("unbatched", 256)["requests_per_second"],
+                  "batched_vs_unbatched_256_wide_model": find("batched", 256, among=wide_runs)["requests_per_second"]
+                  / find("unbatched", 256, among=wide_runs)["requests_per_second"],
+                  # the same from the server's CPU per answered request (what the cores could serve when
+                  # the server has them): steadier than requests/s on a machine shared with other work
+                  "batched_vs_unbatched_256_server_cpu": find("unbatched", 256)["server_cpu_ms_per_ok_request"]
+                  / find("batched", 256)["server_cpu_ms_per_ok_request"],
+                  "batched_vs_unbatched_256_wide_model_server_cpu":
+                  find("unbatched", 256, among=wide_runs)["server_cpu_ms_per_ok_request"]
+                  / find("batched", 256, among=wide_runs)["server_cpu_ms_per_ok_request"],
                   "worker_peak_rss_mb_max": max(peaks),
                   "log_prob_peak_increase_mb": log_prob_peak["increase_mb"]}}
     emit(report, args.out)

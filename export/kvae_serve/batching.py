@@ -26,6 +26,11 @@ class Runner:
 class Batcher:
     """Stacks the prepared inputs of concurrent requests to one endpoint along axis 0.
 
+    One stacked run at a time per endpoint: requests that arrive while it runs wait for it and go
+    together in the next one (up to ``max_batch`` rows), so the batches grow with the load, as
+    Triton's dynamic batcher does; an idle endpoint waits at most ``max_wait_ms`` after a request's
+    arrival for others to join it.
+
     Args:
         endpoint: the endpoint's name.
         run: ``async run(endpoint, arrays) -> {output: array}``.
@@ -38,7 +43,7 @@ class Batcher:
         self.endpoint, self.run, self.max_batch = endpoint, run, max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.observe = observe or (lambda rows: None)
-        self.pending, self.rows, self._timer = [], 0, None
+        self.pending, self.rows, self.busy, self._timer = [], 0, False, None
 
     async def submit(self, arrays):
         """The outputs of ``arrays`` (inputs of ``rows`` examples), run alone or stacked with others."""
@@ -46,45 +51,54 @@ class Batcher:
         if self.max_batch <= 1 or rows >= self.max_batch:
             self.observe(rows)
             return await self.run(self.endpoint, arrays)
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append((arrays, rows, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append((arrays, rows, future, loop.time()))
         self.rows += rows
-        if self.rows >= self.max_batch:
-            self._flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.max_wait, self._flush)
+        if not self.busy:  # (a run in progress starts the next batch when it ends)
+            self._schedule(loop)
         return await future
 
-    def _flush(self):
+    def _schedule(self, loop):
+        """Start a batch now if one is full or its first request has waited long enough, else at that time."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self.pending:
-            taken, rows = [], 0
-            while self.pending and rows + self.pending[0][1] <= self.max_batch:
-                item = self.pending.pop(0)
-                taken.append(item)
-                rows += item[1]
-            self.rows -= rows
-            asyncio.get_running_loop().create_task(self._run(taken, rows))
-            if self.rows < self.max_batch:
-                break
-        if self.pending:
-            self._timer = asyncio.get_running_loop().call_later(self.max_wait, self._flush)
+        if not self.pending:
+            return
+        due = self.pending[0][3] + self.max_wait
+        if self.rows >= self.max_batch or loop.time() >= due:
+            self._start(loop)
+        else:
+            self._timer = loop.call_at(due, self._start, loop)
+
+    def _start(self, loop):
+        self._timer = None
+        taken, rows = [], 0
+        while self.pending and (not taken or rows + self.pending[0][1] <= self.max_batch):
+            item = self.pending.pop(0)
+            taken.append(item)
+            rows += item[1]
+        self.rows -= rows
+        self.busy = True
+        loop.create_task(self._run(taken, rows))
 
     async def _run(self, items, rows):
-        self.observe(rows)
-        names = list(items[0][0])
-        stacked = {n: np.concatenate([arrays[n] for arrays, _, _ in items]) for n in names}
         try:
+            self.observe(rows)
+            names = list(items[0][0])
+            stacked = {n: np.concatenate([item[0][n] for item in items]) for n in names}
             outputs = await self.run(self.endpoint, stacked)
         except Exception as err:  # every request of the batch gets the error
-            for _, _, future in items:
-                if not future.done():
-                    future.set_exception(err)
+            for item in items:
+                if not item[2].done():
+                    item[2].set_exception(err)
             return
-        cuts = np.cumsum([r for _, r, _ in items])[:-1]
+        finally:
+            self.busy = False
+            self._schedule(asyncio.get_running_loop())
+        cuts = np.cumsum([item[1] for item in items])[:-1]
         parts = {name: np.split(value, cuts) for name, value in outputs.items()}
-        for i, (_, _, future) in enumerate(items):
-            if not future.done():
-                future.set_result({name: pieces[i] for name, pieces in parts.items()})
+        for i, item in enumerate(items):
+            if not item[2].done():
+                item[2].set_result({name: pieces[i] for name, pieces in parts.items()})

@@ -2,7 +2,9 @@
 request (headers and body, from its first byte or from the connection's start), after which the
 client gets 408 and the connection closes, so a client sending one byte every few seconds (or
 nothing) holds no slot; and a half-closed connection (the client sent its request and shut its
-writing side) still gets its answer before the connection closes."""
+writing side) still gets its answer before the connection closes.  A response's status line and
+headers leave in the same send as its body (uvicorn writes them apart; with TCP_NODELAY that is two
+segments and two wake-ups of the client per answer)."""
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: seconds a request may take to arrive whole (``kvae-serve --read-timeout``)
@@ -13,6 +15,46 @@ MAX_HEADER_BYTES = 65536
 LINGER_SECONDS = 2.0
 
 
+class CoalescingTransport:
+    """A transport that holds a response head (``HTTP/1.1 xxx ...\\r\\n\\r\\n``, not 1xx) until the next
+    write, its body, and sends both at once; a head with no body after it leaves on the loop's next
+    turn, and before any close.  Everything else is the wrapped transport's."""
+
+    __slots__ = ("_transport", "_loop", "_held")
+
+    def __init__(self, transport, loop):
+        self._transport, self._loop, self._held = transport, loop, None
+
+    def write(self, data):
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif data[:9] == b"HTTP/1.1 " and data[9:10] != b"1" and data[-4:] == b"\r\n\r\n":
+            self._held = data
+            self._loop.call_soon(self.flush)
+            return
+        self._transport.write(data)
+
+    def flush(self):
+        if self._held is not None:
+            data, self._held = self._held, None
+            self._transport.write(data)
+
+    def write_eof(self):
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self):
+        self.flush()
+        self._transport.close()
+
+    def abort(self):
+        self._held = None
+        self._transport.abort()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a whole-request deadline (408), a header-size limit (431) and
     a lingering close, so those answers reach the client."""
@@ -21,6 +63,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport):
         super().connection_made(transport)
+        self.transport = CoalescingTransport(transport, self.loop)
         self._deadline = None
         self._header_bytes = 0  # None once the headers of the request in progress are complete
         self._arm()

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -58,19 +59,45 @@ def uvicorn_config(app, read_timeout, max_connections, workers=1):
                           backlog=BACKLOG)
 
 
-def bind(host, port):
-    """A listening TCP socket (OSError as the caller's one-line error)."""
+#: one listening socket per worker (Linux's SO_REUSEPORT balances connections over them)
+SPREAD_CONNECTIONS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind(host, port, listen=True, reuse_port=False):
+    """A TCP socket bound to ``host:port``, listening if ``listen`` (OSError as the caller's one-line error)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
-        sock.listen(BACKLOG)
+        if listen:
+            sock.listen(BACKLOG)
     except OSError:
         sock.close()
         raise
     sock.set_inheritable(True)
     return sock
+
+
+def listen_alone(inode, host, port):
+    """In a worker of ``kvae-serve --workers N``: the socket inherited from the parent (found by its
+    ``inode`` among this process's descriptors; bound, not listening) becomes a listening socket of
+    this worker's own on the same address (SO_REUSEPORT), which uvicorn then serves.  The kernel
+    spreads new connections over the workers' sockets; with one shared socket, the worker that woke
+    first accepted a whole burst (32 keep-alive clients: one worker served all of them, the other none)."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            st = os.fstat(int(name))
+        except OSError:
+            continue
+        if stat.S_ISSOCK(st.st_mode) and st.st_ino == inode:
+            own = bind(host, port, listen=True, reuse_port=True)
+            os.dup2(own.fileno(), int(name))
+            own.close()
+            return
+    raise BundleError("the listening socket from kvae-serve's parent process is missing")
 
 
 class ThreadedServer:
@@ -146,11 +173,15 @@ def serve(args, key):
             server.server_close()
         return
     check(args.bundle, key)  # one line now, not one per worker
-    sock = bind(args.host, args.port)
+    # the port is taken here (a busy port is one line now); with SPREAD_CONNECTIONS each worker listens
+    # on a socket of its own (listen_alone) and this one only holds the address
+    sock = bind(args.host, args.port, listen=not SPREAD_CONNECTIONS, reuse_port=SPREAD_CONNECTIONS)
+    spread = [os.fstat(sock.fileno()).st_ino, args.host, sock.getsockname()[1]] if SPREAD_CONNECTIONS else None
     metrics_dir = tempfile.mkdtemp(prefix="kvae-serve-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ["KVAE_SERVE_OPTIONS"] = json.dumps({**options, "bundle": os.path.abspath(args.bundle),
-                                                   "key_file": args.key_file, "threads": args.threads})
+                                                   "key_file": args.key_file, "threads": args.threads,
+                                                   "listen_alone": spread})
     from uvicorn.supervisors import Multiprocess
 
     config = uvicorn_config("kvae_serve.app:create_app_from_env", args.read_timeout, args.max_connections,

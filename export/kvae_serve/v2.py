@@ -12,7 +12,7 @@ import numpy as np
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import __version__
+from . import __version__, codec
 from .bundle import LOG_PROB_CHUNK, BundleError
 from .limits import RequestError
 
@@ -118,9 +118,9 @@ async def infer(service, request, name):
             blobs.append(value.tobytes())
             entry["parameters"] = {"binary_data_size": len(blobs[-1])}
         else:
-            entry["data"] = value.ravel().tolist()
+            entry["data"] = value.ravel()
         answer["outputs"].append(entry)
-    head = json.dumps(answer).encode()
+    head = codec.dumps(answer)
     if not blobs:
         return Response(head, 200, media_type="application/json")
     return Response(head + b"".join(blobs), 200, {"Inference-Header-Content-Length": str(len(head))},

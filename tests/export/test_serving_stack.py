@@ -363,6 +363,36 @@ def _wait_up(port, proc):
     raise AssertionError("kvae-serve did not start")
 
 
+def _connections_per_worker(parent, port, clients):
+    """Open ``clients`` keep-alive connections at once (one request answered on each), then count the
+    connections each worker process of ``parent`` holds (Linux: /proc/net/tcp and /proc/PID/fd)."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(clients)]
+    try:
+        for c in conns:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for c in conns:
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+        with open("/proc/net/tcp") as f:  # the server's side of each: local port = port, ESTABLISHED
+            inodes = {line.split()[9] for line in f.readlines()[1:]
+                      if int(line.split()[1].split(":")[1], 16) == port and line.split()[3] == "01"}
+        held = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) != parent:
+                        continue
+                links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            except (OSError, ValueError):
+                continue
+            count = sum(link[8:-1] in inodes for link in links if link.startswith("socket:["))
+            if count:
+                held.append(count)
+        return sorted(held)
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_two_workers_serve_count_together_and_stop_on_sigterm(bundle):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -379,8 +409,132 @@ def test_two_workers_serve_count_together_and_stop_on_sigterm(bundle):
             conn.close()
         metrics = _metrics(port)
         assert metrics[("kvae_requests_total", (("endpoint", "/decode"), ("status", "200")))] == 20
+        held = _connections_per_worker(proc.pid, port, 32)
+        assert len(held) == 2 and min(held) >= 4, held  # both workers hold a share of 32 keep-alive clients
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and out.splitlines()[0].endswith(f":{port} (2 workers)")
+
+
+def _plain(value):
+    """``value`` with its arrays as nested lists: what the server used to pass to ``json.dumps``."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
+def test_the_json_codec_writes_the_bytes_json_dumps_writes():
+    """orjson plus the spelling fixes equal json.dumps(tolist()) on every kind of float: random float32
+    bit patterns (subnormals to 3e38), float64 ones, every decade, the 1e-5 and e-7 cases, NaN."""
+    from kvae_serve.codec import dumps
+
+    rng = np.random.default_rng(0)
+    f32 = rng.integers(0, 2 ** 32, 300000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    f64 = rng.integers(0, 2 ** 64, 100000, dtype=np.uint64).view(np.float64)
+    decades = rng.uniform(1, 10, 100000) * 10.0 ** rng.integers(-12, 20, 100000) * rng.choice([-1, 1], 100000)
+    arrays = [f32[np.isfinite(f32)][:280000].reshape(-1, 7), f64[np.isfinite(f64)], decades,
+              decades.astype(np.float32).reshape(100, 10, 100, 1),
+              np.array([1e-05, 1.5e-05, -1.5e-05, 10.00001, 100000.00001, 9.99999e-5, 1e-4, 1e-7, -2.5e-9, 1e-10,
+                        0.0, -0.0, 1e16, 1.5e16, 1e-45]),
+              np.array([1.0, np.nan, np.inf]), np.array(2.5), np.zeros((0, 3)), np.arange(6).reshape(2, 3),
+              np.array([True, False]), np.array([2 ** 63 + 5], np.uint64), np.array([1, -2], ">i4"),
+              np.arange(12, dtype=np.float32).reshape(3, 4).T]
+    for array in arrays:
+        assert dumps(array) == json.dumps(array.tolist()).encode(), array[:5]
+    payload = {"probs": f32[:9].reshape(3, 3), "shape": [3, 3], "k": 5, "note": "a, b: [c]",
+               "outputs": [{"name": "x", "data": decades[:4]}, {"name": "y", "data": np.float32([1e-6])}], "e": {}}
+    assert dumps(payload) == json.dumps(_plain(payload)).encode()
+
+
+def test_decode_and_v2_answers_are_the_bytes_of_the_plain_json_encoding(server, bundle):
+    """The server's answers, spelled as json.dumps of the outputs' tolist() (the answers before orjson)."""
+    port = server.server_address[1]
+    z = np.float32([[1.5e-05, -2.5e-07, 3.0], [0.1, 1e-30, 12345.678]])
+    body = json.dumps({"z": z.tolist(), "labels": [1, 3]}).encode()
+    status, answer = _exchange(port, _head(b"/decode", str(len(body)).encode()) + body)
+    expected = bundle.decode(z, labels=[1, 3])
+    assert status == 200 and answer.split(b"\r\n\r\n", 1)[1] == json.dumps(_plain(expected)).encode()
+    v2_body = json.dumps({"inputs": [{"name": "z", "shape": [2, 3], "datatype": "FP32", "data": z.ravel().tolist()},
+                                     {"name": "labels", "shape": [2], "datatype": "INT32", "data": [1, 3]}]}).encode()
+    status, answer = _exchange(port, _head(b"/v2/models/decode/infer", str(len(v2_body)).encode()) + v2_body)
+    outputs = [{"name": k, "datatype": "FP32", "shape": list(v.shape), "data": v.ravel().tolist()}
+               for k, v in expected.items()]
+    assert status == 200 and answer.split(b"\r\n\r\n", 1)[1] == json.dumps(
+        {"model_name": "decode", "model_version": "1", "outputs": outputs}).encode()
+
+
+def test_a_response_head_leaves_with_its_body_in_one_write():
+    import asyncio
+
+    from kvae_serve.protocol import CoalescingTransport
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def write(self, data):
+            self.calls.append(data)
+
+        def close(self):
+            self.calls.append("close")
+
+        def get_extra_info(self, name):
+            return name
+
+    async def scenario():
+        raw = Recorder()
+        t = CoalescingTransport(raw, asyncio.get_running_loop())
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+        t.write(head)
+        assert raw.calls == []  # held for its body
+        t.write(b"{}")
+        t.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # an interim answer goes at once
+        t.write(head)
+        await asyncio.sleep(0)  # a head without a body leaves on the loop's next turn
+        await asyncio.sleep(0)
+        t.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        t.close()  # and before a close
+        return raw.calls, t.get_extra_info("socket")
+
+    calls, extra = asyncio.run(scenario())
+    assert calls == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", b"HTTP/1.1 100 Continue\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n", "close"]
+    assert extra == "socket"  # the rest is the wrapped transport's
+
+
+def test_requests_arriving_during_a_run_go_together_in_the_next_batch():
+    """One stacked run at a time: what arrives meanwhile forms the next batch (up to max_batch rows,
+    whole requests only), and every request gets its own rows back."""
+    import asyncio
+
+    from kvae_serve.batching import Batcher
+
+    async def scenario():
+        release, runs = asyncio.Event(), []
+
+        async def run(endpoint, arrays):
+            runs.append(arrays["x"][:, 0].tolist())
+            if len(runs) == 1:
+                await release.wait()  # the first run is slow: the others queue behind it
+            return {"y": arrays["x"] * 2.0}
+
+        batcher = Batcher("e", run, max_batch=4, max_wait_ms=0.0, observe=None)
+        first = asyncio.ensure_future(batcher.submit({"x": np.full((1, 2), 0.0)}))
+        await asyncio.sleep(0)
+        sizes = [1, 1, 2, 1, 3, 1]
+        rest = [asyncio.ensure_future(batcher.submit({"x": np.full((n, 2), float(i + 1))}))
+                for i, n in enumerate(sizes)]
+        await asyncio.sleep(0.01)
+        assert runs == [[0.0]]  # nothing else ran while the first run was in progress
+        release.set()
+        answers = await asyncio.gather(first, *rest)
+        return runs, answers
+
+    runs, answers = asyncio.run(scenario())
+    assert runs == [[0.0], [1.0, 2.0, 3.0, 3.0], [4.0, 5.0, 5.0, 5.0], [6.0]]
+    for i, (n, answer) in enumerate(zip([1, 1, 1, 2, 1, 3, 1], answers)):
+        np.testing.assert_array_equal(answer["y"], np.full((n, 2), 2.0 * i))
