@@ -1,0 +1,113 @@
+"""Wall time of the disentanglement command of issue 31, per phase, and the shared code cache
+against encoding every drawn image, in the same run.
+
+    python benchmarks/disentanglement_command.py --out benchmarks/disentanglement_command.json
+
+1. The command, as a user runs it (two fresh ``python -m kvae.cli`` processes, at ``--nice``)::
+
+       kvae train --model factorvae --dataset dsprites --network conv --limit 20000 --epochs 1 --out R
+       kvae evaluate R --disentanglement --json e.json
+
+   Reported: each process's wall time, the evaluate JSON's ``disentanglement_seconds`` (per metric)
+   and ``disentanglement_encoding`` (images requested / rendered and encoded, seconds rendering and
+   encoding), which metric keys the JSON holds, and the load average before and after.
+2. ``--compare-train`` / ``--compare-test`` points (default 1000 / 500): ``disentanglement.evaluate`` on
+   the trained model with the cache and without it (every drawn image rendered and encoded where it
+   is drawn: the previous behaviour), interleaved ``--repeats`` times; their seconds and the largest
+   difference of any metric between the two.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+from _report import emit  # noqa: E402
+from _timing import commit, machine  # noqa: E402
+
+TRAIN = ["train", "--model", "factorvae", "--dataset", "dsprites", "--network", "conv", "--limit", "20000",
+         "--epochs", "1", "--quiet"]
+
+
+def _run(args, nice):
+    """Wall seconds of ``python -m kvae.cli ARGS`` (niced); raises with its stderr's tail on failure."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    start = time.perf_counter()
+    done = subprocess.run(["nice", "-n", str(nice), sys.executable, "-m", "kvae.cli", *args], env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"kvae {args[0]} failed:\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def compare_cache(run_dir, num_train, num_test, repeats, seed=0):
+    """Cached vs uncached ``disentanglement.evaluate`` on the trained model (interleaved)."""
+    from kvae.data import datasets
+    from kvae.evaluation import disentanglement, metrics
+    from kvae.training import runs
+
+    model, _ = runs.load_run(run_dir)
+    source = datasets.load("dsprites", "test").source
+    represent = metrics.representation(model, batch_size=2048, seed=seed)
+    times, results = {True: [], False: []}, {}
+    for _ in range(repeats):
+        for cache in (False, True):
+            start = time.perf_counter()
+            results[cache] = disentanglement.evaluate(source, represent, seed=seed, num_train=num_train,
+                                                      num_test=num_test, num_variance_estimate=num_train,
+                                                      n_jobs=-1, cache=cache)
+            times[cache].append(time.perf_counter() - start)
+    keys = [k for k in results[True] if isinstance(results[True][k], (int, float))]
+    return {"num_train": num_train, "num_test": num_test, "repeats": repeats,
+            "uncached_seconds_median": statistics.median(times[False]),
+            "cached_seconds_median": statistics.median(times[True]),
+            "cached_seconds_per_metric": results[True]["seconds"], "uncached_seconds_per_metric": results[False]["seconds"],
+            "encoding": results[True]["encoding"],
+            "largest_metric_difference": max(abs(results[True][k] - results[False][k]) for k in keys)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nice", type=int, default=5)
+    p.add_argument("--compare-train", type=int, default=1000)
+    p.add_argument("--compare-test", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--workdir", help="where the run goes (default: a temporary folder)")
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    from kvae.evaluation.disentanglement import KEYS
+
+    work = args.workdir or tempfile.mkdtemp(prefix="kvae-disent-")
+    run_dir, result_json = os.path.join(work, "R"), os.path.join(work, "e.json")
+    report = {"benchmark": "disentanglement_command", "date": time.strftime("%Y-%m-%d %H:%M"),
+              "commit": commit(), "machine": machine(), "nice": args.nice,
+              "command": ["kvae " + " ".join(TRAIN + ["--out", "R"]), "kvae evaluate R --disentanglement --json e.json"]}
+    phases = {"load_average_before": list(os.getloadavg())}
+    phases["train_seconds"] = _run(TRAIN + ["--out", run_dir], args.nice)
+    phases["evaluate_seconds"] = _run(["evaluate", run_dir, "--disentanglement", "--json", result_json], args.nice)
+    phases["load_average_after"] = list(os.getloadavg())
+    phases["total_seconds"] = phases["train_seconds"] + phases["evaluate_seconds"]
+    with open(result_json) as f:
+        scores = json.load(f)
+    phases["evaluate_seconds_per_metric"] = scores["disentanglement_seconds"]
+    phases["evaluate_encoding"] = scores["disentanglement_encoding"]
+    phases["keys_missing"] = [k for k in KEYS if not isinstance(scores.get(k), float)]
+    phases["scores"] = {k: scores.get(k) for k in KEYS}
+    report["command_phases"] = phases
+    print(json.dumps(phases, indent=2), file=sys.stderr, flush=True)
+    if args.compare_train:
+        report["cache_comparison"] = compare_cache(run_dir, args.compare_train, args.compare_test, args.repeats)
+        report["cache_comparison"]["load_average_after"] = list(os.getloadavg())
+    emit(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
