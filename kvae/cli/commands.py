@@ -88,7 +88,7 @@ def evaluate(args):
             bar[0].update(done)
 
         print("disentanglement metrics", file=sys.stderr)
-        represent = evaluation.representation(model, batch_size=2048, seed=args.seed)  # batches of 2048: ~1.5x/512
+        represent = evaluation.representation(model, batch_size=2048, seed=args.seed)
         scores = disentanglement.evaluate(split.source, represent, seed=args.seed, num_train=args.disentanglement_train,
                                           num_test=args.disentanglement_test, progress=shown, n_jobs=args.jobs)
         result["disentanglement_seconds"] = scores.pop("seconds")
