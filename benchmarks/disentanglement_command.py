@@ -79,6 +79,38 @@ def compare_cache(run_dir, num_train, num_test, repeats, seed=0):
             "largest_metric_difference": max(abs(results[True][k] - results[False][k]) for k in keys)}
 
 
+def phase_rates(run_dir, num_images, dci_points, seed=0):
+    """CPU seconds (this process, all threads) of rendering and encoding ``num_images`` dSprites
+    positions in the CLI's batches, and of DCI's trees (``n_jobs=1``) on ``dci_points`` training and
+    half as many test codes: rates that a loaded machine inflates less than wall time."""
+    import numpy as np
+
+    from kvae.data import datasets
+    from kvae.evaluation import disentanglement, metrics
+    from kvae.training import runs
+
+    model, _ = runs.load_run(run_dir)
+    source = datasets.load("dsprites", "test").source
+    represent = metrics.representation(model, batch_size=2048, seed=seed)
+    rng = np.random.default_rng(seed)
+    represent(source.images(source.sample_factors(2048, rng)))  # tracing
+    factors = source.sample_factors(num_images, rng)
+    out, render, encode = {"images": num_images, "dci_points": dci_points}, 0.0, 0.0
+    for start in range(0, num_images, 2048):
+        c0 = time.process_time()
+        images = source.images(factors[start:start + 2048])
+        c1 = time.process_time()
+        represent(images)
+        render, encode = render + c1 - c0, encode + time.process_time() - c1
+    out["render_cpu_seconds_per_image"], out["encode_cpu_seconds_per_image"] = render / num_images, encode / num_images
+    v = source.sample_factors(dci_points + dci_points // 2, rng)
+    z = represent(source.images(v))
+    c0, w0 = time.process_time(), time.perf_counter()
+    disentanglement.dci(z[:dci_points], v[:dci_points], z[dci_points:], v[dci_points:], seed=seed, n_jobs=1)
+    out["dci_cpu_seconds"], out["dci_seconds"] = time.process_time() - c0, time.perf_counter() - w0
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nice", type=int, default=5)
@@ -88,6 +120,10 @@ def main(argv=None):
     p.add_argument("--workdir", help="where the run goes (default: a temporary folder)")
     p.add_argument("--trained", action="store_true",
                    help="WORKDIR/R is already trained by this command: time the evaluation only")
+    p.add_argument("--rates", action="store_true",
+                   help="only the CPU time per rendered and encoded image and of DCI (phase_rates) on WORKDIR/R")
+    p.add_argument("--rate-images", type=int, default=16384)
+    p.add_argument("--rate-dci-points", type=int, default=2000)
     p.add_argument("--out")
     args = p.parse_args(argv)
     os.nice(args.nice - os.nice(0))  # the commands inherit it
@@ -98,6 +134,11 @@ def main(argv=None):
     report = {"benchmark": "disentanglement_command", "date": time.strftime("%Y-%m-%d %H:%M"),
               "commit": commit(), "machine": machine(), "nice": args.nice,
               "command": ["kvae " + " ".join(TRAIN + ["--out", "R"]), "kvae evaluate R --disentanglement --json e.json"]}
+    if args.rates:
+        report["phase_rates"] = {"load_average_before": list(os.getloadavg()),
+                                 **phase_rates(run_dir, args.rate_images, args.rate_dci_points),
+                                 "load_average_after": list(os.getloadavg())}
+        return emit(report, args.out)
     phases = {"load_average_before": list(os.getloadavg())}
     if args.trained:
         phases["train_seconds"] = phases["train_cpu_seconds"] = None
