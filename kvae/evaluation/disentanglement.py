@@ -222,7 +222,6 @@ def _codes(represent, data, factors):
     return np.asarray(represent(data.images(factors)), np.float64)
 
 
-
 def betavae_scores(x_train, y_train, x_eval, y_eval, solver="lbfgs"):
     """``{"betavae_metric", "betavae_metric_train"}``: accuracies of a logistic regression
     (:func:`logistic_regression`) fitted to the training points."""
@@ -354,6 +353,7 @@ def evaluate(data, represent, seed=0, num_train=10000, num_test=5000, batch_size
 
     out = {}
     (z_train, v_train), (z_test, v_test) = timed("codes", lambda: (iid(num_train), iid(num_test)))
+
     def fit_dci():
         return timed("dci", lambda: dci(z_train, v_train, z_test, v_test, seed=seed, n_jobs=n_jobs))
 
