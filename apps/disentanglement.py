@@ -75,8 +75,9 @@ def main(argv=None):
                                   **options)
             trained = time.time() - start
             stats = evaluation.posterior_statistics(model, xv, seed=seed)
-            scores = disentanglement.evaluate(valid.source, evaluation.representation(model, seed=seed), seed=seed,
-                                              num_train=args.metric_train, num_test=args.metric_test)
+            represent = evaluation.representation(model, batch_size=2048, seed=seed)
+            scores = disentanglement.evaluate(valid.source, represent, seed=seed, num_train=args.metric_train,
+                                              num_test=args.metric_test)
             plotting.save_latent_traversal(model, xv[:1], None, os.path.join(run_dir, "traversal.png"))
             results["runs"][key] = {"model": name, "options": options, "seed": seed,
                                     "reconstruction_error": float(-stats["log_px_z"].mean()),

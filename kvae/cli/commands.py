@@ -88,10 +88,11 @@ def evaluate(args):
             bar[0].update(done)
 
         print("disentanglement metrics", file=sys.stderr)
-        scores = disentanglement.evaluate(split.source, evaluation.representation(model, seed=args.seed),
-                                          seed=args.seed, num_train=args.disentanglement_train,
+        represent = evaluation.representation(model, batch_size=2048, seed=args.seed)
+        scores = disentanglement.evaluate(split.source, represent, seed=args.seed, num_train=args.disentanglement_train,
                                           num_test=args.disentanglement_test, progress=shown, n_jobs=args.jobs)
         result["disentanglement_seconds"] = scores.pop("seconds")
+        result["disentanglement_encoding"] = scores.pop("encoding")
         result.update(scores)
         result["data_source"] = getattr(split.source, "kind", None)
     if args.sample_quality:

@@ -90,7 +90,7 @@ class DSprites(FactorData):
         self.factor_values = (np.arange(3), np.linspace(0.5, 1.0, 6), np.linspace(0.0, 2 * np.pi, 40),
                               np.linspace(0.0, 1.0, 32), np.linspace(0.0, 1.0, 32))
 
-    def images(self, factors, chunk=2048):
+    def images(self, factors, chunk=512):
         """uint8 {0, 1} images ``[n, 64, 64, 1]`` of factor indices ``[n, 5]``."""
         factors = np.asarray(factors)
         if factors.ndim != 2 or factors.shape[1] != 5:
@@ -121,9 +121,13 @@ class DSprites(FactorData):
         cos, sin = np.cos(theta) / radius, np.sin(theta) / radius
         u = cos * dx + sin * dy
         v = cos * dy - sin * dx
-        shape = f[:, 0][:, None, None]
-        inside = np.where(shape == 0, np.maximum(np.abs(u), np.abs(v)) <= 0.8, u ** 2 + 4.0 * v ** 2 <= 1.0)
-        hearts = shape[:, 0, 0] == 2
+        # each shape's test on its own sprites only
+        inside = np.empty(u.shape, bool)
+        squares, ellipses, hearts = (f[:, 0] == 0), (f[:, 0] == 1), (f[:, 0] == 2)
+        if squares.any():
+            inside[squares] = np.maximum(np.abs(u[squares]), np.abs(v[squares])) <= 0.8
+        if ellipses.any():
+            inside[ellipses] = u[ellipses] ** 2 + 4.0 * v[ellipses] ** 2 <= 1.0
         if hearts.any():  # heart: point down, centred
             hu, hv = 1.2 * u[hearts], -1.2 * v[hearts] + 0.15
             inside[hearts] = (hu ** 2 + hv ** 2 - 1.0) ** 3 - hu ** 2 * hv ** 3 <= 0.0

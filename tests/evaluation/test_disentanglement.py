@@ -243,7 +243,11 @@ def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path, capsys):
     # --disentanglement alone: the metrics and their seconds, no NLL table
     assert not {"nll", "elbo", "kl", "n", "k"} & set(result), sorted(result)
     assert set(result["disentanglement_seconds"]) == {"codes", "mig", "modularity", "explicitness", "sap", "dci",
-                                                      "betavae_metric", "factorvae_metric"}
+                                                      "betavae_metric", "factorvae_metric", "total"}
+    encoding = result["disentanglement_encoding"]  # i.i.d. 100 + 50; 150 x 2 x 64; 10000 variances + 150 x 64
+    votes = 150 * 64 if result["factorvae_num_active"] else 0  # no dimension kept: no votes drawn
+    assert encoding["images_requested"] == 150 + 150 * 128 + 10000 + votes, (encoding, result["factorvae_num_active"])
+    assert 0 < encoding["images_encoded"] <= encoding["images_requested"]
     assert all(isinstance(t, float) and t >= 0 for t in result["disentanglement_seconds"].values())
     assert "seconds per metric" in printed and "NLL" not in printed
     assert cli.main(["evaluate", run, "--split", "valid", "--limit", "20", "--k", "2", "--disentanglement", "--nll",
@@ -540,5 +544,57 @@ def test_evaluate_reports_seconds_per_metric():
     data = factors.FactorGrid((3, 4, 5))
     out = dm.evaluate(data, lambda x: x + 0.1, seed=0, num_train=200, num_test=100, num_variance_estimate=200)
     assert set(out["seconds"]) == {"codes", "mig", "modularity", "explicitness", "sap", "dci", "betavae_metric",
-                                   "factorvae_metric"}
+                                   "factorvae_metric", "total"}
+    assert out["seconds"]["total"] >= out["seconds"]["codes"] + out["seconds"]["betavae_metric"]
     assert all(isinstance(t, float) and t >= 0 for t in out["seconds"].values())
+    assert set(out["encoding"]) == {"images_requested", "images_encoded", "render_seconds", "encode_seconds"}
+    assert all(isinstance(out["encoding"][k], float) and out["encoding"][k] >= 0
+               for k in ("render_seconds", "encode_seconds"))
+
+
+# -- one encoding per grid position, shared by the metrics ---------------------------------------------------
+
+def test_cached_codes_encode_each_position_once_and_change_no_metric():
+    """With the cache every metric is what encoding each drawn image where it is drawn gives (the
+    previous computation, ``cache=False``), for a deterministic representation; each grid position
+    is encoded at most once, and the counts are the draws of disentanglement_lib's procedure."""
+    data = factors.FactorGrid((3, 6, 10, 8))
+    mix = np.random.default_rng(4).normal(size=(4, 5))
+    encoded = []
+
+    def represent(x):
+        encoded.append(np.array(x))
+        return np.tanh(x @ mix) + 0.1 * np.sin(7 * x[:, :1])  # per image, deterministic, not linear
+
+    sizes = dict(seed=3, num_train=300, num_test=150, num_variance_estimate=250)
+    cached = dm.evaluate(data, represent, **sizes)
+    rows = np.concatenate(encoded)
+    encoded.clear()
+    reference = dm.evaluate(data, represent, cache=False, overlap=False, **sizes)
+    keys = [k for k in reference if k != "seconds"]
+    assert set(dm.KEYS) <= set(keys) and "encoding" not in reference
+    for key in keys:
+        assert cached[key] == reference[key], (key, cached[key], reference[key])
+    requested = sum(len(x) for x in encoded)  # what the reference encoded: every draw
+    draws = 300 + 150 + 2 * 64 * (300 + 150) + 250 + 64 * (300 + 150)
+    assert requested == draws == cached["encoding"]["images_requested"]
+    assert len(np.unique(rows, axis=0)) == len(rows) == cached["encoding"]["images_encoded"]  # each once
+    assert len(rows) == len(np.unique(data.index(np.rint(rows * (np.array(data.factor_sizes) - 1)).astype(int))))
+    assert len(rows) <= len(data) == 1440 < draws
+
+
+def test_cached_codes_are_the_representation_of_the_rendered_images():
+    d = factors.DSprites()
+    weights = np.random.default_rng(5).normal(size=(64 * 64, 3))
+
+    def represent(images):
+        return images.reshape(len(images), -1).astype(np.float64) @ weights
+
+    cache = dm.CachedCodes(d, represent, batch_size=100)
+    rng = np.random.default_rng(6)
+    first = d.sample_factors(250, rng)
+    again = np.concatenate([first[::3], d.sample_factors(50, rng)])
+    np.testing.assert_array_equal(cache(first), represent(d.images(first)))
+    np.testing.assert_array_equal(cache(again), represent(d.images(again)))
+    assert cache.requested == 250 + len(again)
+    assert cache.encoded == len(np.unique(d.index(np.concatenate([first, again]))))
