@@ -46,11 +46,15 @@ def _steps(config, epochs):
 def snapshot(run_dir, name, command, note=None, since=None, resume=None):
     os.makedirs(HERE, exist_ok=True)
     checkpoint = os.path.join(run_dir, "backup", "latest.weights.h5")
-    if not os.path.isfile(checkpoint):
-        raise SystemExit(f"{run_dir} has no checkpoint (backup/latest.weights.h5): a finished run keeps its model.keras")
-    model_weights_only(checkpoint, os.path.join(HERE, f"{name}.weights.h5"))
-    with open(os.path.join(run_dir, "backup", "training_metadata.json")) as f:
-        position = json.load(f)
+    finished = os.path.isfile(os.path.join(run_dir, "model.keras"))
+    if os.path.isfile(checkpoint):
+        model_weights_only(checkpoint, os.path.join(HERE, f"{name}.weights.h5"))
+        with open(os.path.join(run_dir, "backup", "training_metadata.json")) as f:
+            position = json.load(f)
+    elif finished:  # its model.keras is the result (a shipped model); the last snapshot's weights stay
+        position = None
+    else:
+        raise SystemExit(f"{run_dir} has neither a checkpoint (backup/latest.weights.h5) nor a model.keras")
     with open(os.path.join(run_dir, "history.csv")) as f:
         rows = list(csv.DictReader(f))
     config = json.load(open(os.path.join(run_dir, "config.json")))
@@ -65,7 +69,7 @@ def snapshot(run_dir, name, command, note=None, since=None, resume=None):
                "epochs_completed": len(rows), "checkpoint": position,
                "optimizer_steps": _steps(config, len(rows)),
                "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-               "resume": resume, "note": note}
+               "resume": resume, "finished": finished, "note": note}
     if record["segments"] and record["segments"][-1]["run_dir"] == run_dir and \
             record["segments"][-1]["started"] == segment["started"]:
         record["segments"][-1] = segment  # the same sitting, snapshot again
