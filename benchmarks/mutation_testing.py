@@ -112,6 +112,10 @@ TARGETS = {
 #: target -> {mutant (or group of mutants) -> why it is equivalent}; survivors not listed here count against
 #: the score as they are
 EQUIVALENT = {
+    "terms": {
+        "xǁTermsǁkl__mutmut_2": "tf.add_n of a one-element list returns that tensor: the single group's KL either way",
+        "xǁTermsǁkl_per_dim__mutmut_13": "tf.concat(axis=+1) for axis=-1: the per-dimension KLs are [B, D_g], rank 2",
+    },
     "divergences": {
         "_sq_dists__mutmut_7/15, kernel_matrix__mutmut_26": "tf.reduce_sum(., +1) / tf.shape(a)[+1] for -1: the "
                                                             "codes are always rank 2 ([N, D]), where axis 1 is axis -1",

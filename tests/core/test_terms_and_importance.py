@@ -1,4 +1,6 @@
 """The core's latent-group machinery against independent transcriptions (numpy / scipy)."""
+import copy
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -167,3 +169,8 @@ def test_terms_is_a_read_only_mapping_of_fields_derived_values_and_extras():
     assert (one.q, one.prior, len(one), list(one)[-1]) == ("qa", "pa", 14, "prior")
     assert one.y is None and one.seed is None and one.training is False and one.decode_params is None
     assert repr(groups[0]) == "LatentGroup('a', z=None)"
+    per_dim = tf.constant([[1.0, 2.0]])
+    single = Terms(None, None, (LatentGroup("a", "qa", "za", "pa", kl1, per_dim),), None, None, codes="k")
+    assert single.kl_per_dim is per_dim  # the group's own
+    clone = copy.copy(single)  # copy builds the object before __init__: unknown names are AttributeErrors
+    assert clone.codes == "k" and clone.kl_per_dim is per_dim
