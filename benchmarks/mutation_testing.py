@@ -116,6 +116,17 @@ EQUIVALENT = {
         "xǁTermsǁkl__mutmut_2": "tf.add_n of a one-element list returns that tensor: the single group's KL either way",
         "xǁTermsǁkl_per_dim__mutmut_13": "tf.concat(axis=+1) for axis=-1: the per-dimension KLs are [B, D_g], rank 2",
     },
+    "elbo": {
+        "kl_penalty: tf.constant(x, None) / no dtype (4)": "a Python float becomes a float32 constant either way",
+        "kl_penalty: floor / tf.ones_like(kl) for *": "floor / 1 = floor * 1",
+        "kl_penalty: reduce_mean keepdims None / False / absent (3)": "a [D] batch mean broadcasts against [B, D] "
+                                                                       "as the [1, D] one does",
+        "kl_penalty: reduce_sum(axis=+1)": "the per-dimension KLs are [B, D], rank 2",
+        "latent_groups: kl_divergence / kl_per_dimension with prior None or left out (4)": "None means the "
+                                                                                             "model's prior, the one passed",
+        "standard_noise: replicas == 2 for == 1": "with one replica the sliced branch takes rows 0..B of B rows: the same "
+                                                   "noise (2 replicas are tested through a stand-in replica context)",
+    },
     "divergences": {
         "_sq_dists__mutmut_7/15, kernel_matrix__mutmut_26": "tf.reduce_sum(., +1) / tf.shape(a)[+1] for -1: the "
                                                             "codes are always rank 2 ([N, D]), where axis 1 is axis -1",

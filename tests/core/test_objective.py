@@ -300,7 +300,7 @@ def test_transcription_kl_closed_form_monte_carlo_and_fallback():
     no_closed_form = tfd.Independent(tfd.Logistic(tf.zeros([3]), 1.0), 1)
     np.testing.assert_allclose(model.kl_divergence(q, z, prior=no_closed_form).numpy(),
                                (log_q - logistic.logpdf(z.numpy())).sum(-1), rtol=1e-4)
-    with pytest.raises(kvae.errors.ConfigError, match="a Monte-Carlo KL needs the sample z"):
+    with pytest.raises(kvae.errors.ConfigError, match="^a Monte-Carlo KL needs the sample z$"):
         mc.kl_divergence(q)
     flow = kvae.VAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), seed=0, posterior="planar")
     assert flow.kl_per_dimension(flow.encode(x), z) is None
@@ -333,20 +333,36 @@ def test_transcription_latent_draws_and_standard_noise(monkeypatch):
     np.testing.assert_array_equal(model.standard_noise(4, seed, samples=2).numpy(),
                                   tf.random.stateless_normal([2, 4, 3], seed))
 
+    monkeypatch.setattr(tf.distribute, "get_replica_context", lambda: None)  # cross-replica: one replica
+    np.testing.assert_array_equal(model.standard_noise(4, seed).numpy(), tf.random.stateless_normal([4, 3], seed))
+
     class Replica:
-        num_replicas_in_sync, replica_id_in_sync_group = 3, 1
+        num_replicas_in_sync, replica_id_in_sync_group = 2, 1
 
     monkeypatch.setattr(tf.distribute, "get_replica_context", lambda: Replica())
-    full = tf.random.stateless_normal([12, 3], seed).numpy()
+    full = tf.random.stateless_normal([8, 3], seed).numpy()
     np.testing.assert_array_equal(model.standard_noise(4, seed).numpy(), full[4:8])
-    full_k = tf.random.stateless_normal([2, 12, 3], seed).numpy()
+    full_k = tf.random.stateless_normal([2, 8, 3], seed).numpy()
     np.testing.assert_array_equal(model.standard_noise(4, seed, samples=2).numpy(), full_k[:, 4:8])
+    # the posterior's draw is this replica's share of the global batch's noise
+    terms = model.compute_terms(x, seed=seed)
+    np.testing.assert_allclose(terms["z"].numpy(), loc + scale * full[4:8], rtol=1e-5, atol=1e-6)
+    # a posterior without ``reparameterize`` draws with q.sample and the seed
+    from kvae.parts.contracts import Posterior
+    from kvae.parts.posteriors import GaussianPosterior
+
+    class NoNoise(GaussianPosterior):
+        reparameterize = Posterior.reparameterize
+
+    plain = kvae.VAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), seed=0, posterior=NoNoise(3, name="posterior"))
+    q = plain.encode(x)
+    np.testing.assert_allclose(plain.compute_terms(x, seed=seed)["z"].numpy(), q.sample(seed=seed).numpy(), rtol=1e-6)
 
 
 def _fake_terms(kl_per_dim):
     kl_per_dim = tf.constant(kl_per_dim, tf.float32)
-    return {"kl": tf.reduce_sum(kl_per_dim, -1) if kl_per_dim.shape[-1] else None, "kl_per_dim": kl_per_dim,
-            "log_px_z": tf.constant([-10.0, -20.0, -30.0])}
+    return {"kl": tf.reduce_sum(kl_per_dim, -1), "kl_per_dim": kl_per_dim,
+            "log_px_z": tf.constant([-10.0, -20.0, -30.0][:kl_per_dim.shape[0]])}
 
 
 def test_transcription_free_bits_and_the_loss():
@@ -404,3 +420,76 @@ def test_transcription_an_objective_replaces_the_bound():
     terms = model.compute_terms(x, seed=tf.constant([1, 2]))
     np.testing.assert_allclose(model.bound_loss(terms, 100.0).numpy(),
                                model.objective.per_example_loss(model, terms).numpy(), rtol=1e-6)
+
+
+def _dropout_model(where, **kw):
+    import keras
+
+    enc = [keras.Input((4, 4, 4)), keras.layers.Flatten(), keras.layers.Dense(8, "tanh")]
+    dec = [keras.Input((5,)), keras.layers.Dense(8, "tanh")]
+    (enc if where == "encoder" else dec).append(keras.layers.Dropout(0.5))
+    return kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, num_classes=3, seed=0, encoder_network=keras.Sequential(enc),
+                    decoder_network=keras.Sequential(dec), **kw)
+
+
+def test_transcription_labels_and_the_training_flag_reach_encoder_and_decoder():
+    """A conditional model: q(z|x, y) and p(x|z, y) see the labels; ``training`` reaches the encoder's and
+    the decoder's dropout (and is off by default)."""
+    x = (np.random.RandomState(7).uniform(size=(4, 4, 4, 1)) > 0.5).astype("float32")
+    y, other = np.array([0, 1, 2, 1]), np.array([2, 0, 1, 0])
+    seed = tf.constant([2, 5], tf.int32)
+    model = _dropout_model("decoder")
+    terms = model.compute_terms(x, y, seed=seed)
+    loc, scale = (p.numpy() for p in model.encode_params(x, y))
+    z = loc + scale * tf.random.stateless_normal([4, 2], seed).numpy()
+    np.testing.assert_allclose(terms["z"].numpy(), z, rtol=1e-5, atol=1e-6)
+    logits = model.decode_params(tf.constant(z, tf.float32), y)[0].numpy()
+    np.testing.assert_allclose(terms["log_px_z"].numpy(), _bern(logits, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(terms["px"].log_prob(x).numpy(), _bern(logits, x), rtol=1e-4, atol=1e-4)
+    assert terms["y"] is y and terms["training"] is False
+    np.testing.assert_allclose(model.elbo(x, y, seed=seed).numpy(), (terms["log_px_z"] - terms["kl"]).numpy(),
+                               rtol=1e-6)
+    assert np.abs(model.elbo(x, other, seed=seed).numpy() - model.elbo(x, y, seed=seed).numpy()).max() > 1e-3
+    eps = tf.random.stateless_normal([2, 4, 2], seed)
+    (draws,) = model.latent_draws(x, y, eps=eps)
+    np.testing.assert_allclose(draws.z.numpy(), loc + scale * eps.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.decode_groups(terms["groups"], y).log_prob(x).numpy(), _bern(logits, x),
+                               rtol=1e-4, atol=1e-4)
+    # dropout in the decoder: training=True changes log p(x|z) only; the default is inference
+    np.testing.assert_array_equal(model.decode_groups(terms["groups"], y).mean().numpy(),
+                                  model.decode_groups(terms["groups"], y).mean().numpy())
+    trained = model.compute_terms(x, y, seed=seed, training=True)
+    np.testing.assert_allclose(trained["z"].numpy(), z, rtol=1e-5, atol=1e-6)
+    assert np.abs(trained["log_px_z"].numpy() - terms["log_px_z"].numpy()).max() > 1e-3
+    assert not np.allclose(model.decode_groups(terms["groups"], y, training=True).mean().numpy(),
+                           model.decode_groups(terms["groups"], y).mean().numpy())
+    # dropout in the encoder: training=True changes the posterior
+    enc = _dropout_model("encoder")
+    a = enc.compute_terms(x, y, seed=seed)
+    np.testing.assert_array_equal(a["z"].numpy(), enc.compute_terms(x, y, seed=seed)["z"].numpy())
+    assert np.abs(enc.compute_terms(x, y, seed=seed, training=True)["z"].numpy() - a["z"].numpy()).max() > 1e-3
+    np.testing.assert_array_equal(enc.latent_groups(x, y, seed=seed)[0].z.numpy(), a["z"].numpy())
+    assert not np.allclose(enc.latent_groups(x, y, seed=seed, training=True)[0].z.numpy(), a["z"].numpy())
+    d0 = enc.latent_draws(x, y, eps=eps)[0].z.numpy()
+    np.testing.assert_array_equal(d0, enc.latent_draws(x, y, eps=eps)[0].z.numpy())
+    assert not np.allclose(enc.latent_draws(x, y, eps=eps, training=True)[0].z.numpy(), d0)
+
+
+def test_transcription_monte_carlo_terms_and_free_bits_edges():
+    from scipy.stats import norm
+
+    mc = _small(analytic_kl=False)
+    x = (np.random.RandomState(8).uniform(size=(5, 4, 4, 1)) > 0.5).astype("float32")
+    terms = mc.compute_terms(x, seed=tf.constant([1, 3]))
+    loc, scale = (p.numpy() for p in mc.encode_params(x))
+    z = terms["z"].numpy()
+    per_dim = norm.logpdf(z, loc, scale) - norm.logpdf(z)
+    np.testing.assert_allclose(terms["kl_per_dim"].numpy(), per_dim, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(terms["kl"].numpy(), per_dim.sum(-1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(terms["prior"].log_prob(z).numpy(), norm.logpdf(z).sum(-1), rtol=1e-5)
+    # a Monte-Carlo KL per dimension can be negative: without free bits it is used as it is
+    signed = _fake_terms([[-1.0, 0.5], [-2.0, 0.25]])
+    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=0)
+    np.testing.assert_allclose(model.kl_penalty(signed).numpy(), [-0.5, -1.75])
+    small = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=0, free_bits_total=0.5)
+    np.testing.assert_allclose(small.kl_penalty(_fake_terms([[0.25, 0.0], [0.25, 0.25]])).numpy(), [0.5, 0.5])
