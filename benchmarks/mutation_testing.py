@@ -106,7 +106,12 @@ TARGETS = {
               ["tests/nn/test_flows.py", "-k", "not saves_and_exports"]),
     "planar_radial": ("kvae/nn/planar_radial.py", ("u_hat", "_forward", "_forward_log_det_jacobian", "_alpha_beta"),
                       ["tests/nn/test_planar_radial.py"]),
-    "checkpoint": ("kvae/training/checkpoint.py", ("_finite", "metrics_state", "restore_metrics_state"),
+    # (on_train_begin, on_epoch_end and on_train_batch_end need a running fit: tests/training/test_fault_tolerance.py
+    # and test_resume.py cover them with real runs and kills)
+    "checkpoint": ("kvae/training/checkpoint.py", ("_finite", "metrics_state", "restore_metrics_state", "_metadata",
+                                                   "_tmp_paths", "_promote_previous", "_restore", "_check",
+                                                   "_save_model", "_checkpoint_bytes", "discard_previous",
+                                                   "_should_save_on_batch"),
                    ["tests/training/test_checkpoint_units.py"]),
 }
 
