@@ -115,74 +115,9 @@ TARGETS = {
                    ["tests/training/test_checkpoint_units.py"]),
 }
 
-#: target -> {mutant (or group of mutants) -> why it is equivalent}; survivors not listed here count against
-#: the score as they are
-EQUIVALENT = {
-    "terms": {
-        "xǁTermsǁkl__mutmut_2": "tf.add_n of a one-element list returns that tensor: the single group's KL either way",
-        "xǁTermsǁkl_per_dim__mutmut_13": "tf.concat(axis=+1) for axis=-1: the per-dimension KLs are [B, D_g], rank 2",
-    },
-    "elbo": {
-        "kl_penalty: tf.constant(x, None) / no dtype (4)": "a Python float becomes a float32 constant either way",
-        "kl_penalty: floor / tf.ones_like(kl) for *": "floor / 1 = floor * 1",
-        "kl_penalty: reduce_mean keepdims None / False / absent (3)": "a [D] batch mean broadcasts against [B, D] "
-                                                                       "as the [1, D] one does",
-        "kl_penalty: reduce_sum(axis=+1)": "the per-dimension KLs are [B, D], rank 2",
-        "latent_groups: kl_divergence / kl_per_dimension with prior None or left out (4)": "None means the "
-                                                                                             "model's prior, the one passed",
-        "standard_noise: replicas == 2 for == 1": "with one replica the sliced branch takes rows 0..B of B rows: the same "
-                                                   "noise (2 replicas are tested through a stand-in replica context)",
-    },
-    "divergences": {
-        "_sq_dists__mutmut_7/15, kernel_matrix__mutmut_26": "tf.reduce_sum(., +1) / tf.shape(a)[+1] for -1: the "
-                                                            "codes are always rank 2 ([N, D]), where axis 1 is axis -1",
-    },
-    "schedules": {
-        "beta_value__mutmut_8/10": "tf.constant(float(beta)) without tf.float32: a Python float becomes float32",
-    },
-    "data_validation": {
-        "validate: hasattr(x, 'numpy') mutated or bypassed": "np.asarray of an eager tensor is its .numpy()",
-        "validate: 'XXbiufXX'": "a dtype kind is one letter and never X",
-    },
-    "serving_validation": {
-        "_check__mutmut_53/55, _labels__mutmut_19": "dtype.kind is one character, so `kind in 'XXiuXX'` equals "
-                                                    "`kind in 'iu'`",
-        "_check__mutmut_95": "max(initial=1) vs initial=0 only differs below 1, far from the float32 limit it is "
-                             "compared with",
-        "_session__mutmut_8/11/12/13/14": "the onnxruntime wheel here has only the CPU provider: None, no argument "
-                                          "and unknown names all give CPUExecutionProvider (tests assert it)",
-        "run__mutmut_109": "truncating onnxruntime's message at 301 instead of 300 characters",
-    },
-    "disentanglement_metrics": {
-        "np.asarray(..., None) / no dtype, np.zeros(..., None)": "the inputs are float64 (or int) arrays already; "
-                                                                 "the dtype argument changes nothing computed",
-        "group = max(2, ...) / 4097 // batch_size": "only how many batches are encoded together; the votes are the same",
-        "votes dtype None": "float counts instead of int: the same sums and argmax",
-        "reshape(..., -2)": "numpy treats any negative size as the inferred one",
-        "np.var ddof 0 or 2": "scales every dimension's batch variance by the same factor: the argmin is unchanged",
-        "np.errstate arguments": "only which floating-point warnings are shown",
-    },
-    "dsprites_renderer": {
-        "astype(None) (float64 instead of float32), window dtype": "differs only for pixel centres within float32 "
-                                                                   "rounding of a boundary (the transcription test "
-                                                                   "allows 2 such pixels)",
-        "< for <= on the square, ellipse and heart boundaries": "ties exactly on a boundary (a set of measure zero "
-                                                                "at pixel centres)",
-        "window clip 0 -> None / 1, offset 14 -> 15, upper 36 -> 35": "the 28-pixel window still covers every sprite "
-                                                                      "(at most 10.2 pixels from its centre)",
-        "cx from factor_values[4]": "x and y take the same 32 values",
-        "chunk default 2049, range step default": "chunking and re-rendering overlapping rows give the same images",
-        "integers(s) / integers(size)": "low defaults to 0",
-        "factors_of astype(None)": "unravel_index already returns int64 here",
-    },
-    "sample_quality": {
-        "np.asarray(..., None) / no dtype, np.empty(..., None)": "float inputs already; 0/1 floats average as "
-                                                                 "booleans do",
-        "np.cov(rowvar=None)": "None is falsy, as False",
-        "np.partition without axis": "the default axis -1 is axis 1 of these 2-D arrays",
-        "warnings.simplefilter arguments": "only which warnings are shown",
-    },
-}
+#: target -> {regular expression over surviving mutants' names: why they are equivalent}; the JSON's
+#: ``equivalent`` maps each matching survivor to its reason, and survivors matched by none count against the score
+EQUIVALENT = {}
 
 
 def _selected(functions, name, cls):
@@ -300,11 +235,26 @@ def run_target(name, timeout):
     if run.returncode != 0 and not statuses:
         print(run.stdout[-3000:], run.stderr[-3000:], file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
-    return {"module": path, "functions": list(functions) if functions else "all", "tests": tests, "counts": counts,
-            "score": None if not scored else killed / scored, "survivors": diffs,
-            "equivalent": EQUIVALENT.get(name, {}),
-            "timeouts": sorted(m for m, s in statuses.items() if s == "timeout"), "seconds": round(seconds, 1),
-            "mutmut_exit_code": run.returncode}
+    return argue(name, {"module": path, "functions": list(functions) if functions else "all", "tests": tests,
+                        "counts": counts, "score": None if not scored else killed / scored, "survivors": diffs,
+                        "timeouts": sorted(m for m, s in statuses.items() if s == "timeout"),
+                        "seconds": round(seconds, 1), "mutmut_exit_code": run.returncode})
+
+
+def argue(name, result):
+    """Add ``equivalent`` (each survivor :data:`EQUIVALENT` argues, with the reason) and ``score_not_equivalent``
+    = killed / (mutants scored - survivors argued equivalent) to a target's result."""
+    equivalent = {}
+    for mutant in result["survivors"]:
+        for pattern, reason in EQUIVALENT.get(name, {}).items():
+            if re.search(pattern, mutant):
+                equivalent[mutant] = reason
+                break
+    result["equivalent"] = equivalent
+    counts = result["counts"]
+    scored = counts.get("killed", 0) + counts.get("survived", 0) + counts.get("timeout", 0) - len(equivalent)
+    result["score_not_equivalent"] = None if not scored else counts.get("killed", 0) / scored
+    return result
 
 
 def main(argv=None):
@@ -312,7 +262,15 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", choices=sorted(TARGETS))
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--out")
+    p.add_argument("--argue", action="store_true", help="only re-apply EQUIVALENT to the results in --out")
     args = p.parse_args(argv)
+    if args.argue:
+        with open(args.out) as f:
+            report = json.load(f)
+        for name, result in report["modules"].items():
+            argue(name, result)
+        emit(report, args.out)
+        return
     import mutmut
 
     report = {"benchmark": "mutation_testing", "date": time.strftime("%Y-%m-%d"), "tool": f"mutmut {mutmut.__version__}",

@@ -177,8 +177,13 @@ def test_get_builds_objectives_from_names_configs_and_layers():
     assert isinstance(rebuilt, objectives.CIWAEBound) and (rebuilt.num_samples, rebuilt.elbo_weight) == (4, 0.75)
     with pytest.raises(kvae.errors.ConfigError, match="objective must be a name or an Objective layer, got int"):
         objectives.get(3)
-    with pytest.raises(kvae.errors.ConfigError, match=r"unknown objective 'x'; choose elbo, .*ciwae.* or pass"):
+    from kvae import registry
+
+    names = ", ".join(registry.names("objective"))
+    assert "ciwae, " in names
+    with pytest.raises(kvae.errors.ConfigError) as err:
         objectives.get("x")
+    assert str(err.value) == f"unknown objective 'x'; choose elbo, {names} or pass an objective layer"
     with pytest.raises(kvae.errors.ConfigError, match="IWAEBound needs a normalised p\\(x\\|z\\).*MSSSIMLikelihood"):
         kvae.VAE(input_shape=(16, 16, 1), latent_dim=2, hidden=(8,),
                  decoder=kvae.parts.likelihoods.MSSSIMLikelihood((16, 16, 1)), objective="iwae")
@@ -207,5 +212,39 @@ def test_vae_gan_objective_is_the_feature_space_reconstruction():
                                atol=1e-6)
     np.testing.assert_allclose(model.objective.encoder_loss(model, terms).numpy(), terms["kl"].numpy() + want,
                                rtol=1e-5, atol=1e-6)
-    with pytest.raises(kvae.errors.ConfigError, match="the VAE-GAN objective needs an ImageDiscriminator"):
+    with pytest.raises(kvae.errors.ConfigError,
+                       match=r"^the VAE-GAN objective needs an ImageDiscriminator regulariser \(kvae.VAEGAN adds one\)$"):
         kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), objective=objectives.VAEGANObjective())
+
+
+def _dropout_model(where):
+    enc = [keras.Input((4, 4, 4)), keras.layers.Flatten(), keras.layers.Dense(8, "tanh")]
+    dec = [keras.Input((5,)), keras.layers.Dense(8, "tanh")]
+    (enc if where == "encoder" else dec).append(keras.layers.Dropout(0.5))
+    return kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, num_classes=3, seed=0, encoder_network=keras.Sequential(enc),
+                    decoder_network=keras.Sequential(dec))
+
+
+def test_log_weights_reuse_the_batch_posteriors_labels_and_training_flag():
+    """With dropout in the encoder, the log-weights use the batch's own posteriors (not a second, differently
+    dropped-out encoding) and its labels; with dropout in the decoder, the batch's training flag."""
+    x = (np.random.RandomState(4).uniform(size=(4, 4, 4, 1)) > 0.5).astype("float32")
+    y = np.array([0, 2, 1, 2])
+    seed = tf.constant([7, 1], tf.int32)
+    model = _dropout_model("encoder")
+    terms = model.compute_terms(x, y, seed=seed, training=True)
+    log_w = objectives.IWAEBound(3).log_weights(model, terms).numpy()
+    q = terms["groups"][0].q.distribution
+    loc, scale = q.loc.numpy(), q.scale.numpy()
+    eps = model.standard_noise(4, tf.cast(tf.random.experimental.stateless_fold_in(seed, 2711), tf.int32),
+                               samples=3).numpy()
+    z = loc + scale * eps
+    logits = model.decode_params(z, y)[0].numpy().astype(np.float64)
+    log_px = np.sum(x * logits - np.logaddexp(0, logits), axis=(2, 3, 4))
+    want = log_px + norm.logpdf(z).sum(-1) - norm.logpdf(z, loc, scale).sum(-1)
+    np.testing.assert_allclose(log_w, want, rtol=1e-4, atol=1e-3)
+    dec = _dropout_model("decoder")
+    train, infer = dec.compute_terms(x, y, seed=seed, training=True), dec.compute_terms(x, y, seed=seed)
+    bound = objectives.IWAEBound(3)
+    np.testing.assert_array_equal(bound.log_weights(dec, infer).numpy(), bound.log_weights(dec, infer).numpy())
+    assert not np.allclose(bound.log_weights(dec, train).numpy(), bound.log_weights(dec, train).numpy())
