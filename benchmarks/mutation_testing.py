@@ -117,7 +117,30 @@ TARGETS = {
 
 #: target -> {regular expression over surviving mutants' names: why they are equivalent}; the JSON's
 #: ``equivalent`` maps each matching survivor to its reason, and survivors matched by none count against the score
-EQUIVALENT = {}
+EQUIVALENT = {
+    "terms": {
+        r"ǁkl__mutmut_2$": "tf.add_n of a one-element list returns that tensor: the single group's KL either way",
+        r"ǁkl_per_dim__mutmut_13$": "tf.concat(axis=+1) for axis=-1: the per-dimension KLs are [B, D_g], rank 2",
+    },
+    "elbo": {
+        r"ǁkl_penalty__mutmut_(3|5|30|32)$": "tf.constant(x, None) or no dtype for tf.float32: a Python float becomes a "
+                                             "float32 constant either way",
+        r"ǁkl_penalty__mutmut_14$": "floor / tf.ones_like(kl) for floor * tf.ones_like(kl): the same tensor",
+        r"ǁkl_penalty__mutmut_(40|43|45)$": "reduce_mean(keepdims=None/False/absent): a [D] batch mean broadcasts "
+                                            "against [B, D] as the [1, D] one does",
+        r"ǁkl_penalty__mutmut_57$": "reduce_sum(axis=+1) for axis=-1: the per-dimension KLs are [B, D], rank 2",
+        r"ǁlatent_groups__mutmut_(31|34|37|40)$": "kl_divergence / kl_per_dimension with prior None or left out: None "
+                                                  "means the model's prior, which is the one passed",
+        r"ǁstandard_noise__mutmut_13$": "replicas == 2 for == 1: with one replica the sliced branch takes rows 0..B of "
+                                        "B rows, the same noise (two replicas are tested with a stand-in replica "
+                                        "context, where both forms slice)",
+        r"ǁsample_posterior__mutmut_5$": "q.sample(seed=None) in the branch taken when seed is None",
+    },
+    "objectives": {
+        r"x_iwae_bound__mutmut_14$": "s / M for s // M: S = M K, so the quotient is integral and the reshape the same",
+        r"ǁfeature_loss__mutmut_19$": "reduce_sum(axis=+1) for axis=-1: the features are [B, units], rank 2",
+    },
+}
 
 
 def _selected(functions, name, cls):
