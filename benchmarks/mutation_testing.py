@@ -134,7 +134,6 @@ EQUIVALENT = {
         r"ǁstandard_noise__mutmut_13$": "replicas == 2 for == 1: with one replica the sliced branch takes rows 0..B of "
                                         "B rows, the same noise (two replicas are tested with a stand-in replica "
                                         "context, where both forms slice)",
-        r"ǁsample_posterior__mutmut_5$": "q.sample(seed=None) in the branch taken when seed is None",
     },
     "objectives": {
         r"x_iwae_bound__mutmut_14$": "s / M for s // M: S = M K, so the quotient is integral and the reshape the same",
