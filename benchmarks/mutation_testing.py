@@ -135,6 +135,14 @@ EQUIVALENT = {
                                         "B rows, the same noise (two replicas are tested with a stand-in replica "
                                         "context, where both forms slice)",
     },
+    "schedules": {
+        r"x_beta_value__mutmut_(8|10)$": "tf.constant(float(beta)) with dtype None or left out: a Python float becomes "
+                                         "a float32 constant",
+    },
+    "divergences": {
+        r"x__sq_dists__mutmut_(7|15)$|x_kernel_matrix__mutmut_26$": "reduce_sum(., +1) / tf.shape(a)[+1] for -1: the "
+                                                                    "codes are always rank 2 ([N, D])",
+    },
     "objectives": {
         r"x_iwae_bound__mutmut_14$": "s / M for s // M: S = M K, so the quotient is integral and the reshape the same",
         r"ǁfeature_loss__mutmut_19$": "reduce_sum(axis=+1) for axis=-1: the features are [B, units], rank 2",
