@@ -143,6 +143,16 @@ EQUIVALENT = {
         r"x__sq_dists__mutmut_(7|15)$|x_kernel_matrix__mutmut_26$": "reduce_sum(., +1) / tf.shape(a)[+1] for -1: the "
                                                                     "codes are always rank 2 ([N, D])",
     },
+    "regularizers": {
+        r"after_step__mutmut_(26|28|44|46)$": "optimizer.apply(grads, None) or without variables: the discriminator's "
+                                              "optimizer was built on exactly those variables and applies to them",
+        r"ǁ_DiscriminatorPenaltyǁafter_step__mutmut_(13|20)$": "ones_like(real[:, 1]) for [:, 0]: only the shape [B] "
+                                                               "of the labels is used",
+        r"ǁ(LatentL2|MinibatchTotalCorrelation)ǁpenalty__mutmut_(16|48)$": "reduce_sum(axis=+1) for axis=-1 on rank-2 "
+                                                                           "tensors",
+        r"ǁMutualPosteriorDivergenceǁpenalty__mutmut_19$": "tf.shape(kl)[1] for [0]: kl is [B, B, D]",
+        r"ǁTotalCorrelationǁreal_and_fake__mutmut_33$": "start = 1 for 0 on one replica: lo = start // 2 = 0 either way",
+    },
     "objectives": {
         r"x_iwae_bound__mutmut_14$": "s / M for s // M: S = M K, so the quotient is integral and the reshape the same",
         r"ǁfeature_loss__mutmut_19$": "reduce_sum(axis=+1) for axis=-1: the features are [B, units], rank 2",

@@ -79,6 +79,9 @@ def test_pairwise_gaussian_kl_and_mae_penalty():
     q = tfd.Independent(tfd.Normal(tf.constant(loc), tf.constant(scale)), 1)
     np.testing.assert_allclose(R.MutualPosteriorDivergence(eta=0.7, gamma=0.4, weight=9.0).penalty({"q": q}).numpy(),
                                want, rtol=1e-5)
+    same = tfd.Independent(tfd.Normal(tf.zeros([4, 2]), tf.ones([4, 2])), 1)  # identical posteriors: std 0
+    np.testing.assert_allclose(R.MutualPosteriorDivergence(eta=1.0, gamma=1.0).penalty({"q": same}).numpy(),
+                               -2 * np.log(0.5) + 1e-6, rtol=1e-5)
 
 
 def test_minibatch_total_correlation_is_the_mws_estimator():
@@ -127,13 +130,20 @@ def test_latent_discriminators_penalties_and_samples(monkeypatch):
     np.testing.assert_allclose(real.numpy(), _prior().sample(6, seed=_fold(SEED, 13)).numpy(), rtol=1e-6)
     np.testing.assert_array_equal(fake.numpy(), z)
 
+    assert adv.discriminator.name == "adversarial_discriminator"
+    assert [layer.units for layer in adv.discriminator.layers if hasattr(layer, "units")] == [5, 4, 1]
+
     tc = _built(R.TotalCorrelation(2.0, hidden=(5,)))
     np.testing.assert_allclose(tc.penalty(terms).numpy(), 2.0 * _mlp(tc.discriminator, z), rtol=1e-5, atol=1e-6)
+    big = _codes(9, 3, seed=1)
     for seed in (SEED, None):
-        joint, other = tc.real_and_fake({"z": tf.constant(z[:5]), "seed": seed})  # an odd batch: halves of 2
+        joint, other = tc.real_and_fake({"z": tf.constant(big), "seed": seed})  # an odd batch: halves of 4
         fold = _fold(SEED if seed is not None else tf.constant([0, 0]), 17)
-        np.testing.assert_array_equal(joint.numpy(), z[:2])
-        np.testing.assert_array_equal(other.numpy(), R.permute_dims(z[2:4], fold).numpy())
+        np.testing.assert_array_equal(joint.numpy(), big[:4])
+        np.testing.assert_array_equal(other.numpy(), R.permute_dims(big[4:8], fold).numpy())
+    monkeypatch.setattr(tf.distribute, "get_replica_context", lambda: None)  # cross-replica context: one device
+    joint, other = tc.real_and_fake({"z": tf.constant(big), "seed": SEED})
+    np.testing.assert_array_equal(joint.numpy(), big[:4])
 
     class Replica:  # replica 1 of 2: the global batch is the other replica's codes then these
         num_replicas_in_sync, replica_id_in_sync_group = 2, 1
