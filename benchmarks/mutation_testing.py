@@ -223,7 +223,7 @@ def run_target(name, timeout):
     if path.startswith("kvae_serve/"):
         shutil.copytree(os.path.join(ROOT, "export", "kvae_serve"), os.path.join(work, "kvae_serve"))
         bundles = os.path.join(work, "bundles")
-        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'tests'); import test_export; "
+        subprocess.run([sys.executable, "-c", "import sys; sys.path[:0] = ['tests', 'tests/export', '.']; import test_export; "
                         f"test_export.make_bundles({bundles!r})"], cwd=work, env=env, check=True,
                        capture_output=True)
         env["KVAE_TEST_BUNDLES"] = bundles

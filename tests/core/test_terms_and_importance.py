@@ -172,5 +172,8 @@ def test_terms_is_a_read_only_mapping_of_fields_derived_values_and_extras():
     per_dim = tf.constant([[1.0, 2.0]])
     single = Terms(None, None, (LatentGroup("a", "qa", "za", "pa", kl1, per_dim),), None, None, codes="k")
     assert single.kl_per_dim is per_dim  # the group's own
+    with pytest.raises(AttributeError) as err:
+        Terms.__new__(Terms).codes
+    assert err.value.args == ("codes",)
     clone = copy.copy(single)  # copy builds the object before __init__: unknown names are AttributeErrors
     assert clone.codes == "k" and clone.kl_per_dim is per_dim

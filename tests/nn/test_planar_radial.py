@@ -54,6 +54,10 @@ def test_planar_flow_is_the_papers_formula():
     np.testing.assert_allclose(flow2.u_hat().numpy(), u_hat2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(flow2.forward_log_det_jacobian(zt, event_ndims=1).numpy(), log_det2(z), rtol=1e-4,
                                atol=1e-5)
+    draws = rng.normal(size=(2, 4, 3))  # [k, B, D]: importance samples
+    np.testing.assert_allclose(flow.forward(tf.constant(draws, tf.float32)).numpy(), f(draws), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(flow.forward_log_det_jacobian(tf.constant(draws, tf.float32), event_ndims=1).numpy(),
+                               log_det(draws), rtol=1e-4, atol=1e-5)
 
 
 def test_planar_flow_log_det_stays_finite_where_w_u_hat_rounds_to_minus_one():
@@ -104,3 +108,8 @@ def test_radial_flow_is_the_papers_formula():
         got = flow.forward_log_det_jacobian(zt, event_ndims=1).numpy()
         np.testing.assert_allclose(got, log_det(z), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(got, _numerical_log_det(f, z), rtol=1e-4, atol=1e-5)
+        draws = rng.normal(size=(2, 4, 3))  # [k, B, D]: importance samples
+        np.testing.assert_allclose(flow.forward(tf.constant(draws, tf.float32)).numpy(), f(draws), rtol=1e-5,
+                                   atol=1e-5)
+        np.testing.assert_allclose(flow.forward_log_det_jacobian(tf.constant(draws, tf.float32), event_ndims=1).numpy(),
+                                   log_det(draws), rtol=1e-4, atol=1e-5)

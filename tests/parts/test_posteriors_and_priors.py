@@ -44,6 +44,8 @@ def test_gaussian_posterior_head_density_and_reparameterisation():
     np.testing.assert_allclose(q.log_prob(z).numpy(), norm.logpdf(z, loc.numpy(), scale.numpy()).sum(-1), rtol=1e-5)
     np.testing.assert_allclose(head.reparameterize(q, z).numpy(), loc.numpy() + scale.numpy() * z, rtol=1e-6)
     assert isinstance(q.distribution, tfd.Normal)
+    mixed = P.GaussianPosterior(3, dtype="mixed_float16")  # parameters stay float32 under mixed precision
+    assert all(p.dtype == tf.float32 for p in mixed(h))
 
 
 def test_deterministic_posterior_is_the_code():
@@ -56,7 +58,9 @@ def test_deterministic_posterior_is_the_code():
     assert q.event_shape == [2]
     np.testing.assert_allclose(q.sample().numpy(), z.numpy())
     eps = np.full((4, 2), 7.0, np.float32)
+    eps[0] = 0.0
     np.testing.assert_allclose(head.reparameterize(q, eps).numpy(), z.numpy(), rtol=1e-6)
+    assert P.DeterministicPosterior(2, dtype="mixed_float16")(h)[0].dtype == tf.float32
 
 
 def _flow_posterior(flows):
@@ -150,7 +154,11 @@ def test_vamp_prior_is_the_posterior_mixture_at_the_pseudo_inputs():
     model = kvae.VAE(input_shape=(2, 2, 1), latent_dim=2, hidden=(8,), prior=Pr.VampPrior(2, num_components=3),
                      seed=0)
     prior = model.prior
-    assert tuple(prior.pseudo_inputs.shape) == (3, 2, 2, 1)
+    assert tuple(prior.pseudo_inputs.shape) == (3, 2, 2, 1) and prior.pseudo_inputs.name == "pseudo_inputs"
+    assert prior.built is True
+    init = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), prior=Pr.VampPrior(2, num_components=50),
+                    seed=0).prior.pseudo_inputs.numpy()  # N(0.05, 0.01), as in the paper
+    assert abs(init.mean() - 0.05) < 0.002 and 0.008 < init.std() < 0.012
     u = np.random.RandomState(7).uniform(-0.5, 1.5, (3, 2, 2, 1)).astype("float32")  # some outside [0, 1]
     prior.pseudo_inputs.assign(u)
     loc, scale = (p.numpy() for p in model.encode_params(np.clip(u, 0.0, 1.0)))
@@ -164,15 +172,17 @@ def test_vamp_prior_is_the_posterior_mixture_at_the_pseudo_inputs():
     cu = np.array([0.0, 0.34, 0.999, 1.0], np.float32)  # components 0, 1, 2 and (u = 1) the last
     k = np.array([0, 1, 2, 2])
     np.testing.assert_allclose(prior.from_noise(z.astype("float64"), cu).numpy(), loc[k] + scale[k] * z, rtol=1e-5)
-    with pytest.raises(kvae.errors.ConfigError, match="explicit component noise"):
+    with pytest.raises(kvae.errors.ConfigError, match=r"^the VampPrior samples with explicit component noise: "
+                                                      r"from_noise\(eps, component_uniform\)$"):
         prior.from_noise(z)
-    with pytest.raises(kvae.errors.ConfigError, match="not bound to a model"):
+    with pytest.raises(kvae.errors.ConfigError, match="^the VampPrior is not bound to a model: pass it as a model's prior$"):
         Pr.VampPrior(2, num_components=3).components()
     with pytest.raises(kvae.errors.ConfigError, match="num_components must be positive, got 0"):
         Pr.VampPrior(2, num_components=0)
-    with pytest.raises(kvae.errors.ConfigError, match="needs an unconditional model"):
+    with pytest.raises(kvae.errors.ConfigError, match=r"^the VampPrior needs an unconditional model \(its components "
+                                                      r"are q\(z\|u_k\) without labels\)$"):
         kvae.VAE(input_shape=(2, 2, 1), latent_dim=2, hidden=(8,), num_classes=3, prior=Pr.VampPrior(2, 3))
-    with pytest.raises(kvae.errors.ConfigError, match="needs a Gaussian posterior"):
+    with pytest.raises(kvae.errors.ConfigError, match=r"^the VampPrior needs a Gaussian posterior \(loc, scale\)$"):
         kvae.VAE(input_shape=(2, 2, 1), latent_dim=2, hidden=(8,), posterior="iaf", prior=Pr.VampPrior(2, 3))
     with pytest.raises(kvae.errors.ConfigError, match="needs a Gaussian posterior"):
         kvae.VAE(input_shape=(2, 2, 1), latent_dim=2, hidden=(8,), posterior="deterministic",
