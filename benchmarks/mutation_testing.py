@@ -153,6 +153,30 @@ EQUIVALENT = {
         r"ǁMutualPosteriorDivergenceǁpenalty__mutmut_19$": "tf.shape(kl)[1] for [0]: kl is [B, B, D]",
         r"ǁTotalCorrelationǁreal_and_fake__mutmut_33$": "start = 1 for 0 on one replica: lo = start // 2 = 0 either way",
     },
+    "data_validation": {
+        r"x_validate__mutmut_(4|6|10|11)$": "hasattr(x, 'numpy') mutated or bypassed: np.asarray of an eager tensor is "
+                                            "its .numpy()",
+        r"x_validate__mutmut_14$": "'XXbiufXX' for 'biuf': a dtype kind is one letter and never X",
+    },
+    "posteriors": {
+        r"distribution__mutmut_(2|3|4|5|12|14)$": "tfd.Independent without reinterpreted_batch_ndims (or None): TFP "
+                                                  "then reinterprets all batch dimensions but the first, which for "
+                                                  "[B, D] parameters is the 1 given",
+        r"ǁGaussianPosteriorǁcall__mutmut_17$": "split(axis=+1) for axis=-1: encoder features are [B, F], rank 2",
+        r"ǁDeterministicPosteriorǁreparameterize__mutmut_1$": "loc - 0.0 * eps for loc + 0.0 * eps: the same values",
+    },
+    "priors": {
+        r"ǁStandardNormalPriorǁdistribution__mutmut_5$": "tf.zeros without a dtype is float32",
+        r"ǁVampPriorǁdistribution__mutmut_(9|11)$": "tfd.Independent without reinterpreted_batch_ndims (or None) on [K, D] "
+                                                    "parameters reinterprets the 1 dimension given",
+        r"ǁVampPriorǁbind__mutmut_(6|14|16|19|20|21|22|26|29)$": "the first two conditions of the posterior check are "
+                                                                  "implied by the third: every kvae posterior has "
+                                                                  "reparameterize (the base class defines it), "
+                                                                  "param_names and deterministic, and the deterministic "
+                                                                  "one's param_names ('z',) already fail "
+                                                                  "('loc', 'scale')",
+    },
+    "planar_radial": {},
     "objectives": {
         r"x_iwae_bound__mutmut_14$": "s / M for s // M: S = M K, so the quotient is integral and the reshape the same",
         r"ǁfeature_loss__mutmut_19$": "reduce_sum(axis=+1) for axis=-1: the features are [B, units], rank 2",
