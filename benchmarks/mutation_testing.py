@@ -158,6 +158,17 @@ EQUIVALENT = {
                                             "its .numpy()",
         r"x_validate__mutmut_14$": "'XXbiufXX' for 'biuf': a dtype kind is one letter and never X",
     },
+    "disentanglement_metrics": {
+        r"x_(dci_from_importance|histogram_discretize|modularity|sap_from_scores)__mutmut_(3|4|5|6|7|9|11)$":
+            "np.asarray / np.zeros with dtype None or left out: the inputs are float64 (or int) arrays already and "
+            "the outputs are only compared and summed",
+        r"x_factorvae_votes__mutmut_(3|5)$": "votes as float counts instead of int: the same sums and argmax",
+        r"x_factorvae_votes__mutmut_(13|15)$": "only how many batches are encoded together; the votes are the same",
+        r"x_factorvae_votes__mutmut_54$": "reshape(..., -2): numpy treats any negative size as the inferred one",
+        r"x_factorvae_votes__mutmut_(65|67)$": "np.var with ddof 0 or 2: scales every dimension's batch variance by "
+                                               "the same factor, so the argmin is unchanged",
+        r"x_modularity__mutmut_1[0-3]$": "np.errstate arguments: only which floating-point warnings are shown",
+    },
     "posteriors": {
         r"distribution__mutmut_(2|3|4|5|12|14)$": "tfd.Independent without reinterpreted_batch_ndims (or None): TFP "
                                                   "then reinterprets all batch dimensions but the first, which for "
