@@ -187,7 +187,11 @@ EQUIVALENT = {
                                                                   "one's param_names ('z',) already fail "
                                                                   "('loc', 'scale')",
     },
-    "planar_radial": {},
+    "likelihoods": {
+        r"ǁ(MSSSIMReconstructionǁ_log_prob__mutmut_(2|9)|PixelCNNBernoulliǁlogits__mutmut_(7|11))$":
+            "a - tf.zeros_like(.) for + tf.zeros_like(.): the same broadcast values",
+        r"ǁPixelCNNLikelihoodǁcall__mutmut_2$": "split=None for split=False: both falsy",
+    },
     "objectives": {
         r"x_iwae_bound__mutmut_14$": "s / M for s // M: S = M K, so the quotient is integral and the reshape the same",
         r"ǁfeature_loss__mutmut_19$": "reduce_sum(axis=+1) for axis=-1: the features are [B, units], rank 2",
