@@ -180,6 +180,8 @@ EQUIVALENT = {
         r"ǁStandardNormalPriorǁdistribution__mutmut_5$": "tf.zeros without a dtype is float32",
         r"ǁVampPriorǁdistribution__mutmut_(9|11)$": "tfd.Independent without reinterpreted_batch_ndims (or None) on [K, D] "
                                                     "parameters reinterprets the 1 dimension given",
+        r"ǁVampPriorǁbind__mutmut_(67|68)$": "built = None / False after binding: the model builds the prior right after "
+                                             "binding it (VampPrior.build sets built), before any use",
         r"ǁVampPriorǁbind__mutmut_(6|14|16|19|20|21|22|26|29)$": "the first two conditions of the posterior check are "
                                                                   "implied by the third: every kvae posterior has "
                                                                   "reparameterize (the base class defines it), "
