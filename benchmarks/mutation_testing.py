@@ -169,6 +169,16 @@ EQUIVALENT = {
                                                "the same factor, so the argmin is unchanged",
         r"x_modularity__mutmut_1[0-3]$": "np.errstate arguments: only which floating-point warnings are shown",
     },
+    "checkpoint": {
+        r"x_restore_metrics_state__mutmut_(23|25|28|30)$": "np.asarray / np.zeros without the variable's dtype: "
+                                                           "assign casts to it",
+        r"x_restore_metrics_state__mutmut_9$": "np.shape(None) = () for the value's shape: a value of another shape is "
+                                               "then refused by assign and handled by the except branch alike",
+        r"ǁ_restore__mutmut_(10|12|14)$": "print's flush argument: only when the line reaches the terminal",
+        r"ǁ_save_model__mutmut_18$": "float('NAN') is float('nan')",
+        r"ǁ_save_model__mutmut_(65|67|68)$": "save_weights' overwrite flag on the temporary path, which never exists "
+                                             "there (_restore removes a left-over one first)",
+    },
     "posteriors": {
         r"distribution__mutmut_(2|3|4|5|12|14)$": "tfd.Independent without reinterpreted_batch_ndims (or None): TFP "
                                                   "then reinterprets all batch dimensions but the first, which for "

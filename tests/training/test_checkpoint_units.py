@@ -187,3 +187,84 @@ def test_should_save_counts_optimizer_steps(tmp_path):
     assert cb._last_batch_seen == 7 and cb._saved_step == 6
     model.optimizer.iterations.assign(10)  # two steps per call: 6 -> 10
     assert cb._should_save_on_batch(0) and cb._saved_step == 10
+
+
+def test_metrics_are_restored_past_a_skipped_one():
+    model = _model()
+    names = [m.name for m in model.metrics]
+    assert len(names) >= 3
+    for m in model.metrics:
+        m.update_state(np.array([2.0]))
+    state = C.metrics_state(model)
+    other = _model()
+    first, second = names[0], names[1]
+    missing = {k: v for k, v in state.items() if k != first}
+    assert C.restore_metrics_state(other, missing) == names[1:]
+    wrong_shape = dict(state, **{first: [[1.0, 2.0]] * len(state[first])})
+    for m in other.metrics:
+        m.reset_state()
+    assert C.restore_metrics_state(other, wrong_shape) == names[1:]
+    np.testing.assert_allclose(other.metrics[1].result().numpy(), model.metrics[1].result().numpy())
+    variable = other.metrics[0].variables[0]
+    original = type(variable).assign
+
+    def assign(self, value, *a, **k):
+        if self is variable and np.ndim(value) == 0 and float(value) != 0.0:
+            raise RuntimeError("refused")
+        return original(self, value, *a, **k)
+
+    type(variable).assign = assign
+    try:
+        restored = C.restore_metrics_state(other, state)
+    finally:
+        type(variable).assign = original
+    assert restored == names[1:] and second in restored
+
+
+def test_without_an_optimizer_and_the_restore_messages(tmp_path, capsys):
+    bare = kvae.VAE(input_shape=(2, 2, 1), latent_dim=2, hidden=(4,), seed=0)
+    bare.optimizer = None  # a model compiled without one
+    cb = _callback(tmp_path / "bare", bare)
+    assert cb._checkpoint_bytes() == sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in bare.weights)
+    assert not cb._check({"loss": float("inf")}, "epoch 1") and cb.diverged["step"] == -1
+    cb._save_model()
+    assert cb._metadata()["step"] is None
+    model = _model()
+    cb = _callback(tmp_path, model)
+    backup = tmp_path / "backup"
+    cb._save_model()
+    model.set_weights([w + 1.0 if w.dtype.kind == "f" else w for w in model.get_weights()])
+    cb._save_model()
+    last = [w.copy() for w in model.get_weights()]
+    model.set_weights([w * 0 if w.dtype.kind == "f" else w for w in last])
+    cb._restore()  # both checkpoints readable: the last one
+    for got, want in zip(model.get_weights(), last):
+        np.testing.assert_array_equal(got, want)
+    (backup / "latest.weights.h5").write_bytes(b"broken")
+    capsys.readouterr()
+    cb._restore()
+    out = capsys.readouterr().out
+    assert out.startswith(f"the last checkpoint in {backup} could not be read (")
+    assert out.rstrip().endswith("); resuming from the one before it") and "(NoneType)" not in out
+
+
+def test_a_full_disk_before_the_first_checkpoint_and_during_the_metadata(tmp_path, monkeypatch):
+    model = _model()
+    cb = _callback(tmp_path, model)
+    monkeypatch.setattr(C.files, "free_bytes", lambda directory: 0)
+    with pytest.raises(RunError, match="a checkpoint needs .* free.*no checkpoint was kept in"):
+        cb._save_model()
+    monkeypatch.undo()
+    real = C.files.write_flushed
+    calls = []
+
+    def write_flushed(path, write):
+        calls.append(path)
+        if len(calls) == 2:  # the weights are written, the metadata fails
+            raise OSError(errno.ENOSPC, "no space", path)
+        return real(path, write)
+
+    monkeypatch.setattr(C.files, "write_flushed", write_flushed)
+    with pytest.raises(RunError, match="no checkpoint was kept"):
+        cb._save_model()
+    assert os.listdir(tmp_path / "backup") == []  # the written temporary weights were removed
