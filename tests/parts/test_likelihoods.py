@@ -55,8 +55,14 @@ def test_bernoulli_head(features_shape):
     pk = head.distribution((tf.constant(k_logits, tf.float32),))
     assert pk.batch_shape == [2, 3] and pk.event_shape == [2, 3, 1]
     np.testing.assert_allclose(pk.log_prob(x).numpy(), _bern(k_logits, x).sum((2, 3, 4)), rtol=1e-5)
-    mixed = L.BernoulliLikelihood((2, 3, 1), dtype="mixed_float16")  # parameters stay float32
-    assert mixed(h)[0].dtype == tf.float32
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")  # kvae's --precision mixed_float16
+    try:
+        mixed = L.BernoulliLikelihood((2, 3, 1))
+        assert mixed(h)[0].dtype == tf.float32  # parameters stay float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.mark.parametrize("features_shape", [(3, 5), (3, 2, 3, 6)])
@@ -117,6 +123,13 @@ def test_pixelcnn_density_is_the_network_s_bernoulli_and_broadcasts_over_draws()
     for k in range(2):
         want = _bern(head.network(tf.constant(draws[k]), cond).numpy(), draws[k]).sum((1, 2, 3))
         np.testing.assert_allclose(got[k], want, rtol=1e-5)
+    two = L.PixelCNNLikelihood((4, 4, 2), num_layers=2, kernel_size=3, filters=4, cond_channels=2)
+    (cond2,) = two(h)
+    draws2 = _x((2, 3, 4, 4, 2), seed=8)
+    got2 = two.distribution((cond2,)).log_prob(draws2).numpy()
+    for k in range(2):
+        want = _bern(two.network(tf.constant(draws2[k]), cond2).numpy(), draws2[k]).sum((1, 2, 3))
+        np.testing.assert_allclose(got2[k], want, rtol=1e-5)
     with pytest.raises(kvae.errors.ConfigError, match=r"needs image data \(H, W, C\), got \(16,\)"):
         L.PixelCNNLikelihood((16,))
 

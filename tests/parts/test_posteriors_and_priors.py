@@ -44,8 +44,12 @@ def test_gaussian_posterior_head_density_and_reparameterisation():
     np.testing.assert_allclose(q.log_prob(z).numpy(), norm.logpdf(z, loc.numpy(), scale.numpy()).sum(-1), rtol=1e-5)
     np.testing.assert_allclose(head.reparameterize(q, z).numpy(), loc.numpy() + scale.numpy() * z, rtol=1e-6)
     assert isinstance(q.distribution, tfd.Normal)
-    mixed = P.GaussianPosterior(3, dtype="mixed_float16")  # parameters stay float32 under mixed precision
-    assert all(p.dtype == tf.float32 for p in mixed(h))
+    keras.mixed_precision.set_global_policy("mixed_float16")  # kvae's --precision mixed_float16
+    try:
+        assert all(p.dtype == tf.float32 for p in P.GaussianPosterior(3)(h))  # parameters stay float32
+        assert P.DeterministicPosterior(2)(h)[0].dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_deterministic_posterior_is_the_code():
