@@ -184,6 +184,8 @@ EQUIVALENT = {
                                                   "then reinterprets all batch dimensions but the first, which for "
                                                   "[B, D] parameters is the 1 given",
         r"ǁGaussianPosteriorǁcall__mutmut_17$": "split(axis=+1) for axis=-1: encoder features are [B, F], rank 2",
+        r"ǁ(GaussianPosteriorǁcall__mutmut_3|DeterministicPosteriorǁcall__mutmut_2)$": "keras.ops.cast(x, None) casts to "
+                                                                                     "Keras' floatx, float32",
         r"ǁDeterministicPosteriorǁreparameterize__mutmut_1$": "loc - 0.0 * eps for loc + 0.0 * eps: the same values",
     },
     "priors": {
@@ -203,6 +205,8 @@ EQUIVALENT = {
         r"ǁ(MSSSIMReconstructionǁ_log_prob__mutmut_(2|9)|PixelCNNBernoulliǁlogits__mutmut_(7|11))$":
             "a - tf.zeros_like(.) for + tf.zeros_like(.): the same broadcast values",
         r"ǁPixelCNNLikelihoodǁcall__mutmut_2$": "split=None for split=False: both falsy",
+        r"ǁLikelihoodHeadǁraw_params__mutmut_17$": "keras.ops.cast(x, None) casts to Keras' floatx, float32 (the test "
+                                                   "under the mixed_float16 policy sees float32 either way)",
     },
     "objectives": {
         r"x_iwae_bound__mutmut_14$": "s / M for s // M: S = M K, so the quotient is integral and the reshape the same",
