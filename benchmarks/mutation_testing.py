@@ -179,6 +179,23 @@ EQUIVALENT = {
         r"ǁ_save_model__mutmut_(65|67|68)$": "save_weights' overwrite flag on the temporary path, which never exists "
                                              "there (_restore removes a left-over one first)",
     },
+    "dsprites_renderer": {
+        r"ǁDSpritesǁ_render__mutmut_(3|10|49|51|61|65)$": "astype(None) / window dtype (float64 instead of float32): "
+                                                          "differs only for pixel centres within float32 rounding of a "
+                                                          "boundary (the transcription test allows 2 such pixels)",
+        r"ǁDSpritesǁ_render__mutmut_(99|108|139)$": "< for <= on the square, ellipse and heart boundaries: ties exactly on "
+                                                    "a boundary (measure zero at pixel centres)",
+        r"ǁDSpritesǁ_render__mutmut_(18|26|27|30|33|41|42|45)$": "window clip 0 -> None / 1, offset 14 -> 15, upper 36 "
+                                                                 "-> 35: the 28-pixel window still covers every sprite "
+                                                                 "(at most 10.2 pixels from its centre)",
+        r"ǁDSpritesǁ_render__mutmut_7$": "cx from factor_values[4]: x and y take the same 32 values",
+        r"ǁDSpritesǁ_render__mutmut_(143|145)$": "np.zeros without uint8: 0/1 values compared and cast the same way",
+        r"ǁDSpritesǁimages__mutmut_(1|38)$": "chunk default 2049, range step default: chunking and re-rendering "
+                                             "overlapping rows give the same images",
+        r"ǁFactorDataǁ(sample_factors__mutmut_9|sample_with_fixed__mutmut_9)$": "rng.integers(s) / integers(size): "
+                                                                                "low defaults to 0",
+        r"ǁFactorDataǁfactors_of__mutmut_1$": "astype(None) on unravel_index's int64 output",
+    },
     "sample_quality": {
         r"x_(frechet_distance|precision_recall)__mutmut_(3|5|7|9|11)$": "np.asarray(..., None) or no dtype: the inputs "
                                                                          "are float arrays already",
