@@ -189,12 +189,10 @@ EQUIVALENT = {
                                                                  "-> 35: the 28-pixel window still covers every sprite "
                                                                  "(at most 10.2 pixels from its centre)",
         r"ǁDSpritesǁ_render__mutmut_7$": "cx from factor_values[4]: x and y take the same 32 values",
-        r"ǁDSpritesǁ_render__mutmut_(143|145)$": "np.zeros without uint8: 0/1 values compared and cast the same way",
         r"ǁDSpritesǁimages__mutmut_(1|38)$": "chunk default 2049, range step default: chunking and re-rendering "
                                              "overlapping rows give the same images",
         r"ǁFactorDataǁ(sample_factors__mutmut_9|sample_with_fixed__mutmut_9)$": "rng.integers(s) / integers(size): "
                                                                                 "low defaults to 0",
-        r"ǁFactorDataǁfactors_of__mutmut_1$": "astype(None) on unravel_index's int64 output",
     },
     "sample_quality": {
         r"x_(frechet_distance|precision_recall)__mutmut_(3|5|7|9|11)$": "np.asarray(..., None) or no dtype: the inputs "
