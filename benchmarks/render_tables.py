@@ -180,6 +180,23 @@ def render_peer(report):
     return "\n".join(lines) + "\n"
 
 
+def render_mutation(report):
+    """The mutation-testing table of docs/testing.md from ``benchmarks/mutation_testing.json``."""
+    lines = [f"Measured {report['date']} with {report['tool']} (`{report['command']}`).", "",
+             "| module (functions) | tests | killed | survived | of which argued equivalent | timed out | no tests "
+             "| score | score without the equivalent | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for result in report["modules"].values():
+        c = result["counts"]
+        functions = result["functions"] if result["functions"] == "all" else ", ".join(result["functions"])
+        score, strict = result["score"], result.get("score_not_equivalent")
+        lines.append(f"| `{result['module']}` ({functions}) | `{' '.join(result['tests'])}` | {c.get('killed', 0)} | "
+                     f"{c.get('survived', 0)} | {len(result.get('equivalent', {}))} | {c.get('timeout', 0)} | "
+                     f"{c.get('no tests', 0)} | {'–' if score is None else f'{score:.1%}'} | "
+                     f"{'–' if strict is None else f'{strict:.1%}'} | {result['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results.json")
     with open(path) as f:

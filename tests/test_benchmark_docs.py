@@ -143,3 +143,21 @@ def test_docs_quote_the_cli_latency_run():
                 f"processes, a bare `python -c pass` {base['median_s']:.3f} s in the same interleaved "
                 f"rounds, so kvae adds {kvae['median_over_baseline_s']:.3f} s.")
     assert sentence in open(os.path.join(ROOT, "docs", "benchmarks.md")).read()
+
+
+def test_docs_quote_the_mutation_results_exactly():
+    """docs/testing.md's mutation table is benchmarks/mutation_testing.json rendered, and the JSON names files
+    that exist (a module or test moved since the measurement makes the JSON stale)."""
+    with open(os.path.join(ROOT, "benchmarks", "mutation_testing.json")) as f:
+        report = json.load(f)
+    for name, result in report["modules"].items():
+        module = result["module"]
+        path = os.path.join(ROOT, "export", module) if module.startswith("kvae_serve/") else os.path.join(ROOT, module)
+        assert os.path.exists(path), (name, module)
+        for item in result["tests"]:
+            if item.startswith("tests/"):
+                assert os.path.exists(os.path.join(ROOT, item)), (name, item)
+        assert set(result["equivalent"]) <= set(result["survivors"]), name
+    text = open(os.path.join(ROOT, "docs", "testing.md")).read()
+    start, end = text.index("<!-- mutation -->\n") + len("<!-- mutation -->\n"), text.index("<!-- /mutation -->")
+    assert text[start:end].strip() == render_tables.render_mutation(report).strip()

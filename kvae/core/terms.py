@@ -84,7 +84,9 @@ class Terms(collections.abc.Mapping):
         return per_dim[0] if len(per_dim) == 1 else tf.concat(per_dim, axis=-1)
 
     def __getattr__(self, name):  # only called for names that are not fields: the declared extras
-        extras = self.__dict__.get("extras", {})
+        extras = self.__dict__.get("extras")
+        if extras is None:  # an object not initialised yet (copy, pickle): no extras, and sorted(self) would recurse
+            raise AttributeError(name)
         if name in extras:
             return extras[name]
         raise AttributeError(f"Terms has no field {name!r}; fields: {sorted(self)}")

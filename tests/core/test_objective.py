@@ -229,3 +229,267 @@ def test_gradient_penalty_runs_the_decoder_in_inference_mode_during_validation()
     np.testing.assert_array_equal(a, b)  # no dropout at validation
     train = model.compute_terms(x, training=True, seed=tf.constant([1, 2]))
     assert not np.allclose(gp.penalty(train).numpy(), gp.penalty(train).numpy())  # dropout in training
+
+
+# ---- numpy transcriptions of each piece of the ELBO machinery (small eager models: these are the tests
+# benchmarks/mutation_testing.py runs on kvae/core/objective.py, selected by "transcription")
+
+def _small(**kw):
+    return kvae.VAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), seed=0, **kw)
+
+
+def _bern(logits, x):
+    logits = logits.reshape(len(x), -1).astype(np.float64)
+    x = x.reshape(len(x), -1)
+    return (x * -np.logaddexp(0, -logits) + (1 - x) * -np.logaddexp(0, logits)).sum(-1)
+
+
+def _gauss_kl(loc, scale):
+    return np.log(1.0 / scale) + (scale ** 2 + loc ** 2) / 2.0 - 0.5
+
+
+def test_transcription_compute_terms_and_elbo():
+    """z = mu + sigma eps with eps = stateless_normal([B, D], seed); log p(x|z) Bernoulli at the decoder's
+    logits; KL and KL per dimension the Gaussian closed form; elbo = log p(x|z) - KL for the same seed."""
+    model = _small()
+    x = (np.random.RandomState(0).uniform(size=(5, 4, 4, 1)) > 0.5).astype("float64")
+    seed = tf.constant([3, 9], tf.int32)
+    terms = model.compute_terms(x, seed=seed, training=True)
+    loc, scale = (p.numpy() for p in model.encode_params(x.astype("float32")))
+    eps = tf.random.stateless_normal([5, 3], seed).numpy()
+    z = loc + scale * eps
+    np.testing.assert_allclose(terms["z"].numpy(), z, rtol=1e-5, atol=1e-6)
+    logits = model.decode_params(tf.constant(z, tf.float32))[0].numpy()
+    np.testing.assert_allclose(terms["log_px_z"].numpy(), _bern(logits, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(terms["kl_per_dim"].numpy(), _gauss_kl(loc, scale), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(terms["kl"].numpy(), _gauss_kl(loc, scale).sum(-1), rtol=1e-4, atol=1e-5)
+    assert terms["x"].dtype == tf.float32 and terms["training"] is True and terms["seed"] is seed
+    assert terms["decode_params"] == model.decode_params and terms["y"] is None
+    assert [g.name for g in terms["groups"]] == ["z"] and terms["groups"][0].context is None
+    np.testing.assert_allclose(model.elbo(x, seed=seed).numpy(), _bern(logits, x) - _gauss_kl(loc, scale).sum(-1),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model.elbo(x, seed=7).numpy(), (lambda t: (t["log_px_z"] - t["kl"]).numpy())(
+        model.compute_terms(x, seed=tf.constant([7, 0]))), rtol=1e-6)
+    unseeded = model.compute_terms(x)  # q.sample: noise of its own
+    assert unseeded["z"].shape == (5, 3) and not np.allclose(unseeded["z"].numpy(), z)
+
+
+def test_transcription_kl_closed_form_monte_carlo_and_fallback():
+    from scipy.stats import logistic, norm
+
+    model, mc = _small(), _small(analytic_kl=False)
+    x = (np.random.RandomState(1).uniform(size=(4, 4, 4, 1)) > 0.5).astype("float32")
+    q = model.encode(x)
+    loc, scale = q.distribution.loc.numpy(), q.distribution.scale.numpy()
+    z = tf.constant(np.random.RandomState(2).normal(size=(4, 3)), tf.float32)
+    np.testing.assert_allclose(model.kl_divergence(q).numpy(), _gauss_kl(loc, scale).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(model.kl_divergence(q, z).numpy(), _gauss_kl(loc, scale).sum(-1), rtol=1e-5)
+    log_q = norm.logpdf(z.numpy(), loc, scale)
+    np.testing.assert_allclose(mc.kl_divergence(q, z).numpy(), (log_q - norm.logpdf(z.numpy())).sum(-1), rtol=1e-4)
+    np.testing.assert_allclose(mc.kl_per_dimension(q, z).numpy(), log_q - norm.logpdf(z.numpy()), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(mc.kl_per_dimension(q).numpy(), _gauss_kl(loc, scale), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.kl_per_dimension(q, z).numpy(), _gauss_kl(loc, scale), rtol=1e-5, atol=1e-6)
+    # another prior, passed explicitly: N(1, 2^2) has a closed form, a logistic prior has none
+    other = tfd.Independent(tfd.Normal(tf.ones([3]), 2.0), 1)
+    want = (np.log(2.0 / scale) + (scale ** 2 + (loc - 1.0) ** 2) / 8.0 - 0.5)
+    np.testing.assert_allclose(model.kl_divergence(q, prior=other).numpy(), want.sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(model.kl_per_dimension(q, prior=other).numpy(), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mc.kl_per_dimension(q, z, prior=other).numpy(),
+                               log_q - norm.logpdf(z.numpy(), 1.0, 2.0), rtol=1e-4, atol=1e-5)
+    no_closed_form = tfd.Independent(tfd.Logistic(tf.zeros([3]), 1.0), 1)
+    np.testing.assert_allclose(model.kl_divergence(q, z, prior=no_closed_form).numpy(),
+                               (log_q - logistic.logpdf(z.numpy())).sum(-1), rtol=1e-4)
+    with pytest.raises(kvae.errors.ConfigError, match="^a Monte-Carlo KL needs the sample z$"):
+        mc.kl_divergence(q)
+    flow = kvae.VAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), seed=0, posterior="planar")
+    assert flow.kl_per_dimension(flow.encode(x), z) is None
+
+
+def test_transcription_latent_draws_and_standard_noise(monkeypatch):
+    model = _small()
+    x = (np.random.RandomState(3).uniform(size=(4, 4, 4, 1)) > 0.5).astype("float32")
+    loc, scale = (p.numpy() for p in model.encode_params(x))
+    eps = np.random.RandomState(4).normal(size=(2, 4, 3)).astype("float32")
+    (g,) = model.latent_draws(x, eps=tf.constant(eps))
+    np.testing.assert_allclose(g.z.numpy(), loc + scale * eps, rtol=1e-5, atol=1e-6)
+    assert g.name == "z" and g.kl is None and g.kl_per_dim is None
+    np.testing.assert_allclose(g.prior.log_prob(g.z).numpy(), -0.5 * (g.z.numpy() ** 2).sum(-1)
+                               - 1.5 * np.log(2 * np.pi), rtol=1e-5)
+    (drawn,) = model.latent_draws(x, k=6, seed=tf.constant([1, 1]))
+    assert drawn.z.shape == (6, 4, 3)
+    np.testing.assert_allclose(drawn.z.numpy(), model.encode(x).sample(6, seed=tf.constant([1, 1])).numpy(), rtol=1e-6)
+    # with a batch's groups, their posterior is used (here one of other data)
+    x2 = 1.0 - x
+    groups = model.compute_terms(x2, seed=tf.constant([0, 1]))["groups"]
+    (reused,) = model.latent_draws(x, eps=tf.constant(eps), groups=groups)
+    loc2, scale2 = (p.numpy() for p in model.encode_params(x2))
+    np.testing.assert_allclose(reused.z.numpy(), loc2 + scale2 * eps, rtol=1e-5, atol=1e-6)
+    px = model.decode_groups(groups)
+    np.testing.assert_allclose(px.log_prob(x2).numpy(), model.decode(groups[0].z).log_prob(x2).numpy(), rtol=1e-6)
+    # standard noise: the replica's slice of the global batch's noise
+    seed = tf.constant([5, 6], tf.int32)
+    np.testing.assert_array_equal(model.standard_noise(4, seed).numpy(), tf.random.stateless_normal([4, 3], seed))
+    np.testing.assert_array_equal(model.standard_noise(4, seed, samples=2).numpy(),
+                                  tf.random.stateless_normal([2, 4, 3], seed))
+
+    monkeypatch.setattr(tf.distribute, "get_replica_context", lambda: None)  # cross-replica: one replica
+    np.testing.assert_array_equal(model.standard_noise(4, seed).numpy(), tf.random.stateless_normal([4, 3], seed))
+
+    class Replica:
+        num_replicas_in_sync, replica_id_in_sync_group = 2, 1
+
+    monkeypatch.setattr(tf.distribute, "get_replica_context", lambda: Replica())
+    full = tf.random.stateless_normal([8, 3], seed).numpy()
+    np.testing.assert_array_equal(model.standard_noise(4, seed).numpy(), full[4:8])
+    full_k = tf.random.stateless_normal([2, 8, 3], seed).numpy()
+    np.testing.assert_array_equal(model.standard_noise(4, seed, samples=2).numpy(), full_k[:, 4:8])
+    # the posterior's draw is this replica's share of the global batch's noise
+    terms = model.compute_terms(x, seed=seed)
+    np.testing.assert_allclose(terms["z"].numpy(), loc + scale * full[4:8], rtol=1e-5, atol=1e-6)
+    # a posterior without ``reparameterize`` draws with q.sample and the seed
+    from kvae.parts.contracts import Posterior
+    from kvae.parts.posteriors import GaussianPosterior
+
+    class NoNoise(GaussianPosterior):
+        reparameterize = Posterior.reparameterize
+
+    plain = kvae.VAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), seed=0, posterior=NoNoise(3, name="posterior"))
+    q = plain.encode(x)
+    np.testing.assert_allclose(plain.compute_terms(x, seed=seed)["z"].numpy(), q.sample(seed=seed).numpy(), rtol=1e-6)
+
+
+def _fake_terms(kl_per_dim):
+    kl_per_dim = tf.constant(kl_per_dim, tf.float32)
+    return {"kl": tf.reduce_sum(kl_per_dim, -1), "kl_per_dim": kl_per_dim,
+            "log_px_z": tf.constant([-10.0, -20.0, -30.0][:kl_per_dim.shape[0]])}
+
+
+def test_transcription_free_bits_and_the_loss():
+    """Per-dimension free bits: sum_d max-by-batch-mean(lambda, KL_d) (a dimension at exactly lambda keeps its
+    KL); without per-dimension KLs the floor is lambda D on the batch-mean total; free_bits_total floors the
+    batch-mean total at lambda; the loss is -log p(x|z) + beta * that + the regularisers."""
+    per_dim = np.array([[0.25, 1.0, 0.5, 3.0], [0.25, 3.0, 0.5, 0.0], [0.25, 2.0, 0.5, 0.0]], np.float32)
+    # batch means: 0.25, 2.0, 0.5, 1.0 (exact in float32)
+    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=4, hidden=(8,), seed=0, free_bits_per_dim=0.5)
+    terms = _fake_terms(per_dim)
+    want = np.where(per_dim.mean(0) >= 0.5, per_dim, 0.5).sum(-1)
+    np.testing.assert_allclose(model.kl_penalty(terms).numpy(), want, rtol=1e-6)
+    np.testing.assert_allclose(model.bound_loss(terms, 2.0).numpy(), [10, 20, 30] + 2.0 * want, rtol=1e-6)
+    totals = per_dim.sum(-1)  # mean 3.75
+    no_dims = dict(terms, kl_per_dim=None)
+    np.testing.assert_allclose(model.kl_penalty(no_dims).numpy(), totals, rtol=1e-6)  # 3.75 >= 0.5 * 4
+    model.free_bits_per_dim = 0.9375  # floor 3.75: exactly the mean, kept
+    np.testing.assert_allclose(model.kl_penalty(no_dims).numpy(), totals, rtol=1e-6)
+    model.free_bits_per_dim = 1.0  # floor 4 > 3.75
+    np.testing.assert_allclose(model.kl_penalty(no_dims).numpy(), [4.0, 4.0, 4.0])
+    model.free_bits_per_dim = 0.0
+    np.testing.assert_allclose(model.kl_penalty(terms).numpy(), totals, rtol=1e-6)
+    np.testing.assert_allclose(model.bound_loss(terms, 0.5).numpy(), [10, 20, 30] + 0.5 * totals, rtol=1e-6)
+    total = kvae.VAE(input_shape=(4, 4, 1), latent_dim=4, hidden=(8,), seed=0, free_bits_total=3.75)
+    np.testing.assert_allclose(total.kl_penalty(terms).numpy(), totals, rtol=1e-6)
+    total.free_bits_total = 3.8
+    np.testing.assert_allclose(total.kl_penalty(terms).numpy(), [3.8, 3.8, 3.8], rtol=1e-6)
+    with tf.GradientTape() as tape:
+        kl = tf.Variable(per_dim)
+        model.free_bits_per_dim = 0.5
+        floored = model.kl_penalty({"kl": tf.reduce_sum(kl, -1), "kl_per_dim": kl})
+    grad = tape.gradient(floored, kl).numpy()
+    np.testing.assert_array_equal(grad, np.broadcast_to(per_dim.mean(0) >= 0.5, per_dim.shape).astype(np.float32))
+
+
+def test_transcription_regularisers_are_added_per_example():
+    from kvae.parts.regularizers import LatentL2
+
+    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), seed=0,
+                     regularizers=[LatentL2(0.5), LatentL2(2.0, name="second")])
+    x = (np.random.RandomState(5).uniform(size=(4, 4, 4, 1)) > 0.5).astype("float32")
+    terms = model.compute_terms(x, seed=tf.constant([1, 2]))
+    loss, regs = model.per_example_loss(terms, 3.0)
+    sq = 0.5 * (terms["z"].numpy() ** 2).sum(-1)
+    assert len(regs) == 2 and regs[0].dtype == tf.float32
+    np.testing.assert_allclose(regs[0].numpy(), 0.5 * sq, rtol=1e-5)
+    np.testing.assert_allclose(regs[1].numpy(), 2.0 * sq, rtol=1e-5)
+    want = -terms["log_px_z"].numpy() + 3.0 * terms["kl"].numpy() + 2.5 * sq
+    np.testing.assert_allclose(loss.numpy(), want, rtol=1e-5)
+
+
+def test_transcription_an_objective_replaces_the_bound():
+    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=3, hidden=(8,), seed=0, objective="iwae")
+    x = (np.random.RandomState(6).uniform(size=(4, 4, 4, 1)) > 0.5).astype("float32")
+    terms = model.compute_terms(x, seed=tf.constant([1, 2]))
+    np.testing.assert_allclose(model.bound_loss(terms, 100.0).numpy(),
+                               model.objective.per_example_loss(model, terms).numpy(), rtol=1e-6)
+
+
+def _dropout_model(where, **kw):
+    import keras
+
+    enc = [keras.Input((4, 4, 4)), keras.layers.Flatten(), keras.layers.Dense(8, "tanh")]
+    dec = [keras.Input((5,)), keras.layers.Dense(8, "tanh")]
+    (enc if where == "encoder" else dec).append(keras.layers.Dropout(0.5))
+    return kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, num_classes=3, seed=0, encoder_network=keras.Sequential(enc),
+                    decoder_network=keras.Sequential(dec), **kw)
+
+
+def test_transcription_labels_and_the_training_flag_reach_encoder_and_decoder():
+    """A conditional model: q(z|x, y) and p(x|z, y) see the labels; ``training`` reaches the encoder's and
+    the decoder's dropout (and is off by default)."""
+    x = (np.random.RandomState(7).uniform(size=(4, 4, 4, 1)) > 0.5).astype("float32")
+    y, other = np.array([0, 1, 2, 1]), np.array([2, 0, 1, 0])
+    seed = tf.constant([2, 5], tf.int32)
+    model = _dropout_model("decoder")
+    terms = model.compute_terms(x, y, seed=seed)
+    loc, scale = (p.numpy() for p in model.encode_params(x, y))
+    z = loc + scale * tf.random.stateless_normal([4, 2], seed).numpy()
+    np.testing.assert_allclose(terms["z"].numpy(), z, rtol=1e-5, atol=1e-6)
+    logits = model.decode_params(tf.constant(z, tf.float32), y)[0].numpy()
+    np.testing.assert_allclose(terms["log_px_z"].numpy(), _bern(logits, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(terms["px"].log_prob(x).numpy(), _bern(logits, x), rtol=1e-4, atol=1e-4)
+    assert terms["y"] is y and terms["training"] is False
+    np.testing.assert_allclose(model.elbo(x, y, seed=seed).numpy(), (terms["log_px_z"] - terms["kl"]).numpy(),
+                               rtol=1e-6)
+    assert np.abs(model.elbo(x, other, seed=seed).numpy() - model.elbo(x, y, seed=seed).numpy()).max() > 1e-3
+    eps = tf.random.stateless_normal([2, 4, 2], seed)
+    (draws,) = model.latent_draws(x, y, eps=eps)
+    np.testing.assert_allclose(draws.z.numpy(), loc + scale * eps.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.decode_groups(terms["groups"], y).log_prob(x).numpy(), _bern(logits, x),
+                               rtol=1e-4, atol=1e-4)
+    # dropout in the decoder: training=True changes log p(x|z) only; the default is inference
+    np.testing.assert_array_equal(model.decode_groups(terms["groups"], y).mean().numpy(),
+                                  model.decode_groups(terms["groups"], y).mean().numpy())
+    trained = model.compute_terms(x, y, seed=seed, training=True)
+    np.testing.assert_allclose(trained["z"].numpy(), z, rtol=1e-5, atol=1e-6)
+    assert np.abs(trained["log_px_z"].numpy() - terms["log_px_z"].numpy()).max() > 1e-3
+    assert not np.allclose(model.decode_groups(terms["groups"], y, training=True).mean().numpy(),
+                           model.decode_groups(terms["groups"], y).mean().numpy())
+    # dropout in the encoder: training=True changes the posterior
+    enc = _dropout_model("encoder")
+    a = enc.compute_terms(x, y, seed=seed)
+    np.testing.assert_array_equal(a["z"].numpy(), enc.compute_terms(x, y, seed=seed)["z"].numpy())
+    assert np.abs(enc.compute_terms(x, y, seed=seed, training=True)["z"].numpy() - a["z"].numpy()).max() > 1e-3
+    np.testing.assert_array_equal(enc.latent_groups(x, y, seed=seed)[0].z.numpy(), a["z"].numpy())
+    assert not np.allclose(enc.latent_groups(x, y, seed=seed, training=True)[0].z.numpy(), a["z"].numpy())
+    d0 = enc.latent_draws(x, y, eps=eps)[0].z.numpy()
+    np.testing.assert_array_equal(d0, enc.latent_draws(x, y, eps=eps)[0].z.numpy())
+    assert not np.allclose(enc.latent_draws(x, y, eps=eps, training=True)[0].z.numpy(), d0)
+
+
+def test_transcription_monte_carlo_terms_and_free_bits_edges():
+    from scipy.stats import norm
+
+    mc = _small(analytic_kl=False)
+    x = (np.random.RandomState(8).uniform(size=(5, 4, 4, 1)) > 0.5).astype("float32")
+    terms = mc.compute_terms(x, seed=tf.constant([1, 3]))
+    loc, scale = (p.numpy() for p in mc.encode_params(x))
+    z = terms["z"].numpy()
+    per_dim = norm.logpdf(z, loc, scale) - norm.logpdf(z)
+    np.testing.assert_allclose(terms["kl_per_dim"].numpy(), per_dim, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(terms["kl"].numpy(), per_dim.sum(-1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(terms["prior"].log_prob(z).numpy(), norm.logpdf(z).sum(-1), rtol=1e-5)
+    # a Monte-Carlo KL per dimension can be negative: without free bits it is used as it is
+    signed = _fake_terms([[-1.0, 0.5], [-2.0, 0.25]])
+    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=0)
+    np.testing.assert_allclose(model.kl_penalty(signed).numpy(), [-0.5, -1.75])
+    small = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=0, free_bits_total=0.5)
+    np.testing.assert_allclose(small.kl_penalty(_fake_terms([[0.25, 0.0], [0.25, 0.25]])).numpy(), [0.5, 0.5])

@@ -1,4 +1,6 @@
 """The core's latent-group machinery against independent transcriptions (numpy / scipy)."""
+import copy
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -94,3 +96,84 @@ def test_model_log_likelihood_uses_the_one_weight_function(monkeypatch):
     monkeypatch.setattr(endpoints, "log_importance_weights", lambda log_px, groups: log_px)
     after = model.log_prob_from_noise(x, eps).numpy()
     assert np.abs(after - before).max() > 1e-3
+
+
+def test_chunked_log_likelihood_is_the_documented_fold_and_logsumexp():
+    """Batches of ``batch_size``, chunks of ``chunk_for(b)`` draws, chunk i of batch ``start`` seeded with
+    fold_in(seed, start * 1_000_003 + i), combined as log (1/k) sum_i w_i; checked against numpy on the
+    draws the documented seeds give, with labels sliced alongside and progress after each batch."""
+    x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    y = np.array([10.0, 20.0, 30.0, 40.0, 50.0], np.float32)
+    seed = tf.constant([3, 4], tf.int32)
+    k, calls, progress = 7, [], []
+
+    def draws(m, b, s):
+        return 3.0 * tf.random.stateless_normal([m, b], s)
+
+    def log_weights(xb, yb, m, s):
+        calls.append((int(m), xb.shape[0], None if yb is None else yb.tolist()))
+        return draws(m, xb.shape[0], s) + xb[:, 0] + (0.0 if yb is None else yb)
+
+    got = chunked_log_likelihood(log_weights, x, y, k, seed, batch_size=2, chunk_for=lambda b: b + 1,
+                                 progress=lambda done, total: progress.append((done, total))).numpy()
+    want = []
+    for start, b in ((0, 2), (2, 2), (4, 1)):
+        chunk = b + 1
+        rows = []
+        for i, lo in enumerate(range(0, k, chunk)):
+            s = tf.cast(tf.random.experimental.stateless_fold_in(seed, start * 1_000_003 + i), tf.int32)
+            rows.append(draws(min(chunk, k - lo), b, s).numpy())
+        log_w = np.concatenate(rows, 0) + x[start:start + b, 0] + y[start:start + b]
+        want.append(logsumexp(log_w.astype(np.float64), 0) - np.log(k))
+    np.testing.assert_allclose(got, np.concatenate(want), rtol=1e-5, atol=1e-5)
+    assert got.shape == (5,)
+    assert calls == [(3, 2, [10.0, 20.0]), (3, 2, [10.0, 20.0]), (1, 2, [10.0, 20.0]),
+                     (3, 2, [30.0, 40.0]), (3, 2, [30.0, 40.0]), (1, 2, [30.0, 40.0]),
+                     (2, 1, [50.0]), (2, 1, [50.0]), (2, 1, [50.0]), (1, 1, [50.0])]
+    assert progress == [(2, 5), (4, 5), (5, 5)]
+    calls.clear()
+    no_labels = chunked_log_likelihood(log_weights, x, None, k, seed, batch_size=2, chunk_for=lambda b: b + 1).numpy()
+    assert all(c[2] is None for c in calls)
+    np.testing.assert_allclose(no_labels, got - y, rtol=1e-5, atol=1e-4)
+
+
+def test_log_mean_exp_along_another_axis():
+    log_w = np.random.RandomState(2).normal(size=(3, 6)).astype("float32") * 10
+    np.testing.assert_allclose(log_mean_exp(tf.constant(log_w), axis=1).numpy(), logsumexp(log_w, 1) - np.log(6),
+                               rtol=1e-6)
+    np.testing.assert_allclose(log_mean_exp(tf.constant(log_w.astype(np.float64))).numpy(),
+                               logsumexp(log_w.astype(np.float64), 0) - np.log(3), rtol=1e-12)
+
+
+def test_terms_is_a_read_only_mapping_of_fields_derived_values_and_extras():
+    kl1, kl2, kl3 = tf.constant([1.0, 2.0]), tf.constant([0.5, 0.25]), tf.constant([4.0, 8.0])
+    groups = (LatentGroup("a", "qa", "za", "pa", kl1, None), LatentGroup("b", "qb", "zb", "pb", kl2, None),
+              LatentGroup("c", "qc", "zc", "pc", kl3, None))
+    decode = object()
+    terms = Terms("x", "y", list(groups), "px", "lp", seed="s", training=True, decode_params=decode, codes="k")
+    assert (terms.x, terms.y, terms.px, terms.log_px_z, terms.seed, terms.training) == ("x", "y", "px", "lp", "s", True)
+    assert terms.decode_params is decode and terms.encoder_loss is None and terms.groups == groups
+    assert terms["encoder_loss"] is None and terms["training"] is True and terms["codes"] == "k"
+    np.testing.assert_allclose(terms.kl.numpy(), [5.5, 10.25])
+    assert terms.prior == ("pa", "pb", "pc") and terms.q == ("qa", "qb", "qc") and terms.kl_per_dim is None
+    assert list(terms) == list(Terms.FIELDS) + list(Terms.DERIVED) + ["codes"]
+    assert len(terms) == len(Terms.FIELDS) + len(Terms.DERIVED) + 1 == 15
+    assert dict(terms)["z"] == ("za", "zb", "zc")
+    with pytest.raises(AttributeError, match=r"Terms has no field 'nope'; fields: \['codes', 'decode_params'"):
+        terms.nope
+    with pytest.raises(KeyError, match=r"'nope' is not a term; terms: \['codes', 'decode_params'"):
+        terms["nope"]
+    with pytest.raises(TypeError, match=r"extra terms \['encoder_loss', 'kl'\] shadow Terms fields"):
+        Terms(None, None, groups, None, None, encoder_loss=1, kl=2, fine=3)
+    one = Terms(None, None, groups[:1], None, None)
+    assert (one.q, one.prior, len(one), list(one)[-1]) == ("qa", "pa", 14, "prior")
+    assert one.y is None and one.seed is None and one.training is False and one.decode_params is None
+    assert repr(groups[0]) == "LatentGroup('a', z=None)"
+    per_dim = tf.constant([[1.0, 2.0]])
+    single = Terms(None, None, (LatentGroup("a", "qa", "za", "pa", kl1, per_dim),), None, None, codes="k")
+    assert single.kl_per_dim is per_dim  # the group's own
+    with pytest.raises(AttributeError) as err:
+        Terms.__new__(Terms).codes
+    assert err.value.args == ("codes",)
+    clone = copy.copy(single)  # copy builds the object before __init__: unknown names are AttributeErrors
+    assert clone.codes == "k" and clone.kl_per_dim is per_dim

@@ -11,6 +11,7 @@ from scipy.stats import norm
 
 from kvae.core.terms import Terms
 import kvae
+import kvae.parts.likelihoods
 from kvae.parts import objectives
 
 LOG_W = np.array([[-3.0, -10.0, 0.5], [-2.0, -11.0, 0.1], [-7.0, -9.5, 2.0], [-2.5, -30.0, 0.0],
@@ -140,3 +141,110 @@ def test_any_model_takes_an_objective_from_the_cli(tmp_path):
                      "--hidden", "16", "--latent-dim", "2", "--limit", "100", "--out", run, "--quiet"]) == 0
     model = keras.saving.load_model(os.path.join(run, "model.keras"))
     assert isinstance(model.objective, objectives.CIWAEBound) and model.objective.elbo_weight == 0.5
+
+
+def test_log_weights_draw_m_times_k_samples_and_fresh_noise_without_a_seed():
+    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=0)
+    x = (np.random.RandomState(2).uniform(size=(3, 4, 4, 1)) > 0.5).astype("float32")
+    seeded = model.compute_terms(x, seed=tf.constant([1, 2]))
+    miwae = objectives.MIWAEBound(2, 3)
+    a = miwae.log_weights(model, seeded).numpy()
+    assert a.shape == (6, 3) and len(np.unique(a.round(5))) == 18
+    np.testing.assert_array_equal(a, miwae.log_weights(model, seeded).numpy())  # a function of the seed
+    other = objectives.MIWAEBound(2, 3).log_weights(model, model.compute_terms(x, seed=tf.constant([1, 3]))).numpy()
+    assert not np.allclose(a, other)
+    unseeded = model.compute_terms(x)
+    b, c = (miwae.log_weights(model, unseeded).numpy() for _ in range(2))
+    assert b.shape == (6, 3) and not np.allclose(b, c)
+    np.testing.assert_allclose(miwae.per_example_loss(model, seeded).numpy(), -np_iwae(a, 3), rtol=1e-5)
+    np.testing.assert_allclose(objectives.IWAEBound(6).per_example_loss(model, seeded).numpy(), -np_iwae(a, 1),
+                               rtol=1e-5)
+    ciwae = objectives.CIWAEBound(6, 0.25)
+    np.testing.assert_allclose(ciwae.per_example_loss(model, seeded).numpy(),
+                               -(0.25 * a.mean(0) + 0.75 * np_iwae(a, 1)), rtol=1e-5)
+    piwae = objectives.PIWAEBound(2, 3)
+    np.testing.assert_allclose(piwae.per_example_loss(model, seeded).numpy(), -np_iwae(a, 1), rtol=1e-5)
+    np.testing.assert_allclose(piwae.encoder_loss(model, seeded).numpy(), -np_iwae(a, 3), rtol=1e-5)
+
+
+def test_get_builds_objectives_from_names_configs_and_layers():
+    assert objectives.get(None) is None and objectives.get("elbo") is None
+    layer = objectives.CIWAEBound(4, 0.75)
+    assert objectives.get(layer) is layer
+    named = objectives.get("piwae")
+    assert isinstance(named, objectives.PIWAEBound) and (named.num_samples, named.num_groups) == (8, 8)
+    rebuilt = objectives.get(keras.saving.serialize_keras_object(layer))
+    assert isinstance(rebuilt, objectives.CIWAEBound) and (rebuilt.num_samples, rebuilt.elbo_weight) == (4, 0.75)
+    with pytest.raises(kvae.errors.ConfigError, match="objective must be a name or an Objective layer, got int"):
+        objectives.get(3)
+    from kvae import registry
+
+    names = ", ".join(registry.names("objective"))
+    assert "ciwae, " in names
+    with pytest.raises(kvae.errors.ConfigError) as err:
+        objectives.get("x")
+    assert str(err.value) == f"unknown objective 'x'; choose elbo, {names} or pass an objective layer"
+    with pytest.raises(kvae.errors.ConfigError, match="IWAEBound needs a normalised p\\(x\\|z\\).*MSSSIMLikelihood"):
+        kvae.VAE(input_shape=(16, 16, 1), latent_dim=2, hidden=(8,),
+                 decoder=kvae.parts.likelihoods.MSSSIMLikelihood((16, 16, 1)), objective="iwae")
+    with pytest.raises(kvae.errors.ConfigError, match="MIWAEBound needs a posterior with a density.*Deterministic"):
+        kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), posterior="deterministic", objective="miwae")
+
+
+def test_vae_gan_objective_is_the_feature_space_reconstruction():
+    """L_llike = 1/2 ||Dis_l(x) - Dis_l(E[x|z])||^2 per example (Dis_l transcribed from the discriminator's
+    own Dense weights and LeakyReLU(0.2)); the decoder pays gamma L_llike, the encoder KL + L_llike."""
+    model = kvae.VAEGAN(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), gamma=0.3, discriminator_hidden=(6, 5),
+                        feature_layer=0, seed=0)
+    x = (np.random.RandomState(3).uniform(size=(3, 4, 4, 1)) > 0.5).astype("float32")
+    terms = model.compute_terms(x, seed=tf.constant([1, 2]))
+    dis = model.objective.discriminator(model)
+    assert dis is model.regularizer_layers[0]
+    kernel, bias = (w.numpy() for w in dis.discriminator.layers[0].weights)
+
+    def features(images):
+        h = images.reshape(len(images), -1) @ kernel + bias
+        return np.where(h > 0, h, 0.2 * h)
+
+    want = 0.5 * ((features(x) - features(terms["px"].mean().numpy())) ** 2).sum(-1)
+    np.testing.assert_allclose(model.objective.feature_loss(model, terms).numpy(), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.objective.per_example_loss(model, terms).numpy(), 0.3 * want, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(model.objective.encoder_loss(model, terms).numpy(), terms["kl"].numpy() + want,
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(kvae.errors.ConfigError,
+                       match=r"^the VAE-GAN objective needs an ImageDiscriminator regulariser \(kvae.VAEGAN adds one\)$"):
+        kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), objective=objectives.VAEGANObjective())
+
+
+def _dropout_model(where):
+    enc = [keras.Input((4, 4, 4)), keras.layers.Flatten(), keras.layers.Dense(8, "tanh")]
+    dec = [keras.Input((5,)), keras.layers.Dense(8, "tanh")]
+    (enc if where == "encoder" else dec).append(keras.layers.Dropout(0.5))
+    return kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, num_classes=3, seed=0, encoder_network=keras.Sequential(enc),
+                    decoder_network=keras.Sequential(dec))
+
+
+def test_log_weights_reuse_the_batch_posteriors_labels_and_training_flag():
+    """With dropout in the encoder, the log-weights use the batch's own posteriors (not a second, differently
+    dropped-out encoding) and its labels; with dropout in the decoder, the batch's training flag."""
+    x = (np.random.RandomState(4).uniform(size=(4, 4, 4, 1)) > 0.5).astype("float32")
+    y = np.array([0, 2, 1, 2])
+    seed = tf.constant([7, 1], tf.int32)
+    model = _dropout_model("encoder")
+    terms = model.compute_terms(x, y, seed=seed, training=True)
+    log_w = objectives.IWAEBound(3).log_weights(model, terms).numpy()
+    q = terms["groups"][0].q.distribution
+    loc, scale = q.loc.numpy(), q.scale.numpy()
+    eps = model.standard_noise(4, tf.cast(tf.random.experimental.stateless_fold_in(seed, 2711), tf.int32),
+                               samples=3).numpy()
+    z = loc + scale * eps
+    logits = model.decode_params(z, y)[0].numpy().astype(np.float64)
+    log_px = np.sum(x * logits - np.logaddexp(0, logits), axis=(2, 3, 4))
+    want = log_px + norm.logpdf(z).sum(-1) - norm.logpdf(z, loc, scale).sum(-1)
+    np.testing.assert_allclose(log_w, want, rtol=1e-4, atol=1e-3)
+    dec = _dropout_model("decoder")
+    train, infer = dec.compute_terms(x, y, seed=seed, training=True), dec.compute_terms(x, y, seed=seed)
+    bound = objectives.IWAEBound(3)
+    np.testing.assert_array_equal(bound.log_weights(dec, infer).numpy(), bound.log_weights(dec, infer).numpy())
+    assert not np.allclose(bound.log_weights(dec, train).numpy(), bound.log_weights(dec, train).numpy())
