@@ -127,9 +127,14 @@ class VampPrior(Prior):
 
         if model.conditional:
             raise ConfigError("the VampPrior needs an unconditional model (its components are q(z|u_k) without labels)")
+        from kvae.parts.posteriors import FlowPosterior
+
+        # a flow posterior's (loc, scale) are its base Gaussian's, not q(z|u_k): mixing them would be another prior
         if not hasattr(model.posterior, "reparameterize") or getattr(model.posterior, "deterministic", False) or \
-                tuple(getattr(model.posterior, "param_names", ())) != ("loc", "scale"):
-            raise ConfigError("the VampPrior needs a Gaussian posterior (loc, scale)")
+                tuple(getattr(model.posterior, "param_names", ())) != ("loc", "scale") or \
+                isinstance(model.posterior, FlowPosterior):
+            raise ConfigError("the VampPrior needs a Gaussian posterior (loc, scale), not "
+                              f"{type(model.posterior).__name__}")
         if getattr(self, "pseudo_inputs", None) is None:
             self.pseudo_inputs = self.add_weight(
                 shape=(self.num_components,) + tuple(model.data_shape), name="pseudo_inputs",

@@ -186,8 +186,12 @@ def test_vamp_prior_is_the_posterior_mixture_at_the_pseudo_inputs():
     with pytest.raises(kvae.errors.ConfigError, match=r"^the VampPrior needs an unconditional model \(its components "
                                                       r"are q\(z\|u_k\) without labels\)$"):
         kvae.VAE(input_shape=(2, 2, 1), latent_dim=2, hidden=(8,), num_classes=3, prior=Pr.VampPrior(2, 3))
-    with pytest.raises(kvae.errors.ConfigError, match=r"^the VampPrior needs a Gaussian posterior \(loc, scale\)$"):
+    with pytest.raises(kvae.errors.ConfigError, match=r"^the VampPrior needs a Gaussian posterior \(loc, scale\), "
+                                                      r"not IAFPosterior$"):
         kvae.VAE(input_shape=(2, 2, 1), latent_dim=2, hidden=(8,), posterior="iaf", prior=Pr.VampPrior(2, 3))
+    for flow in ("planar", "radial"):  # their (loc, scale) are the base Gaussian's, not q(z|u_k)
+        with pytest.raises(kvae.errors.ConfigError, match="not PlanarRadialPosterior"):
+            kvae.VAE(input_shape=(2, 2, 1), latent_dim=2, hidden=(8,), posterior=flow, prior=Pr.VampPrior(2, 3))
     with pytest.raises(kvae.errors.ConfigError, match="needs a Gaussian posterior"):
         kvae.VAE(input_shape=(2, 2, 1), latent_dim=2, hidden=(8,), posterior="deterministic",
                  prior=Pr.VampPrior(2, 3))
