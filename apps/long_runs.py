@@ -1,7 +1,7 @@
 """Long training runs that span sessions: snapshot a run's latest weights into the repository, and say
 how to resume it.
 
-    python apps/long_runs.py snapshot RUN_DIR NAME --command "kvae train ..." [--since ISO --resume exact|warm]
+    python apps/long_runs.py snapshot RUN_DIR NAME --command "kvae train ..." [--since ISO --until ISO --resume exact|warm]
     python apps/long_runs.py table [--root FOLDER]
 
 writes ``apps/long_runs/NAME.weights.h5`` (the model's float32 weights from the run's latest
@@ -43,7 +43,7 @@ def _steps(config, epochs):
     return epochs * math.ceil(min(50000, config["limit"] or 50000) / config["batch_size"])
 
 
-def snapshot(run_dir, name, command, note=None, since=None, resume=None):
+def snapshot(run_dir, name, command, note=None, since=None, resume=None, until=None):
     os.makedirs(HERE, exist_ok=True)
     checkpoint = os.path.join(run_dir, "backup", "latest.weights.h5")
     finished = os.path.isfile(os.path.join(run_dir, "model.keras"))
@@ -63,7 +63,7 @@ def snapshot(run_dir, name, command, note=None, since=None, resume=None):
     # the sitting's start: given (a resumed run keeps its config.json), else when the run was created
     started = (datetime.datetime.fromisoformat(since) if since else
                datetime.datetime.fromtimestamp(os.path.getmtime(os.path.join(run_dir, "config.json"))))
-    now = datetime.datetime.now()
+    now = datetime.datetime.fromisoformat(until) if until else datetime.datetime.now()
     segment = {"run_dir": run_dir, "started": started.isoformat(timespec="seconds"),
                "snapshot": now.isoformat(timespec="seconds"), "hours": round((now - started).total_seconds() / 3600, 2),
                "epochs_completed": len(rows), "checkpoint": position,
@@ -125,13 +125,14 @@ def main():
     s.add_argument("--note")
     s.add_argument("--since", help="when this sitting started (ISO time; default: when the run directory was made)")
     s.add_argument("--resume", choices=("exact", "warm"), help="how this sitting continued the run")
+    s.add_argument("--until", help="when the run stopped, for a run stopped before the snapshot (ISO time; default: now)")
     t = sub.add_parser("table", help="print the Markdown table of the records (docs/results.md)")
     t.add_argument("--root", default=HERE, help="the folder of the records (default: apps/long_runs)")
     args = parser.parse_args()
     if args.action == "table":
         print(table(args.root), end="")
         return
-    snapshot(args.run_dir, args.name, args.command, args.note, args.since, args.resume)
+    snapshot(args.run_dir, args.name, args.command, args.note, args.since, args.resume, args.until)
 
 
 if __name__ == "__main__":
