@@ -9,7 +9,9 @@ checkpoint, without the optimizer's state: one file per run, replaced each time)
 ``apps/long_runs/NAME.json`` (the command, epochs and optimizer steps done, wall time, the
 validation curve so far).  Next session: rerun the command with the same ``--out`` if the run directory
 survived (an exact resume), else add ``--init-weights apps/long_runs/NAME.weights.h5`` (a warm start: the
-optimizer's moments reset) and record it in the JSON's ``segments``.
+optimizer's moments reset) and record it in the JSON's ``segments``.  A finished run keeps no
+weights file here: its result is the float16 package (``kvae.pretrained.store.pack``), kept in
+``apps/long_runs/NAME.package/`` until it ships in ``kvae/pretrained/files/``.
 """
 import argparse
 import csv
@@ -51,7 +53,7 @@ def snapshot(run_dir, name, command, note=None, since=None, resume=None, until=N
         model_weights_only(checkpoint, os.path.join(HERE, f"{name}.weights.h5"))
         with open(os.path.join(run_dir, "backup", "training_metadata.json")) as f:
             position = json.load(f)
-    elif finished:  # its model.keras is the result (a shipped model); the last snapshot's weights stay
+    elif finished:  # its model.keras is the result, packed as NAME.package (module docstring)
         position = None
     else:
         raise SystemExit(f"{run_dir} has neither a checkpoint (backup/latest.weights.h5) nor a model.keras")

@@ -18,8 +18,6 @@ import numpy as np
 def transfer(run_dir, out, options, weights="best/best.weights.h5", seed=0):
     """Write ``out`` (a ``.weights.h5`` of the model ``options`` describe, same class as the run's) and
     return (paths copied, paths left fresh)."""
-    import keras
-
     from kvae import registry
     from kvae.training.transfer import copy_shared_weights
 
@@ -34,7 +32,6 @@ def transfer(run_dir, out, options, weights="best/best.weights.h5", seed=0):
     new(x)
     copied, fresh = copy_shared_weights(old, new)
     new.save_weights(out)
-    keras.backend.clear_session()
     return copied, fresh
 
 
