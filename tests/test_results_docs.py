@@ -121,6 +121,32 @@ def test_long_runs_table_is_the_records():
     assert text[start:text.index("<!-- /long-runs -->")] == long_runs_table()
 
 
+def test_likelihood_table_is_the_manifests_and_records():
+    """docs/results.md's likelihood table is apps/likelihood_table.py's rendering: every shipped model with a
+    likelihood appears with its manifest's NLL, k and images; the anchors follow, marked as published."""
+    import subprocess
+    import sys
+
+    import kvae
+
+    script = os.path.join(DOCS, "..", "apps", "likelihood_table.py")
+    rendered = subprocess.run([sys.executable, script], capture_output=True, text=True, check=True).stdout
+    text = open(os.path.join(DOCS, "results.md")).read()
+    start = text.index("<!-- likelihood -->\n") + len("<!-- likelihood -->\n")
+    assert text[start:text.index("<!-- /likelihood -->")] == rendered
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in rendered.splitlines()[2:]}
+    for name in kvae.pretrained.names():
+        m = kvae.pretrained.manifest(name)["measured"]
+        if m.get("nll") is None:
+            assert not any(name in label for label in rows), name
+            continue
+        row = rows[f"kvae `{name}` (shipped)"]
+        assert row[2] == str(m["k"]) and row[3] == f"**{m['nll']:.2f} ± {m['nll_stderr']:.2f}**"
+        assert row[4] == f"valid, {m['n']}"
+    assert sum(label.startswith("kvae") for label in rows) < len(rows)
+    assert all(row[-1].endswith("(published) |") for label, row in rows.items() if not label.startswith("kvae"))
+
+
 def test_long_runs_count_each_run_directory_once(tmp_path):
     """Exact resumes continue a run directory (cumulative epochs and steps); a warm start opens a new one."""
     def seg(run_dir, epochs, hours):

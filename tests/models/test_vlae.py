@@ -42,11 +42,11 @@ def test_vlae_defaults_are_the_papers():
 
 
 def test_a_vlae_saved_before_the_conditioning_option_loads_as_it_was_trained():
-    """A config without ``conditioning`` (the pretrained VLAE's) keeps every-layer conditioning and
-    its MLP encoder; the round trip of a new default VLAE keeps its own."""
-    stored = os.path.join(os.path.dirname(kvae.pretrained.__file__), "files", "vlae-binarized-mnist")
+    """A config without ``conditioning`` (the first pretrained VLAE's, ``vlae-mlp-binarized-mnist``) keeps
+    every-layer conditioning and its MLP encoder; the round trip of a new default VLAE keeps its own."""
+    stored = os.path.join(os.path.dirname(kvae.pretrained.__file__), "files", "vlae-mlp-binarized-mnist")
     assert "conditioning" not in open(os.path.join(stored, "model.json")).read()
-    pre = kvae.pretrained.load("vlae-binarized-mnist")
+    pre = kvae.pretrained.load("vlae-mlp-binarized-mnist")
     assert pre.likelihood.network.conditioning == "every_layer" and pre.get_config()["conditioning"] == "every_layer"
     assert pre.get_config()["network"] == "mlp"
     model = kvae.VLAE(input_shape=(8, 8, 1), latent_dim=4, flow_steps=1, flow_hidden=(8,), pixelcnn_filters=4, seed=0)
