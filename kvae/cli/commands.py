@@ -90,7 +90,8 @@ def evaluate(args):
         print("disentanglement metrics", file=sys.stderr)
         represent = evaluation.representation(model, batch_size=2048, seed=args.seed)
         scores = disentanglement.evaluate(split.source, represent, seed=args.seed, num_train=args.disentanglement_train,
-                                          num_test=args.disentanglement_test, progress=shown, n_jobs=args.jobs)
+                                          num_test=args.disentanglement_test, progress=shown, n_jobs=args.jobs,
+                                          **({"trees": args.dci_trees} if args.dci_trees is not None else {}))
         result["disentanglement_seconds"] = scores.pop("seconds")
         result["disentanglement_encoding"] = scores.pop("encoding")
         result.update(scores)
