@@ -14,11 +14,18 @@ on the same codes, seed 0):
    independent draw of the points (``resampled_sklearn_delta``): the metric's sampling noise.
 2. ``--run R``: the codes DCI scores in ``kvae evaluate R --disentanglement`` (posterior means of
    10,000 training and 5,000 test points drawn as :func:`kvae.evaluation.disentanglement.evaluate`
-   draws them with seed 0), e.g. the FactorVAE of issue 31's command.
+   draws them with seed 0), e.g. the FactorVAE of issue 31's command; each learner's factors fitted
+   in turn, with their CPU seconds.
+
+``--work DIR`` keeps each synthetic case's results, the run's codes (``codes.npz``) and each
+learner's fits on them (``fits_<learner>.npz``), and reuses them when present (a long scikit-learn
+fit is not repeated when the report is written again).
 """
 import argparse
+import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -30,7 +37,7 @@ from _report import emit  # noqa: E402
 from _timing import commit, machine  # noqa: E402
 
 from kvae.evaluation import disentanglement as dm  # noqa: E402
-from kvae.evaluation.disentanglement_trees import TOLERANCE  # noqa: E402
+from kvae.evaluation.disentanglement_trees import TOLERANCE, fit_trees  # noqa: E402
 
 KEYS = ("dci_disentanglement", "dci_completeness", "dci_informativeness")
 SIZES = (3, 6, 10, 8)
@@ -66,8 +73,12 @@ def compare(z_train, v_train, z_test, v_test):
     return out
 
 
-def metric_codes(run_dir, num_train=10000, num_test=5000, seed=0):
-    """The i.i.d. codes :func:`dm.evaluate` scores DCI on for the run (same draws, same encoder)."""
+def metric_codes(run_dir, path, num_train=10000, num_test=5000, seed=0):
+    """The i.i.d. codes :func:`dm.evaluate` scores DCI on for the run (same draws, same encoder, read
+    as float64), saved to / read from ``path`` (npz)."""
+    if os.path.exists(path):
+        saved = np.load(path)
+        return tuple(saved[k] for k in ("z_train", "v_train", "z_test", "v_test"))
     from kvae.data import datasets
     from kvae.evaluation import metrics
     from kvae.training import runs
@@ -77,12 +88,50 @@ def metric_codes(run_dir, num_train=10000, num_test=5000, seed=0):
     represent = metrics.representation(model, batch_size=2048, seed=seed)
     rng = np.random.default_rng(seed)
     v_train, v_test = source.sample_factors(num_train, rng), source.sample_factors(num_test, rng)
-    return represent(source.images(v_train)), v_train, represent(source.images(v_test)), v_test
+    codes = (np.asarray(represent(source.images(v_train)), np.float64), v_train,
+             np.asarray(represent(source.images(v_test)), np.float64), v_test)
+    np.savez(path, **dict(zip(("z_train", "v_train", "z_test", "v_test"), codes)))
+    return codes
+
+
+def per_factor_fits(codes, trees, path, seed=0):
+    """One learner's per-factor fits on the codes (:func:`fit_trees`, in turn): ``importance [D, F]``,
+    ``accuracy [F]``, ``cpu_seconds [F]``, saved to / read from ``path`` (npz: a long scikit-learn
+    fit is not repeated when the report is written again)."""
+    if os.path.exists(path):
+        return dict(np.load(path))
+    z_train, v_train, z_test, v_test = codes
+    out = {"importance": np.zeros((z_train.shape[1], v_train.shape[1])), "accuracy": np.zeros(v_train.shape[1]),
+           "cpu_seconds": np.zeros(v_train.shape[1])}
+    for k in range(v_train.shape[1]):
+        cpu = time.process_time()
+        weights, predicted = fit_trees(z_train, v_train[:, k], z_test, seed, trees)
+        out["cpu_seconds"][k] = time.process_time() - cpu
+        out["importance"][:, k], out["accuracy"][k] = weights, np.mean(predicted == v_test[:, k])
+    np.savez(path, **out)
+    return out
+
+
+def compare_run(codes, work):
+    """Both learners on a run's metric codes: scores, CPU seconds per factor, |differences|."""
+    out = {}
+    for trees in ("lightgbm", "sklearn"):
+        fits = per_factor_fits(codes, trees, os.path.join(work, f"fits_{trees}.npz"))
+        d, c = dm.dci_from_importance(fits["importance"])
+        out[trees] = {"dci_disentanglement": d, "dci_completeness": c,
+                      "dci_informativeness": float(np.mean(fits["accuracy"]))}
+        out[f"{trees}_cpu_seconds"] = float(fits["cpu_seconds"].sum())
+        out[f"{trees}_cpu_seconds_per_factor"] = fits["cpu_seconds"].tolist()
+        out[f"{trees}_accuracy_per_factor"] = fits["accuracy"].tolist()
+    out["abs_delta"] = {k: abs(out["lightgbm"][k] - out["sklearn"][k]) for k in KEYS}
+    return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", help="a trained dSprites run (kvae train ... --dataset dsprites)")
+    p.add_argument("--work", help="where each case's results (the run's codes and per-learner fits too) are kept and "
+                                  "reused (default: a temporary folder)")
     p.add_argument("--synthetic-train", type=int, default=2000)
     p.add_argument("--synthetic-test", type=int, default=1000)
     p.add_argument("--out")
@@ -91,20 +140,29 @@ def main(argv=None):
               "machine": machine(), "load_average_before": list(os.getloadavg()), "tolerance_stated": TOLERANCE,
               "synthetic": {"factor_sizes": list(SIZES), "num_train": args.synthetic_train,
                             "num_test": args.synthetic_test}}
+    work = args.work or tempfile.mkdtemp(prefix="kvae-dci-trees-")
+    os.makedirs(work, exist_ok=True)
     for kind in ("aligned", "rotated", "nonlinear", "noise"):
-        rng = np.random.default_rng(0)
-        z_train, v_train = synthetic(kind, args.synthetic_train, rng)
-        z_test, v_test = synthetic(kind, args.synthetic_test, rng)
-        case = compare(z_train, v_train, z_test, v_test)
-        again = dm.dci(*synthetic(kind, args.synthetic_train, rng), *synthetic(kind, args.synthetic_test, rng),
-                       seed=0, trees="sklearn")
-        case["resampled_sklearn_delta"] = {k: abs(again[k] - case["sklearn"][k]) for k in KEYS}
+        path = os.path.join(work, f"synthetic_{kind}_{args.synthetic_train}_{args.synthetic_test}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                case = json.load(f)
+        else:
+            rng = np.random.default_rng(0)
+            z_train, v_train = synthetic(kind, args.synthetic_train, rng)
+            z_test, v_test = synthetic(kind, args.synthetic_test, rng)
+            case = compare(z_train, v_train, z_test, v_test)
+            again = dm.dci(*synthetic(kind, args.synthetic_train, rng), *synthetic(kind, args.synthetic_test, rng),
+                           seed=0, trees="sklearn")
+            case["resampled_sklearn_delta"] = {k: abs(again[k] - case["sklearn"][k]) for k in KEYS}
+            with open(path, "w") as f:
+                json.dump(case, f)
         report["synthetic"][kind] = case
         print(kind, case["abs_delta"], file=sys.stderr, flush=True)
     if args.run:
-        codes = metric_codes(args.run)
+        codes = metric_codes(args.run, os.path.join(work, "codes.npz"))
         report["run"] = {"run_dir": os.path.abspath(args.run), "num_train": len(codes[0]), "num_test": len(codes[2]),
-                         "code_dims": int(codes[0].shape[1]), **compare(*codes)}
+                         "code_dims": int(codes[0].shape[1]), **compare_run(codes, work)}
         print("run", report["run"]["abs_delta"], file=sys.stderr, flush=True)
     cases = [report["synthetic"][k] for k in ("aligned", "rotated", "nonlinear", "noise")] + (
         [report["run"]] if args.run else [])

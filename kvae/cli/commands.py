@@ -47,6 +47,10 @@ def evaluate(args):
     from kvae.data.checks import validate
     from kvae.errors import ConfigError
 
+    if args.dci_trees is not None:
+        from kvae.evaluation.disentanglement_trees import check_trees
+
+        check_trees(args.dci_trees)
     model, config = runs.load_run(args.run_dir)
     split = _split_for(args, config)
     if args.disentanglement and split.source is None:
