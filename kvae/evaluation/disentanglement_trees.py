@@ -2,21 +2,28 @@
 that gives each code dimension its importance for one factor and predicts that factor.
 
 Two learners, the same boosting settings (100 stages, learning rate 0.1, depth-3 trees, one tree
-per class per stage for more than two classes, softmax loss, no subsampling):
+per class per stage for more than two classes, softmax loss started from the log class priors,
+Newton leaf values, no subsampling):
 
 * ``"sklearn"``: scikit-learn's ``GradientBoostingClassifier`` at its defaults, disentanglement_lib's
-  learner and the one its published numbers used (exact split search; importances: mean
-  impurity decrease of the trees).
-* ``"lightgbm"`` (the default): LightGBM's ``LGBMClassifier`` with the settings above, leaf-wise
-  growth capped at depth 3 and 8 leaves, no regularisation, one sample per leaf allowed;
-  importances: total split gain.  Chosen by measurement (``benchmarks/disentanglement_trees.json``):
-  on the 10,000 codes of a FactorVAE on dSprites it fits the five factors' trees in a small
-  fraction of scikit-learn's CPU time, and there and on synthetic codes of known structure its
-  ``dci_*`` scores stay within :data:`TOLERANCE` of scikit-learn's.  It differs from scikit-learn's
-  learner in that it bins each code into at most 255 histogram bins for its split search, ranks
-  splits by the second-order (Newton) gain instead of the first-order Friedman MSE, and starts the
-  multi-class boosting from zero instead of the log class priors.  scikit-learn's own
-  ``HistGradientBoostingClassifier`` (as fast) exposes no feature importances, which DCI needs.
+  learner and the one its published numbers used (exact split search; importances: the trees'
+  mean impurity decrease).
+* ``"lightgbm"`` (the default): LightGBM's ``LGBMClassifier`` with the settings above (leaf-wise
+  growth capped at depth 3 and 8 leaves, one sample per leaf allowed, no regularisation);
+  importances: total split gain.  It differs from scikit-learn's learner in its split search (each
+  code binned into at most 255 histogram bins; splits ranked by the second-order gain instead of
+  the first-order Friedman MSE).
+
+Chosen by measurement (``benchmarks/disentanglement_trees.json``): on the 10,000 codes DCI scores
+for the FactorVAE of issue 31's command (dSprites, 113 classes over five factors) LightGBM fitted
+the five factors in 10 CPU seconds against scikit-learn's 778, and its scores differed by 0.036
+(disentanglement), 0.018 (completeness) and 0.015 (informativeness).  On synthetic codes of known
+structure (2,000 points of a 3 x 6 x 10 x 8 grid) the largest difference was 0.057 (completeness
+of an axis-aligned code, where LightGBM's score is the lower; scikit-learn's own score moves by
+0.005 on a second draw of the points), at about 1/20 of the CPU time.  :data:`TOLERANCE` is the
+largest measured difference, rounded up.  scikit-learn's ``HistGradientBoostingClassifier`` (the
+same histogram method) exposes no feature importances, which DCI needs, short of reading its
+private tree structures.
 
 Both learners' importances are normalised to sum to one per factor (what ``feature_importances_``
 of scikit-learn gives), so that DCI weighs every factor alike in its completeness.
@@ -27,7 +34,7 @@ TREES = ("lightgbm", "sklearn")
 DEFAULT_TREES = "lightgbm"
 #: largest |difference| of dci_disentanglement, dci_completeness and dci_informativeness between the
 #: two learners measured in benchmarks/disentanglement_trees.json, rounded up.
-TOLERANCE = 0.05
+TOLERANCE = 0.06
 
 
 def check_trees(trees):
