@@ -13,7 +13,8 @@ against encoding every drawn image, in the same run.
    a busy machine does not inflate as much), the evaluate JSON's ``disentanglement_seconds`` (per metric)
    and ``disentanglement_encoding`` (images requested / rendered and encoded, seconds rendering and
    encoding), which metric keys the JSON holds, and the load average before and after.
-2. ``--compare-train`` / ``--compare-test`` points (default 500 / 250): ``disentanglement.evaluate`` on
+   ``--previous JSON`` keeps an earlier report's phases beside the new ones (before/after).
+2. ``--compare-train`` / ``--compare-test`` points (default 500 / 250; 0: skipped): ``disentanglement.evaluate`` on
    the trained model with the cache and without it (every drawn image rendered and encoded where it
    is drawn: the previous behaviour), interleaved ``--repeats`` times; their seconds and the largest
    difference of any metric between the two.
@@ -124,6 +125,9 @@ def main(argv=None):
                    help="only the CPU time per rendered and encoded image and of DCI (phase_rates) on WORKDIR/R")
     p.add_argument("--rate-images", type=int, default=16384)
     p.add_argument("--rate-dci-points", type=int, default=2000)
+    p.add_argument("--previous", help="an earlier report of this benchmark: its command_phases are kept as "
+                                      "previous_command_phases (with its commit and date), for before/after")
+    p.add_argument("--note", help="a sentence on the conditions of the run, kept in the report")
     p.add_argument("--out")
     args = p.parse_args(argv)
     os.nice(args.nice - os.nice(0))  # the commands inherit it
@@ -139,6 +143,13 @@ def main(argv=None):
                                  **phase_rates(run_dir, args.rate_images, args.rate_dci_points),
                                  "load_average_after": list(os.getloadavg())}
         return emit(report, args.out)
+    if args.note:
+        report["note"] = args.note
+    if args.previous:
+        with open(args.previous) as f:
+            previous = json.load(f)
+        report["previous_command_phases"] = {"commit": previous.get("commit"), "date": previous.get("date"),
+                                             "note": previous.get("note"), **previous["command_phases"]}
     phases = {"load_average_before": list(os.getloadavg())}
     if args.trained:
         phases["train_seconds"] = phases["train_cpu_seconds"] = None
@@ -153,6 +164,8 @@ def main(argv=None):
     phases["evaluate_seconds_per_metric"] = scores["disentanglement_seconds"]
     phases["evaluate_encoding"] = scores["disentanglement_encoding"]
     phases["keys_missing"] = [k for k in KEYS if not isinstance(scores.get(k), float)]
+    if phases["total_seconds"] is not None:
+        phases["within_10_minutes"] = phases["total_seconds"] <= 600 and not phases["keys_missing"]
     phases["scores"] = {k: scores.get(k) for k in KEYS}
     report["command_phases"] = phases
     print(json.dumps(phases, indent=2), file=sys.stderr, flush=True)

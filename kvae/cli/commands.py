@@ -47,6 +47,10 @@ def evaluate(args):
     from kvae.data.checks import validate
     from kvae.errors import ConfigError
 
+    if args.dci_trees is not None:
+        from kvae.evaluation.disentanglement_trees import check_trees
+
+        check_trees(args.dci_trees)
     model, config = runs.load_run(args.run_dir)
     split = _split_for(args, config)
     if args.disentanglement and split.source is None:
@@ -90,7 +94,8 @@ def evaluate(args):
         print("disentanglement metrics", file=sys.stderr)
         represent = evaluation.representation(model, batch_size=2048, seed=args.seed)
         scores = disentanglement.evaluate(split.source, represent, seed=args.seed, num_train=args.disentanglement_train,
-                                          num_test=args.disentanglement_test, progress=shown, n_jobs=args.jobs)
+                                          num_test=args.disentanglement_test, progress=shown, n_jobs=args.jobs,
+                                          **({"trees": args.dci_trees} if args.dci_trees is not None else {}))
         result["disentanglement_seconds"] = scores.pop("seconds")
         result["disentanglement_encoding"] = scores.pop("encoding")
         result.update(scores)

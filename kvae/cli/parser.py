@@ -242,6 +242,9 @@ def build_parser(argv=()):
                    help="with --disentanglement: also the importance-sampled NLL table (computed by default without it)")
     e.add_argument("--jobs", type=_jobs, default=-1, metavar="N",
                    help="processes for DCI's per-factor gradient-boosted trees (-1: one per CPU; same result for any N)")
+    e.add_argument("--dci-trees", metavar="LEARNER",
+                   help="DCI's gradient-boosted trees: lightgbm (the default: fast, within a stated tolerance) or "
+                        "sklearn (disentanglement_lib's GradientBoostingClassifier, as its published numbers)")
     e.add_argument("--sample-quality", action="store_true",
                    help="also Fréchet distance and precision/recall of samples against the split's images, in the "
                         "shipped LeNet feature space (28x28x1) and a PCA space (kvae.evaluation.sample_quality)")

@@ -38,10 +38,13 @@ classifier's classes and skips classes absent from the test points (the library'
 ``MultiLabelBinarizer`` raises on a test label the training points lack); and the β-VAE metric's and
 explicitness's logistic regression is today's scikit-learn default (``solver="lbfgs"``, multinomial),
 while the library's published numbers used scikit-learn < 0.22's (liblinear, one-vs-rest):
-``solver="liblinear"`` gives that one (:func:`logistic_regression`).
+``solver="liblinear"`` gives that one (:func:`logistic_regression`).  DCI's trees are LightGBM's by
+default, within a measured tolerance of the library's scikit-learn ``GradientBoostingClassifier``,
+which ``trees="sklearn"`` fits (:mod:`kvae.evaluation.disentanglement_trees`).
 """
 import numpy as np
 
+from kvae.evaluation.disentanglement_trees import DEFAULT_TREES
 from kvae.evaluation.factor_codes import CachedCodes
 
 DEFAULTS = {"num_train": 10000, "num_test": 5000, "batch_size": 64, "num_variance_estimate": 10000,
@@ -133,29 +136,29 @@ def dci_from_importance(importance):
     return float(disentanglement), float(completeness)
 
 
-def _boosted_trees(codes_train, labels, codes_test, seed):
-    """One factor's gradient-boosted classifier: (feature importances, test predictions)."""
-    from sklearn.ensemble import GradientBoostingClassifier
-
-    model = GradientBoostingClassifier(random_state=seed).fit(codes_train, labels)
-    return np.abs(model.feature_importances_), model.predict(codes_test)
-
-
-def dci(codes_train, factors_train, codes_test, factors_test, seed=0, n_jobs=1):
+def dci(codes_train, factors_train, codes_test, factors_test, seed=0, n_jobs=1, trees=DEFAULT_TREES):
     """``{"dci_disentanglement", "dci_completeness", "dci_informativeness"}`` with one gradient-
-    boosted classifier per factor (scikit-learn defaults); informativeness is their mean test
-    accuracy.
+    boosted classifier per factor; informativeness is their mean test accuracy.
 
     Args:
       n_jobs: factors fitted in parallel (joblib processes; -1: one per CPU).  Each fit is seeded
         with ``seed`` alone, so the result does not depend on ``n_jobs``.
+      trees: the learner (:mod:`kvae.evaluation.disentanglement_trees`): ``"lightgbm"`` (the default:
+        fast, within its stated tolerance of the other) or ``"sklearn"`` (disentanglement_lib's
+        ``GradientBoostingClassifier``, its published numbers).
+
+    Raises:
+      ConfigError: an unknown ``trees``.
     """
     from joblib import Parallel, delayed
 
+    from kvae.evaluation.disentanglement_trees import check_trees, fit_trees
+
+    check_trees(trees)
     num_factors = factors_train.shape[1]
     # the factors with the most classes first (a fit's cost grows with its classes: one tree per class per stage)
     order = sorted(range(num_factors), key=lambda k: -len(np.unique(factors_train[:, k])))
-    fits = Parallel(n_jobs=n_jobs)(delayed(_boosted_trees)(codes_train, factors_train[:, k], codes_test, seed)
+    fits = Parallel(n_jobs=n_jobs)(delayed(fit_trees)(codes_train, factors_train[:, k], codes_test, seed, trees)
                                    for k in order)
     importance = np.zeros((codes_train.shape[1], num_factors))
     accuracy = np.zeros(num_factors)
@@ -303,7 +306,7 @@ def factorvae_metric(data, represent, rng, batch_size=64, num_train=10000, num_e
 # ---------------------------------------------------------------- everything at once
 def evaluate(data, represent, seed=0, num_train=10000, num_test=5000, batch_size=64, num_variance_estimate=10000,
              num_bins=20, prune_threshold=0.05, progress=None, solver="lbfgs", n_jobs=1, cache=True,
-             overlap=True):
+             overlap=True, trees=DEFAULT_TREES):
     """Every metric above for ``represent`` (images -> codes ``[n, D]``) on a factor data set
     (:mod:`kvae.data.factors`); one numpy generator seeded with ``seed`` draws all factors.
 
@@ -311,6 +314,7 @@ def evaluate(data, represent, seed=0, num_train=10000, num_test=5000, batch_size
       progress: called as ``progress(done, total)`` as representation batches complete.
       solver: the β-VAE metric's and explicitness's logistic regression (:func:`logistic_regression`).
       n_jobs: DCI's factors fitted in parallel (:func:`dci`).
+      trees: DCI's tree learner (:func:`dci`).
       cache: encode each grid position once, shared by all metrics (:class:`CachedCodes`; for a
         deterministic ``represent``); ``False``: every drawn image is encoded where it is drawn.
       overlap: fit DCI's trees in a background thread (and its ``n_jobs`` processes) while the other
@@ -327,6 +331,9 @@ def evaluate(data, represent, seed=0, num_train=10000, num_test=5000, batch_size
     import time
     from concurrent.futures import ThreadPoolExecutor
 
+    from kvae.evaluation.disentanglement_trees import check_trees
+
+    check_trees(trees)  # before any encoding
     begin, rng = time.perf_counter(), np.random.default_rng(seed)
     if cache and not isinstance(represent, CachedCodes):
         represent = CachedCodes(data, represent)
@@ -355,7 +362,8 @@ def evaluate(data, represent, seed=0, num_train=10000, num_test=5000, batch_size
     (z_train, v_train), (z_test, v_test) = timed("codes", lambda: (iid(num_train), iid(num_test)))
 
     def fit_dci():
-        return timed("dci", lambda: dci(z_train, v_train, z_test, v_test, seed=seed, n_jobs=n_jobs))
+        return timed("dci", lambda: dci(z_train, v_train, z_test, v_test, seed=seed, n_jobs=n_jobs,
+                                             trees=trees))
 
     background = ThreadPoolExecutor(1) if overlap else None
     dci_scores = background.submit(fit_dci) if overlap else fit_dci()

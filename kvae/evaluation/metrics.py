@@ -113,19 +113,21 @@ def per_group(stats):
 
 
 def representation(model, batch_size=512, seed=0):
-    """``images -> posterior means`` ([n, D] float64 numpy), the code the disentanglement metrics
-    score (:mod:`kvae.evaluation.disentanglement`); unconditional models only."""
+    """``images -> posterior means`` ([n, D] numpy float32, as the model computes them), the code
+    the disentanglement metrics score (:mod:`kvae.evaluation.disentanglement`, which reads them as
+    float64, exactly); unconditional models only.  Images go to the graph in their own dtype
+    (dSprites: uint8) and are cast to float32 there."""
     if model.conditional:
         raise ConfigError("disentanglement metrics need an unconditional model (codes from images alone)")
 
     @tf.function(reduce_retracing=True)
     def means(xb):
-        return posterior_mean(model.encode(xb), tf.constant([seed, 11], tf.int32))
+        return posterior_mean(model.encode(tf.cast(xb, tf.float32)), tf.constant([seed, 11], tf.int32))
 
     def represent(images):
-        images = np.asarray(images, np.float32)
+        images = np.asarray(images)
         return np.concatenate([means(tf.constant(images[i:i + batch_size])).numpy()
-                               for i in range(0, len(images), batch_size)]).astype(np.float64)
+                               for i in range(0, len(images), batch_size)])
 
     return represent
 

@@ -221,7 +221,7 @@ def test_dsprites_splits_are_disjoint_and_render_in_the_pipeline():
     assert matches.any(1).all() and matches.any(0).all()  # a permutation of the same 40 images
 
 
-def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path, capsys):
+def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path, capsys, monkeypatch):
     import json
 
     from kvae.cli import main as cli
@@ -257,7 +257,25 @@ def test_cli_trains_on_dsprites_and_reports_every_metric(tmp_path, capsys):
     assert both["n"] == 20 and both["k"] == 2 and both["nll"] > 0
     for key in dm.KEYS:  # the same draws: --jobs and --nll change nothing in the metrics
         assert both[key] == result[key], key
+    learners = []
+    real_dci = dm.dci
+
+    def recorded_dci(*args, **kwargs):
+        learners.append(kwargs["trees"])
+        return real_dci(*args, **kwargs)
+
+    monkeypatch.setattr(dm, "dci", recorded_dci)
+    assert cli.main(["evaluate", run, "--split", "valid", "--disentanglement", "--dci-trees", "sklearn",
+                     "--disentanglement-train", "100", "--disentanglement-test", "50", "--json", out]) == 0
+    published = json.load(open(out))
+    assert learners == ["sklearn"]
+    for key in set(dm.KEYS) - {"dci_disentanglement", "dci_completeness", "dci_informativeness"}:
+        assert published[key] == result[key], key  # the learner changes DCI alone
     capsys.readouterr()
+    assert cli.main(["evaluate", run, "--disentanglement", "--dci-trees", "xgboost"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "kvae evaluate: error: DCI trees must be one of lightgbm, sklearn; got 'xgboost'", err
+    assert learners == ["sklearn"]
     assert cli.main(["evaluate", run, "--disentanglement", "--jobs", "0"]) == 1
     assert "--jobs: must be > 0, or -1 for one per CPU" in capsys.readouterr().err
     assert cli.main(["evaluate", run, "--dataset", "digits", "--limit", "5", "--k", "2", "--disentanglement"]) == 1
@@ -522,8 +540,9 @@ def test_explicitness_with_the_liblinear_solver_is_the_auc_of_one_vs_rest_probab
 
 
 def test_dci_fits_factors_in_parallel_with_the_same_result():
-    """n_jobs only spreads the per-factor fits over processes: importances and accuracies are those of one
-    GradientBoostingClassifier(random_state=seed) per factor fitted in turn (written out here)."""
+    """n_jobs only spreads the per-factor fits over processes: with ``trees="sklearn"``, importances and
+    accuracies are those of one GradientBoostingClassifier(random_state=seed) per factor fitted in turn
+    (disentanglement_lib's learner, written out here)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
     rng = np.random.default_rng(3)
@@ -536,8 +555,10 @@ def test_dci_fits_factors_in_parallel_with_the_same_result():
         accuracy.append(np.mean(model.predict(z[300:]) == v[300:, k]))
     d, c = dm.dci_from_importance(importance)
     want = {"dci_disentanglement": d, "dci_completeness": c, "dci_informativeness": float(np.mean(accuracy))}
-    assert dm.dci(z[:300], v[:300], z[300:], v[300:], seed=7, n_jobs=1) == want
-    assert dm.dci(z[:300], v[:300], z[300:], v[300:], seed=7, n_jobs=2) == want
+    assert dm.dci(z[:300], v[:300], z[300:], v[300:], seed=7, n_jobs=1, trees="sklearn") == want
+    assert dm.dci(z[:300], v[:300], z[300:], v[300:], seed=7, n_jobs=2, trees="sklearn") == want
+    fast = dm.dci(z[:300], v[:300], z[300:], v[300:], seed=7, n_jobs=1)  # the default learner, LightGBM's
+    assert fast == dm.dci(z[:300], v[:300], z[300:], v[300:], seed=7, n_jobs=2) != want
 
 
 def test_evaluate_reports_seconds_per_metric():
@@ -598,3 +619,39 @@ def test_cached_codes_are_the_representation_of_the_rendered_images():
     np.testing.assert_array_equal(cache(again), represent(d.images(again)))
     assert cache.requested == 250 + len(again)
     assert cache.encoded == len(np.unique(d.index(np.concatenate([first, again]))))
+
+
+def test_float32_codes_are_cached_as_float32_and_change_no_metric():
+    """A float32 representation (kvae's posterior means) is cached in float32 (half the memory) and
+    read back as float64 exactly: every metric equals encoding each drawn image where it is drawn."""
+    data = factors.FactorGrid((3, 6, 10, 8))
+    mix = np.random.default_rng(4).normal(size=(4, 5)).astype(np.float32)
+
+    def represent(x):
+        return np.tanh(np.asarray(x, np.float32) @ mix)
+
+    sizes = dict(seed=3, num_train=300, num_test=150, num_variance_estimate=250)
+    cache = dm.CachedCodes(data, represent)
+    cached = dm.evaluate(data, cache, **sizes)
+    reference = dm.evaluate(data, represent, cache=False, overlap=False, **sizes)
+    for key in dm.KEYS:
+        assert cached[key] == reference[key], (key, cached[key], reference[key])
+    assert cache.codes.dtype == np.float32
+    f = data.sample_factors(40, np.random.default_rng(0))
+    got = cache(f)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, represent(data.images(f)).astype(np.float64))
+
+
+def test_the_cli_representation_is_the_float32_posterior_mean_of_uint8_or_float_images():
+    import kvae
+    from kvae.evaluation import metrics
+
+    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=3, hidden=(16,), seed=0)
+    images = (np.random.default_rng(0).uniform(size=(10, 8, 8, 1)) > 0.5).astype(np.uint8)
+    represent = metrics.representation(model, batch_size=4)
+    z = represent(images)
+    want = np.asarray(model.encode(images.astype(np.float32)).mean())
+    assert z.dtype == np.float32 and z.shape == (10, 3)
+    np.testing.assert_array_equal(z, represent(images.astype(np.float32)))
+    np.testing.assert_allclose(z, want, rtol=1e-6, atol=1e-6)
