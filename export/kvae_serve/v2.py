@@ -83,7 +83,7 @@ async def infer(service, request, name):
     """``POST /v2/models/{name}/infer``."""
     if name not in service.bundle.endpoints:
         raise RequestError(404, f"unknown model {name[:100]!r}; the models are {', '.join(service.bundle.endpoints)}")
-    body, headers = await service.body(request, json_only=False)
+    body, headers = await service.body(request.scope, request.receive, json_only=False)
     header_length = headers.get(b"inference-header-content-length")
     if header_length is not None:
         if not header_length.isdigit() or not header_length.isascii() or int(header_length[:15]) > len(body):

@@ -538,3 +538,59 @@ def test_requests_arriving_during_a_run_go_together_in_the_next_batch():
     assert runs == [[0.0], [1.0, 2.0, 3.0, 3.0], [4.0, 5.0, 5.0, 5.0], [6.0]]
     for i, (n, answer) in enumerate(zip([1, 1, 1, 2, 1, 3, 1], answers)):
         np.testing.assert_array_equal(answer["y"], np.full((n, 2), 2.0 * i))
+
+
+def _asgi(app, method, path, body, headers):
+    """The ASGI messages ``app`` sends for one request (its body in one message)."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_the_raw_asgi_posts_send_what_starlette_sends(server, bundle):
+    """The JSON API's POSTs answered before Starlette (FastPosts, raw ASGI, the Answer's own headers):
+    the same messages as through Starlette's routing, and the headers starlette's Response writes."""
+    from starlette.responses import Response
+
+    fast, routed = server.app, server.app.app
+    z = np.float32([[0.5, -1.25, 3.0]])
+    good = json.dumps({"z": z.tolist(), "labels": [2]}).encode()
+    x = json.dumps({"x": np.ones((1, *SHAPE)).tolist(), "labels": [1], "seed": 3}).encode()
+    cases = [("/decode", good, b"application/json", 200), ("/reconstruct", x, b"application/json", 200),
+             ("/encode", json.dumps({"x": np.ones((1, *SHAPE)).tolist(), "labels": [1]}).encode(), b"", 200),
+             ("/decode", b"{not json", b"application/json", 400), ("/decode", good, b"text/plain", 415),
+             ("/decode", json.dumps({"z": np.zeros((17, D)).tolist()}).encode(), b"application/json", 400),
+             ("/decode", json.dumps({"z": z.tolist(), "labels": [9]}).encode(), b"application/json", 400),
+             ("/sample", b'{"n": 2, "seed": 1, "source": "nowhere"}', b"application/json", 400)]
+    for path, body, ctype, status in cases:
+        headers = [(b"host", b"x"), (b"content-length", str(len(body)).encode())]
+        headers += [(b"content-type", ctype)] if ctype else []
+        sent = _asgi(fast, "POST", path, body, headers)
+        assert sent == _asgi(routed, "POST", path, body, headers), path
+        start, answer = sent
+        assert start["status"] == status, (path, answer)
+        extra = {"Connection": "close"} if status >= 400 else None
+        assert start["headers"] == Response(answer["body"], status, extra, media_type="application/json").raw_headers
+    assert json.loads(_asgi(fast, "POST", "/decode", good, [(b"content-length", str(len(good)).encode())])[1]["body"]) \
+        == _plain(bundle.decode(z, labels=[2]))
+    shed = server.app.state.service.shedder("/decode")
+    shed.active = shed.queue  # a full queue: 503 with Retry-After, then Connection: close
+    try:
+        start, answer = _asgi(fast, "POST", "/decode", good, [(b"content-length", str(len(good)).encode())])
+    finally:
+        shed.active = 0
+    assert start["headers"] == Response(answer["body"], 503, {"Retry-After": "1", "Connection": "close"},
+                                        media_type="application/json").raw_headers
+    assert _asgi(fast, "GET", "/decode", b"", [])[0]["status"] == 405  # other methods: Starlette's
