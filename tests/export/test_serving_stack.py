@@ -150,6 +150,27 @@ def test_the_cli_defaults_and_every_command_line_in_the_docs_parse():
         parser().parse_args(words[1:])
 
 
+def test_uvicorn_runs_httptools_and_uvloop_without_access_log_or_proxy_headers(server):
+    """The stack kvae-serve asks uvicorn for (never h11 or the asyncio loop when uvloop is installed),
+    in one process and in the workers' config, and the loop the test server actually runs on."""
+    import importlib.util
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from kvae_serve.server import uvicorn_config
+
+    for config in (uvicorn_config(server.app, 30.0, 1024), uvicorn_config("kvae_serve.app:create_app_from_env",
+                                                                          30.0, 1024, workers=2)):
+        assert issubclass(config.http, HttpToolsProtocol)
+        assert config.loop == ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+        assert config.access_log is False and config.proxy_headers is False
+    if importlib.util.find_spec("uvloop"):
+        import uvloop
+
+        loops = [s for s in server.server.servers]
+        assert loops and all(isinstance(s.get_loop(), uvloop.Loop) for s in loops)
+
+
 def test_a_request_in_progress_is_answered_through_sigterm(bundle):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
