@@ -241,8 +241,8 @@ def load(server, clients, keep_alive, seconds):
             "status_4xx": sum(isinstance(s, int) and 400 <= s < 500 for s in statuses),
             "connection_errors": sum(isinstance(s, str) for s in statuses),
             "server_cpu_ms_per_ok_request": server_cpu * 1e3 / max(len(ok), 1),
-            "server_cores_used": server_cpu / wall, "client_cpu_us_per_request": client_cpu * 1e6 / max(len(results), 1),
-            "client_cores_used": client_cpu / wall}
+            "server_cores_used": server_cpu / wall, "client_cores_used": client_cpu / wall,
+            "client_cpu_us_per_request": client_cpu * 1e6 / max(len(results), 1)}
 
 
 class Server:
