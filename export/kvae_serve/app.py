@@ -244,22 +244,31 @@ def create_app(bundle, **options):
 
 
 class FastPosts:
-    """The Starlette ``app`` with the JSON API's POSTs answered first, as raw ASGI: a dict lookup of the
-    path, the body read from ``receive``, the :class:`Answer` sent; no Request object, middleware stack
-    or route matching (the same answers, byte for byte: tests/export/test_serving_stack.py).  Everything
-    else, other methods on those paths included, is Starlette's.  ``Service.answer`` already turns
-    every error of a POST into its answer, which is what the skipped middleware did."""
+    """The Starlette ``app`` with the JSON API's POSTs and the v2 infer requests answered first, as raw
+    ASGI: the path looked up (a dict, or split into the v2 route's segments), the body read from
+    ``receive``, the answer sent; no Request object, middleware stack or route matching (the same
+    answers, message for message: tests/export/test_serving_stack.py).  Everything else, other
+    methods on those paths included, is Starlette's.  ``Service.answer`` already turns every error
+    of these requests into its answer, which is what the skipped middleware did."""
 
     def __init__(self, app, service, paths):
         self.app, self.service, self.state = app, service, app.state
         self.paths = frozenset(paths)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
-            answer = await self.service.answer_post(scope["path"], scope, receive)
-            await send({"type": "http.response.start", "status": answer.status_code, "headers": answer.raw_headers})
-            await send({"type": "http.response.body", "body": answer.body})
-            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path in self.paths:
+                answer = await self.service.answer_post(path, scope, receive)
+                await send({"type": "http.response.start", "status": answer.status_code,
+                            "headers": answer.raw_headers})
+                await send({"type": "http.response.body", "body": answer.body})
+                return
+            model = v2.infer_path(path) if path.startswith("/v2/models/") else None
+            if model is not None:
+                answer = await v2.answer_infer(self.service, *model, scope, receive)
+                await answer(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

@@ -615,3 +615,36 @@ def test_the_raw_asgi_posts_send_what_starlette_sends(server, bundle):
     assert start["headers"] == Response(answer["body"], 503, {"Retry-After": "1", "Connection": "close"},
                                         media_type="application/json").raw_headers
     assert _asgi(fast, "GET", "/decode", b"", [])[0]["status"] == 405  # other methods: Starlette's
+
+
+def test_the_raw_asgi_v2_infer_sends_what_the_v2_routes_send(server, bundle):
+    """v2 infer requests answered before Starlette: the same messages as through its routes, for
+    JSON and binary tensors, both paths of a model, and the errors; other paths stay Starlette's."""
+    from kvae_serve.v2 import infer_path
+
+    fast, routed = server.app, server.app.app
+    z = np.float32([[0.5, -1.25, 3.0], [1e-5, 2.0, -7.5]])
+    inputs = [{"name": "z", "shape": [2, D], "datatype": "FP32", "data": z.ravel().tolist()},
+              {"name": "labels", "shape": [2], "datatype": "INT32", "data": [0, 3]}]
+    plain = json.dumps({"inputs": inputs, "id": "a"}).encode()
+    head = json.dumps({"inputs": [{**inputs[0], "parameters": {"binary_data_size": z.nbytes}, "data": None},
+                                  inputs[1]], "parameters": {"binary_data_output": True}}).encode()
+    binary = head + z.tobytes()
+    cases = [("/v2/models/decode/infer", plain, [], 200), ("/v2/models/decode/versions/1/infer", plain, [], 200),
+             ("/v2/models/decode/infer", binary, [(b"inference-header-content-length", str(len(head)).encode())], 200),
+             ("/v2/models/decode/versions/2/infer", plain, [], 404), ("/v2/models/nothing/infer", plain, [], 404),
+             ("/v2/models/decode/infer", b"{oops", [], 400), ("/v2/models/decode/more/infer", plain, [], 404),
+             ("/v2/models//infer", plain, [], 404)]
+    for path, body, extra, status in cases:
+        headers = [(b"host", b"x"), (b"content-length", str(len(body)).encode())] + extra
+        sent = _asgi(fast, "POST", path, body, headers)
+        assert sent == _asgi(routed, "POST", path, body, headers), path
+        assert sent[0]["status"] == status, (path, sent[1])
+    answer = json.loads(_asgi(fast, "POST", cases[0][0], plain, [(b"content-length", str(len(plain)).encode())])[1][
+        "body"])
+    expected = bundle.decode(z, labels=[0, 3])
+    assert answer["id"] == "a" and {o["name"]: o["data"] for o in answer["outputs"]} == {
+        k: v.ravel().tolist() for k, v in expected.items()}
+    assert [infer_path(p) for p in ("/v2/models/m/infer", "/v2/models/m/versions/7/infer", "/v2/models/m",
+                                    "/v2/models/m/versions//infer", "/v2/models/m/infer/")] == [
+        ("m", "1"), ("m", "7"), None, None, None]
