@@ -36,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "export"))
 from _report import emit  # noqa: E402
+from serving_layers import layers_cpu_us  # noqa: E402
 
 LATENT = 32
 
@@ -135,41 +136,77 @@ def _request(path, body):
             .encode() + body)
 
 
-async def _read_response(reader):
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
-    return status, b"connection: close" in head.lower()
+class _Connection(asyncio.Protocol):
+    """One client connection driven by callbacks (no coroutine, task or stream per request, so the
+    client takes little of the CPU it shares with the server): it sends a request, reads the answer's
+    status line, ``Content-Length`` and body, records ``(seconds, status)`` and sends the next one,
+    until ``deadline``, the server closes, or (without keep-alive) after one answer.  ``done`` gets
+    the index of the next payload when the connection ends."""
+
+    def __init__(self, payloads, index, keep_alive, deadline, results, done):
+        self.payloads, self.index, self.keep_alive = payloads, index, keep_alive
+        self.deadline, self.results, self.done = deadline, results, done
+        self.transport, self.buffer, self.need, self.start = None, bytearray(), None, None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self._send()
+
+    def _send(self):
+        if time.perf_counter() >= self.deadline:
+            self.start = None
+            self.transport.close()
+            return
+        self.buffer.clear()
+        self.need, self.start = None, time.perf_counter()
+        self.transport.write(self.payloads[self.index % len(self.payloads)])
+        self.index += 1
+
+    def data_received(self, data):
+        self.buffer += data
+        if self.need is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            at = head.find(b"\r\ncontent-length:")
+            length = int(head[at + 17:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            self.need, self.status = end + 4 + length, int(head[9:12])
+            self.closing = b"\r\nconnection: close" in head
+        if len(self.buffer) >= self.need:
+            self.results.append((time.perf_counter() - self.start, self.status))
+            if self.closing or not self.keep_alive:
+                self.start = None
+                self.transport.close()
+            else:
+                self._send()
+
+    def connection_lost(self, exc):
+        if self.start is not None:  # a request in flight: a connection error
+            self.results.append((time.perf_counter() - self.start, type(exc).__name__ if exc else "ConnectionClosed"))
+        if not self.done.done():
+            self.done.set_result(self.index)
 
 
 async def _client(port, payloads, keep_alive, deadline, results):
-    reader = writer = None
-    i = 0
+    """One client: connections one after the other (one for all its requests with keep-alive)."""
+    loop = asyncio.get_running_loop()
+    index = 0
     while time.perf_counter() < deadline:
-        payload = payloads[i % len(payloads)]
-        i += 1
+        done = loop.create_future()
         start = time.perf_counter()
         try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(payload)
-            status, closing = await asyncio.wait_for(_read_response(reader), 60)
-            if closing or not keep_alive:
-                writer.close()
-                writer = None
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as err:
+            transport, _ = await loop.create_connection(
+                lambda: _Connection(payloads, index, keep_alive, deadline, results, done), "127.0.0.1", port)
+        except OSError as err:
             results.append((time.perf_counter() - start, type(err).__name__))
-            if writer is not None:
-                writer.close()
-            writer = None
             continue
-        results.append((time.perf_counter() - start, status))
-    if writer is not None:
-        writer.close()
+        try:
+            index = await asyncio.wait_for(done, deadline - time.perf_counter() + 60)
+        except asyncio.TimeoutError:
+            transport.abort()
+            results.append((time.perf_counter() - start, "TimeoutError"))
+            return
 
 
 def load(server, clients, keep_alive, seconds):
@@ -185,14 +222,15 @@ def load(server, clients, keep_alive, seconds):
         deadline = time.perf_counter() + seconds
         await asyncio.gather(*[_client(port, payloads, keep_alive, deadline, results) for _ in range(clients)])
 
-    start = time.perf_counter()
+    start, client_cpu = time.perf_counter(), time.process_time()
     try:
         import uvloop
 
         uvloop.run(main())
     except ImportError:
         asyncio.run(main())
-    wall = time.perf_counter() - start
+    wall, client_cpu = time.perf_counter() - start, time.process_time() - client_cpu
+    server_cpu = server.cpu_seconds() - cpu
     ok = [r[0] for r in results if r[1] == 200]
     statuses = [r[1] for r in results]
     return {"clients": clients, "keep_alive": keep_alive, "seconds": wall, "requests": len(results),
@@ -202,7 +240,9 @@ def load(server, clients, keep_alive, seconds):
             "status_5xx_other": sum(isinstance(s, int) and s >= 500 and s != 503 for s in statuses),
             "status_4xx": sum(isinstance(s, int) and 400 <= s < 500 for s in statuses),
             "connection_errors": sum(isinstance(s, str) for s in statuses),
-            "server_cpu_ms_per_ok_request": (server.cpu_seconds() - cpu) * 1e3 / max(len(ok), 1)}
+            "server_cpu_ms_per_ok_request": server_cpu * 1e3 / max(len(ok), 1),
+            "server_cores_used": server_cpu / wall, "client_cores_used": client_cpu / wall,
+            "client_cpu_us_per_request": client_cpu * 1e6 / max(len(results), 1)}
 
 
 class Server:
@@ -319,6 +359,7 @@ def main(argv=None):
     cores = len(os.sched_getaffinity(0))
     limit, limit_json_dumps, steps = handler_limit(bundle, args.seconds)
     rows = {"vae": session_rows_us(bundle), "wide": session_rows_us(wide)}
+    layers = layers_cpu_us(bundle, LATENT)
     log_prob_peak = log_prob_peak_mb(bundle)
     runs = []
     server = Server(bundle, cores)
@@ -338,6 +379,25 @@ def main(argv=None):
                     and r["keep_alive"] == keep_alive)
 
     ka32 = find("unbatched", 32)
+
+    def batching_bound(session_rows, among):
+        """What micro-batching can gain on the server's CPU per request if it only cuts the session's
+        per-row cost (everything else stays per request): at most ``unbatched / (unbatched - session
+        alone)`` (a free session), about ``unbatched / (unbatched - alone + in a run of 64)``."""
+        unbatched = find("unbatched", 256, among=among)["server_cpu_ms_per_ok_request"] * 1e3
+        alone, stacked = session_rows["1_rows"], session_rows["64_rows"]
+        return {"unbatched_server_cpu_us_per_request": unbatched, "session_cpu_us_per_row_alone": alone,
+                "session_cpu_us_per_row_in_64": stacked, "session_share_of_unbatched_request": alone / unbatched,
+                "bound_batched_vs_unbatched_free_session": unbatched / (unbatched - alone),
+                "estimate_batched_vs_unbatched_64_rows": unbatched / (unbatched - alone + stacked),
+                "measured_batched_vs_unbatched_server_cpu": unbatched / (
+                    find("batched", 256, among=among)["server_cpu_ms_per_ok_request"] * 1e3),
+                "measured_batched_vs_unbatched_requests_per_second": find("batched", 256, among=among)[
+                    "requests_per_second"] / find("unbatched", 256, among=among)["requests_per_second"]}
+
+    from kvae_serve.server import uvicorn_config
+
+    config = uvicorn_config("kvae_serve.app:create_app_from_env", 30.0, 1024, cores)
     report = {"benchmark": "serving_load", "date": time.strftime("%Y-%m-%d"),
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": cores,
                           "python": platform.python_version(),
@@ -347,13 +407,25 @@ def main(argv=None):
               "model": f"VAE 784-500-500-{LATENT}, POST /decode with one code per request",
               "workers": cores, "handler_limit_per_core_per_second": limit,
               "handler_limit_with_json_dumps_per_core_per_second": limit_json_dumps,
-              "handler_cpu_us_per_step": steps, "decode_session_cpu_us_per_row": rows, "runs": runs,
+              "handler_cpu_us_per_step": steps, "decode_session_cpu_us_per_row": rows,
+              "server_cpu_us_per_request_by_layer_in_process": layers,
+              "server_stack": {"loop": config.loop, "http": " < ".join(c.__name__ for c in config.http.__mro__[:2]),
+                               "access_log": config.access_log, "proxy_headers": config.proxy_headers},
+              "runs": runs,
               "wide_model": f"VAE 784-2048-2048-{LATENT} (its one-row decode costs more than the HTTP work)",
               "wide_runs": wide_runs,
               "largest_requests_statuses": statuses, "log_prob_peak_rss": log_prob_peak, "worker_peak_rss_mb": peaks,
               "sigterm_exit_code": code,
               "targets": {
+                  # the headline: "the cores the server uses" read as its workers (one core each)
                   "keepalive_32_vs_half_handler_limit_x_cores": ka32["requests_per_second"] / (0.5 * limit * cores),
+                  # the same with the cores the server's processes actually consumed (CPU time / wall time)
+                  "keepalive_32_vs_half_handler_limit_x_server_cores_used": ka32["requests_per_second"]
+                  / (0.5 * limit * ka32["server_cores_used"]),
+                  "keepalive_32_server_cores_used": ka32["server_cores_used"],
+                  "keepalive_32_client_cores_used": ka32["client_cores_used"],
+                  "keepalive_32_client_cpu_us_per_request": ka32["client_cpu_us_per_request"],
+                  "keepalive_32_p50_ms": ka32["p50_ms"],
                   "keepalive_32_p99_ms": ka32["p99_ms"],
                   "batched_vs_unbatched_256": find("batched", 256)["requests_per_second"]
                   / find("unbatched", 256)["requests_per_second"],
@@ -366,6 +438,8 @@ def main(argv=None):
                   "batched_vs_unbatched_256_wide_model_server_cpu":
                   find("unbatched", 256, among=wide_runs)["server_cpu_ms_per_ok_request"]
                   / find("batched", 256, among=wide_runs)["server_cpu_ms_per_ok_request"],
+                  "batching_bound_256": batching_bound(rows["vae"], runs),
+                  "batching_bound_256_wide_model": batching_bound(rows["wide"], wide_runs),
                   "worker_peak_rss_mb_max": max(peaks),
                   "log_prob_peak_increase_mb": log_prob_peak["increase_mb"]}}
     emit(report, args.out)

@@ -22,7 +22,6 @@ import time
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -54,13 +53,34 @@ def static_files():
     return files
 
 
+class Answer:
+    """A whole HTTP answer (status, body, raw headers) sent as the two ASGI messages starlette's
+    ``Response`` sends, without its per-request header setup; a route may return it like a Response."""
+
+    __slots__ = ("status_code", "body", "raw_headers")
+
+    def __init__(self, status_code, body, raw_headers):
+        self.status_code, self.body, self.raw_headers = status_code, body, raw_headers
+
+    async def __call__(self, scope, receive, send):
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
 def json_response(status, payload, headers=None):
-    """A JSON answer (numpy arrays in ``payload`` written as nested lists by :mod:`kvae_serve.codec`);
-    error answers (status >= 400) close the connection."""
-    headers = dict(headers or {})
+    """A JSON :class:`Answer` (numpy arrays in ``payload`` written as nested lists by
+    :mod:`kvae_serve.codec`), its headers those starlette's ``Response(..., media_type="application/json")``
+    writes; error answers (status >= 400) close the connection."""
+    body = codec.dumps(payload)
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] if headers else []
     if status >= 400:
-        headers["Connection"] = "close"
-    return Response(codec.dumps(payload), status, headers, media_type="application/json")
+        raw.append((b"connection", b"close"))
+    raw.append((b"content-length", str(len(body)).encode()))
+    raw.append(_JSON_TYPE)
+    return Answer(status, body, raw)
 
 
 class Service:
@@ -84,15 +104,17 @@ class Service:
         self.ready = True
 
     def shedder(self, name):
-        if name not in self.shedders:
-            self.shedders[name] = Shedder(name, self.options["queue"], self.metrics.reject)
-        return self.shedders[name]
+        """The endpoint's :class:`~kvae_serve.limits.Shedder` (a context manager admitting one request)."""
+        shedder = self.shedders.get(name)
+        if shedder is None:
+            shedder = self.shedders[name] = Shedder(name, self.options["queue"], self.metrics.reject)
+        return shedder
 
-    async def body(self, request, json_only=True):
+    async def body(self, scope, receive, json_only=True):
         """The request's body within the limits (length, deadline); parsed as a JSON object if ``json_only``."""
-        headers = dict(request.scope["headers"])
+        headers = dict(scope["headers"])
         length = content_length(headers, self.max_body)
-        body = await read_body(request.receive, length, self.max_body, self.options["read_timeout"])
+        body = await read_body(receive, length, self.max_body, self.options["read_timeout"])
         return parse_json(body, headers.get(b"content-type", b"")) if json_only else (body, headers)
 
     async def answer(self, name, work):
@@ -100,7 +122,7 @@ class Service:
         time it, count it, and turn every error into its status."""
         start = time.perf_counter()
         try:
-            with self.shedder(name).admit():
+            with self.shedder(name):
                 response = await work()
         except RequestError as err:
             if err.status != 503:
@@ -113,6 +135,14 @@ class Service:
             response = json_response(500, {"error": f"internal error: {type(err).__name__}: {err}"[:500]})
         self.metrics.observe(name, response.status_code, time.perf_counter() - start)
         return response
+
+    async def answer_post(self, path, scope, receive):
+        """The :class:`Answer` to a POST of the JSON API (``path``), read from the ASGI ``receive``."""
+
+        async def work():
+            return json_response(200, await self.post(path, await self.body(scope, receive)))
+
+        return await self.answer(path, work)
 
     async def infer(self, endpoint, arrays):
         """Outputs of prepared inputs: micro-batched, or log_prob on its own thread."""
@@ -190,10 +220,7 @@ def create_app(bundle, **options):
 
     def post(path):
         async def handler(request):
-            async def work():
-                return json_response(200, await service.post(path, await service.body(request)))
-
-            return await service.answer(path, work)
+            return await service.answer_post(path, request.scope, request.receive)
 
         return handler
 
@@ -213,24 +240,36 @@ def create_app(bundle, **options):
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
     app.state.service = service
-    return FastPosts(app, {path: post(path) for path in served[1:]})
+    return FastPosts(app, service, served[1:])
 
 
 class FastPosts:
-    """The Starlette ``app`` with the JSON API's POSTs dispatched first, by a dict lookup: they skip
-    Starlette's middleware stack and route matching (~50 us of a ~300 us request); everything else,
-    other methods on those paths included, is Starlette's.  ``Service.answer`` already turns every
-    error of a POST into its answer, which is what the skipped middleware did."""
+    """The Starlette ``app`` with the JSON API's POSTs and the v2 infer requests answered first, as raw
+    ASGI: the path looked up (a dict, or split into the v2 route's segments), the body read from
+    ``receive``, the answer sent; no Request object, middleware stack or route matching (the same
+    answers, message for message: tests/export/test_serving_stack.py).  Everything else, other
+    methods on those paths included, is Starlette's.  ``Service.answer`` already turns every error
+    of these requests into its answer, which is what the skipped middleware did."""
 
-    def __init__(self, app, posts):
-        self.app, self.posts, self.state = app, posts, app.state
+    def __init__(self, app, service, paths):
+        self.app, self.service, self.state = app, service, app.state
+        self.paths = frozenset(paths)
 
     async def __call__(self, scope, receive, send):
-        handler = self.posts.get(scope.get("path")) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if handler is None:
-            return await self.app(scope, receive, send)
-        response = await handler(Request(scope, receive))
-        await response(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path in self.paths:
+                answer = await self.service.answer_post(path, scope, receive)
+                await send({"type": "http.response.start", "status": answer.status_code,
+                            "headers": answer.raw_headers})
+                await send({"type": "http.response.body", "body": answer.body})
+                return
+            model = v2.infer_path(path) if path.startswith("/v2/models/") else None
+            if model is not None:
+                answer = await v2.answer_infer(self.service, *model, scope, receive)
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app_from_env():

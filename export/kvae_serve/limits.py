@@ -1,7 +1,6 @@
 """Bounded work per request: the body's size from its header and while it streams, a deadline for
 reading it, and per-endpoint load shedding (503 + Retry-After when an endpoint's queue is full)."""
 import asyncio
-import contextlib
 import json
 import re
 
@@ -86,24 +85,28 @@ def parse_json(body, content_type):
 
 class Shedder:
     """At most ``queue`` requests of one endpoint admitted (running or waiting) in this worker; the
-    next is refused at once with 503 and ``Retry-After``, never queued without bound."""
+    next is refused at once with 503 and ``Retry-After``, never queued without bound.  A context
+    manager: ``with shedder:`` admits one request for the block (``admit()`` returns the shedder)."""
 
     def __init__(self, endpoint, queue, on_reject=None):
         self.endpoint, self.queue, self.active = endpoint, queue, 0
         self.on_reject = on_reject
 
-    @contextlib.contextmanager
     def admit(self):
+        return self
+
+    def __enter__(self):
         if self.active >= self.queue:
             if self.on_reject is not None:
                 self.on_reject(self.endpoint, "queue_full")
             raise RequestError(503, f"{self.endpoint}: {self.active} requests in progress, the queue limit; "
                                     "retry shortly", {"Retry-After": "1"})
         self.active += 1
-        try:
-            yield
-        finally:
-            self.active -= 1
+        return self
+
+    def __exit__(self, *exc):
+        self.active -= 1
+        return False
 
 
 def field_int(data, name, default=None, minimum=None, maximum=None):

@@ -25,11 +25,19 @@ class Metrics:
         self.rejected = Counter("kvae_rejected", "Requests refused before running, by endpoint and reason",
                                 ["endpoint", "reason"], registry=registry)
 
+        self._children = {}  # {(endpoint, status): (counter, histogram)}: labels() looked up once per pair
+
     def observe(self, endpoint, status, seconds):
-        self.requests.labels(endpoint, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        """Count an answer of ``endpoint`` with ``status`` that took ``seconds``."""
+        children = self._children.get((endpoint, status))
+        if children is None:
+            children = self._children[endpoint, status] = (self.requests.labels(endpoint, str(status)),
+                                                           self.latency.labels(endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def reject(self, endpoint, reason):
+        """Count a request of ``endpoint`` refused for ``reason`` (a status or ``queue_full``)."""
         self.rejected.labels(endpoint, reason).inc()
 
     def exposition(self):

@@ -55,7 +55,8 @@ def uvicorn_config(app, read_timeout, max_connections, workers=1):
     return uvicorn.Config(app, factory=isinstance(app, str), workers=workers, loop=_loop(), http=protocol,
                           lifespan="off", log_level="error", access_log=False,
                           server_header=False, headers=[("Server", f"kvae-serve/{__version__} (uvicorn)")],
-                          timeout_keep_alive=5, timeout_graceful_shutdown=30, limit_concurrency=max_connections,
+                          proxy_headers=False, timeout_keep_alive=5, timeout_graceful_shutdown=30,
+                          limit_concurrency=max_connections,
                           backlog=BACKLOG)
 
 

@@ -79,11 +79,39 @@ def _tensor(item, binary, offset, service, endpoint):
     return name, array.reshape(shape).astype(dtype), offset
 
 
-async def infer(service, request, name):
+def infer_path(path):
+    """``(name, version)`` of an infer path (``/v2/models/{name}[/versions/{version}]/infer``, each part
+    one non-empty path segment, as the routes match them), else None."""
+    parts = path.split("/")
+    if len(parts) == 5 and parts[:3] == ["", "v2", "models"] and parts[4] == "infer" and parts[3]:
+        return parts[3], VERSION
+    if (len(parts) == 7 and parts[:3] == ["", "v2", "models"] and parts[4] == "versions" and parts[6] == "infer"
+            and parts[3] and parts[5]):
+        return parts[3], parts[5]
+    return None
+
+
+async def answer_infer(service, name, version, scope, receive):
+    """The answer to ``POST /v2/models/{name}[/versions/{version}]/infer`` (errors included), its body
+    read from the ASGI ``receive``."""
+    bundle = service.bundle
+
+    async def work():
+        if version != VERSION:
+            raise RequestError(404, f"model {name[:100]!r} has only version {VERSION}")
+        try:
+            return await infer(service, scope, receive, name)
+        except BundleError as err:
+            raise RequestError(400, str(err)) from None
+
+    return await service.answer(f"/v2/{name}" if name in bundle.endpoints else "/v2/unknown", work)
+
+
+async def infer(service, scope, receive, name):
     """``POST /v2/models/{name}/infer``."""
     if name not in service.bundle.endpoints:
         raise RequestError(404, f"unknown model {name[:100]!r}; the models are {', '.join(service.bundle.endpoints)}")
-    body, headers = await service.body(request, json_only=False)
+    body, headers = await service.body(scope, receive, json_only=False)
     header_length = headers.get(b"inference-header-content-length")
     if header_length is not None:
         if not header_length.isdigit() or not header_length.isascii() or int(header_length[:15]) > len(body):
@@ -167,18 +195,8 @@ def routes(service):
                                               for o in meta["outputs"]]})
 
     async def run(request):
-        name = request.path_params["name"]
-        version = request.path_params.get("version", VERSION)
-
-        async def work():
-            if version != VERSION:
-                raise RequestError(404, f"model {name[:100]!r} has only version {VERSION}")
-            try:
-                return await infer(service, request, name)
-            except BundleError as err:
-                raise RequestError(400, str(err)) from None
-
-        return await service.answer(f"/v2/{name}" if name in bundle.endpoints else "/v2/unknown", work)
+        return await answer_infer(service, request.path_params["name"], request.path_params.get("version", VERSION),
+                                  request.scope, request.receive)
 
     table = []
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):

@@ -150,6 +150,27 @@ def test_the_cli_defaults_and_every_command_line_in_the_docs_parse():
         parser().parse_args(words[1:])
 
 
+def test_uvicorn_runs_httptools_and_uvloop_without_access_log_or_proxy_headers(server):
+    """The stack kvae-serve asks uvicorn for (never h11 or the asyncio loop when uvloop is installed),
+    in one process and in the workers' config, and the loop the test server actually runs on."""
+    import importlib.util
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from kvae_serve.server import uvicorn_config
+
+    for config in (uvicorn_config(server.app, 30.0, 1024), uvicorn_config("kvae_serve.app:create_app_from_env",
+                                                                          30.0, 1024, workers=2)):
+        assert issubclass(config.http, HttpToolsProtocol)
+        assert config.loop == ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+        assert config.access_log is False and config.proxy_headers is False
+    if importlib.util.find_spec("uvloop"):
+        import uvloop
+
+        loops = [s for s in server.server.servers]
+        assert loops and all(isinstance(s.get_loop(), uvloop.Loop) for s in loops)
+
+
 def test_a_request_in_progress_is_answered_through_sigterm(bundle):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -538,3 +559,92 @@ def test_requests_arriving_during_a_run_go_together_in_the_next_batch():
     assert runs == [[0.0], [1.0, 2.0, 3.0, 3.0], [4.0, 5.0, 5.0, 5.0], [6.0]]
     for i, (n, answer) in enumerate(zip([1, 1, 1, 2, 1, 3, 1], answers)):
         np.testing.assert_array_equal(answer["y"], np.full((n, 2), 2.0 * i))
+
+
+def _asgi(app, method, path, body, headers):
+    """The ASGI messages ``app`` sends for one request (its body in one message)."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_the_raw_asgi_posts_send_what_starlette_sends(server, bundle):
+    """The JSON API's POSTs answered before Starlette (FastPosts, raw ASGI, the Answer's own headers):
+    the same messages as through Starlette's routing, and the headers starlette's Response writes."""
+    from starlette.responses import Response
+
+    fast, routed = server.app, server.app.app
+    z = np.float32([[0.5, -1.25, 3.0]])
+    good = json.dumps({"z": z.tolist(), "labels": [2]}).encode()
+    x = json.dumps({"x": np.ones((1, *SHAPE)).tolist(), "labels": [1], "seed": 3}).encode()
+    cases = [("/decode", good, b"application/json", 200), ("/reconstruct", x, b"application/json", 200),
+             ("/encode", json.dumps({"x": np.ones((1, *SHAPE)).tolist(), "labels": [1]}).encode(), b"", 200),
+             ("/decode", b"{not json", b"application/json", 400), ("/decode", good, b"text/plain", 415),
+             ("/decode", json.dumps({"z": np.zeros((17, D)).tolist()}).encode(), b"application/json", 400),
+             ("/decode", json.dumps({"z": z.tolist(), "labels": [9]}).encode(), b"application/json", 400),
+             ("/sample", b'{"n": 2, "seed": 1, "source": "nowhere"}', b"application/json", 400)]
+    for path, body, ctype, status in cases:
+        headers = [(b"host", b"x"), (b"content-length", str(len(body)).encode())]
+        headers += [(b"content-type", ctype)] if ctype else []
+        sent = _asgi(fast, "POST", path, body, headers)
+        assert sent == _asgi(routed, "POST", path, body, headers), path
+        start, answer = sent
+        assert start["status"] == status, (path, answer)
+        extra = {"Connection": "close"} if status >= 400 else None
+        assert start["headers"] == Response(answer["body"], status, extra, media_type="application/json").raw_headers
+    assert json.loads(_asgi(fast, "POST", "/decode", good, [(b"content-length", str(len(good)).encode())])[1]["body"]) \
+        == _plain(bundle.decode(z, labels=[2]))
+    shed = server.app.state.service.shedder("/decode")
+    shed.active = shed.queue  # a full queue: 503 with Retry-After, then Connection: close
+    try:
+        start, answer = _asgi(fast, "POST", "/decode", good, [(b"content-length", str(len(good)).encode())])
+    finally:
+        shed.active = 0
+    assert start["headers"] == Response(answer["body"], 503, {"Retry-After": "1", "Connection": "close"},
+                                        media_type="application/json").raw_headers
+    assert _asgi(fast, "GET", "/decode", b"", [])[0]["status"] == 405  # other methods: Starlette's
+
+
+def test_the_raw_asgi_v2_infer_sends_what_the_v2_routes_send(server, bundle):
+    """v2 infer requests answered before Starlette: the same messages as through its routes, for
+    JSON and binary tensors, both paths of a model, and the errors; other paths stay Starlette's."""
+    from kvae_serve.v2 import infer_path
+
+    fast, routed = server.app, server.app.app
+    z = np.float32([[0.5, -1.25, 3.0], [1e-5, 2.0, -7.5]])
+    inputs = [{"name": "z", "shape": [2, D], "datatype": "FP32", "data": z.ravel().tolist()},
+              {"name": "labels", "shape": [2], "datatype": "INT32", "data": [0, 3]}]
+    plain = json.dumps({"inputs": inputs, "id": "a"}).encode()
+    head = json.dumps({"inputs": [{**inputs[0], "parameters": {"binary_data_size": z.nbytes}, "data": None},
+                                  inputs[1]], "parameters": {"binary_data_output": True}}).encode()
+    binary = head + z.tobytes()
+    cases = [("/v2/models/decode/infer", plain, [], 200), ("/v2/models/decode/versions/1/infer", plain, [], 200),
+             ("/v2/models/decode/infer", binary, [(b"inference-header-content-length", str(len(head)).encode())], 200),
+             ("/v2/models/decode/versions/2/infer", plain, [], 404), ("/v2/models/nothing/infer", plain, [], 404),
+             ("/v2/models/decode/infer", b"{oops", [], 400), ("/v2/models/decode/more/infer", plain, [], 404),
+             ("/v2/models//infer", plain, [], 404)]
+    for path, body, extra, status in cases:
+        headers = [(b"host", b"x"), (b"content-length", str(len(body)).encode())] + extra
+        sent = _asgi(fast, "POST", path, body, headers)
+        assert sent == _asgi(routed, "POST", path, body, headers), path
+        assert sent[0]["status"] == status, (path, sent[1])
+    answer = json.loads(_asgi(fast, "POST", cases[0][0], plain, [(b"content-length", str(len(plain)).encode())])[1][
+        "body"])
+    expected = bundle.decode(z, labels=[0, 3])
+    assert answer["id"] == "a" and {o["name"]: o["data"] for o in answer["outputs"]} == {
+        k: v.ravel().tolist() for k, v in expected.items()}
+    assert [infer_path(p) for p in ("/v2/models/m/infer", "/v2/models/m/versions/7/infer", "/v2/models/m",
+                                    "/v2/models/m/versions//infer", "/v2/models/m/infer/")] == [
+        ("m", "1"), ("m", "7"), None, None, None]
