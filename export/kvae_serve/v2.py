@@ -7,6 +7,7 @@ the binary tensor data extension (what ``tritonclient.http`` sends by default).
 * ``POST /v2/models/{name}[/versions/1]/infer``
 """
 import json
+import math
 
 import numpy as np
 from starlette.responses import Response
@@ -43,20 +44,20 @@ def _tensor(item, binary, offset, service, endpoint):
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise RequestError(400, "every input must be an object with a name")
     name, shape, datatype = item["name"], item.get("shape"), item.get("datatype")
-    if datatype not in DTYPES:
+    if not isinstance(datatype, str) or datatype not in DTYPES:
         raise RequestError(400, f"input {name[:50]!r}: unsupported datatype {str(datatype)[:20]!r}; use FP32 or INT32")
     if not isinstance(shape, list) or not 1 <= len(shape) <= 5 or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise RequestError(400, f"input {name[:50]!r}: shape must be a list of non-negative integers")
     rows = shape[1] if (endpoint == "log_prob" and name == "eps" and len(shape) > 1) else shape[0]
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)  # Python ints: no int64 overflow or wrap-around to a small size
     if rows > service.max_samples:
         raise RequestError(400, f"input {name[:50]!r}: {rows} rows is over the limit of {service.max_samples}")
+    if size > service.max_body:
+        raise RequestError(413, f"input {name[:50]!r}: {size} elements is over this server's limit")
     if endpoint == "log_prob" and name == "eps" and shape[0] * rows > LOG_PROB_CHUNK:
         raise RequestError(400, f"log_prob: K x N = {shape[0] * rows} samples is over the v2 limit of "
                                 f"{LOG_PROB_CHUNK} (one session run; POST /log_prob evaluates more in chunks)")
-    if size > service.max_body:
-        raise RequestError(413, f"input {name[:50]!r}: {size} elements is over this server's limit")
     dtype = np.dtype(DTYPES[datatype])
     parameters = item.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -129,13 +130,19 @@ async def infer(service, scope, receive, name):
     for item in data["inputs"]:
         key, array, offset = _tensor(item, binary, offset, service, name)
         arrays[key] = array
+    parameters, wanted = data.get("parameters") or {}, data.get("outputs")
+    names = [o["name"] for o in service.bundle.manifest["endpoints"][name]["outputs"]]
+    if not isinstance(parameters, dict):
+        raise RequestError(400, "parameters must be an object")
+    if wanted is not None and not (isinstance(wanted, list) and all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) and o["name"] in names
+            and isinstance(o.get("parameters") or {}, dict) for o in wanted)):
+        raise RequestError(400, f"outputs must be objects naming some of {', '.join(names)} "
+                                "(with an object of parameters, if any)")
+    binary_default = bool(parameters.get("binary_data_output", False))
     outputs = await service.infer(name, service.bundle.prepare(name, **arrays))
-    wanted = data.get("outputs")
-    binary_default = bool((data.get("parameters") or {}).get("binary_data_output", False))
     if wanted is None:
         wanted = [{"name": o} for o in outputs]
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in outputs for o in wanted):
-        raise RequestError(400, f"outputs must name some of {', '.join(outputs)}")
     answer, blobs = {"model_name": name, "model_version": VERSION, "outputs": []}, []
     if isinstance(data.get("id"), str):
         answer["id"] = data["id"]

@@ -624,6 +624,43 @@ def test_the_raw_asgi_posts_send_what_starlette_sends(server, bundle):
     assert _asgi(fast, "GET", "/decode", b"", [])[0]["status"] == 405  # other methods: Starlette's
 
 
+@pytest.mark.parametrize("change, status", [
+    ({"shape": [10 ** 20, D]}, 400),  # beyond int64 (over the row limit): no OverflowError
+    ({"shape": [1, 2 ** 32, 2 ** 32]}, 413),  # wraps to 0 in int64: no reshape error
+    ({"datatype": ["FP32"]}, 400),  # unhashable
+    ({"datatype": None}, 400),
+    ({"parameters": [1]}, 400),
+])
+def test_malformed_v2_input_tensors_are_client_errors(server, change, status):
+    """Each malformed input tensor is a 4xx through the raw-ASGI path and the v2 route alike, with the
+    headers starlette's Response writes for an error answer (never a 500)."""
+    from starlette.responses import Response
+
+    item = {"name": "z", "shape": [1, D], "datatype": "FP32", "data": [0.0] * D, **change}
+    body = json.dumps({"inputs": [item, {"name": "labels", "shape": [1], "datatype": "INT32", "data": [0]}]}).encode()
+    headers = [(b"host", b"x"), (b"content-length", str(len(body)).encode())]
+    sent = _asgi(server.app, "POST", "/v2/models/decode/infer", body, headers)
+    assert sent == _asgi(server.app.app, "POST", "/v2/models/decode/infer", body, headers)
+    assert sent[0]["status"] == status, sent[1]["body"]
+    expected = Response(sent[1]["body"], status, {"Connection": "close"}, media_type="application/json")
+    assert sent[0]["headers"] == expected.raw_headers
+
+
+@pytest.mark.parametrize("request_change", [
+    {"parameters": [1]}, {"parameters": "x"}, {"outputs": [{"name": ["probs"]}]},
+    {"outputs": [{"name": "probs", "parameters": "x"}]}, {"outputs": [{"name": "nothing"}]}, {"outputs": "probs"},
+])
+def test_malformed_v2_request_parameters_and_outputs_are_400(server, request_change):
+    """Request-level parameters and the requested outputs are checked before the session runs: 400, never 500."""
+    inputs = [{"name": "z", "shape": [1, D], "datatype": "FP32", "data": [0.0] * D},
+              {"name": "labels", "shape": [1], "datatype": "INT32", "data": [0]}]
+    body = json.dumps({"inputs": inputs, **request_change}).encode()
+    headers = [(b"host", b"x"), (b"content-length", str(len(body)).encode())]
+    sent = _asgi(server.app, "POST", "/v2/models/decode/infer", body, headers)
+    assert sent == _asgi(server.app.app, "POST", "/v2/models/decode/infer", body, headers)
+    assert sent[0]["status"] == 400, sent[1]["body"]
+
+
 def test_the_raw_asgi_v2_infer_sends_what_the_v2_routes_send(server, bundle):
     """v2 infer requests answered before Starlette: the same messages as through its routes, for
     JSON and binary tensors, both paths of a model, and the errors; other paths stay Starlette's."""
