@@ -5,8 +5,8 @@
 prints the Markdown table that docs/results.md holds between ``<!-- likelihood -->`` markers
 (tests/test_results_docs.py checks it is this rendering).  kvae's rows come from the shipped
 manifests (``kvae.pretrained.manifest(name)["measured"]``: NLL, k, images, training budget) and from
-the long-run records in ``apps/long_runs/`` (a run that has not shipped shows its best validation
-−ELBO, an upper bound on its NLL); the anchors are the published numbers below, on their own
+the long-run records in ``apps/long_runs/`` (a run still under way, or stopped without finishing,
+shows its best validation −ELBO, an upper bound on its NLL; a finished run ships and has its row above); the anchors are the published numbers below, on their own
 splits and hardware.
 """
 import json
@@ -49,7 +49,7 @@ def shipped_rows():
 
 
 def long_run_rows(root=os.path.join(HERE, "long_runs")):
-    """One row per long run that has not shipped: its best validation −ELBO (an upper bound on its NLL)."""
+    """One row per long run not finished and not shipped: its best validation −ELBO (an upper bound on its NLL)."""
     from kvae.pretrained import store
 
     rows = []

@@ -11,7 +11,7 @@ validation curve so far).  Next session: rerun the command with the same ``--out
 survived (an exact resume), else add ``--init-weights apps/long_runs/NAME.weights.h5`` (a warm start: the
 optimizer's moments reset) and record it in the JSON's ``segments``.  A finished run keeps no
 weights file here: its result is the float16 package (``kvae.pretrained.store.pack``), kept in
-``apps/long_runs/NAME.package/`` until it ships in ``kvae/pretrained/files/``.
+``apps/long_runs/NAME.package/`` until it moves to ``kvae/pretrained/files/NAME`` (shipped).
 """
 import argparse
 import csv
