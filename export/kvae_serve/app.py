@@ -260,9 +260,7 @@ class FastPosts:
             path = scope["path"]
             if path in self.paths:
                 answer = await self.service.answer_post(path, scope, receive)
-                await send({"type": "http.response.start", "status": answer.status_code,
-                            "headers": answer.raw_headers})
-                await send({"type": "http.response.body", "body": answer.body})
+                await answer(scope, receive, send)
                 return
             model = v2.infer_path(path) if path.startswith("/v2/models/") else None
             if model is not None:

@@ -86,14 +86,11 @@ def parse_json(body, content_type):
 class Shedder:
     """At most ``queue`` requests of one endpoint admitted (running or waiting) in this worker; the
     next is refused at once with 503 and ``Retry-After``, never queued without bound.  A context
-    manager: ``with shedder:`` admits one request for the block (``admit()`` returns the shedder)."""
+    manager: ``with shedder:`` admits one request for the block."""
 
     def __init__(self, endpoint, queue, on_reject=None):
         self.endpoint, self.queue, self.active = endpoint, queue, 0
         self.on_reject = on_reject
-
-    def admit(self):
-        return self
 
     def __enter__(self):
         if self.active >= self.queue:

@@ -269,7 +269,7 @@ def test_a_full_queue_sheds_with_503_and_retry_after(server):
     port = server.server_address[1]
     service = server.app.state.service
     body = json.dumps({"z": [[0.0, 0.0, 0.0]], "labels": [0]}).encode()
-    holds = [service.shedder("/decode").admit() for _ in range(4)]  # the queue (4) taken
+    holds = [service.shedder("/decode") for _ in range(4)]  # the queue (4) taken
     for hold in holds:
         hold.__enter__()
     try:
