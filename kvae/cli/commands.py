@@ -63,9 +63,19 @@ def evaluate(args):
         validate(x, model.data_shape, model.likelihood.support, name=f"{split.name}/{split.split}")
         n = len(x) if args.limit is None else min(args.limit, len(x))
     if table:
+        from kvae.evaluation.journal import NLLJournal
+
+        journal = None
+        if model.has_density and model.has_likelihood:  # hours at k=1000 for big models: survive a kill
+            journal = NLLJournal.for_run(args.run_dir, os.path.join(args.run_dir, runs.MODEL_FILE), x[:n],
+                                         None if y is None or not model.conditional else y[:n], args.k, args.seed,
+                                         args.batch_size)
+            if args.fresh:
+                journal.remove()
         bar = keras.utils.Progbar(n, unit_name="example", verbose=1 if sys.stderr.isatty() else 2)
         result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,
-                                     limit=args.limit, progress=lambda done, total: bar.update(done))
+                                     limit=args.limit, progress=lambda done, total: bar.update(done),
+                                     journal=journal)
     result.update(dataset=split.name, split=split.split, run_dir=os.path.abspath(args.run_dir))
     if args.diagnostics:
         from kvae.data import datasets as kdata

@@ -221,7 +221,8 @@ def build_parser(argv=()):
 
     e = sub.add_parser("evaluate", help="importance-sampled NLL, ELBO, KL, active units of a run",
                        description="Evaluate a trained run on a data split and print a table "
-                                   "(and JSON with --json).")
+                                   "(and JSON with --json).  An interrupted evaluation continues where it stopped "
+                                   "when the same command is run again (RUN_DIR/evaluate.journal.npz).")
     e.add_argument("run_dir")
     e.add_argument("--dataset", choices=datasets, help="data set (default: the one the run trained on)")
     e.add_argument("--data-dir")
@@ -231,6 +232,9 @@ def build_parser(argv=()):
     e.add_argument("--batch-size", type=_pos_int, default=100)
     e.add_argument("--seed", type=_nonneg_int, default=0)
     e.add_argument("--json", help="also write the results to this JSON file")
+    e.add_argument("--fresh", action="store_true",
+                   help="discard RUN_DIR/evaluate.journal.npz, the log-likelihoods an interrupted run of the "
+                        "same evaluation kept, and start from the first example")
     e.add_argument("--diagnostics", action="store_true",
                    help="also mutual information, MMD(q(z), N(0,I)), log det Cov q(z), probe accuracy (labelled "
                         "data), and PNGs of KL per dimension and latent traversals next to the run")

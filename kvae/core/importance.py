@@ -10,6 +10,8 @@ import math
 
 import tensorflow as tf
 
+from kvae.errors import ConfigError
+
 
 def log_importance_weights(log_px_z, groups):
     """log p(x|z) + sum_g (log p_g(z_g) - log q_g(z_g)) for draws of shape [..., B]; ``groups`` is a
@@ -26,17 +28,30 @@ def log_mean_exp(log_w, axis=0):
     return tf.reduce_logsumexp(log_w, axis=axis) - tf.math.log(k)
 
 
-def chunked_log_likelihood(log_weights, x, y, k, seed, batch_size, chunk_for, progress=None):
+def chunked_log_likelihood(log_weights, x, y, k, seed, batch_size, chunk_for, progress=None, resume_from=None,
+                           on_batch=None):
     r"""log (1/k) sum_i w_i per example of x, the k draws taken in chunks combined by logsumexp.
 
     ``log_weights(xb, yb, m, seed)`` returns log w [m, b] for m draws; ``chunk_for(b)`` the number of
     draws per chunk for a batch of b examples (bounded memory at any k); ``progress(done, total)``
     is called after each batch.  Batch ``start``'s chunk i uses the seed folded with
     ``start * 1_000_003 + i``, so a result does not depend on ``batch_size`` splitting elsewhere.
+
+    ``resume_from``: the values of the first m examples from an earlier call with the same arguments
+    (m a multiple of ``batch_size``, or all of x); they are kept and the batches from m on computed,
+    with the seeds an uninterrupted call gives them.  ``on_batch(values)`` is called after each batch
+    with the values of all examples so far (numpy float32 [m]), e.g. to keep them across a kill.
     """
     n = int(x.shape[0])
+    first = 0
     out = []
-    for start in range(0, n, batch_size):
+    if resume_from is not None:
+        first = len(resume_from)
+        if first > n or (first % batch_size and first != n):
+            raise ConfigError(f"resume_from holds {first} values: not a multiple of batch_size={batch_size} "
+                             f"within the {n} examples")
+        out.append(tf.constant(resume_from, tf.float32))
+    for start in range(first, n, batch_size):
         xb = x[start:start + batch_size]
         yb = None if y is None else y[start:start + batch_size]
         b = int(xb.shape[0])
@@ -48,6 +63,8 @@ def chunked_log_likelihood(log_weights, x, y, k, seed, batch_size, chunk_for, pr
             lse = tf.reduce_logsumexp(log_weights(xb, yb, tf.constant(m), s), axis=0)
             total = lse if total is None else tf.experimental.numpy.logaddexp(total, lse)
         out.append(total - math.log(k))
+        if on_batch is not None:
+            on_batch(tf.concat(out, axis=0).numpy())
         if progress is not None:
             progress(start + b, n)
-    return tf.concat(out, axis=0)
+    return tf.concat(out, axis=0) if out else tf.zeros([0], tf.float32)

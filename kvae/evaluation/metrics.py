@@ -147,10 +147,17 @@ def active_units(z_mean, threshold=ACTIVE_UNIT_THRESHOLD, mean_noise=None):
     return int((variances > threshold).sum()), variances
 
 
-def importance_sampled_nll(model, x, y=None, k=1000, batch_size=100, seed=0, progress=None):
-    """-log p(x) per example, estimated with k importance samples (nats, positive)."""
+def importance_sampled_nll(model, x, y=None, k=1000, batch_size=100, seed=0, progress=None, journal=None):
+    """-log p(x) per example, estimated with k importance samples (nats, positive).  With a
+    ``journal`` (:class:`~kvae.evaluation.journal.NLLJournal`) the values so far are kept after each
+    batch and an earlier interrupted call's are continued; the journal is removed at the end."""
     y = y if model.conditional else None
-    return -model.log_likelihood(x, y, k=k, batch_size=batch_size, seed=seed, progress=progress).numpy()
+    if journal is None:
+        return -model.log_likelihood(x, y, k=k, batch_size=batch_size, seed=seed, progress=progress).numpy()
+    ll = model.log_likelihood(x, y, k=k, batch_size=batch_size, seed=seed, progress=progress,
+                              resume_from=journal.load(), on_batch=journal.save).numpy()
+    journal.remove()
+    return -ll
 
 
 def mutual_information(model, x, y=None, seed=0):
@@ -222,8 +229,9 @@ def diagnostics(model, x, y=None, train_x=None, train_y=None, seed=0, max_exampl
     return out
 
 
-def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progress=None):
-    """Everything ``kvae evaluate`` reports, as a JSON-ready dict.
+def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progress=None, journal=None):
+    """Everything ``kvae evaluate`` reports, as a JSON-ready dict (``journal``: the NLL's, as in
+    :func:`importance_sampled_nll`, for the first ``limit`` examples).
 
     Keys: ``nll`` (importance-sampled, nats, positive), ``elbo`` (nats, <= -nll),
     ``neg_elbo``, ``rec_loss`` (-E_q log p(x|z)), ``kl``, ``kl_per_dim`` (list), ``active_units``,
@@ -256,7 +264,8 @@ def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progr
                 "rec_loss": float(-np.mean(stats["log_px_z"])), "kl": float(np.mean(stats["kl"])),
                 "kl_per_dim": None if kl_per_dim is None else [float(v) for v in kl_per_dim.mean(axis=0)],
                 "active_units": au, "latent_dim": int(model.latent_dim), "k": int(k), "n": int(len(x))}
-    nll = importance_sampled_nll(model, x, y, k=k, batch_size=batch_size, seed=seed, progress=progress)
+    nll = importance_sampled_nll(model, x, y, k=k, batch_size=batch_size, seed=seed, progress=progress,
+                                 journal=journal)
     kl_per_dim = stats["kl_per_dim"]
     return {**per_group(stats),
         "nll": float(np.mean(nll)),

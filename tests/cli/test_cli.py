@@ -88,6 +88,49 @@ def test_evaluate_prints_a_table_and_writes_json(vae_run, tmp_path, capsys):
     assert abs(sum(result["kl_per_dim"]) - result["kl"]) < 1e-3
 
 
+def test_an_interrupted_evaluate_continues_where_it_stopped(vae_run, tmp_path, capsys, monkeypatch):
+    """kvae evaluate keeps the finished batches' log-likelihoods in RUN_DIR/evaluate.journal.npz: killed
+    as the second batch is reported, the same command continues after example 200 and prints the uninterrupted
+    result; the kept values are used, not recomputed, unless --fresh."""
+    import keras
+    import numpy as np
+
+    from kvae.evaluation.journal import NLLJournal
+
+    journal = os.path.join(vae_run, "evaluate.journal.npz")
+    args = ["evaluate", vae_run, "--split", "test", "--k", "20", "--seed", "5"]
+    want, got = str(tmp_path / "want.json"), str(tmp_path / "got.json")
+    assert cli.main(args + ["--json", want]) == 0
+    assert not os.path.exists(journal)  # removed when complete
+    update = keras.utils.Progbar.update
+
+    def kill_at_the_second_batch():
+        def killed(self, current, *a, **kw):
+            if current >= 200:
+                raise KeyboardInterrupt
+            return update(self, current, *a, **kw)
+
+        with monkeypatch.context() as m:
+            m.setattr(keras.utils.Progbar, "update", killed)
+            with pytest.raises(KeyboardInterrupt):
+                cli.main(args)
+        with np.load(journal) as f:
+            return NLLJournal(journal, json.loads(str(f["key"]))), f["values"]
+
+    _, kept = kill_at_the_second_batch()
+    assert len(kept) == 200
+    capsys.readouterr()
+    assert cli.main(args + ["--json", got]) == 0
+    assert "continuing the evaluation after example 200" in capsys.readouterr().err
+    assert json.load(open(got))["nll"] == json.load(open(want))["nll"]
+    assert not os.path.exists(journal)
+    for extra, shift in (([], 100.0 * 200 / 360), (["--fresh"], 0.0)):
+        same, kept = kill_at_the_second_batch()
+        same.save(kept - 100.0)  # changed values under the same key: used as they are (or dropped)
+        assert cli.main(args + extra + ["--json", got]) == 0
+        assert abs(json.load(open(got))["nll"] - json.load(open(want))["nll"] - shift) < 1e-3
+
+
 def _assert_png_is_grid(path, images, ncol):
     """The PNG ``path`` shows exactly :func:`image_grid` of ``images`` (to the PNG's 8-bit quantisation)."""
     import numpy as np

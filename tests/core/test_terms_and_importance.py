@@ -10,6 +10,7 @@ from scipy.stats import norm
 
 from kvae.core.importance import chunked_log_likelihood, log_importance_weights, log_mean_exp
 from kvae.core.terms import LatentGroup, Terms
+from kvae.errors import ConfigError
 
 tfd = tfp.distributions
 
@@ -135,6 +136,35 @@ def test_chunked_log_likelihood_is_the_documented_fold_and_logsumexp():
     no_labels = chunked_log_likelihood(log_weights, x, None, k, seed, batch_size=2, chunk_for=lambda b: b + 1).numpy()
     assert all(c[2] is None for c in calls)
     np.testing.assert_allclose(no_labels, got - y, rtol=1e-5, atol=1e-4)
+
+
+def test_chunked_log_likelihood_resumes_after_the_values_it_was_given():
+    """resume_from keeps the first m values and computes the batches from m on with the seeds an
+    uninterrupted call gives them; on_batch sees all values so far after each batch."""
+    x = np.arange(14, dtype=np.float32).reshape(7, 2)
+    seed = tf.constant([5, 6], tf.int32)
+    calls = []
+
+    def log_weights(xb, yb, m, s):
+        calls.append(float(xb[0, 0]))
+        return 2.0 * tf.random.stateless_normal([m, xb.shape[0]], s) + xb[:, 1]
+
+    seen = []
+    full = chunked_log_likelihood(log_weights, x, None, 5, seed, 2, lambda b: 3,
+                                  on_batch=lambda v: seen.append(v.copy())).numpy()
+    assert [len(v) for v in seen] == [2, 4, 6, 7]
+    np.testing.assert_array_equal(seen[-1], full)
+    np.testing.assert_array_equal(seen[1], full[:4])
+    calls.clear()
+    kept = np.array([-1.0, -2.0, -3.0, -4.0], np.float32)  # not what the batches give: kept as they are
+    resumed = chunked_log_likelihood(log_weights, x, None, 5, seed, 2, lambda b: 3, resume_from=kept).numpy()
+    assert calls == [8.0, 8.0, 12.0, 12.0]  # only the batches at 4 and 6, two chunks each
+    np.testing.assert_array_equal(resumed[:4], kept)
+    np.testing.assert_array_equal(resumed[4:], full[4:])
+    done = chunked_log_likelihood(log_weights, x, None, 5, seed, 2, lambda b: 3, resume_from=full).numpy()
+    np.testing.assert_array_equal(done, full)
+    with pytest.raises(ConfigError, match="multiple of batch_size=2"):
+        chunked_log_likelihood(log_weights, x, None, 5, seed, 2, lambda b: 3, resume_from=full[:3])
 
 
 def test_log_mean_exp_along_another_axis():
