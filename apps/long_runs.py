@@ -3,6 +3,11 @@ how to resume it.
 
     python apps/long_runs.py snapshot RUN_DIR NAME --command "kvae train ..." [--since ISO --until ISO --resume exact|warm]
     python apps/long_runs.py table [--root FOLDER]
+    python apps/long_runs.py best RUN_DIR OUT_DIR
+
+``best`` writes a run directory OUT_DIR (``model.keras`` with the run's best weights, its
+``config.json`` and ``history.json``) from a run that is still training, for ``kvae evaluate``,
+``kvae sample`` and ``apps/pack_pretrained.py`` while the run trains on.
 
 writes ``apps/long_runs/NAME.weights.h5`` (the model's float32 weights from the run's latest
 checkpoint, without the optimizer's state: one file per run, replaced each time) and
@@ -94,6 +99,41 @@ TARGETS = {"vlae-binarized-mnist": "≤ 80.5 (the paper: 79.03)",
            "lvae-pixelcnn-binarized-mnist": "≤ 80.0, goal ≤ 78.3 (the ladder anchor)"}
 
 
+def best_model(run_dir, out):
+    """OUT: RUN_DIR's model (rebuilt from its config.json) with the best weights of its validated epochs
+    (``best/best.weights.h5``: the averaged weights under ``--ema``), its config.json, and its
+    history.json with ``best_epoch`` (1-based) and ``epochs_done`` added; returns the model."""
+    import shutil
+
+    import keras
+    import numpy as np
+
+    from kvae import models  # noqa: F401  (registers the model classes)
+    from kvae.training import files
+
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    weights, state = (os.path.join(run_dir, "best", f) for f in ("best.weights.h5", "best.json"))
+    best = {}
+    if os.path.isfile(state):
+        with open(state) as f:
+            best = json.load(f)
+    if best.get("best_epoch") is None or not os.path.isfile(weights):
+        raise SystemExit(f"{run_dir} has no best weights yet (train with --keep-best for an epoch)")
+    cls = keras.saving.get_registered_object("kvae>" + config["model_class"])
+    model = cls.from_config(config["model_config"])
+    model(np.zeros((1, *config["model_config"]["input_shape"]), np.float32))  # builds every variable
+    model.load_weights(weights)
+    os.makedirs(out, exist_ok=True)
+    files.save_model(model, os.path.join(out, "model.keras"))
+    shutil.copyfile(os.path.join(run_dir, "config.json"), os.path.join(out, "config.json"))
+    with open(os.path.join(run_dir, "history.json")) as f:
+        history = json.load(f)
+    history.update(best_epoch=best["best_epoch"] + 1, epochs_done=len(history.get("loss", [])))
+    files.write_json(os.path.join(out, "history.json"), history, indent=1)
+    return model
+
+
 def table(root=HERE):
     """The Markdown table of every record in ``root`` (docs/results.md holds it between
     ``<!-- long-runs -->`` markers; tests/test_results_docs.py checks it is this rendering)."""
@@ -130,7 +170,14 @@ def main():
     s.add_argument("--until", help="when the run stopped, for a run stopped before the snapshot (ISO time; default: now)")
     t = sub.add_parser("table", help="print the Markdown table of the records (docs/results.md)")
     t.add_argument("--root", default=HERE, help="the folder of the records (default: apps/long_runs)")
+    b = sub.add_parser("best", help="a run directory of the run's best weights so far (for evaluate and pack)")
+    b.add_argument("run_dir")
+    b.add_argument("out_dir")
     args = parser.parse_args()
+    if args.action == "best":
+        best_model(args.run_dir, args.out_dir)
+        print(f"wrote {args.out_dir}: model.keras (best weights of {args.run_dir}), config.json, history.json")
+        return
     if args.action == "table":
         print(table(args.root), end="")
         return

@@ -31,25 +31,51 @@ def posterior_mean(q, seed, num_samples=MC_MEAN_SAMPLES):
     return posterior_mean_and_noise(q, seed, num_samples)[0]
 
 
-def posterior_statistics(model, x, y=None, batch_size=500, seed=0):
-    """One pass over x: per-example ``elbo``, ``log_px_z``, ``kl`` ([N]), ``kl_per_dim`` ([N, D]
+#: Draws of the groups above whose conditional means make E_q[z_l|x] of a group below a hierarchy's top.
+HIERARCHY_MEAN_DRAWS = 16
+
+
+def _group_means(groups, seed):
+    """Each group's E_q[z_g|x, draw] flattened to [B, D_g] and its Monte-Carlo noise."""
+    means, noises = [], []
+    for i, group in enumerate(groups):
+        s2 = tf.cast(tf.random.experimental.stateless_fold_in(seed, 1 + i), tf.int32)
+        mean, noise = posterior_mean_and_noise(group.q, s2)
+        flat = tf.shape(mean)[0]
+        means.append(tf.reshape(mean, [flat, -1]))
+        noises.append(tf.reshape(noise, [flat, -1]))
+    return means, noises
+
+
+def posterior_statistics(model, x, y=None, batch_size=500, seed=0, mean_draws=HIERARCHY_MEAN_DRAWS):
+    r"""One pass over x: per-example ``elbo``, ``log_px_z``, ``kl``, ``kl_per_dim`` ([N, D]
     or None), posterior means ``z_mean`` ([N, D]) and the Monte-Carlo variance of those means
     ``z_mean_noise`` ([N, D], 0 for closed-form means), as numpy arrays; per latent group
     (:mod:`kvae.core.terms`), ``group_names``, ``kl_per_group`` ([N, G]) and ``group_dims`` (the
-    columns of ``z_mean`` that belong to each group, its codes flattened)."""
+    columns of ``z_mean`` that belong to each group, its codes flattened).
+
+    In a hierarchy q(z_l|x, z_{>l}) depends on the draw of the groups above, so a lower group's
+    E_q[z_l|x] = E_{q(z_{>l}|x)}[E_q[z_l|x, z_{>l}]] is the mean of its conditional means over
+    ``mean_draws`` draws S of the whole hierarchy, and ``z_mean_noise`` that estimate's variance,
+    s^2 / S (s^2 the variance of the S conditional means): one draw would count the groups above's
+    sampling noise as variation across x (:func:`active_units` subtracts it).  The other statistics
+    are those of the first draw."""
     y = y if model.conditional else None
     names = []
 
     @tf.function(reduce_retracing=True)
     def stats(xb, yb, s):
         terms = model.compute_terms(xb, yb, seed=s)
-        means, noises = [], []
-        for i, group in enumerate(terms.groups):
-            s2 = tf.cast(tf.random.experimental.stateless_fold_in(s, 1 + i), tf.int32)
-            mean, noise = posterior_mean_and_noise(group.q, s2)
-            flat = tf.shape(mean)[0]
-            means.append(tf.reshape(mean, [flat, -1]))
-            noises.append(tf.reshape(noise, [flat, -1]))
+        means, noises = _group_means(terms.groups, s)
+        if len(terms.groups) > 1 and mean_draws > 1:
+            draws = [means]
+            for j in range(1, mean_draws):
+                sj = tf.cast(tf.random.experimental.stateless_fold_in(s, 1000 + j), tf.int32)
+                draws.append(_group_means(model.latent_groups(xb, yb, seed=sj), sj)[0])
+            stacked = [tf.stack([d[i] for d in draws]) for i in range(len(means))]  # [S, B, D_g] each
+            means = [tf.reduce_mean(t, 0) for t in stacked]
+            noises = [tf.reduce_sum(tf.square(t - m), 0) / float((mean_draws - 1) * mean_draws)
+                      for t, m in zip(stacked, means)]
         names[:] = [g.name for g in terms.groups]
         out = {"log_px_z": terms["log_px_z"], "kl": terms["kl"], "z_mean": tf.concat(means, -1),
                "z_mean_noise": tf.concat(noises, -1), "kl_per_group": tf.stack([g.kl for g in terms.groups], -1),

@@ -74,3 +74,50 @@ def test_active_units_compute_in_float64():
     exact = codes.var(0)[0] - noise.astype(np.float64).mean()
     count, variances = evaluation.active_units(codes, threshold=exact + 2e-4, mean_noise=noise)
     assert count == 0 and abs(variances[0] - exact) < 1e-6
+
+
+class _TwoGroups:
+    """q(z2|x) = N(a x, 1), q(z1|x, z2) = N(2 z2, 0.1^2) per dimension (a = 1 or 0): E_q[z1|x] = 2 a x,
+    while one draw's conditional mean 2 z2 varies across x by Var = 4 even for a = 0."""
+
+    conditional = False
+
+    def __init__(self, a):
+        self.a = a
+
+    def latent_groups(self, x, y=None, training=False, seed=None):
+        import tensorflow_probability as tfp
+
+        from kvae.core.terms import LatentGroup
+
+        tfd = tfp.distributions
+        eps = tf.random.stateless_normal([2, tf.shape(x)[0], 3], seed)
+        top = self.a * x
+        z2 = top + eps[0]
+        z1 = 2.0 * z2 + 0.1 * eps[1]
+        zeros = tf.zeros([tf.shape(x)[0]])
+        return (LatentGroup("z2", tfd.Independent(tfd.Normal(top, 1.0), 1), z2, None, kl=zeros),
+                LatentGroup("z1", tfd.Independent(tfd.Normal(2.0 * z2, 0.1), 1), z1, None, kl=zeros))
+
+    def compute_terms(self, x, y=None, training=False, seed=None):
+        from kvae.core.terms import Terms
+
+        return Terms(x=x, y=y, groups=self.latent_groups(x, y, seed=seed), px=None,
+                     log_px_z=tf.zeros([tf.shape(x)[0]]), seed=seed)
+
+
+def test_a_lower_groups_posterior_mean_averages_over_the_groups_above():
+    """E_q[z1|x] of a hierarchy's lower group is E over q(z2|x) of its conditional mean: with a top group
+    that ignores x it is 0 for every x (no active units), though one draw's conditional mean varies by 4;
+    with a top group that follows x it is 2x (all active).  The estimate's noise is Var/S = 4/S."""
+    x = np.random.RandomState(0).standard_normal((2000, 3)).astype(np.float32)
+    for a, want in ((0.0, {"z2": 0, "z1": 0}), (1.0, {"z2": 3, "z1": 3})):
+        stats = evaluation.posterior_statistics(_TwoGroups(a), x, seed=1, mean_draws=64)
+        assert evaluation.per_group(stats)["active_units_per_group"] == want
+        means, noise = stats["z_mean"], stats["z_mean_noise"]
+        assert np.abs(noise[:, :3]).max() < 1e-10  # the top group: the same closed-form mean in every draw
+        np.testing.assert_allclose(noise[:, 3:].mean(), 4.0 / 64, rtol=0.05)
+        np.testing.assert_allclose(means[:, 3:], 2 * a * x, atol=5 * 2 / 8)  # 5 standard errors of 2/sqrt(64)
+        assert np.abs(means[:, 3:] - 2 * a * x).std() < 1.1 * 2 / 8
+    one_draw = evaluation.posterior_statistics(_TwoGroups(0.0), x, seed=1, mean_draws=1)
+    assert evaluation.per_group(one_draw)["active_units_per_group"] == {"z2": 0, "z1": 3}  # the noise counted

@@ -105,10 +105,21 @@ def test_several_steps_per_call_train_the_same_weights():
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
+def _long_runs_app():
+    """apps/long_runs.py as a module."""
+    import importlib.util
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location("long_runs", os.path.join(root, "apps", "long_runs.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_init_weights_starts_a_run_from_a_snapshot(tmp_path):
     """--init-weights (a warm start): with a learning rate of 1e-12 the run ends where the snapshot was,
     a run without it ends far away; the snapshot holds no optimizer state (apps/long_runs.py)."""
-    import importlib.util
     import os
 
     import h5py
@@ -120,11 +131,7 @@ def test_init_weights_starts_a_run_from_a_snapshot(tmp_path):
     model = keras.models.load_model(str(tmp_path / "a" / "model.keras"))
     full = str(tmp_path / "a.weights.h5")
     model.save_weights(full)
-    spec = importlib.util.spec_from_file_location(
-        "long_runs", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                  "apps", "long_runs.py"))
-    long_runs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(long_runs)
+    long_runs = _long_runs_app()
     snap = str(tmp_path / "snap.weights.h5")
     long_runs.model_weights_only(full, snap)
     with h5py.File(snap) as f:
@@ -193,3 +200,36 @@ def test_a_vlae_run_writes_its_kl_per_dimension(tmp_path):
                             pixelcnn_layers=1, pixelcnn_filters=4)
     assert mpimg.imread(out / "kl_per_dim.png").std() > 0
     assert "kl_per_dim.png" in history.run_files
+
+
+def test_long_runs_best_writes_a_run_of_the_best_weights(tmp_path):
+    """apps/long_runs.py best: a run directory whose model.keras holds the run's best/best.weights.h5
+    (here replaced by halved weights, so not the run's model.keras), with the run's config and
+    best_epoch (1-based) in history.json; a run without best weights is refused."""
+    import json
+    import os
+    import shutil
+
+    from kvae.training import runs
+
+    run = str(tmp_path / "run")
+    runs.train(model="vae", dataset="digits", epochs=2, hidden=(16,), latent_dim=2, seed=3, verbose=0,
+               keep_best=True, out=run)
+    long_runs = _long_runs_app()
+    trained = keras.models.load_model(os.path.join(run, "model.keras"))
+    for w in trained.weights:
+        w.assign(w * 0.5)
+    trained.save_weights(os.path.join(run, "best", "best.weights.h5"))
+    os.remove(os.path.join(run, "model.keras"))  # as while the run trains
+    out = str(tmp_path / "ship")
+    long_runs.best_model(run, out)
+    shipped, config = runs.load_run(out)
+    assert config["model"] == "vae" and len(shipped.weights) == len(trained.weights)
+    for a, b in zip(shipped.weights, trained.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    history = json.load(open(os.path.join(out, "history.json")))
+    assert history["best_epoch"] == json.load(open(os.path.join(run, "best", "best.json")))["best_epoch"] + 1
+    assert history["epochs_done"] == 2 and len(history["val_neg_elbo"]) == 2
+    shutil.rmtree(os.path.join(run, "best"))
+    with pytest.raises(SystemExit, match="has no best weights"):
+        long_runs.best_model(run, str(tmp_path / "none"))
