@@ -65,16 +65,20 @@ def evaluate(args):
     if table:
         from kvae.evaluation.journal import NLLJournal
 
-        journal = None
+        journal, kept = None, 0
         if model.has_density and model.has_likelihood:  # hours at k=1000 for big models: survive a kill
+            chunks = [model.draws_per_chunk(min(args.batch_size, n), args.k),
+                      model.draws_per_chunk(n % args.batch_size or args.batch_size, args.k)]
             journal = NLLJournal.for_run(args.run_dir, os.path.join(args.run_dir, runs.MODEL_FILE), x[:n],
                                          None if y is None or not model.conditional else y[:n], args.k, args.seed,
-                                         args.batch_size)
+                                         args.batch_size, chunks, fresh=args.fresh)
             if args.fresh:
                 journal.remove()
-        bar = keras.utils.Progbar(n, unit_name="example", verbose=1 if sys.stderr.isatty() else 2)
+            kept = len(journal.load() if journal.load() is not None else ())
+        # the bar counts this run's examples, so its rate and time left are this run's
+        bar = keras.utils.Progbar(n - kept, unit_name="example", verbose=1 if sys.stderr.isatty() else 2)
         result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,
-                                     limit=args.limit, progress=lambda done, total: bar.update(done),
+                                     limit=args.limit, progress=lambda done, total: bar.update(done - kept),
                                      journal=journal)
     result.update(dataset=split.name, split=split.split, run_dir=os.path.abspath(args.run_dir))
     if args.diagnostics:

@@ -49,13 +49,18 @@ class EndpointsMixin:
                               "reconstruction score, not a normalised density: log p(x) is not defined")
         x = np.asarray(x, np.float32) if not isinstance(x, tf.Tensor) else tf.cast(x, tf.float32)
         y = None if (y is None or not self.conditional) else self.one_hot(y)
-        cost = math.prod(self.data_shape) * flag(self.likelihood, "memory_factor", "likelihood")
 
         def chunk_for(b):
-            return int(max(1, min(k, max_elements // max(1, b * cost))))
+            return self.draws_per_chunk(b, k, max_elements)
 
         return chunked_log_likelihood(self._log_weights, x, y, k, self._seed(seed), batch_size, chunk_for,
                                       progress, resume_from=resume_from, on_batch=on_batch)
+
+    def draws_per_chunk(self, batch, k, max_elements=2**23):
+        """The importance draws :meth:`log_likelihood` takes at once for a batch of ``batch`` examples
+        (they choose the draws, so they are part of an evaluation's identity)."""
+        cost = math.prod(self.data_shape) * flag(self.likelihood, "memory_factor", "likelihood")
+        return int(max(1, min(k, max_elements // max(1, batch * cost))))
 
     # Every source of randomness is an input: these are what kvae.export serves.
     def sample_from_noise(self, eps, labels=None, uniform=None, component_uniform=None):

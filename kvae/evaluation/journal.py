@@ -1,16 +1,19 @@
 r"""An importance-sampled NLL that survives a kill: the per-example values computed so far, kept in a
 file next to the run.
 
-At k = 1000 a ladder VAE with a PixelCNN decoder costs about 1.9 CPU seconds per image, hours for a
-validation split; ``kvae evaluate`` writes the log-likelihoods of the finished batches to
+At k = 1000 a big model (a ladder VAE with a PixelCNN decoder) takes hours for a validation split;
+``kvae evaluate`` writes the log-likelihoods of the finished batches to
 ``RUN_DIR/evaluate.journal.npz`` after each batch (atomically, :mod:`kvae.training.files`), and a rerun
 of the same command continues after the last of them.  Batch b's draws are seeded by its position
 (:func:`kvae.core.importance.chunked_log_likelihood`), so the continued result is the one an
 uninterrupted run gives.
 
 The journal is used only for the same evaluation: its key holds the sha256 of the model file, of the
-examples (and labels) and the estimator's settings (k, seed, batch size); any other journal is
-replaced.  The journal is removed once the result is complete.
+examples (and labels) and the estimator's settings (k, seed, batch size, and the draws per chunk,
+which choose the draws: :meth:`kvae.core.endpoints.EndpointsMixin.draws_per_chunk`); any other
+journal is replaced.  The journal is removed once the result is complete.  Each write goes through a
+temporary file of its own process, so two evaluations of one run directory never rename each
+other's half-written file (the last complete write wins).
 """
 import hashlib
 import json
@@ -22,6 +25,10 @@ import numpy as np
 from kvae.training.files import atomic_write
 
 FILE = "evaluate.journal.npz"
+_UNREAD = object()
+#: ``stream=STDERR``: the messages go to ``sys.stderr`` as it is when they are written (a default of
+#: ``sys.stderr`` itself would keep the stream of the moment this module was imported)
+STDERR = object()
 
 
 def sha256_of_file(path, block=1 << 20):
@@ -47,31 +54,42 @@ class NLLJournal:
     """The log-likelihoods of an evaluation's first m examples, at ``path``, for the evaluation that
     ``key`` (a JSON-serialisable dict) names.
 
-    ``load()`` returns them (numpy float32 [m]) or None when there is no journal for this key;
-    ``save(values)`` replaces the file; ``remove()`` deletes it.  A journal that cannot be read or
-    written is reported on ``stream`` and the evaluation goes on without it.
+    ``load()`` returns them (numpy float32 [m]) or None when there is no journal for this key (or
+    ``fresh``); it reads the file once, later calls return the same values.  ``save(values)``
+    replaces the file; ``remove()`` deletes it.  A journal that cannot be read, written or removed
+    is reported on ``stream`` and the evaluation goes on without it.
     """
 
-    def __init__(self, path, key, stream=sys.stderr):
+    def __init__(self, path, key, stream=STDERR, fresh=False):
         self.path = path
         self.key = json.dumps(key, sort_keys=True)
         self.n, self.batch_size = key.get("n"), key.get("batch_size")
         self.stream = stream
+        self.fresh = fresh
         self._writable = True
+        self._loaded = _UNREAD
 
     @classmethod
-    def for_run(cls, run_dir, model_file, x, y, k, seed, batch_size, stream=sys.stderr):
+    def for_run(cls, run_dir, model_file, x, y, k, seed, batch_size, draws_per_chunk, stream=STDERR,
+                fresh=False):
         """The journal of ``kvae evaluate`` in ``run_dir``: keyed by the model file's and the data's
-        sha256 and the estimator's settings."""
+        sha256 and the estimator's settings (``draws_per_chunk``: the draws per chunk of a full batch
+        and of the last batch)."""
         key = {"model_sha256": sha256_of_file(model_file), "x_sha256": sha256_of_array(x), "n": int(len(x)),
-               "y_sha256": sha256_of_array(y), "k": int(k), "seed": int(seed), "batch_size": int(batch_size)}
-        return cls(os.path.join(run_dir, FILE), key, stream)
+               "y_sha256": sha256_of_array(y), "k": int(k), "seed": int(seed), "batch_size": int(batch_size),
+               "draws_per_chunk": [int(d) for d in draws_per_chunk]}
+        return cls(os.path.join(run_dir, FILE), key, stream, fresh)
 
     def _say(self, message):
         if self.stream is not None:
-            print(message, file=self.stream)
+            print(message, file=sys.stderr if self.stream is STDERR else self.stream)
 
     def load(self):
+        if self._loaded is _UNREAD:
+            self._loaded = None if self.fresh else self._read()
+        return self._loaded
+
+    def _read(self):
         if not os.path.exists(self.path):
             return None
         try:
@@ -85,9 +103,9 @@ class NLLJournal:
             self._say(f"{self.path} is the journal of another evaluation (model, data, k, seed or batch size "
                       "differ): starting from the first example")
             return None
-        whole = self.n is None or self.batch_size is None or (
-            len(values) <= self.n and (len(values) % self.batch_size == 0 or len(values) == self.n))
-        if values.ndim != 1 or values.dtype != np.float32 or not np.all(np.isfinite(values)) or not whole:
+        whole = values.ndim == 1 and (self.n is None or self.batch_size is None or (
+            len(values) <= self.n and (len(values) % self.batch_size == 0 or len(values) == self.n)))
+        if values.dtype != np.float32 or not np.all(np.isfinite(values)) or not whole:
             self._say(f"{self.path} holds malformed values (shape {values.shape}, dtype {values.dtype}): "
                       "starting from the first example")
             return None
@@ -104,7 +122,7 @@ class NLLJournal:
                 np.savez(f, key=np.array(self.key), values=np.asarray(values, np.float32))
 
         try:
-            atomic_write(self.path, write)
+            atomic_write(self.path, write, suffix=f".{os.getpid()}.tmp")  # not another process's temporary
         except OSError as err:
             self._writable = False
             self._say(f"cannot write the evaluation journal {self.path} ({err.strerror or err}): "
@@ -115,3 +133,6 @@ class NLLJournal:
             os.remove(self.path)
         except FileNotFoundError:
             pass
+        except OSError as err:  # e.g. a read-only run directory: the result must not be lost for it
+            self._say(f"cannot remove the evaluation journal {self.path} ({err.strerror or err}): it is left "
+                      "in place")

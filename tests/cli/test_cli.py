@@ -131,6 +131,43 @@ def test_an_interrupted_evaluate_continues_where_it_stopped(vae_run, tmp_path, c
         assert abs(json.load(open(got))["nll"] - json.load(open(want))["nll"] - shift) < 1e-3
 
 
+def test_a_continued_evaluate_counts_its_own_examples(vae_run, tmp_path, monkeypatch):
+    """--limit 250 (batches of 100, 100 and 50), killed as the second batch is reported: the rerun's bar
+    counts the 50 examples it computes (so its rate and time left are this run's), and its result, the
+    last partial batch included, is the uninterrupted one."""
+    import keras
+
+    args = ["evaluate", vae_run, "--split", "test", "--k", "5", "--seed", "6", "--limit", "250"]
+    want, got = str(tmp_path / "want.json"), str(tmp_path / "got.json")
+    assert cli.main(args + ["--json", want]) == 0
+    update = keras.utils.Progbar.update
+
+    def killed(self, current, *a, **kw):
+        if current >= 100:  # this run's count: the second batch
+            raise KeyboardInterrupt
+        return update(self, current, *a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(keras.utils.Progbar, "update", lambda self, current, *a, **kw: (
+            killed(self, current, *a, **kw) if current >= 200 else update(self, current, *a, **kw)))
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(args)
+    shown = []
+    init = keras.utils.Progbar.__init__
+
+    def recorded_init(self, target, *a, **kw):
+        shown.append(("target", target))
+        init(self, target, *a, **kw)
+
+    monkeypatch.setattr(keras.utils.Progbar, "__init__", recorded_init)
+    monkeypatch.setattr(keras.utils.Progbar, "update",
+                        lambda self, current, *a, **kw: (shown.append(("at", current)), update(self, current, *a, **kw)))
+    assert cli.main(args + ["--json", got]) == 0
+    assert shown == [("target", 50), ("at", 50)]
+    assert json.load(open(got))["nll"] == json.load(open(want))["nll"]
+    assert not os.path.exists(os.path.join(vae_run, "evaluate.journal.npz"))
+
+
 def _assert_png_is_grid(path, images, ncol):
     """The PNG ``path`` shows exactly :func:`image_grid` of ``images`` (to the PNG's 8-bit quantisation)."""
     import numpy as np

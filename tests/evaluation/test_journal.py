@@ -1,6 +1,7 @@
 """The evaluation journal: an interrupted importance-sampled NLL continues where it stopped and gives the
 uninterrupted result; a journal of another evaluation, or an unreadable or malformed one, is not used."""
 import io
+import json
 import os
 
 import numpy as np
@@ -109,3 +110,82 @@ def test_a_journal_that_cannot_be_written_does_not_stop_the_evaluation(model_and
     got = importance_sampled_nll(model, x, k=20, batch_size=2, seed=3, journal=journal)
     np.testing.assert_array_equal(got, importance_sampled_nll(model, x, k=20, batch_size=2, seed=3))
     assert stream.getvalue().count("cannot write the evaluation journal") == 1
+
+
+def test_a_journal_that_cannot_be_removed_does_not_lose_the_result(model_and_data, tmp_path, monkeypatch):
+    """A read-only run directory (os.remove refused): the complete result is returned and the journal,
+    left in place, is said to be."""
+    model, x = model_and_data
+    _journal(tmp_path, x).save(np.array([1.0, 2.0], np.float32))
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "remove", refused)
+    stream = io.StringIO()
+    got = importance_sampled_nll(model, x, k=20, batch_size=2, seed=3, journal=_journal(tmp_path, x, stream=stream))
+    np.testing.assert_array_equal(got[:2], [-1.0, -2.0])
+    assert "cannot remove the evaluation journal" in stream.getvalue()
+    assert str(tmp_path / "evaluate.journal.npz") in stream.getvalue()
+
+
+def test_fresh_does_not_use_a_journal_it_could_not_remove(model_and_data, tmp_path):
+    model, x = model_and_data
+    _journal(tmp_path, x).save(np.array([1.0, 2.0], np.float32))
+    fresh = NLLJournal(_journal(tmp_path, x).path, json.loads(_journal(tmp_path, x).key), stream=None, fresh=True)
+    assert fresh.load() is None
+    got = importance_sampled_nll(model, x, k=20, batch_size=2, seed=3, journal=fresh)
+    np.testing.assert_array_equal(got, importance_sampled_nll(model, x, k=20, batch_size=2, seed=3))
+
+
+def test_a_scalar_in_place_of_the_values_is_malformed(model_and_data, tmp_path):
+    _, x = model_and_data
+    journal = _journal(tmp_path, x)
+    np.savez(journal.path, key=np.array(journal.key), values=np.float32(1.0))
+    stream = io.StringIO()
+    assert _journal(tmp_path, x, stream=stream).load() is None
+    assert "malformed values" in stream.getvalue()
+
+
+def test_a_write_leaves_another_processs_temporary_file_alone(model_and_data, tmp_path):
+    """Two evaluations of one run directory: a write does not truncate, rename or remove the
+    temporary file another process is writing."""
+    _, x = model_and_data
+    journal = _journal(tmp_path, x)
+    theirs = tmp_path / "evaluate.journal.npz.tmp"
+    theirs.write_bytes(b"half of another process's journal")
+    journal.save(np.array([1.0, 2.0], np.float32))
+    assert theirs.read_bytes() == b"half of another process's journal"
+    np.testing.assert_array_equal(_journal(tmp_path, x).load(), [1.0, 2.0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluate.journal.npz", "evaluate.journal.npz.tmp"]
+
+
+def test_the_draws_per_chunk_are_part_of_the_key(model_and_data, tmp_path):
+    """The chunking chooses the draws (another max_elements gives other values), so a journal of
+    another chunking is another evaluation."""
+    model, x = model_and_data
+    a = model.log_likelihood(x, k=20, batch_size=2, seed=3).numpy()
+    b = model.log_likelihood(x, k=20, batch_size=2, seed=3, max_elements=2 * 16 * 5).numpy()
+    assert model.draws_per_chunk(2, 20) == 20 and model.draws_per_chunk(2, 20, 2 * 16 * 5) == 5
+    assert not np.allclose(a, b)
+    (tmp_path / "model.keras").write_bytes(b"weights")
+    for_run = [NLLJournal.for_run(str(tmp_path), str(tmp_path / "model.keras"), x, None, 20, 3, 2, chunks,
+                                  stream=io.StringIO()) for chunks in ([20, 20], [5, 5])]
+    for_run[0].save(a[:2])
+    assert for_run[1].load() is None and "journal of another evaluation" in for_run[1].stream.getvalue()
+    np.testing.assert_array_equal(NLLJournal.for_run(str(tmp_path), str(tmp_path / "model.keras"), x, None, 20, 3,
+                                                     2, [20, 20]).load(), a[:2])
+
+
+def test_messages_go_to_the_stderr_of_the_moment(model_and_data, tmp_path):
+    """The default stream is sys.stderr when the message is written, not when the module was imported
+    (a closed or replaced stream raised 'I/O operation on closed file' in kvae evaluate under pytest)."""
+    import contextlib
+
+    _, x = model_and_data
+    journal = _journal(tmp_path, x)
+    journal.save(np.array([1.0, 2.0], np.float32))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        NLLJournal(journal.path, json.loads(journal.key)).load()
+    assert f"continuing the evaluation after example 2 ({journal.path})" in err.getvalue()
