@@ -122,7 +122,8 @@ def best_model(run_dir, out):
         raise SystemExit(f"{run_dir} has no best weights yet (train with --keep-best for an epoch)")
     cls = keras.saving.get_registered_object("kvae>" + config["model_class"])
     model = cls.from_config(config["model_config"])
-    model(np.zeros((1, *config["model_config"]["input_shape"]), np.float32))  # builds every variable
+    x = np.zeros((1, *config["model_config"]["input_shape"]), np.float32)
+    model((x, np.zeros((1,), np.int32)) if model.conditional else x)  # builds every variable (a label for cvae)
     model.load_weights(weights)
     os.makedirs(out, exist_ok=True)
     files.save_model(model, os.path.join(out, "model.keras"))

@@ -202,7 +202,8 @@ def test_a_vlae_run_writes_its_kl_per_dimension(tmp_path):
     assert "kl_per_dim.png" in history.run_files
 
 
-def test_long_runs_best_writes_a_run_of_the_best_weights(tmp_path):
+@pytest.mark.parametrize("name", ["vae", "cvae"])  # cvae: its call needs a label to build the variables
+def test_long_runs_best_writes_a_run_of_the_best_weights(tmp_path, name):
     """apps/long_runs.py best: a run directory whose model.keras holds the run's best/best.weights.h5
     (here replaced by halved weights, so not the run's model.keras), with the run's config and
     best_epoch (1-based) in history.json; a run without best weights is refused."""
@@ -213,7 +214,7 @@ def test_long_runs_best_writes_a_run_of_the_best_weights(tmp_path):
     from kvae.training import runs
 
     run = str(tmp_path / "run")
-    runs.train(model="vae", dataset="digits", epochs=2, hidden=(16,), latent_dim=2, seed=3, verbose=0,
+    runs.train(model=name, dataset="digits", epochs=2, hidden=(16,), latent_dim=2, seed=3, verbose=0,
                keep_best=True, out=run)
     long_runs = _long_runs_app()
     trained = keras.models.load_model(os.path.join(run, "model.keras"))
@@ -224,7 +225,7 @@ def test_long_runs_best_writes_a_run_of_the_best_weights(tmp_path):
     out = str(tmp_path / "ship")
     long_runs.best_model(run, out)
     shipped, config = runs.load_run(out)
-    assert config["model"] == "vae" and len(shipped.weights) == len(trained.weights)
+    assert config["model"] == name and len(shipped.weights) == len(trained.weights)
     for a, b in zip(shipped.weights, trained.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     history = json.load(open(os.path.join(out, "history.json")))
