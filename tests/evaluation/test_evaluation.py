@@ -121,3 +121,61 @@ def test_a_lower_groups_posterior_mean_averages_over_the_groups_above():
         assert np.abs(means[:, 3:] - 2 * a * x).std() < 1.1 * 2 / 8
     one_draw = evaluation.posterior_statistics(_TwoGroups(0.0), x, seed=1, mean_draws=1)
     assert evaluation.per_group(one_draw)["active_units_per_group"] == {"z2": 0, "z1": 3}  # the noise counted
+
+
+class _NoClosedFormMean:
+    """A distribution whose mean is Monte-Carlo only (as a flow's): ``mean()`` raises, ``sample`` draws."""
+
+    def __init__(self, q):
+        self.q = q
+
+    def mean(self):
+        raise NotImplementedError
+
+    def sample(self, n, seed=None):
+        return self.q.sample(n, seed=seed)
+
+
+class _TwoFlowGroups(_TwoGroups):
+    """q(z2|x) = N(a x, 1), q(z1|x, z2) = N(b z2, sigma^2), both with Monte-Carlo means of 64 draws; counts
+    its latent_groups calls (Python runs them only while tracing)."""
+
+    b, sigma = 0.5, 4.0
+
+    def __init__(self, a):
+        super().__init__(a)
+        self.calls = 0
+
+    def latent_groups(self, x, y=None, training=False, seed=None):
+        import tensorflow_probability as tfp
+
+        from kvae.core.terms import LatentGroup
+
+        self.calls += 1
+        tfd = tfp.distributions
+        eps = tf.random.stateless_normal([2, tf.shape(x)[0], 3], seed)
+        z2 = self.a * x + eps[0]
+        zeros = tf.zeros([tf.shape(x)[0]])
+        q2 = tfd.Independent(tfd.Normal(self.a * x, 1.0), 1)
+        q1 = tfd.Independent(tfd.Normal(self.b * z2, self.sigma), 1)
+        return (LatentGroup("z2", _NoClosedFormMean(q2), z2, None, kl=zeros),
+                LatentGroup("z1", _NoClosedFormMean(q1), self.b * z2 + self.sigma * eps[1], None, kl=zeros))
+
+
+def test_the_mean_of_monte_carlo_conditional_means_counts_both_noises():
+    """With flow-like groups each draw's conditional mean has its own Monte-Carlo noise (sigma^2/64) on
+    top of the groups above's (b^2 Var z2): z_mean_noise is their sum over S (top group: 1/64/S), the
+    top group that ignores x has no active units, the lower group follows b a x; traced once per batch
+    shape (2300 examples in batches of 500 and a last of 300: two traces of 1 + (S - 1) latent_groups calls)."""
+    x = np.random.RandomState(1).standard_normal((2300, 3)).astype(np.float32)
+    S, b, sigma = 16, _TwoFlowGroups.b, _TwoFlowGroups.sigma
+    for a, want in ((0.0, {"z2": 0, "z1": 0}), (1.0, {"z2": 3, "z1": 3})):
+        model = _TwoFlowGroups(a)
+        stats = evaluation.posterior_statistics(model, x, seed=2, mean_draws=S)
+        assert model.calls == 2 * S
+        noise = stats["z_mean_noise"]
+        np.testing.assert_allclose(noise[:, :3].mean(), 1.0 / 64 / S, rtol=0.05)
+        np.testing.assert_allclose(noise[:, 3:].mean(), (b ** 2 + sigma ** 2 / 64) / S, rtol=0.05)
+        errors = stats["z_mean"][:, 3:] - b * a * x
+        assert abs(errors.var() / ((b ** 2 + sigma ** 2 / 64) / S) - 1) < 0.05  # the noise is the estimate's
+        assert evaluation.per_group(stats)["active_units_per_group"] == want
