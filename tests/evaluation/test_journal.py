@@ -189,3 +189,61 @@ def test_messages_go_to_the_stderr_of_the_moment(model_and_data, tmp_path):
     with contextlib.redirect_stderr(err):
         NLLJournal(journal.path, json.loads(journal.key)).load()
     assert f"continuing the evaluation after example 2 ({journal.path})" in err.getvalue()
+
+
+def test_a_conditional_model_continues_to_the_uninterrupted_result(tmp_path):
+    """Labels go with their examples: a conditional model stopped after the second of batches 2, 2, 1
+    continues to the uninterrupted values (and the labels are part of the key)."""
+    model = kvae.ConditionalVAE(input_shape=(4, 4, 1), num_classes=3, latent_dim=2, hidden=(8,), seed=1)
+    x = (np.random.RandomState(2).uniform(size=(5, 4, 4, 1)) > 0.5).astype("float32")
+    y, other_y = np.array([0, 1, 2, 1, 0]), np.array([2, 2, 0, 0, 1])
+    want = importance_sampled_nll(model, x, y, k=20, batch_size=2, seed=3)
+    assert not np.allclose(want, importance_sampled_nll(model, x, other_y, k=20, batch_size=2, seed=3))
+    key = {"x_sha256": sha256_of_array(x), "y_sha256": sha256_of_array(y), "n": 5, "batch_size": 2}
+    journal = str(tmp_path / "evaluate.journal.npz")
+
+    def stop(done, total):
+        if done >= 4:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        importance_sampled_nll(model, x, y, k=20, batch_size=2, seed=3, progress=stop,
+                               journal=NLLJournal(journal, key, stream=None))
+    assert len(NLLJournal(journal, key, stream=None).load()) == 4
+    other = {**key, "y_sha256": sha256_of_array(other_y)}
+    assert NLLJournal(journal, other, stream=None).load() is None
+    got = importance_sampled_nll(model, x, y, k=20, batch_size=2, seed=3, journal=NLLJournal(journal, key, stream=None))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_complete_journal_is_the_result(model_and_data, tmp_path):
+    """Killed after the last batch's write, before the journal's removal: the rerun computes nothing and
+    returns the kept values (the last batch, 1 example, included)."""
+    model, x = model_and_data
+    want = importance_sampled_nll(model, x, k=20, batch_size=2, seed=3)
+    _journal(tmp_path, x).save(-want)
+    calls = []
+    got = importance_sampled_nll(model, x, k=20, batch_size=2, seed=3, progress=lambda *a: calls.append(a),
+                                 journal=_journal(tmp_path, x))
+    np.testing.assert_array_equal(got, want)
+    assert calls == [] and not os.path.exists(tmp_path / "evaluate.journal.npz")
+
+
+def test_an_interrupt_during_a_write_keeps_the_previous_journal(model_and_data, tmp_path, monkeypatch):
+    """KeyboardInterrupt inside the write of batch 2: the journal of batch 1 stays, whole, and no
+    temporary file is left."""
+    _, x = model_and_data
+    journal = _journal(tmp_path, x)
+    journal.save(np.array([1.0, 2.0], np.float32))
+    savez = np.savez
+
+    def interrupted(f, **arrays):
+        f.write(b"PK\x03\x04 a part")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        journal.save(np.array([1.0, 2.0, 3.0, 4.0], np.float32))
+    monkeypatch.setattr(np, "savez", savez)
+    assert [p.name for p in tmp_path.iterdir()] == ["evaluate.journal.npz"]
+    np.testing.assert_array_equal(_journal(tmp_path, x).load(), [1.0, 2.0])
