@@ -74,7 +74,8 @@ def evaluate(args):
                                          args.batch_size, chunks, fresh=args.fresh)
             if args.fresh:
                 journal.remove()
-            kept = len(journal.load() if journal.load() is not None else ())
+            kept_values = journal.load()
+            kept = 0 if kept_values is None else len(kept_values)
         # the bar counts this run's examples, so its rate and time left are this run's
         bar = keras.utils.Progbar(n - kept, unit_name="example", verbose=1 if sys.stderr.isatty() else 2)
         result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,

@@ -85,6 +85,9 @@ class NLLJournal:
             print(message, file=sys.stderr if self.stream is STDERR else self.stream)
 
     def load(self):
+        """The kept values (numpy float32 [m]), or None: no journal of this evaluation, or ``fresh``.
+
+        The file is read on the first call; later calls return the same values."""
         if self._loaded is _UNREAD:
             self._loaded = None if self.fresh else self._read()
         return self._loaded
@@ -100,8 +103,8 @@ class NLLJournal:
                       "from the first example")
             return None
         if key != self.key:
-            self._say(f"{self.path} is the journal of another evaluation (model, data, k, seed or batch size "
-                      "differ): starting from the first example")
+            self._say(f"{self.path} is the journal of another evaluation (model, data, k, seed, batch size or "
+                      "draws per chunk differ): starting from the first example")
             return None
         whole = values.ndim == 1 and (self.n is None or self.batch_size is None or (
             len(values) <= self.n and (len(values) % self.batch_size == 0 or len(values) == self.n)))
@@ -114,6 +117,7 @@ class NLLJournal:
         return values
 
     def save(self, values):
+        """Replace the file with ``values`` (the first m examples' log-likelihoods), atomically."""
         if not self._writable:
             return
 
@@ -129,6 +133,7 @@ class NLLJournal:
                       "continuing without it (an interruption restarts the evaluation)")
 
     def remove(self):
+        """Delete the file (the evaluation is complete, or ``--fresh``)."""
         try:
             os.remove(self.path)
         except FileNotFoundError:
