@@ -179,3 +179,22 @@ def test_the_mean_of_monte_carlo_conditional_means_counts_both_noises():
         errors = stats["z_mean"][:, 3:] - b * a * x
         assert abs(errors.var() / ((b ** 2 + sigma ** 2 / 64) / S) - 1) < 0.05  # the noise is the estimate's
         assert evaluation.per_group(stats)["active_units_per_group"] == want
+
+
+def test_a_hierarchys_other_statistics_are_the_first_draws():
+    """A ladder VAE: with 16 draws of the groups above, log_px_z, kl, kl_per_group and kl_per_dim are
+    exactly those of one draw (the first), and so is the top group's closed-form mean; only the lower
+    group's mean and its noise change."""
+    model = kvae.LadderVAE(input_shape=(8, 8, 1), groups=2, channels=8, latent_channels=2, blocks=1, seed=0)
+    x = (np.random.RandomState(3).uniform(size=(30, 8, 8, 1)) > 0.5).astype("float32")
+    one = evaluation.posterior_statistics(model, x, seed=4, batch_size=20, mean_draws=1)
+    many = evaluation.posterior_statistics(model, x, seed=4, batch_size=20, mean_draws=16)
+    for key in ("log_px_z", "kl", "kl_per_group", "kl_per_dim", "elbo"):
+        if one[key] is not None:
+            np.testing.assert_array_equal(many[key], one[key], err_msg=key)
+    assert many["group_names"] == ["z2", "z1"]  # the top group first
+    top, lower = many["group_dims"]
+    assert np.abs(many["z_mean_noise"][:, top]).max() < 1e-10 and np.abs(one["z_mean_noise"]).max() == 0
+    np.testing.assert_allclose(many["z_mean"][:, top], one["z_mean"][:, top], rtol=0, atol=1e-6)
+    assert np.abs(many["z_mean"][:, lower] - one["z_mean"][:, lower]).max() > 1e-3
+    assert many["z_mean_noise"][:, lower].min() > 0
