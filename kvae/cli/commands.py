@@ -63,24 +63,33 @@ def evaluate(args):
         validate(x, model.data_shape, model.likelihood.support, name=f"{split.name}/{split.split}")
         n = len(x) if args.limit is None else min(args.limit, len(x))
     if table:
-        from kvae.evaluation.journal import NLLJournal
+        from kvae.evaluation.journal import NLLJournal, hold_run_dir
 
-        journal, kept = None, 0
+        journal, kept, held = None, 0, -1
         if model.has_density and model.has_likelihood:  # hours at k=1000 for big models: survive a kill
-            chunks = [model.draws_per_chunk(min(args.batch_size, n), args.k),
-                      model.draws_per_chunk(n % args.batch_size or args.batch_size, args.k)]
-            journal = NLLJournal.for_run(args.run_dir, os.path.join(args.run_dir, runs.MODEL_FILE), x[:n],
-                                         None if y is None or not model.conditional else y[:n], args.k, args.seed,
-                                         args.batch_size, chunks, fresh=args.fresh)
-            if args.fresh:
-                journal.remove()
-            kept_values = journal.load()
-            kept = 0 if kept_values is None else len(kept_values)
+            held = hold_run_dir(args.run_dir)
+            if held is None:
+                print(f"another kvae evaluate of {args.run_dir} keeps its evaluate.journal.npz: this one keeps no "
+                      "journal (an interruption restarts it)", file=sys.stderr)
+            else:
+                chunks = [model.draws_per_chunk(min(args.batch_size, n), args.k),
+                          model.draws_per_chunk(n % args.batch_size or args.batch_size, args.k)]
+                journal = NLLJournal.for_run(args.run_dir, os.path.join(args.run_dir, runs.MODEL_FILE), x[:n],
+                                             None if y is None or not model.conditional else y[:n], args.k,
+                                             args.seed, args.batch_size, chunks, fresh=args.fresh)
+                if args.fresh:
+                    journal.remove()
+                kept_values = journal.load()
+                kept = 0 if kept_values is None else len(kept_values)
         # the bar counts this run's examples, so its rate and time left are this run's
         bar = keras.utils.Progbar(n - kept, unit_name="example", verbose=1 if sys.stderr.isatty() else 2)
-        result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,
-                                     limit=args.limit, progress=lambda done, total: bar.update(done - kept),
-                                     journal=journal)
+        try:
+            result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,
+                                         limit=args.limit, progress=lambda done, total: bar.update(done - kept),
+                                         journal=journal)
+        finally:
+            if held not in (None, -1):
+                os.close(held)
     result.update(dataset=split.name, split=split.split, run_dir=os.path.abspath(args.run_dir))
     if args.diagnostics:
         from kvae.data import datasets as kdata

@@ -11,9 +11,9 @@ uninterrupted run gives.
 The journal is used only for the same evaluation: its key holds the sha256 of the model file, of the
 examples (and labels) and the estimator's settings (k, seed, batch size, and the draws per chunk,
 which choose the draws: :meth:`kvae.core.endpoints.EndpointsMixin.draws_per_chunk`); any other
-journal is replaced.  The journal is removed once the result is complete.  Each write goes through a
-temporary file of its own process, so two evaluations of one run directory never rename each
-other's half-written file (the last complete write wins).
+journal is replaced.  The journal is removed once the result is complete.  ``kvae evaluate`` holds
+the run directory (:func:`hold_run_dir`) while it keeps the journal, so a second evaluation run
+meanwhile keeps none; each write goes through a temporary file of its own process besides.
 """
 import hashlib
 import json
@@ -29,6 +29,29 @@ _UNREAD = object()
 #: ``stream=STDERR``: the messages go to ``sys.stderr`` as it is when they are written (a default of
 #: ``sys.stderr`` itself would keep the stream of the moment this module was imported)
 STDERR = object()
+
+
+def hold_run_dir(run_dir):
+    """An exclusive ``fcntl.flock`` on ``run_dir`` itself for the journal of one evaluation at a time.
+
+    Returns the open descriptor that holds it (close it to release; the kernel releases it when the
+    process ends, however it ends), ``-1`` where there is nothing to lock (no ``fcntl``, a directory
+    that cannot be opened), or None when another process holds it: that evaluation owns the journal,
+    and this one runs without one (two evaluations of other settings would replace each other's)."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: evaluations are not locked
+        return -1
+    try:
+        fd = os.open(run_dir, os.O_RDONLY)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def sha256_of_file(path, block=1 << 20):

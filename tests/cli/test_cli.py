@@ -168,6 +168,36 @@ def test_a_continued_evaluate_counts_its_own_examples(vae_run, tmp_path, monkeyp
     assert not os.path.exists(os.path.join(vae_run, "evaluate.journal.npz"))
 
 
+def test_a_second_concurrent_evaluate_keeps_no_journal(vae_run, tmp_path, capsys):
+    """While another process holds the run directory (another kvae evaluate, here this test's lock), an
+    evaluate says so, leaves the other's journal as it is and writes none, and prints the result; once
+    released, the directory is held by the next evaluate."""
+    import numpy as np
+
+    from kvae.evaluation.journal import hold_run_dir
+
+    journal = os.path.join(vae_run, "evaluate.journal.npz")
+    args = ["evaluate", vae_run, "--split", "test", "--k", "5", "--seed", "7", "--limit", "200"]
+    want, got = str(tmp_path / "want.json"), str(tmp_path / "got.json")
+    assert cli.main(args + ["--json", want]) == 0
+    other = hold_run_dir(vae_run)
+    assert other >= 0 and hold_run_dir(vae_run) is None
+    try:
+        np.savez(journal, key=np.array("the other evaluation's"), values=np.ones(100, np.float32))
+        before = open(journal, "rb").read()
+        capsys.readouterr()
+        assert cli.main(args + ["--json", got]) == 0
+        assert "this one keeps no journal" in capsys.readouterr().err
+        assert open(journal, "rb").read() == before
+        assert json.load(open(got))["nll"] == json.load(open(want))["nll"]
+    finally:
+        os.close(other)
+        os.remove(journal)
+    held = hold_run_dir(vae_run)
+    assert held >= 0
+    os.close(held)
+
+
 def _assert_png_is_grid(path, images, ncol):
     """The PNG ``path`` shows exactly :func:`image_grid` of ``images`` (to the PNG's 8-bit quantisation)."""
     import numpy as np
