@@ -111,13 +111,17 @@ def best_model(run_dir, out):
     from kvae import models  # noqa: F401  (registers the model classes)
     from kvae.training import files
 
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
+    def read_json(path):  # one line, naming the file, for a missing or unreadable one
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"long_runs.py best: error: cannot read {path} "
+                             f"({getattr(err, 'strerror', None) or err}): is {run_dir} a kvae run directory?")
+
+    config, history = (read_json(os.path.join(run_dir, f)) for f in ("config.json", "history.json"))
     weights, state = (os.path.join(run_dir, "best", f) for f in ("best.weights.h5", "best.json"))
-    best = {}
-    if os.path.isfile(state):
-        with open(state) as f:
-            best = json.load(f)
+    best = read_json(state) if os.path.isfile(state) else {}
     if best.get("best_epoch") is None or not os.path.isfile(weights):
         raise SystemExit(f"{run_dir} has no best weights yet (train with --keep-best for an epoch)")
     cls = keras.saving.get_registered_object("kvae>" + config["model_class"])
@@ -128,8 +132,6 @@ def best_model(run_dir, out):
     os.makedirs(out, exist_ok=True)
     files.save_model(model, os.path.join(out, "model.keras"))
     shutil.copyfile(os.path.join(run_dir, "config.json"), os.path.join(out, "config.json"))
-    with open(os.path.join(run_dir, "history.json")) as f:
-        history = json.load(f)
     history.update(best_epoch=best["best_epoch"] + 1, epochs_done=len(history.get("loss", [])))
     files.write_json(os.path.join(out, "history.json"), history, indent=1)
     return model

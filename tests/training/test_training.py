@@ -231,6 +231,11 @@ def test_long_runs_best_writes_a_run_of_the_best_weights(tmp_path, name):
     history = json.load(open(os.path.join(out, "history.json")))
     assert history["best_epoch"] == json.load(open(os.path.join(run, "best", "best.json")))["best_epoch"] + 1
     assert history["epochs_done"] == 2 and len(history["val_neg_elbo"]) == 2
+    os.rename(os.path.join(run, "history.json"), os.path.join(run, "history.moved"))
+    with pytest.raises(SystemExit, match=r"^long_runs.py best: error: cannot read .*history.json \(No such file"):
+        long_runs.best_model(run, str(tmp_path / "no-history"))
+    assert not os.path.exists(tmp_path / "no-history")  # nothing written before every file was read
+    os.rename(os.path.join(run, "history.moved"), os.path.join(run, "history.json"))
     shutil.rmtree(os.path.join(run, "best"))
     with pytest.raises(SystemExit, match="has no best weights"):
         long_runs.best_model(run, str(tmp_path / "none"))
