@@ -15,6 +15,7 @@ journal is replaced.  The journal is removed once the result is complete.  ``kva
 the run directory (:func:`hold_run_dir`) while it keeps the journal, so a second evaluation run
 meanwhile keeps none; each write goes through a temporary file of its own process besides.
 """
+import errno
 import hashlib
 import json
 import os
@@ -36,7 +37,7 @@ def hold_run_dir(run_dir):
 
     Returns the open descriptor that holds it (close it to release; the kernel releases it when the
     process ends, however it ends), ``-1`` where there is nothing to lock (no ``fcntl``, a directory
-    that cannot be opened), or None when another process holds it: that evaluation owns the journal,
+    that cannot be opened or locked), or None when another process holds it: that evaluation owns the journal,
     and this one runs without one (two evaluations of other settings would replace each other's)."""
     try:
         import fcntl
@@ -48,9 +49,9 @@ def hold_run_dir(run_dir):
         return -1
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
+    except OSError as err:
+        os.close(fd)  # held by another process, or a file system that cannot lock a directory (NFS: EBADF)
+        return None if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else -1
     return fd
 
 

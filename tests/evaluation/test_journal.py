@@ -247,3 +247,27 @@ def test_an_interrupt_during_a_write_keeps_the_previous_journal(model_and_data, 
     monkeypatch.setattr(np, "savez", savez)
     assert [p.name for p in tmp_path.iterdir()] == ["evaluate.journal.npz"]
     np.testing.assert_array_equal(_journal(tmp_path, x).load(), [1.0, 2.0])
+
+
+def test_a_run_directory_is_held_by_one_evaluation(tmp_path, monkeypatch):
+    """hold_run_dir: a descriptor for the first holder, None while it holds, a descriptor again once
+    released; a file system that cannot lock a directory (EBADF, as NFS) is 'nothing to lock' (-1), not
+    'held by another'."""
+    import errno
+    import fcntl
+
+    from kvae.evaluation.journal import hold_run_dir
+
+    first = hold_run_dir(str(tmp_path))
+    assert first >= 0 and hold_run_dir(str(tmp_path)) is None
+    os.close(first)
+    again = hold_run_dir(str(tmp_path))
+    assert again >= 0
+    os.close(again)
+
+    def cannot_lock(fd, op):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", cannot_lock)
+    assert hold_run_dir(str(tmp_path)) == -1
+    assert hold_run_dir(str(tmp_path / "missing")) == -1
