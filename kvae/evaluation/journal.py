@@ -9,9 +9,9 @@ of the same command continues after the last of them.  Batch b's draws are seede
 uninterrupted run gives.
 
 The journal is used only for the same evaluation: its key holds the sha256 of the model file, of the
-examples (and labels) and the estimator's settings (k, seed, batch size, and the draws per chunk,
-which choose the draws: :meth:`kvae.core.endpoints.EndpointsMixin.draws_per_chunk`); any other
-journal is replaced.  The journal is removed once the result is complete.  ``kvae evaluate`` holds
+examples (and labels), the estimator's settings (k, seed, batch size, and the draws per chunk,
+which choose the draws: :meth:`kvae.core.endpoints.EndpointsMixin.draws_per_chunk`) and the versions
+of kvae and TensorFlow; any other journal is replaced.  The journal is removed once the result is complete.  ``kvae evaluate`` holds
 the run directory (:func:`hold_run_dir`) while it keeps the journal, so a second evaluation run
 meanwhile keeps none; each write goes through a temporary file of its own process besides.
 """
@@ -53,6 +53,15 @@ def hold_run_dir(run_dir):
         os.close(fd)  # held by another process, or a file system that cannot lock a directory (NFS: EBADF)
         return None if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else -1
     return fd
+
+
+def _versions():
+    """kvae's and TensorFlow's versions: another release may compute other values from the same model."""
+    import tensorflow as tf
+
+    import kvae
+
+    return {"kvae": kvae.__version__, "tensorflow": tf.__version__}
 
 
 def sha256_of_file(path, block=1 << 20):
@@ -101,7 +110,7 @@ class NLLJournal:
         and of the last batch)."""
         key = {"model_sha256": sha256_of_file(model_file), "x_sha256": sha256_of_array(x), "n": int(len(x)),
                "y_sha256": sha256_of_array(y), "k": int(k), "seed": int(seed), "batch_size": int(batch_size),
-               "draws_per_chunk": [int(d) for d in draws_per_chunk]}
+               "draws_per_chunk": [int(d) for d in draws_per_chunk], "versions": _versions()}
         return cls(os.path.join(run_dir, FILE), key, stream, fresh)
 
     def _say(self, message):
@@ -127,8 +136,8 @@ class NLLJournal:
                       "from the first example")
             return None
         if key != self.key:
-            self._say(f"{self.path} is the journal of another evaluation (model, data, k, seed, batch size or "
-                      "draws per chunk differ): starting from the first example")
+            self._say(f"{self.path} is the journal of another evaluation (model, data, k, seed, batch size, "
+                      "draws per chunk or versions differ): starting from the first example")
             return None
         whole = values.ndim == 1 and (self.n is None or self.batch_size is None or (
             len(values) <= self.n and (len(values) % self.batch_size == 0 or len(values) == self.n)))

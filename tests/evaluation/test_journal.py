@@ -177,6 +177,24 @@ def test_the_draws_per_chunk_are_part_of_the_key(model_and_data, tmp_path):
                                                      2, [20, 20]).load(), a[:2])
 
 
+def test_another_kvae_or_tensorflow_version_is_another_evaluation(model_and_data, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    _, x = model_and_data
+    (tmp_path / "model.keras").write_bytes(b"weights")
+
+    def journal():
+        return NLLJournal.for_run(str(tmp_path), str(tmp_path / "model.keras"), x, None, 20, 3, 2, [20, 20],
+                                  stream=None)
+
+    journal().save(np.array([1.0, 2.0], np.float32))
+    assert journal().load() is not None
+    for module in (kvae, tf):
+        with monkeypatch.context() as m:
+            m.setattr(module, "__version__", module.__version__ + ".post1")
+            assert journal().load() is None
+
+
 def test_messages_go_to_the_stderr_of_the_moment(model_and_data, tmp_path):
     """The default stream is sys.stderr when the message is written, not when the module was imported
     (a closed or replaced stream raised 'I/O operation on closed file' in kvae evaluate under pytest)."""
