@@ -11,9 +11,10 @@ uninterrupted run gives.
 The journal is used only for the same evaluation: its key holds the sha256 of the model file, of the
 examples (and labels), the estimator's settings (k, seed, batch size, and the draws per chunk,
 which choose the draws: :meth:`kvae.core.endpoints.EndpointsMixin.draws_per_chunk`) and the versions
-of kvae and TensorFlow; any other journal is replaced.  The journal is removed once the result is complete.  ``kvae evaluate`` holds
-the run directory (:func:`hold_run_dir`) while it keeps the journal, so a second evaluation run
-meanwhile keeps none; each write goes through a temporary file of its own process besides.
+of kvae and TensorFlow; any other journal is replaced.  The journal is removed once the result is
+complete.  ``kvae evaluate`` holds the run directory (:func:`hold_run_dir`) while it keeps the
+journal, so a second evaluation run meanwhile keeps none; each write goes through a temporary file
+of its own process besides.
 """
 import errno
 import hashlib
