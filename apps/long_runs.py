@@ -4,6 +4,7 @@ how to resume it.
     python apps/long_runs.py snapshot RUN_DIR NAME --command "kvae train ..." [--since ISO --until ISO --resume exact|warm]
     python apps/long_runs.py table [--root FOLDER]
     python apps/long_runs.py best RUN_DIR OUT_DIR
+    python apps/long_runs.py plot OUT.png [--root FOLDER]
 
 ``best`` writes a run directory OUT_DIR (``model.keras`` with the run's best weights, its
 ``config.json`` and ``history.json``) from a run that is still training, for ``kvae evaluate``,
@@ -137,6 +138,32 @@ def best_model(run_dir, out):
     return model
 
 
+def plot(out, root=HERE):
+    """A PNG of every record's validation −ELBO by epoch (``docs/results/long_runs.png``); returns the
+    plotted curves, {name: (epochs, values)}, read back from the figure's lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    for name in sorted(f[:-5] for f in os.listdir(root) if f.endswith(".json")):
+        with open(os.path.join(root, f"{name}.json")) as f:
+            curve = json.load(f)["validation"]
+        ax.plot([r["epoch"] for r in curve], [r["neg_elbo"] for r in curve], marker=".", ms=3, label=name)
+    ax.set_xlabel("epoch of the run")
+    ax.set_ylabel("validation −ELBO (nats)")
+    ax.set_ylim(78, 92)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out)
+    drawn = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines}
+    plt.close(fig)
+    return drawn
+
+
 def table(root=HERE):
     """The Markdown table of every record in ``root`` (docs/results.md holds it between
     ``<!-- long-runs -->`` markers; tests/test_results_docs.py checks it is this rendering)."""
@@ -173,10 +200,17 @@ def main():
     s.add_argument("--until", help="when the run stopped, for a run stopped before the snapshot (ISO time; default: now)")
     t = sub.add_parser("table", help="print the Markdown table of the records (docs/results.md)")
     t.add_argument("--root", default=HERE, help="the folder of the records (default: apps/long_runs)")
+    g = sub.add_parser("plot", help="a PNG of the records' validation curves (docs/results/long_runs.png)")
+    g.add_argument("out")
+    g.add_argument("--root", default=HERE, help="the folder of the records (default: apps/long_runs)")
     b = sub.add_parser("best", help="a run directory of the run's best weights so far (for evaluate and pack)")
     b.add_argument("run_dir")
     b.add_argument("out_dir")
     args = parser.parse_args()
+    if args.action == "plot":
+        plot(args.out, args.root)
+        print(f"wrote {args.out}")
+        return
     if args.action == "best":
         best_model(args.run_dir, args.out_dir)
         print(f"wrote {args.out_dir}: model.keras (best weights of {args.run_dir}), config.json, history.json")

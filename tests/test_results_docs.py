@@ -121,6 +121,23 @@ def test_long_runs_table_is_the_records():
     assert text[start:text.index("<!-- /long-runs -->")] == long_runs_table()
 
 
+def test_long_runs_plot_draws_every_records_validation_curve(tmp_path):
+    """apps/long_runs.py plot draws each record's validation -ELBO by epoch (read back from the figure);
+    docs/results.md shows the PNG it wrote, which is in the repository."""
+    import runpy
+
+    app = runpy.run_path(os.path.join(DOCS, "..", "apps", "long_runs.py"))
+    drawn = app["plot"](str(tmp_path / "curves.png"))
+    root = app["HERE"]
+    names = sorted(f[:-5] for f in os.listdir(root) if f.endswith(".json"))
+    assert sorted(drawn) == names and (tmp_path / "curves.png").stat().st_size > 10000
+    for name in names:
+        curve = json.load(open(os.path.join(root, f"{name}.json")))["validation"]
+        assert drawn[name] == ([r["epoch"] for r in curve], [r["neg_elbo"] for r in curve])
+    assert "![validation -ELBO of the long runs](results/long_runs.png)" in open(os.path.join(DOCS, "results.md")).read()
+    assert os.path.isfile(os.path.join(DOCS, "results", "long_runs.png"))
+
+
 def test_likelihood_table_is_the_manifests_and_records():
     """docs/results.md's likelihood table is apps/likelihood_table.py's rendering: every shipped model with a
     likelihood appears with its manifest's NLL, k and images; the anchors follow, marked as published."""
