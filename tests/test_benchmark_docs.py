@@ -161,3 +161,20 @@ def test_docs_quote_the_mutation_results_exactly():
     text = open(os.path.join(ROOT, "docs", "testing.md")).read()
     start, end = text.index("<!-- mutation -->\n") + len("<!-- mutation -->\n"), text.index("<!-- /mutation -->")
     assert text[start:end].strip() == render_tables.render_mutation(report).strip()
+
+
+def test_cli_docs_quote_the_nll_jobs_measurement():
+    """docs/cli.md's --nll-jobs figure is the committed benchmarks/evaluate_jobs.json (a full run), whose
+    speedup is the ratio of its medians."""
+    with open(os.path.join(ROOT, "benchmarks", "evaluate_jobs.json")) as f:
+        report = json.load(f)
+    assert not report["quick"] and report["config"]["repeats"] >= 3
+    med = report["median"]
+    ratio = med["two_processes"]["examples_per_s"] / med["one_process"]["examples_per_s"]
+    assert report["speedup"] == pytest.approx(ratio)
+    for side in ("one_process", "two_processes"):
+        rates = [r[side]["examples_per_s"] for r in report["rounds"]]
+        assert med[side]["examples_per_s"] == pytest.approx(float(np.median(rates)))
+    text = " ".join(open(os.path.join(ROOT, "docs", "cli.md")).read().split())
+    assert f"two processes evaluated the long run's ladder VAE with a PixelCNN decoder {ratio:.2f} times as fast" in text
+    assert f"medians of {report['config']['repeats']} alternated rounds at k = {report['config']['k']}" in text

@@ -86,7 +86,8 @@ def evaluate(args):
         try:
             result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,
                                          limit=args.limit, progress=lambda done, total: bar.update(done - kept),
-                                         journal=journal)
+                                         journal=journal, jobs=args.nll_jobs,
+                                         model_file=os.path.join(args.run_dir, runs.MODEL_FILE))
         finally:
             if held not in (None, -1):
                 os.close(held)

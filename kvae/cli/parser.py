@@ -232,6 +232,10 @@ def build_parser(argv=()):
     e.add_argument("--batch-size", type=_pos_int, default=100)
     e.add_argument("--seed", type=_nonneg_int, default=0)
     e.add_argument("--json", help="also write the results to this JSON file")
+    e.add_argument("--nll-jobs", type=_pos_int, default=1, metavar="N",
+                   help="compute the importance-sampled NLL in N processes of cpu_count/N threads each, "
+                        "which load RUN_DIR/model.keras (the same values up to float32 rounding; on 2 cores "
+                        "two processes are faster for big models)")
     e.add_argument("--fresh", action="store_true",
                    help="discard RUN_DIR/evaluate.journal.npz, the log-likelihoods an interrupted run of the "
                         "same evaluation kept, and start from the first example")

@@ -30,14 +30,15 @@ class EndpointsMixin:
         return self.log_weights_from_noise(x, y, k=k, seed=seed)
 
     def log_likelihood(self, x, y=None, k=1000, batch_size=100, seed=0, max_elements=2**23, progress=None,
-                       resume_from=None, on_batch=None):
+                       resume_from=None, on_batch=None, offset=0):
         r"""Importance-sampled log p(x) per example (Burda et al. 2016), a lower bound that
         tightens as k grows:  log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x).
 
         The k samples are drawn in chunks so that a chunk holds about ``max_elements`` numbers
         per data tensor; chunks are combined with logsumexp, so k=5000 fits in memory.
         ``progress(done, total)`` is called after each batch of examples; ``resume_from`` and
-        ``on_batch`` continue an interrupted call (:func:`kvae.core.importance.chunked_log_likelihood`).
+        ``on_batch`` continue an interrupted call, ``offset`` places x in a larger set
+        (:func:`kvae.core.importance.chunked_log_likelihood`).
         """
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
@@ -54,7 +55,7 @@ class EndpointsMixin:
             return self.draws_per_chunk(b, k, max_elements)
 
         return chunked_log_likelihood(self._log_weights, x, y, k, self._seed(seed), batch_size, chunk_for,
-                                      progress, resume_from=resume_from, on_batch=on_batch)
+                                      progress, resume_from=resume_from, on_batch=on_batch, offset=offset)
 
     def draws_per_chunk(self, batch, k, max_elements=2**23):
         """The importance draws :meth:`log_likelihood` takes at once for a batch of ``batch`` examples

@@ -28,8 +28,18 @@ def log_mean_exp(log_w, axis=0):
     return tf.reduce_logsumexp(log_w, axis=axis) - tf.math.log(k)
 
 
+def resumed_examples(resume_from, n, batch_size):
+    """How many examples ``resume_from`` (the values of an interrupted call, or None) already holds:
+    a multiple of ``batch_size`` or all ``n``."""
+    first = 0 if resume_from is None else len(resume_from)
+    if first > n or (first % batch_size and first != n):
+        raise ConfigError(f"resume_from holds {first} values: not a multiple of batch_size={batch_size} "
+                          f"within the {n} examples")
+    return first
+
+
 def chunked_log_likelihood(log_weights, x, y, k, seed, batch_size, chunk_for, progress=None, resume_from=None,
-                           on_batch=None):
+                           on_batch=None, offset=0):
     r"""log (1/k) sum_i w_i per example of x, the k draws taken in chunks combined by logsumexp.
 
     ``log_weights(xb, yb, m, seed)`` returns log w [m, b] for m draws; ``chunk_for(b)`` the number of
@@ -41,16 +51,12 @@ def chunked_log_likelihood(log_weights, x, y, k, seed, batch_size, chunk_for, pr
     (m a multiple of ``batch_size``, or all of x); they are kept and the batches from m on computed,
     with the seeds an uninterrupted call gives them.  ``on_batch(values)`` is called after each batch
     with the values of all examples so far (numpy float32 [m]), e.g. to keep them across a kill.
+    ``offset``: x is the part of a larger set that starts at that position (the seeds follow the
+    position in the larger set, so its parts can be computed apart, :mod:`kvae.evaluation.parallel`).
     """
     n = int(x.shape[0])
-    first = 0
-    out = []
-    if resume_from is not None:
-        first = len(resume_from)
-        if first > n or (first % batch_size and first != n):
-            raise ConfigError(f"resume_from holds {first} values: not a multiple of batch_size={batch_size} "
-                             f"within the {n} examples")
-        out.append(tf.constant(resume_from, tf.float32))
+    first = resumed_examples(resume_from, n, batch_size)
+    out = [] if resume_from is None else [tf.constant(resume_from, tf.float32)]
     for start in range(first, n, batch_size):
         xb = x[start:start + batch_size]
         yb = None if y is None else y[start:start + batch_size]
@@ -59,7 +65,7 @@ def chunked_log_likelihood(log_weights, x, y, k, seed, batch_size, chunk_for, pr
         total = None
         for i, lo in enumerate(range(0, k, chunk)):
             m = min(chunk, k - lo)
-            s = tf.cast(tf.random.experimental.stateless_fold_in(seed, start * 1_000_003 + i), tf.int32)
+            s = tf.cast(tf.random.experimental.stateless_fold_in(seed, (offset + start) * 1_000_003 + i), tf.int32)
             lse = tf.reduce_logsumexp(log_weights(xb, yb, tf.constant(m), s), axis=0)
             total = lse if total is None else tf.experimental.numpy.logaddexp(total, lse)
         out.append(total - math.log(k))

@@ -173,16 +173,26 @@ def active_units(z_mean, threshold=ACTIVE_UNIT_THRESHOLD, mean_noise=None):
     return int((variances > threshold).sum()), variances
 
 
-def importance_sampled_nll(model, x, y=None, k=1000, batch_size=100, seed=0, progress=None, journal=None):
+def importance_sampled_nll(model, x, y=None, k=1000, batch_size=100, seed=0, progress=None, journal=None, jobs=1,
+                           model_file=None):
     """-log p(x) per example, estimated with k importance samples (nats, positive).  With a
     ``journal`` (:class:`~kvae.evaluation.journal.NLLJournal`) the values so far are kept after each
-    batch and an earlier interrupted call's are continued; the journal is removed at the end."""
+    batch and an earlier interrupted call's are continued; the journal is removed at the end.
+    ``jobs`` > 1: the batches are computed in that many processes that load the model from
+    ``model_file`` (its ``.keras`` file; :mod:`kvae.evaluation.parallel`)."""
     y = y if model.conditional else None
-    if journal is None:
-        return -model.log_likelihood(x, y, k=k, batch_size=batch_size, seed=seed, progress=progress).numpy()
-    ll = model.log_likelihood(x, y, k=k, batch_size=batch_size, seed=seed, progress=progress,
-                              resume_from=journal.load(), on_batch=journal.save).numpy()
-    journal.remove()
+    kept = {} if journal is None else {"resume_from": journal.load(), "on_batch": journal.save}
+    if jobs > 1:
+        from kvae.evaluation.parallel import parallel_log_likelihood
+
+        if model_file is None:
+            raise ConfigError("jobs > 1 needs model_file, the .keras file the worker processes load the model from")
+        ll = parallel_log_likelihood(model_file, x, None if y is None else np.asarray(y), k=k, batch_size=batch_size,
+                                     seed=seed, jobs=jobs, progress=progress, **kept)
+    else:
+        ll = model.log_likelihood(x, y, k=k, batch_size=batch_size, seed=seed, progress=progress, **kept).numpy()
+    if journal is not None:
+        journal.remove()
     return -ll
 
 
@@ -255,9 +265,10 @@ def diagnostics(model, x, y=None, train_x=None, train_y=None, seed=0, max_exampl
     return out
 
 
-def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progress=None, journal=None):
-    """Everything ``kvae evaluate`` reports, as a JSON-ready dict (``journal``: the NLL's, as in
-    :func:`importance_sampled_nll`, for the first ``limit`` examples).
+def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progress=None, journal=None, jobs=1,
+             model_file=None):
+    """Everything ``kvae evaluate`` reports, as a JSON-ready dict (``journal``, ``jobs`` and
+    ``model_file``: the NLL's, as in :func:`importance_sampled_nll`, for the first ``limit`` examples).
 
     Keys: ``nll`` (importance-sampled, nats, positive), ``elbo`` (nats, <= -nll),
     ``neg_elbo``, ``rec_loss`` (-E_q log p(x|z)), ``kl``, ``kl_per_dim`` (list), ``active_units``,
@@ -291,7 +302,7 @@ def evaluate(model, x, y=None, k=1000, batch_size=100, seed=0, limit=None, progr
                 "kl_per_dim": None if kl_per_dim is None else [float(v) for v in kl_per_dim.mean(axis=0)],
                 "active_units": au, "latent_dim": int(model.latent_dim), "k": int(k), "n": int(len(x))}
     nll = importance_sampled_nll(model, x, y, k=k, batch_size=batch_size, seed=seed, progress=progress,
-                                 journal=journal)
+                                 journal=journal, jobs=jobs, model_file=model_file)
     kl_per_dim = stats["kl_per_dim"]
     return {**per_group(stats),
         "nll": float(np.mean(nll)),

@@ -198,6 +198,23 @@ def test_a_second_concurrent_evaluate_keeps_no_journal(vae_run, tmp_path, capsys
     os.close(held)
 
 
+def test_evaluate_nll_jobs_gives_the_one_process_result(vae_run, tmp_path, monkeypatch):
+    """--nll-jobs 2: the NLL computed in two worker processes (from the run's model.keras) is the
+    one-process value (float32 rounding aside); the ELBO and KL are computed in the main process."""
+    from kvae.evaluation import parallel
+
+    one, two = str(tmp_path / "one.json"), str(tmp_path / "two.json")
+    args = ["evaluate", vae_run, "--split", "test", "--k", "20", "--seed", "2"]
+    assert cli.main(args + ["--json", one]) == 0
+    calls, run = [], parallel.parallel_log_likelihood
+    monkeypatch.setattr(parallel, "parallel_log_likelihood",
+                        lambda *a, **kw: calls.append((a[0], kw["jobs"])) or run(*a, **kw))
+    assert cli.main(args + ["--nll-jobs", "2", "--json", two]) == 0
+    assert calls == [(os.path.join(vae_run, "model.keras"), 2)]
+    a, b = json.load(open(one)), json.load(open(two))
+    assert abs(a["nll"] - b["nll"]) < 1e-4 and a["neg_elbo"] == b["neg_elbo"]
+
+
 def _assert_png_is_grid(path, images, ncol):
     """The PNG ``path`` shows exactly :func:`image_grid` of ``images`` (to the PNG's 8-bit quantisation)."""
     import numpy as np
