@@ -106,11 +106,8 @@ def best_model(run_dir, out):
     history.json with ``best_epoch`` (1-based) and ``epochs_done`` added; returns the model."""
     import shutil
 
-    import keras
-    import numpy as np
-
-    from kvae import models  # noqa: F401  (registers the model classes)
     from kvae.training import files
+    from kvae.training.transfer import run_model_with_weights
 
     def read_json(path):  # one line, naming the file, for a missing or unreadable one
         try:
@@ -120,22 +117,28 @@ def best_model(run_dir, out):
             raise SystemExit(f"long_runs.py best: error: cannot read {path} "
                              f"({getattr(err, 'strerror', None) or err}): is {run_dir} a kvae run directory?")
 
-    config, history = (read_json(os.path.join(run_dir, f)) for f in ("config.json", "history.json"))
+    read_json(os.path.join(run_dir, "config.json"))  # before anything is written: it must be readable
+    history = read_json(os.path.join(run_dir, "history.json"))
     weights, state = (os.path.join(run_dir, "best", f) for f in ("best.weights.h5", "best.json"))
     best = read_json(state) if os.path.isfile(state) else {}
     if best.get("best_epoch") is None or not os.path.isfile(weights):
         raise SystemExit(f"{run_dir} has no best weights yet (train with --keep-best for an epoch)")
-    cls = keras.saving.get_registered_object("kvae>" + config["model_class"])
-    model = cls.from_config(config["model_config"])
-    x = np.zeros((1, *config["model_config"]["input_shape"]), np.float32)
-    model((x, np.zeros((1,), np.int32)) if model.conditional else x)  # builds every variable (a label for cvae)
-    model.load_weights(weights)
+    model, _ = run_model_with_weights(run_dir, weights)
     os.makedirs(out, exist_ok=True)
     files.save_model(model, os.path.join(out, "model.keras"))
     shutil.copyfile(os.path.join(run_dir, "config.json"), os.path.join(out, "config.json"))
     history.update(best_epoch=best["best_epoch"] + 1, epochs_done=len(history.get("loss", [])))
     files.write_json(os.path.join(out, "history.json"), history, indent=1)
     return model
+
+
+def records(root=HERE):
+    """{name: record} of every ``NAME.json`` in ``root``, by name."""
+    out = {}
+    for name in sorted(f[:-5] for f in os.listdir(root) if f.endswith(".json")):
+        with open(os.path.join(root, f"{name}.json")) as f:
+            out[name] = json.load(f)
+    return out
 
 
 def plot(out, root=HERE):
@@ -147,9 +150,8 @@ def plot(out, root=HERE):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
-    for name in sorted(f[:-5] for f in os.listdir(root) if f.endswith(".json")):
-        with open(os.path.join(root, f"{name}.json")) as f:
-            curve = json.load(f)["validation"]
+    for name, record in records(root).items():
+        curve = record["validation"]
         ax.plot([r["epoch"] for r in curve], [r["neg_elbo"] for r in curve], marker=".", ms=3, label=name)
     ax.set_xlabel("epoch of the run")
     ax.set_ylabel("validation −ELBO (nats)")
@@ -169,9 +171,7 @@ def table(root=HERE):
     ``<!-- long-runs -->`` markers; tests/test_results_docs.py checks it is this rendering)."""
     lines = ["| run | sittings | epochs | optimizer steps | hours | best validation −ELBO (epoch) | last | target NLL |",
              "|---|---|---|---|---|---|---|---|"]
-    for name in sorted(f[:-5] for f in os.listdir(root) if f.endswith(".json")):
-        with open(os.path.join(root, f"{name}.json")) as f:
-            record = json.load(f)
+    for name, record in records(root).items():
         curve = record["validation"]
         best = min(curve, key=lambda r: r["neg_elbo"])
         # epochs and steps count from the start of their run directory: the last segment of each

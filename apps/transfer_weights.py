@@ -18,18 +18,12 @@ import numpy as np
 def transfer(run_dir, out, options, weights="best/best.weights.h5", seed=0):
     """Write ``out`` (a ``.weights.h5`` of the model ``options`` describe, same class as the run's) and
     return (paths copied, paths left fresh)."""
-    from kvae import registry
-    from kvae.training.transfer import copy_shared_weights
+    from kvae.training.transfer import copy_shared_weights, run_model_with_weights
 
-    config = json.load(open(os.path.join(run_dir, "config.json")))
-    cls = registry.get("model", config["model"])
-    old = cls.from_config(config["model_config"])
+    old, config = run_model_with_weights(run_dir, os.path.join(run_dir, weights))
     shape = tuple(config["model_config"]["input_shape"])
-    x = np.zeros((2, *shape), "float32")
-    old(x)
-    old.load_weights(os.path.join(run_dir, weights))
-    new = cls(input_shape=shape, seed=seed, **options)
-    new(x)
+    new = type(old)(input_shape=shape, seed=seed, **options)
+    new(np.zeros((2, *shape), "float32"))
     copied, fresh = copy_shared_weights(old, new)
     new.save_weights(out)
     return copied, fresh

@@ -1,4 +1,24 @@
-"""Warm starts across a model change: copy the variables two models share."""
+"""Warm starts across a model change: a run's model with a weights file of it, and the variables two
+models share."""
+import json
+import os
+
+import numpy as np
+
+
+def run_model_with_weights(run_dir, weights):
+    """The model of ``run_dir`` (rebuilt from its config.json, every variable built) with the
+    ``.weights.h5`` file ``weights`` loaded: a checkpoint's or the best weights of a run that has no
+    ``model.keras`` yet.  Returns (model, run config)."""
+    from kvae import registry
+
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    model = registry.get("model", config["model"]).from_config(config["model_config"])
+    x = np.zeros((1, *config["model_config"]["input_shape"]), np.float32)
+    model((x, np.zeros((1,), np.int32)) if model.conditional else x)  # a label for conditional models
+    model.load_weights(weights)
+    return model, config
 
 
 def copy_shared_weights(source, target):
