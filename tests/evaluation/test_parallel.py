@@ -1,12 +1,23 @@
 """The NLL in several processes: the batches' values are one process's (same positional seeds), handed back
 in order to progress, on_batch and a resume."""
+import multiprocessing
+import os
+import signal
+
 import numpy as np
 import pytest
 
 import kvae
-from kvae.errors import ConfigError
+from kvae.errors import ConfigError, KvaeError, RunError
+from kvae.evaluation import parallel
 from kvae.evaluation.metrics import importance_sampled_nll
 from kvae.evaluation.parallel import parallel_log_likelihood
+
+
+@pytest.fixture(autouse=True)
+def two_cpus(monkeypatch):
+    """Two usable CPUs whatever the machine has (jobs=2 is allowed; the workers get one thread each)."""
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 2)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +61,75 @@ def test_bad_jobs_and_model_file_are_refused(saved):
     model, path, x = saved
     with pytest.raises(ConfigError, match="jobs must be a positive"):
         parallel_log_likelihood(path, x, jobs=0)
+    with pytest.raises(ConfigError, match="jobs=3 processes on 2 usable CPUs: at most 2"):
+        parallel_log_likelihood(path, x, jobs=3)
     with pytest.raises(ConfigError, match="not a file"):
         parallel_log_likelihood(path + ".missing", x, jobs=2)
     with pytest.raises(ConfigError, match="needs model_file"):
         importance_sampled_nll(model, x, k=5, jobs=2)
+
+
+def _alive_workers():
+    return [p for p in multiprocessing.active_children() if p.is_alive()]
+
+
+def test_a_killed_worker_is_one_error_after_the_batches_before_it(saved):
+    """A worker killed (SIGKILL, as the out-of-memory killer does) while batches remain: a KvaeError that
+    says so, the batches handed back before it kept (on_batch), and no worker left running."""
+    model, path, _ = saved
+    x = (np.random.RandomState(2).uniform(size=(64, 4, 4, 1)) > 0.5).astype("float32")
+    seen = []
+
+    def kill_a_worker(values):
+        if not seen:
+            os.kill(_alive_workers()[0].pid, signal.SIGKILL)
+        seen.append(len(values))
+
+    with pytest.raises(KvaeError, match="a --nll-jobs worker process died") as err:
+        parallel_log_likelihood(path, x, k=100, batch_size=1, jobs=2, on_batch=kill_a_worker)
+    assert f"{seen[-1]} examples were computed" in str(err.value) and seen[-1] < 64
+    assert _alive_workers() == []
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_an_error_in_the_caller_stops_the_workers_at_once(saved, error):
+    """KeyboardInterrupt or an error of on_batch (a journal write) in the calling process: the call
+    raises it and no worker is left running (they were abandoned to finish their batches before)."""
+    model, path, _ = saved
+    x = (np.random.RandomState(3).uniform(size=(64, 4, 4, 1)) > 0.5).astype("float32")
+
+    def interrupted(values):
+        raise error("in the caller")
+
+    with pytest.raises(error, match="in the caller"):
+        parallel_log_likelihood(path, x, k=100, batch_size=1, jobs=2, on_batch=interrupted)
+    assert _alive_workers() == []
+
+
+def test_workers_share_the_cpus_and_are_no_more_than_the_batches(saved):
+    """worker_plan: at most one process per batch, the usable CPUs' threads shared among them; a
+    worker's TensorFlow runs with the planned threads (intra- and inter-op)."""
+    assert parallel.worker_plan(2, 10, cpus=2) == (2, 1)
+    assert parallel.worker_plan(2, 1, cpus=2) == (1, 2)  # one batch left: one process of both CPUs
+    assert parallel.worker_plan(3, 10, cpus=8) == (3, 2)
+    _, path, _ = saved
+    pool = parallel.start_pool(path, 1, 3)
+    try:
+        assert pool.submit(parallel._worker_threads).result() == (3, 3)
+    finally:
+        pool.shutdown()
+
+
+def test_a_model_file_of_other_weights_or_corrupt_is_one_error(saved, tmp_path):
+    """The workers load model_file themselves: with other weights than the evaluated model's it is
+    refused (ConfigError), a file they cannot load is a RunError naming it (not a broken pool)."""
+    model, path, x = saved
+    other = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=1)
+    other(x[:1])
+    with pytest.raises(ConfigError, match="does not hold the weights of the model being evaluated"):
+        importance_sampled_nll(other, x, k=5, batch_size=2, jobs=2, model_file=path)
+    broken = tmp_path / "model.keras"
+    broken.write_bytes(open(path, "rb").read()[:200])
+    with pytest.raises(RunError, match=f"could not load {broken}"):
+        parallel_log_likelihood(str(broken), x, k=5, batch_size=2, jobs=2)
+    assert _alive_workers() == []
