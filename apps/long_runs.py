@@ -212,7 +212,12 @@ def main():
         print(f"wrote {args.out}")
         return
     if args.action == "best":
-        best_model(args.run_dir, args.out_dir)
+        from kvae.errors import KvaeError
+
+        try:
+            best_model(args.run_dir, args.out_dir)
+        except KvaeError as err:  # e.g. best weights that do not fit config.json: one line naming the file
+            raise SystemExit(f"long_runs.py best: error: {err}") from None
         print(f"wrote {args.out_dir}: model.keras (best weights of {args.run_dir}), config.json, history.json")
         return
     if args.action == "table":
