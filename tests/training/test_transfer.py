@@ -129,3 +129,17 @@ def test_long_runs_best_says_in_one_line_that_the_best_weights_do_not_fit(tmp_pa
     assert message.startswith(f"long_runs.py best: error: {weights} does not hold the weights") and "\n" not in message
     assert not os.path.exists(out)
 
+
+def test_transfer_weights_app_builds_a_conditional_target(tmp_path):
+    """apps/transfer_weights.py to a conditional model of other options: the new model is built with a
+    label, the shared variables are copied and the changed ones start fresh."""
+    import importlib.util
+
+    source, run_dir, path = _run_with_weights(tmp_path, "cvae", {"num_classes": 3, "latent_dim": 2})
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location("transfer_weights", os.path.join(root, "apps", "transfer_weights.py"))
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    out = str(tmp_path / "new.weights.h5")
+    copied, fresh = app.transfer(run_dir, out, {"num_classes": 3, "latent_dim": 3}, weights=os.path.basename(path))
+    assert copied and fresh and len(copied) + len(fresh) == len(source.weights)
