@@ -12,12 +12,15 @@ one-thread processes evaluated a ladder VAE faster than one two-thread process
 A worker loads the model's file itself: given the model's :func:`weights_fingerprint`, it checks
 that the file holds those weights.  A worker that dies (killed, out of memory) ends the call with a
 :class:`~kvae.errors.KvaeError` after the batches before it were handed back; on any error or
-interruption of the calling process the workers are stopped before the call returns.
+interruption of the calling process the workers are stopped before the call returns, and a
+calling process that is killed or terminated takes its workers with it.
 """
 import concurrent.futures
 import hashlib
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 
 import numpy as np
 
@@ -52,11 +55,21 @@ def weights_fingerprint(model):
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
+def _exit_with(parent):
+    """End this worker as soon as ``parent`` (the calling process) has ended, however it ended."""
+    multiprocessing.connection.wait([parent.sentinel])
+    os._exit(1)
+
+
 def _start_worker(model_file, threads, fingerprint):
-    """Worker initialiser: TensorFlow's thread pools, then the model (a fresh process: before any op).
-    A failure is kept and raised by the first batch (an initialiser's error would break the pool with
-    a traceback on stderr and no message)."""
+    """Worker initialiser: a watch on the calling process (killed or terminated, it cannot stop its
+    workers: they end with it instead of running on as orphans), TensorFlow's thread pools, then the
+    model (a fresh process: before any op).  A failure is kept and raised by the first batch (an
+    initialiser's error would break the pool with a traceback on stderr and no message)."""
     global _MODEL, _LOAD_ERROR
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with-parent").start()
     try:
         import tensorflow as tf
 

@@ -133,3 +133,50 @@ def test_a_model_file_of_other_weights_or_corrupt_is_one_error(saved, tmp_path):
     with pytest.raises(RunError, match=f"could not load {broken}"):
         parallel_log_likelihood(str(broken), x, k=5, batch_size=2, jobs=2)
     assert _alive_workers() == []
+
+
+_KILLED_CALLER = """
+import multiprocessing, os, signal, sys
+import numpy as np
+from kvae.evaluation import parallel
+parallel.usable_cpus = lambda: 2
+x = (np.random.RandomState(4).uniform(size=(64, 4, 4, 1)) > 0.5).astype("float32")
+
+def killed(values):  # the calling process killed after the first batch (SIGKILL: nothing of it runs)
+    print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+parallel.parallel_log_likelihood(sys.argv[1], x, k=100, batch_size=1, jobs=2, on_batch=killed)
+"""
+
+
+def test_workers_end_with_a_killed_caller(saved, tmp_path):
+    """A calling process killed (SIGKILL, or SIGTERM, which Python does not turn into an exception)
+    cannot stop its workers: they watch it and end with it instead of running on as orphans."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers"))
+    from waiting import wait_for
+
+    _, path, _ = saved
+    out = tmp_path / "caller.out"
+    with open(out, "w") as printed:  # a file, not a pipe: orphaned workers would hold a pipe open
+        code = subprocess.run([sys.executable, "-c", _KILLED_CALLER, path], stdout=printed, stderr=subprocess.STDOUT,
+                              timeout=600).returncode
+    assert code == -signal.SIGKILL, out.read_text()[-2000:]
+    workers = [int(pid) for pid in out.read_text().split()[:2]]
+
+    def running(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+        except FileNotFoundError:
+            return False
+
+    try:
+        wait_for(lambda: not any(running(pid) for pid in workers), "the workers of a killed caller to end", limit=300)
+    finally:
+        for pid in workers:  # orphans (the fault this test finds) are not left behind
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
