@@ -129,7 +129,8 @@ def parallel_log_likelihood(model_file, x, y=None, k=1000, batch_size=100, seed=
                             progress=None, resume_from=None, on_batch=None, fingerprint=None):
     """log p(x) per example (numpy float32 [n]) as ``model.log_likelihood`` computes it, the batches
     shared among ``jobs`` processes (at most one per batch) that load the model from ``model_file``;
-    ``progress``, ``resume_from`` and ``on_batch`` as there.
+    ``progress``, ``resume_from`` and ``on_batch`` as there.  The workers are spawned: they import
+    the main module, so a script calls this under ``if __name__ == "__main__":``.
 
     Args:
         fingerprint: the evaluated model's :func:`weights_fingerprint`; the workers refuse a

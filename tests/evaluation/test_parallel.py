@@ -180,3 +180,16 @@ def test_workers_end_with_a_killed_caller(saved, tmp_path):
         for pid in workers:  # orphans (the fault this test finds) are not left behind
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_an_error_inside_the_model_reaches_the_caller_as_in_one_process(saved):
+    """An exception the model raises in a worker (here: data of another shape) is raised by the call as
+    the one-process call raises it (same type and message), and no worker is left running."""
+    model, path, _ = saved
+    wrong = np.zeros((4, 4, 4, 2), np.float32)
+    with pytest.raises(Exception) as one:
+        model.log_likelihood(wrong, k=5, batch_size=2)
+    with pytest.raises(type(one.value)) as two:
+        parallel_log_likelihood(path, wrong, k=5, batch_size=2, jobs=2)
+    assert str(two.value).splitlines()[0] == str(one.value).splitlines()[0]
+    assert _alive_workers() == []
