@@ -111,18 +111,27 @@ def start_pool(model_file, processes, threads, fingerprint=None):
                                                   initargs=(model_file, threads, fingerprint))
 
 
-def stop_pool(pool):
-    """Stop a pool's workers now (their batches are abandoned) and wait for them to end."""
-    workers = list((getattr(pool, "_processes", None) or {}).values())  # Python < 3.14: no terminate_workers()
+def pool_workers(pool):
+    """The worker processes a pool has started (Python < 3.14 has no public list: its ``_processes``)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def stop_pool(pool, workers=()):
+    """Stop a pool's workers now (their batches are abandoned) and wait until they have ended: those it
+    holds and ``workers`` (taken before: a broken pool forgets its processes while it stops them)."""
+    workers = list({id(p): p for p in [*workers, *pool_workers(pool)]}.values())
     for process in workers:
-        if process.is_alive():
-            process.terminate()
+        process.terminate()  # a process that has ended already: nothing happens
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in workers:
-        process.join(10)
-        if process.is_alive():
-            process.kill()
-            process.join()
+    left = {process.sentinel: process for process in workers}
+    for sentinel in multiprocessing.connection.wait(list(left), timeout=10):
+        del left[sentinel]
+    for process in left.values():  # SIGTERM ignored for 10 s
+        process.kill()
+    if left:  # (wait([]) would wait for ever)
+        multiprocessing.connection.wait(list(left))
+    for process in workers:  # reaped (a process closes its sentinel before it has quite ended)
+        process.join()
 
 
 def parallel_log_likelihood(model_file, x, y=None, k=1000, batch_size=100, seed=0, jobs=2, max_elements=2**23,
@@ -156,10 +165,11 @@ def parallel_log_likelihood(model_file, x, y=None, k=1000, batch_size=100, seed=
     if not starts:
         return np.concatenate(out) if out else np.zeros([0], np.float32)
     pool = start_pool(model_file, *worker_plan(jobs, len(starts)), fingerprint)
-    finished, done = {}, first
+    finished, done, workers = {}, first, []
     try:
         futures = {pool.submit(_batch_log_likelihood, x[s:s + batch_size], None if y is None else y[s:s + batch_size],
                                k, seed, s, max_elements): s for s in starts}
+        workers = pool_workers(pool)  # all started: spawned as the batches were submitted
         for future in concurrent.futures.as_completed(futures):
             try:
                 finished[futures[future]] = future.result()
@@ -174,8 +184,8 @@ def parallel_log_likelihood(model_file, x, y=None, k=1000, batch_size=100, seed=
                     on_batch(np.concatenate(out))
                 if progress is not None:
                     progress(done, n)
-    except BaseException:  # an error, a dead worker, KeyboardInterrupt: no worker may go on running
-        stop_pool(pool)
-        raise
-    pool.shutdown(wait=True)
+    finally:  # done, an error, a dead worker, KeyboardInterrupt: no worker may go on running.  Not
+        # shutdown(wait=True): after a worker killed while holding the task queue's lock (once every
+        # result was in) the others never read their stop signal, and it waits for them forever
+        stop_pool(pool, workers)
     return np.concatenate(out)
