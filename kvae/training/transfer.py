@@ -18,13 +18,14 @@ def build_every_variable(model):
 
 
 def weights_file_entries(path):
-    """{dataset path: shape} of a ``.weights.h5`` file (every variable it holds)."""
+    """{dataset path: shape} of a ``.weights.h5`` file: every variable of the model it holds (an
+    optimizer's state, which a compiled model saves too, is not the model's)."""
     import h5py
 
     entries = {}
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: entries.__setitem__(name, tuple(obj.shape))
-                     if isinstance(obj, h5py.Dataset) else None)
+                     if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer/") else None)
     return entries
 
 

@@ -143,3 +143,13 @@ def test_transfer_weights_app_builds_a_conditional_target(tmp_path):
     out = str(tmp_path / "new.weights.h5")
     copied, fresh = app.transfer(run_dir, out, {"num_classes": 3, "latent_dim": 3}, weights=os.path.basename(path))
     assert copied and fresh and len(copied) + len(fresh) == len(source.weights)
+
+
+def test_init_weights_of_other_options_are_one_error_before_training(tmp_path):
+    """kvae train --init-weights with the weights of another model (a MAF prior's, which Keras loads in
+    part without a word): one RunError line naming the file, before any training."""
+    _, _, path = _run_with_weights(tmp_path, "vae", {}, {"prior": "maf", "hidden": (16,), "latent_dim": 2})
+    with pytest.raises(RunError, match=f"{path} does not hold the weights of the model the train options describe"):
+        runs.train(model="vae", dataset="digits", epochs=1, hidden=(16,), latent_dim=2, verbose=0,
+                   init_weights=path, out=str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out" / "model.keras")
