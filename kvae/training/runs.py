@@ -20,7 +20,7 @@ from kvae.evaluation import metrics as evaluation, plotting
 from kvae.errors import ConfigError, RunError
 from kvae import registry
 from kvae.options import PART_OPTIONS
-from kvae.training import files, history as run_history
+from kvae.training import files, history as run_history, transfer
 from kvae.training.callbacks import KeepBest, TensorBoardImages, exponential_lr
 from kvae.training.checkpoint import SafeBackupAndRestore
 from kvae.training.locks import RunLock
@@ -299,9 +299,7 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
         mdl.compile(optimizer=make_optimizer(optimizer, lr, ema, extra["clip_norm"]), jit_compile=jit_compile,
                     steps_per_execution=extra["steps_per_execution"])
         if extra["init_weights"] is not None:  # a warm start (the optimizer is not built yet: its state is new)
-            from kvae.training.transfer import load_matching_weights
-
-            load_matching_weights(mdl, extra["init_weights"], "the train options")
+            transfer.load_matching_weights(mdl, extra["init_weights"], "the train options")
     support = getattr(mdl.likelihood, "support", None)
     for split in (train_split, valid_split):
         if split.x is None:  # rendered by kvae from factor indices: nothing a user supplied
