@@ -100,6 +100,10 @@ TARGETS = {"vlae-binarized-mnist": "≤ 80.5 (the paper: 79.03)",
            "lvae-pixelcnn-binarized-mnist": "≤ 80.0, goal ≤ 78.3 (the ladder anchor)"}
 
 
+#: the top of the plot's y axis (nats): docs/results.md says so
+PLOT_TOP = 92.0
+
+
 def best_model(run_dir, out):
     """OUT: RUN_DIR's model (rebuilt from its config.json) with the best weights of its validated epochs
     (``best/best.weights.h5``: the averaged weights under ``--ema``), its config.json, and its
@@ -141,6 +145,13 @@ def records(root=HERE):
     return out
 
 
+def plot_limits(kept, top=PLOT_TOP):
+    """The plot's y range (nats): from 78, or below the lowest value recorded, to ``top`` (the first
+    epochs of a run, far above, are cut off so that the ends of the curves can be told apart)."""
+    lowest = min(r["neg_elbo"] for record in kept.values() for r in record["validation"])
+    return min(78.0, math.floor(lowest) - 1.0), top
+
+
 def plot(out, root=HERE):
     """A PNG of every record's validation −ELBO by epoch (``docs/results/long_runs.png``); returns the
     plotted curves, {name: (epochs, values)}, read back from the figure's lines."""
@@ -150,12 +161,13 @@ def plot(out, root=HERE):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
-    for name, record in records(root).items():
+    kept = records(root)
+    for name, record in kept.items():
         curve = record["validation"]
         ax.plot([r["epoch"] for r in curve], [r["neg_elbo"] for r in curve], marker=".", ms=3, label=name)
     ax.set_xlabel("epoch of the run")
     ax.set_ylabel("validation −ELBO (nats)")
-    ax.set_ylim(78, 92)
+    ax.set_ylim(*plot_limits(kept))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -212,7 +224,12 @@ def main():
         print(f"wrote {args.out}")
         return
     if args.action == "best":
-        best_model(args.run_dir, args.out_dir)
+        from kvae.errors import KvaeError
+
+        try:
+            best_model(args.run_dir, args.out_dir)
+        except KvaeError as err:  # e.g. best weights that do not fit config.json: one line naming the file
+            raise SystemExit(f"long_runs.py best: error: {err}") from None
         print(f"wrote {args.out_dir}: model.keras (best weights of {args.run_dir}), config.json, history.json")
         return
     if args.action == "table":

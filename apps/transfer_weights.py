@@ -12,18 +12,15 @@ import argparse
 import json
 import os
 
-import numpy as np
-
 
 def transfer(run_dir, out, options, weights="best/best.weights.h5", seed=0):
     """Write ``out`` (a ``.weights.h5`` of the model ``options`` describe, same class as the run's) and
     return (paths copied, paths left fresh)."""
-    from kvae.training.transfer import copy_shared_weights, run_model_with_weights
+    from kvae.training.transfer import build_every_variable, copy_shared_weights, run_model_with_weights
 
     old, config = run_model_with_weights(run_dir, os.path.join(run_dir, weights))
     shape = tuple(config["model_config"]["input_shape"])
-    new = type(old)(input_shape=shape, seed=seed, **options)
-    new(np.zeros((2, *shape), "float32"))
+    new = build_every_variable(type(old)(input_shape=shape, seed=seed, **options))  # a label for conditional
     copied, fresh = copy_shared_weights(old, new)
     new.save_weights(out)
     return copied, fresh
@@ -36,7 +33,12 @@ def main():
     parser.add_argument("--options", required=True, help="the new model's constructor options, as JSON")
     parser.add_argument("--weights", default="best/best.weights.h5", help="inside run_dir")
     args = parser.parse_args()
-    copied, fresh = transfer(args.run_dir, args.out, json.loads(args.options), args.weights)
+    from kvae.errors import KvaeError
+
+    try:
+        copied, fresh = transfer(args.run_dir, args.out, json.loads(args.options), args.weights)
+    except KvaeError as err:
+        raise SystemExit(f"transfer_weights.py: error: {err}") from None
     print(f"copied {len(copied)} variables; fresh: {', '.join(fresh) or 'none'}")
 
 

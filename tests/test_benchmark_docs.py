@@ -178,3 +178,19 @@ def test_cli_docs_quote_the_nll_jobs_measurement():
     text = " ".join(open(os.path.join(ROOT, "docs", "cli.md")).read().split())
     assert f"two processes evaluated the long run's ladder VAE with a PixelCNN decoder {ratio:.2f} times as fast" in text
     assert f"medians of {report['config']['repeats']} alternated rounds at k = {report['config']['k']}" in text
+
+
+def test_evaluate_jobs_steady_rate_counts_from_the_last_process_first_batch():
+    """Two processes in step hand back batches of 10 examples in pairs every T seconds: the steady rate is
+    20/T, not the 25/T of counting from the first batch (whose partner was computed alongside it);
+    one process handing back a batch every T is 10/T."""
+    import evaluate_jobs
+
+    T = 4.0
+    pairs = [(T * (i // 2 + 1) + 0.01 * (i % 2), 10 * (i + 1)) for i in range(6)]
+    assert evaluate_jobs.steady_rate(pairs, 2) == pytest.approx(20 / T)
+    assert evaluate_jobs.steady_rate([(T * (i + 1), 10 * (i + 1)) for i in range(6)], 1) == pytest.approx(10 / T)
+    staggered = [(T * (i // 2 + 1) + 1.5 * (i % 2), 10 * (i + 1)) for i in range(6)]  # one started 1.5 s later
+    assert evaluate_jobs.steady_rate(staggered, 2) == pytest.approx(20 / T)
+    with pytest.raises(ValueError, match="needs more than 2"):
+        evaluate_jobs.steady_rate(pairs[:2], 2)

@@ -123,8 +123,12 @@ def test_long_runs_table_is_the_records():
 
 def test_long_runs_plot_draws_every_records_validation_curve(tmp_path):
     """apps/long_runs.py plot draws each record's validation -ELBO by epoch (read back from the figure);
-    docs/results.md shows the PNG it wrote, which is in the repository."""
+    docs/results.md shows the PNG it wrote, which is in the repository and is, pixel for pixel, what the
+    records draw now (a record changed without regenerating the PNG fails here)."""
     import runpy
+
+    import matplotlib.image as mpimg
+    import numpy as np
 
     app = runpy.run_path(os.path.join(DOCS, "..", "apps", "long_runs.py"))
     drawn = app["plot"](str(tmp_path / "curves.png"))
@@ -134,8 +138,22 @@ def test_long_runs_plot_draws_every_records_validation_curve(tmp_path):
     for name in names:
         curve = json.load(open(os.path.join(root, f"{name}.json")))["validation"]
         assert drawn[name] == ([r["epoch"] for r in curve], [r["neg_elbo"] for r in curve])
-    assert "![validation -ELBO of the long runs](results/long_runs.png)" in open(os.path.join(DOCS, "results.md")).read()
-    assert os.path.isfile(os.path.join(DOCS, "results", "long_runs.png"))
+    text = " ".join(open(os.path.join(DOCS, "results.md")).read().split())
+    assert "![validation -ELBO of the long runs](results/long_runs.png)" in text
+    assert f"the axis stops at {app['PLOT_TOP']:.0f} nats" in text
+    committed, fresh = (mpimg.imread(p) for p in (os.path.join(DOCS, "results", "long_runs.png"), tmp_path / "curves.png"))
+    assert committed.shape == fresh.shape and np.array_equal(committed, fresh)
+
+
+def test_long_runs_plot_keeps_the_lowest_value_in_view():
+    """The y axis starts at 78 nats, or below a record's lowest value (the PixelCNN ladder's goal is 78.3):
+    no end of a curve is cut off at the bottom."""
+    import runpy
+
+    limits = runpy.run_path(os.path.join(DOCS, "..", "apps", "long_runs.py"))["plot_limits"]
+    curve = [{"neg_elbo": v} for v in (120.0, 85.0, 80.2)]
+    assert limits({"a": {"validation": curve}}) == (78.0, 92.0)
+    assert limits({"a": {"validation": curve}, "b": {"validation": [{"neg_elbo": 77.4}]}}) == (76.0, 92.0)
 
 
 def test_likelihood_table_is_the_manifests_and_records():

@@ -50,6 +50,18 @@ def _existing_file(text):
         raise argparse.ArgumentTypeError(f"no such file: {text!r}")
     return text
 _nonneg_int = _number(int, positive=True, allow_zero=True)
+
+
+def _nll_jobs(text):
+    """--nll-jobs: a positive number of processes, at most one per usable CPU (as
+    :func:`kvae.evaluation.parallel.usable_cpus` counts them; that module imports TensorFlow)."""
+    jobs = _pos_int(text)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if jobs > cpus:
+        raise argparse.ArgumentTypeError(f"{jobs} processes on {cpus} usable CPUs: at most {cpus} (a process per CPU)")
+    return jobs
+
+
 _pos_float = _number(float, positive=True)
 
 
@@ -232,10 +244,10 @@ def build_parser(argv=()):
     e.add_argument("--batch-size", type=_pos_int, default=100)
     e.add_argument("--seed", type=_nonneg_int, default=0)
     e.add_argument("--json", help="also write the results to this JSON file")
-    e.add_argument("--nll-jobs", type=_pos_int, default=1, metavar="N",
-                   help="compute the importance-sampled NLL in N processes of cpu_count/N threads each, "
-                        "which load RUN_DIR/model.keras (the same values up to float32 rounding; on 2 cores "
-                        "two processes are faster for big models)")
+    e.add_argument("--nll-jobs", type=_nll_jobs, default=1, metavar="N",
+                   help="compute the importance-sampled NLL in N processes (at most the usable CPUs, one per "
+                        "batch), which share the CPUs' threads and load RUN_DIR/model.keras (the same values up "
+                        "to float32 rounding; on 2 cores two processes are faster for big models)")
     e.add_argument("--fresh", action="store_true",
                    help="discard RUN_DIR/evaluate.journal.npz, the log-likelihoods an interrupted run of the "
                         "same evaluation kept, and start from the first example")

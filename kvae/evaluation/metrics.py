@@ -179,16 +179,17 @@ def importance_sampled_nll(model, x, y=None, k=1000, batch_size=100, seed=0, pro
     ``journal`` (:class:`~kvae.evaluation.journal.NLLJournal`) the values so far are kept after each
     batch and an earlier interrupted call's are continued; the journal is removed at the end.
     ``jobs`` > 1: the batches are computed in that many processes that load the model from
-    ``model_file`` (its ``.keras`` file; :mod:`kvae.evaluation.parallel`)."""
+    ``model_file`` (its ``.keras`` file, which must hold the model's weights; :mod:`kvae.evaluation.parallel`)."""
     y = y if model.conditional else None
     kept = {} if journal is None else {"resume_from": journal.load(), "on_batch": journal.save}
     if jobs > 1:
-        from kvae.evaluation.parallel import parallel_log_likelihood
+        from kvae.evaluation.parallel import parallel_log_likelihood, weights_fingerprint
 
         if model_file is None:
             raise ConfigError("jobs > 1 needs model_file, the .keras file the worker processes load the model from")
         ll = parallel_log_likelihood(model_file, x, None if y is None else np.asarray(y), k=k, batch_size=batch_size,
-                                     seed=seed, jobs=jobs, progress=progress, **kept)
+                                     seed=seed, jobs=jobs, progress=progress, fingerprint=weights_fingerprint(model),
+                                     **kept)
     else:
         ll = model.log_likelihood(x, y, k=k, batch_size=batch_size, seed=seed, progress=progress, **kept).numpy()
     if journal is not None:

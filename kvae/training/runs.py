@@ -20,7 +20,7 @@ from kvae.evaluation import metrics as evaluation, plotting
 from kvae.errors import ConfigError, RunError
 from kvae import registry
 from kvae.options import PART_OPTIONS
-from kvae.training import files, history as run_history
+from kvae.training import files, history as run_history, transfer
 from kvae.training.callbacks import KeepBest, TensorBoardImages, exponential_lr
 from kvae.training.checkpoint import SafeBackupAndRestore
 from kvae.training.locks import RunLock
@@ -221,7 +221,8 @@ def train(model="vae", dataset="digits", out=None, data_dir=None, epochs=10, bat
     ``early_stopping=P`` also stops after P epochs without improvement (implies ``keep_best``).
     ``clip_norm``: gradients rescaled to this global norm at most (``keras`` optimizers' ``global_clipnorm``).
     ``init_weights``: a ``.weights.h5`` of the same model loaded before training (a warm start with a
-    new optimizer state; a checkpoint in ``out/backup`` still takes precedence).
+    new optimizer state; a checkpoint in ``out/backup`` still takes precedence); a file of another
+    model is a ``RunError`` (:func:`kvae.training.transfer.load_matching_weights`).
     ``lr_decay=r``: the learning rate of epoch e (0-based) is lr · r^e.  Every epoch's metrics are
     written to ``out/history.csv`` and ``out/history.json`` as the run goes, one row per epoch of all
     invocations (:mod:`kvae.training.history`).
@@ -298,7 +299,7 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
         mdl.compile(optimizer=make_optimizer(optimizer, lr, ema, extra["clip_norm"]), jit_compile=jit_compile,
                     steps_per_execution=extra["steps_per_execution"])
         if extra["init_weights"] is not None:  # a warm start (the optimizer is not built yet: its state is new)
-            mdl.load_weights(extra["init_weights"])
+            transfer.load_matching_weights(mdl, extra["init_weights"], "the train options")
     support = getattr(mdl.likelihood, "support", None)
     for split in (train_split, valid_split):
         if split.x is None:  # rendered by kvae from factor indices: nothing a user supplied

@@ -215,6 +215,36 @@ def test_evaluate_nll_jobs_gives_the_one_process_result(vae_run, tmp_path, monke
     assert abs(a["nll"] - b["nll"]) < 1e-4 and a["neg_elbo"] == b["neg_elbo"]
 
 
+def test_a_journal_continues_across_nll_jobs(vae_run, tmp_path, monkeypatch):
+    """Interrupted as the second batch is reported, a one-process evaluation is continued by --nll-jobs 2
+    and a --nll-jobs 2 evaluation by one process: both end at the uninterrupted result (float32
+    rounding aside), after the kept 200 examples."""
+    import keras
+    import numpy as np
+
+    journal = os.path.join(vae_run, "evaluate.journal.npz")
+    args = ["evaluate", vae_run, "--split", "test", "--k", "20", "--seed", "7"]
+    want, got = str(tmp_path / "want.json"), str(tmp_path / "got.json")
+    assert cli.main(args + ["--json", want]) == 0
+    update = keras.utils.Progbar.update
+
+    def killed(self, current, *a, **kw):
+        if current >= 200:
+            raise KeyboardInterrupt
+        return update(self, current, *a, **kw)
+
+    for first, then in (([], ["--nll-jobs", "2"]), (["--nll-jobs", "2"], [])):
+        with monkeypatch.context() as m:
+            m.setattr(keras.utils.Progbar, "update", killed)
+            with pytest.raises(KeyboardInterrupt):
+                cli.main(args + first)
+        with np.load(journal) as f:
+            assert len(f["values"]) == 200
+        assert cli.main(args + then + ["--json", got]) == 0
+        assert not os.path.exists(journal)
+        assert abs(json.load(open(got))["nll"] - json.load(open(want))["nll"]) < 1e-4
+
+
 def _assert_png_is_grid(path, images, ncol):
     """The PNG ``path`` shows exactly :func:`image_grid` of ``images`` (to the PNG's 8-bit quantisation)."""
     import numpy as np
@@ -272,6 +302,8 @@ def test_conditional_sampling_from_the_cli(tmp_path):
     (["evaluate", "{run}", "--dataset", "binarized_mnist", "--data-dir", "{empty}", "--limit", "2"],
      "binarized_mnist not found"),
     (["evaluate", "{run}", "--k", "0"], "argument --k: must be > 0"),
+    (["evaluate", "{run}", "--nll-jobs", "0"], "argument --nll-jobs: must be > 0"),
+    (["evaluate", "{run}", "--nll-jobs", "999"], "argument --nll-jobs: 999 processes on"),
 ])
 def test_errors_are_one_line_and_exit_nonzero(vae_run, tmp_path, capsys, monkeypatch, argv, message):
     from kvae.data import datasets as data
