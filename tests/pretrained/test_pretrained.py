@@ -11,7 +11,7 @@ from kvae.pretrained import store as pretrained
 from kvae.training import runs
 from kvae.errors import RunError
 
-REQUIRED = ("vae-binarized-mnist", "vlae-binarized-mnist", "rae-binarized-mnist")
+REQUIRED = ("vae-binarized-mnist", "vlae-binarized-mnist", "rae-binarized-mnist", "lvae-pixelcnn-binarized-mnist")
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_shipped_model_loads_and_reproduces_its_recorded_check(name, mnist_dir):
         assert abs(value - check["rec_loss"]) <= check["standard_error"], (value, check)
 
 
-def test_the_three_required_models_ship():
+def test_the_required_models_ship():
     assert set(REQUIRED) <= set(pretrained.names())
     total = sum(os.path.getsize(os.path.join(pretrained.ROOT, n, f)) for n in pretrained.names()
                 for f in os.listdir(os.path.join(pretrained.ROOT, n)))
@@ -189,7 +189,8 @@ def test_readme_pretrained_commands_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["vae-binarized-mnist", "vlae-binarized-mnist"])
+@pytest.mark.parametrize("name", ["vae-binarized-mnist", "vlae-binarized-mnist",
+                                  "lvae-pixelcnn-binarized-mnist"])
 def test_fetch_and_evaluate_at_k100_reproduce_the_shipped_number(name, mnist_dir, tmp_path):
     """The issue's acceptance command, on all 10,000 validation images (minutes: slow)."""
     info = pretrained.manifest(name)["measured"]
