@@ -8,6 +8,8 @@
     #    what float16 storage changed (float32 run vs stored weights, same noise), and a quick
     #    check (first N validation images at small k) that tests/pretrained/test_pretrained.py reproduces
     python apps/pack_pretrained.py record NAME RUN_DIR --eval eval.json [--check-n 200 --check-k 100]
+    # later, another evaluation of the shipped model (a larger k), without the training run:
+    python apps/pack_pretrained.py add-eval NAME eval-k1000.json
 
 ``record`` keeps the weight files (their sha256 does not change); only manifest.json is rewritten.
 """
@@ -38,6 +40,50 @@ def _nll(model, x, k, seed=0):
     return -model.log_likelihood(x, k=k, seed=seed).numpy()
 
 
+def merge_evaluations(measured, eval_json):
+    """Merge ``kvae evaluate --json`` results (paths, one per k) into ``measured`` in place: every k is
+    kept in ``measured["evaluations"]`` (a new file replaces the entry of its k), and the headline
+    numbers (NLL, its standard error, ELBO, KL, active units, k, n) become those of the largest k
+    when that k is among the given files."""
+    evaluations = {str(e["k"]): e for e in measured.get("evaluations", [])}
+    given = []
+    for path in ([eval_json] if isinstance(eval_json, str) else list(eval_json or [])):
+        with open(path) as f:
+            result = json.load(f)
+        missing = [key for key in ("k", "n", "nll", "nll_stderr") if not isinstance(result.get(key), (int, float))]
+        if missing:
+            raise ValueError(f"{path}: no number for {', '.join(missing)} (not a kvae evaluate --json file?)")
+        for key in ("dataset", "split"):
+            if measured.get(key) is not None and result.get(key) != measured[key]:
+                raise ValueError(f"{path}: {key} {result.get(key)!r}, but the manifest records {measured[key]!r}")
+        given.append(result)
+        evaluations[str(given[-1]["k"])] = {key: given[-1].get(key) for key in ("k", "n", "nll", "nll_stderr")}
+    if evaluations:  # every k is kept; the headline numbers are those of the largest k
+        measured["evaluations"] = sorted(evaluations.values(), key=lambda e: e["k"])
+        largest = max(given, key=lambda r: r["k"], default=None)
+        if largest is not None and largest["k"] == measured["evaluations"][-1]["k"]:
+            for key in ("nll", "nll_stderr", "elbo", "neg_elbo", "rec_loss", "kl", "active_units", "k", "n"):
+                measured[key] = largest.get(key)
+    return measured
+
+
+def add_evaluations(name, eval_json, extra=None, drop=()):
+    """Add evaluations of the shipped model to its manifest without its training run (``record``
+    needs the run directory; an evaluation at a larger k often comes later): only the evaluation
+    entries, the headline numbers, ``extra`` keys and the removal of ``drop`` keys change."""
+    from kvae.pretrained import store as pretrained
+
+    info = pretrained.manifest(name)
+    measured = merge_evaluations(dict(info.get("measured", {})), eval_json)
+    measured.update(extra or {})
+    for key in drop:
+        measured.pop(key, None)
+    info["measured"] = measured
+    with open(os.path.join(pretrained.ROOT, name, "manifest.json"), "w") as f:
+        json.dump(info, f, indent=1, default=float)
+    return measured
+
+
 def record(name, run_dir, eval_json=None, check_n=200, check_k=100, data_dir=None, extra=None):
     from kvae.data import datasets as data
     from kvae.pretrained import store as pretrained
@@ -57,18 +103,7 @@ def record(name, run_dir, eval_json=None, check_n=200, check_k=100, data_dir=Non
         "commit": _commit(),
         "train_command": extra.get("train_command") if extra else None,
     })
-    evaluations = {str(e["k"]): e for e in measured.get("evaluations", [])}
-    given = []
-    for path in ([eval_json] if isinstance(eval_json, str) else list(eval_json or [])):
-        with open(path) as f:
-            given.append(json.load(f))
-        evaluations[str(given[-1]["k"])] = {key: given[-1].get(key) for key in ("k", "n", "nll", "nll_stderr")}
-    if evaluations:  # every k is kept; the headline numbers are those of the largest k
-        measured["evaluations"] = sorted(evaluations.values(), key=lambda e: e["k"])
-        largest = max(given, key=lambda r: r["k"], default=None)
-        if largest is not None and largest["k"] == measured["evaluations"][-1]["k"]:
-            for key in ("nll", "nll_stderr", "elbo", "neg_elbo", "rec_loss", "kl", "active_units", "k", "n"):
-                measured[key] = largest.get(key)
+    merge_evaluations(measured, eval_json)
     xs = x[:check_n]
     a, b = _nll(original, xs, check_k), _nll(stored, xs, check_k)
     if a is not None:
@@ -193,7 +228,7 @@ def table():
     return "\n".join(lines) + "\n"
 
 
-def main():
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("pack")
@@ -211,6 +246,12 @@ def main():
     r.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR"))
     r.add_argument("--train-command")
     r.add_argument("--extra", help="JSON object of further numbers to record")
+    v = sub.add_parser("add-eval", help="add kvae evaluate --json results (e.g. a later k=1000) to a shipped "
+                                        "model's manifest; the training run is not needed")
+    v.add_argument("name")
+    v.add_argument("eval", nargs="+", help="JSON file(s) written by kvae evaluate --json on the fetched model")
+    v.add_argument("--extra", help="JSON object of further numbers to record")
+    v.add_argument("--drop", nargs="*", default=[], metavar="KEY", help="keys of 'measured' to remove")
     c = sub.add_parser("curve", help="training curve PNG from a kvae train --quiet log")
     c.add_argument("log")
     c.add_argument("out")
@@ -219,7 +260,11 @@ def main():
     c.add_argument("--project", nargs=2, type=float, metavar=("GAP", "TARGET"),
                    help="fit and project the validation curve; GAP = -ELBO minus NLL at the end")
     sub.add_parser("table", help="print the Markdown table of the shipped models")
-    args = p.parse_args()
+    return p
+
+
+def main():
+    args = build_parser().parse_args()
     if args.command == "curve":
         proj = project(args.log, *args.project) if args.project else None
         print(curve(args.log, args.out, args.title, args.best_epoch, proj))
@@ -235,6 +280,9 @@ def main():
         print(pretrained.pack(args.run_dir, args.name, dtype=args.dtype, description=args.description))
         return
     extra = json.loads(args.extra) if args.extra else {}
+    if args.command == "add-eval":
+        print(json.dumps(add_evaluations(args.name, args.eval, extra, args.drop), indent=1))
+        return
     if args.train_command:
         extra["train_command"] = args.train_command
     print(json.dumps(record(args.name, args.run_dir, args.eval, args.check_n, args.check_k, args.data_dir, extra),

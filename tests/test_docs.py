@@ -1,6 +1,7 @@
 """Docs that run: every fenced python block in README.md and docs/*.md executes (the blocks of one
 file in order, in one namespace, in a scratch directory), every `kvae ...` command line shown in a
-bash block parses with the real CLI parser, and the README's quick-start commands run."""
+bash block parses with the real CLI parser, every `python apps/NAME.py ...` line with that script's
+parser, and the README's quick-start commands run."""
 import glob
 import os
 import shlex
@@ -11,7 +12,7 @@ import pytest
 from kvae.cli import main as cli
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers"))
-from doc_commands import blocks, command_lines  # noqa: E402
+from doc_commands import blocks, command_lines, script_lines  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FILES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
@@ -20,6 +21,7 @@ NEEDS_MNIST = "binarized_mnist\", \"train\")"
 
 PYTHON = [(os.path.relpath(f, ROOT), f) for f in FILES if blocks(f, "python")]
 COMMANDS = [(os.path.relpath(f, ROOT), c) for f in FILES for c in command_lines(f)]
+SCRIPTS = [(os.path.relpath(f, ROOT), script, argv) for f in FILES for script, argv in script_lines(f)]
 
 
 @pytest.mark.parametrize("name, path", PYTHON, ids=[n for n, _ in PYTHON])
@@ -39,7 +41,22 @@ def test_python_blocks_run(name, path, tmp_path, monkeypatch, request):
 
 
 def test_there_are_examples_to_check():
-    assert len(PYTHON) >= 4 and len(COMMANDS) >= 8
+    assert len(PYTHON) >= 4 and len(COMMANDS) >= 8 and len(SCRIPTS) >= 3
+
+
+@pytest.mark.parametrize("name, script, argv", SCRIPTS, ids=[f"{n}:{s} {' '.join(a)[:50]}" for n, s, a in SCRIPTS])
+def test_script_lines_parse(name, script, argv):
+    """An apps/ script shown in the docs exposes build_parser(), and the line shown parses with it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(os.path.basename(script)[:-3], os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert hasattr(module, "build_parser"), f"{name}: {script} has no build_parser() to check its line with"
+    try:
+        module.build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"{name}: `python {script} {' '.join(argv)}` does not parse")
 
 
 @pytest.mark.parametrize("name, argv", COMMANDS, ids=[f"{n}:{' '.join(a)[:60]}" for n, a in COMMANDS])

@@ -202,3 +202,39 @@ def test_fetch_and_evaluate_at_k100_reproduce_the_shipped_number(name, mnist_dir
     result = json.loads(report.read_text())
     assert result["n"] == 10000
     assert abs(result["nll"] - shipped["nll"]) <= shipped["nll_stderr"]
+
+
+def _pack_pretrained():
+    import importlib.util
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..")
+    spec = importlib.util.spec_from_file_location("pack_pretrained", os.path.join(root, "apps", "pack_pretrained.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_later_evaluation_at_a_larger_k_becomes_the_headline_and_keeps_the_others(tmp_path):
+    merge = _pack_pretrained().merge_evaluations
+
+    def written(name, split="valid", **result):
+        path = tmp_path / name
+        path.write_text(json.dumps(dict(dataset="binarized_mnist", split=split, n=10000, elbo=-81.7,
+                                        neg_elbo=81.7, rec_loss=68.0, kl=13.7, active_units=7852, **result)))
+        return str(path)
+
+    measured = {"dataset": "binarized_mnist", "split": "valid", "nll": 79.96, "nll_stderr": 0.2, "k": 100,
+                "n": 10000, "evaluations": [{"k": 100, "n": 10000, "nll": 79.96, "nll_stderr": 0.2}]}
+    merge(measured, [written("k1000.json", k=1000, nll=79.84, nll_stderr=0.19)])
+    assert [(e["k"], e["nll"]) for e in measured["evaluations"]] == [(100, 79.96), (1000, 79.84)]
+    assert (measured["k"], measured["nll"], measured["nll_stderr"]) == (1000, 79.84, 0.19)
+    # a repeated smaller k replaces its own entry only: the headline stays the largest k's
+    merge(measured, [written("k100.json", k=100, nll=79.95, nll_stderr=0.2)])
+    assert [(e["k"], e["nll"]) for e in measured["evaluations"]] == [(100, 79.95), (1000, 79.84)]
+    assert (measured["k"], measured["nll"]) == (1000, 79.84)
+    # the file must be an evaluation of the recorded split, with its numbers; nothing changes otherwise
+    with pytest.raises(ValueError, match="split 'train', but the manifest records 'valid'"):
+        merge(measured, [written("train.json", split="train", k=5000, nll=70.0, nll_stderr=0.1)])
+    with pytest.raises(ValueError, match="no number for nll_stderr"):
+        merge(measured, [written("bad.json", k=5000, nll=70.0)])
+    assert (measured["k"], len(measured["evaluations"])) == (1000, 2)
