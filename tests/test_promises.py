@@ -32,6 +32,8 @@ def test_fit_density_from_train_and_from_its_own_command(tmp_path, capsys):
     assert cli.main(["train", "--model", "rae", *TINY, "--epochs", "2", "--fit-density", "--out", run]) == 0
     model, _ = runs.load_run(run)
     assert model.density.is_fitted
+    # q is a point mass: no KL per dimension to plot (it would be infinite everywhere)
+    assert not os.path.exists(os.path.join(run, "kl_per_dim.png")) and os.path.exists(os.path.join(run, "samples.png"))
     codes = model.posterior_means(data.load("digits", "train").arrays()[0])
     mixture = model.density.distribution()
     # the mixture was fitted on all 1257 training codes: its mean is theirs

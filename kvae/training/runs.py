@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -125,18 +126,19 @@ atomic_save = files.save_model
 
 
 def write_figures(model, run_dir, split, n=64, seed=0):
-    """Samples, reconstructions (each original followed by its reconstruction) and KL per dimension, as PNGs
-    (when q and p do not factorise, :func:`kvae.evaluation.metrics.marginal_kl_per_dim`)."""
+    """Samples, reconstructions (each original then its reconstruction) and KL per dimension as PNGs (q, p not
+    factorised: :func:`kvae.evaluation.metrics.marginal_kl_per_dim`; a point-mass q, RAE's, VQ-VAE's: no KL)."""
     paths = {}
     x, y = split.arrays()
     labels = None if not model.conditional else np.arange(n) % model.num_classes
     paths["samples"] = plotting.save_image_grid(
         model.sample(n, labels=labels, seed=seed).numpy(), os.path.join(run_dir, "samples.png"), ncol=8)
-    m = min(32, len(x))
-    xb = x[:m]
-    rec = model.reconstruct(xb, None if y is None else y[:m]).numpy()
+    xb = x[:32]
+    rec = model.reconstruct(xb, None if y is None else y[:32]).numpy()
     pairs = np.stack([xb, rec], axis=1).reshape((-1,) + x.shape[1:])
     paths["reconstructions"] = plotting.save_image_grid(pairs, os.path.join(run_dir, "reconstructions.png"), ncol=8)
+    if not model.has_density:  # q a point mass: its KL to a density is infinite
+        return paths
     stats = evaluation.posterior_statistics(model, x[:1000], None if y is None else y[:1000], seed=seed)
     path = os.path.join(run_dir, "kl_per_dim.png")
     if stats["kl_per_dim"] is not None:
@@ -370,8 +372,6 @@ def _train(model, dataset, out, data_dir, epochs, batch_size, lr, seed, optimize
 def load_run(run_dir):
     """(model, run config) of a run directory, with clear errors for missing or corrupt files."""
     from kvae import models  # noqa: F401  (registers the serialisable classes)
-
-    import zipfile
 
     if not os.path.exists(run_dir):
         raise RunError(f"run directory {run_dir!r} does not exist")

@@ -84,22 +84,27 @@ def _alive_workers():
     return [p.pid for p in multiprocessing.active_children() if _running(p.pid)]
 
 
-def test_a_killed_worker_is_one_error_after_the_batches_before_it(saved):
+def test_a_killed_worker_is_one_error_after_the_batches_before_it(saved, monkeypatch):
     """A worker killed (SIGKILL, as the out-of-memory killer does) while batches remain: a KvaeError that
     says so, the batches handed back before it kept (on_batch), and no worker left running."""
     model, path, _ = saved
-    x = (np.random.RandomState(2).uniform(size=(32, 4, 4, 1)) > 0.5).astype("float32")
-    seen = []
+    # 2048 batches of k = 200,000: about 40 ms each here, so more than a minute of work remains when the
+    # first is handed back, whatever the machine (32 batches were all done before it once, in CI)
+    x = (np.random.RandomState(2).uniform(size=(2048, 4, 4, 1)) > 0.5).astype("float32")
+    pools, seen, killed = [], [], []
+    start_pool = parallel.start_pool
+    monkeypatch.setattr(parallel, "start_pool", lambda *a: pools.append(start_pool(*a)) or pools[-1])
 
     def kill_a_worker(values):
-        if not seen:
-            os.kill(_alive_workers()[0], signal.SIGKILL)
+        if not seen:  # one of this call's own workers (not any child of the test process)
+            killed.append(parallel.pool_workers(pools[0])[0].pid)
+            os.kill(killed[0], signal.SIGKILL)
         seen.append(len(values))
 
     with pytest.raises(KvaeError, match="a --nll-jobs worker process died") as err:
-        # batches long enough (k = 200,000) that batches remain when the first is handed back
         parallel_log_likelihood(path, x, k=200_000, batch_size=1, jobs=2, on_batch=kill_a_worker)
-    assert f"{seen[-1]} examples were computed" in str(err.value) and seen[-1] < 32
+    assert len(pools) == 1 and len(killed) == 1
+    assert f"{seen[-1]} examples were computed" in str(err.value) and seen[-1] < len(x)
     assert _alive_workers() == []
 
 
