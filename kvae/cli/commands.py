@@ -74,7 +74,7 @@ def evaluate(args):
             else:
                 chunks = [model.draws_per_chunk(min(args.batch_size, n), args.k),
                           model.draws_per_chunk(n % args.batch_size or args.batch_size, args.k)]
-                journal = NLLJournal.for_run(args.run_dir, os.path.join(args.run_dir, runs.MODEL_FILE), x[:n],
+                journal = NLLJournal.for_run(args.run_dir, model, x[:n],
                                              None if y is None or not model.conditional else y[:n], args.k,
                                              args.seed, args.batch_size, chunks, fresh=args.fresh)
                 if args.fresh:

@@ -18,16 +18,28 @@ from kvae.parts.contracts import flag
 class EndpointsMixin:
     """``log_likelihood`` and the ``*_from_noise`` endpoints."""
 
-    def log_weights_from_noise(self, x, y=None, eps=None, k=None, seed=None, training=False, groups=None):
+    def log_weights_from_noise(self, x, y=None, eps=None, k=None, seed=None, training=False, groups=None,
+                               context=None):
         """log w [k, B] = log p(x|z) + sum_g (log p_g(z_g) - log q_g(z_g)) for draws from explicit noise
-        ``eps`` [k, B, D] or k draws of q with ``seed`` (``groups``: posteriors already computed)."""
+        ``eps`` [k, B, D] or k draws of q with ``seed`` (``groups``: posteriors already computed;
+        ``context``: what :meth:`importance_context` returned for x, unused here)."""
         groups = self.latent_draws(x, y, eps=eps, k=k, seed=seed, training=training, groups=groups)
         px = self.decode_groups(groups, y, training=training)
         return log_importance_weights(px.log_prob(x), groups)
 
+    def importance_context(self, x, y=None):
+        """What the importance draws of a batch share, computed once per batch by :meth:`log_likelihood`
+        and passed to :meth:`log_weights_from_noise` as ``context``: None here (each chunk of draws
+        encodes x itself); a hierarchy returns its bottom-up pass, the same for all draws."""
+        return None
+
     @tf.function(reduce_retracing=True)
-    def _log_weights(self, x, y, k, seed):
-        return self.log_weights_from_noise(x, y, k=k, seed=seed)
+    def _log_weights(self, x, y, k, seed, context=None):
+        return self.log_weights_from_noise(x, y, k=k, seed=seed, context=context)
+
+    @tf.function(reduce_retracing=True)
+    def _importance_context(self, x, y):
+        return self.importance_context(x, y)
 
     def log_likelihood(self, x, y=None, k=1000, batch_size=100, seed=0, max_elements=2**23, progress=None,
                        resume_from=None, on_batch=None, offset=0):
@@ -54,8 +66,10 @@ class EndpointsMixin:
         def chunk_for(b):
             return self.draws_per_chunk(b, k, max_elements)
 
+        shared = type(self).importance_context is not EndpointsMixin.importance_context
         return chunked_log_likelihood(self._log_weights, x, y, k, self._seed(seed), batch_size, chunk_for,
-                                      progress, resume_from=resume_from, on_batch=on_batch, offset=offset)
+                                      progress, resume_from=resume_from, on_batch=on_batch, offset=offset,
+                                      context_for=self._importance_context if shared else None)
 
     def draws_per_chunk(self, batch, k, max_elements=2**23):
         """The importance draws :meth:`log_likelihood` takes at once for a batch of ``batch`` examples

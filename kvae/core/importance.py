@@ -39,12 +39,14 @@ def resumed_examples(resume_from, n, batch_size):
 
 
 def chunked_log_likelihood(log_weights, x, y, k, seed, batch_size, chunk_for, progress=None, resume_from=None,
-                           on_batch=None, offset=0):
+                           on_batch=None, offset=0, context_for=None):
     r"""log (1/k) sum_i w_i per example of x, the k draws taken in chunks combined by logsumexp.
 
     ``log_weights(xb, yb, m, seed)`` returns log w [m, b] for m draws; ``chunk_for(b)`` the number of
     draws per chunk for a batch of b examples (bounded memory at any k); ``progress(done, total)``
-    is called after each batch.  Batch ``start``'s chunk i uses the seed folded with
+    is called after each batch.  ``context_for(xb, yb)``, when given, computes once per batch what
+    all its chunks share (a hierarchy's bottom-up pass), passed as ``log_weights(xb, yb, m, seed,
+    context)``.  Batch ``start``'s chunk i uses the seed folded with
     ``start * 1_000_003 + i``, so a result does not depend on ``batch_size`` splitting elsewhere.
 
     ``resume_from``: the values of the first m examples from an earlier call with the same arguments
@@ -63,10 +65,11 @@ def chunked_log_likelihood(log_weights, x, y, k, seed, batch_size, chunk_for, pr
         b = int(xb.shape[0])
         chunk = chunk_for(b)
         total = None
+        shared = () if context_for is None else (context_for(xb, yb),)
         for i, lo in enumerate(range(0, k, chunk)):
             m = min(chunk, k - lo)
             s = tf.cast(tf.random.experimental.stateless_fold_in(seed, (offset + start) * 1_000_003 + i), tf.int32)
-            lse = tf.reduce_logsumexp(log_weights(xb, yb, tf.constant(m), s), axis=0)
+            lse = tf.reduce_logsumexp(log_weights(xb, yb, tf.constant(m), s, *shared), axis=0)
             total = lse if total is None else tf.experimental.numpy.logaddexp(total, lse)
         out.append(total - math.log(k))
         if on_batch is not None:

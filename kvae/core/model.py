@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from kvae.core.endpoints import EndpointsMixin
-from kvae.core.inputs import split_xy
+from kvae.core.inputs import labels_one_hot, labels_out_of_range, split_xy
 from kvae.core.moments import posterior_mean_and_noise
 from kvae.core.objective import ELBOMixin
 from kvae.core.step import KerasStepMixin
@@ -209,23 +209,9 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
 
     # ------------------------------------------------------------------ inputs
     def one_hot(self, y):
-        """Labels (integers of shape [B] or [B, 1], or one-hot [B, K]) as float32 one-hot [B, K]."""
-        if y is None:
-            raise DataError(
-                f"{type(self).__name__} is conditional on a label with {self.num_classes} classes: "
-                "fit on (x, y) data and pass labels to encode/decode/sample")
-        y = tf.convert_to_tensor(y)
-        if y.dtype.is_integer or y.dtype == tf.bool:
-            if y.shape.rank == 2 and y.shape[-1] == 1:
-                y = tf.squeeze(y, -1)
-            if y.shape.rank == 2 and y.shape[-1] == self.num_classes:
-                return tf.cast(y, tf.float32)
-            return tf.one_hot(tf.cast(y, tf.int32), self.num_classes, dtype=tf.float32)
-        y = tf.cast(y, tf.float32)
-        if y.shape.rank != 2 or y.shape[-1] != self.num_classes:
-            raise DataError(
-                f"float labels must be one-hot of shape (batch, {self.num_classes}), got {tuple(y.shape)}")
-        return y
+        """Labels (integers in 0..K-1 of shape [B] or [B, 1], or one-hot [B, K]) as float32 one-hot [B, K]
+        (:func:`kvae.core.inputs.labels_one_hot`)."""
+        return labels_one_hot(y, self.num_classes, type(self).__name__)
 
     def _encoder_input(self, x, y):
         x = tf.cast(x, tf.float32)
@@ -288,8 +274,8 @@ class VariationalModel(ELBOMixin, KerasStepMixin, EndpointsMixin, keras.Model):
             labels = np.full([n], int(labels))
         if labels.shape[0] != n:
             raise DataError(f"got {labels.shape[0]} labels for {n} samples")
-        if labels.ndim == 1 and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise DataError(f"labels must be in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}")
+        if labels.ndim == 1 and labels_out_of_range(labels, self.num_classes):
+            raise DataError(labels_out_of_range(labels, self.num_classes))
         return labels
 
     @staticmethod

@@ -4,7 +4,7 @@ argument)."""
 import numpy as np
 import tensorflow as tf
 
-from kvae.core.inputs import split_xy  # noqa: F401  (re-exported: kvae.data.split_xy)
+from kvae.core.inputs import labels_out_of_range, split_xy  # noqa: F401  (split_xy re-exported: kvae.data.split_xy)
 from kvae.errors import DataError
 
 
@@ -92,7 +92,7 @@ def check_inputs(model, x, y=None, what="data"):
         labels = np.asarray(y)
         if labels.shape[0] != np.asarray(x).shape[0]:
             raise DataError(f"{what}: {labels.shape[0]} labels for {np.asarray(x).shape[0]} examples")
-        if labels.ndim == 1 and labels.dtype.kind in "iu" and (
-                labels.min() < 0 or labels.max() >= model.num_classes):
-            raise DataError(f"{what}: labels must be in 0..{model.num_classes - 1}, "
-                            f"got {labels.min()}..{labels.max()}")
+        problem = labels_out_of_range(labels, model.num_classes) if labels.dtype.kind in "iu" and (
+            labels.ndim == 1 or labels.shape[1:] == (1,)) else None
+        if problem:
+            raise DataError(f"{what}: {problem}")

@@ -8,8 +8,10 @@ of the same command continues after the last of them.  Batch b's draws are seede
 (:func:`kvae.core.importance.chunked_log_likelihood`), so the continued result is the one an
 uninterrupted run gives.
 
-The journal is used only for the same evaluation: its key holds the sha256 of the model file, of the
-examples (and labels), the estimator's settings (k, seed, batch size, and the draws per chunk,
+The journal is used only for the same evaluation: its key holds the model's identity (its class, the
+sha256 of its config and of its weights, :func:`model_identity`: a model fetched or saved again, whose
+``.keras`` file differs in its timestamps, continues the journal; other weights do not), the sha256 of
+the examples (and labels), the estimator's settings (k, seed, batch size, and the draws per chunk,
 which choose the draws: :meth:`kvae.core.endpoints.EndpointsMixin.draws_per_chunk`) and the versions
 of kvae and TensorFlow; any other journal is replaced.  The journal is removed once the result is
 complete.  ``kvae evaluate`` holds the run directory (:func:`hold_run_dir`) while it keeps the
@@ -65,13 +67,15 @@ def _versions():
     return {"kvae": kvae.__version__, "tensorflow": tf.__version__}
 
 
-def sha256_of_file(path, block=1 << 20):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(block), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def model_identity(model):
+    """What makes a model's log-likelihoods: ``{"class", "config_sha256", "weights_sha256"}`` (the
+    weights' :func:`kvae.evaluation.parallel.weights_fingerprint`), the same for every file that holds
+    the model."""
+    from kvae.evaluation.parallel import weights_fingerprint
+
+    config = json.dumps(model.get_config(), sort_keys=True)
+    return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "config_sha256": hashlib.sha256(config.encode()).hexdigest(), "weights_sha256": weights_fingerprint(model)}
 
 
 def sha256_of_array(a):
@@ -104,12 +108,11 @@ class NLLJournal:
         self._loaded = _UNREAD
 
     @classmethod
-    def for_run(cls, run_dir, model_file, x, y, k, seed, batch_size, draws_per_chunk, stream=STDERR,
-                fresh=False):
-        """The journal of ``kvae evaluate`` in ``run_dir``: keyed by the model file's and the data's
-        sha256 and the estimator's settings (``draws_per_chunk``: the draws per chunk of a full batch
-        and of the last batch)."""
-        key = {"model_sha256": sha256_of_file(model_file), "x_sha256": sha256_of_array(x), "n": int(len(x)),
+    def for_run(cls, run_dir, model, x, y, k, seed, batch_size, draws_per_chunk, stream=STDERR, fresh=False):
+        """The journal of ``kvae evaluate`` of ``model`` in ``run_dir``: keyed by the model's identity
+        (:func:`model_identity`), the data's sha256 and the estimator's settings (``draws_per_chunk``:
+        the draws per chunk of a full batch and of the last batch)."""
+        key = {"model": model_identity(model), "x_sha256": sha256_of_array(x), "n": int(len(x)),
                "y_sha256": sha256_of_array(y), "k": int(k), "seed": int(seed), "batch_size": int(batch_size),
                "draws_per_chunk": [int(d) for d in draws_per_chunk], "versions": _versions()}
         return cls(os.path.join(run_dir, FILE), key, stream, fresh)

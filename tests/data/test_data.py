@@ -200,6 +200,22 @@ def test_conditional_model_requires_labels_in_range():
     model.fit(x, keras.utils.to_categorical([0, 1, 2, 1], 3), epochs=1, verbose=0)  # one-hot works too
 
 
+def test_the_models_own_methods_refuse_labels_out_of_range():
+    """encode, decode, sample, log_likelihood and the endpoints read labels through one_hot, which names
+    labels outside 0..K-1 (tf.one_hot would give all-zero vectors: a condition never trained on)."""
+    model = kvae.ConditionalVAE(input_shape=(8, 8, 1), num_classes=3, latent_dim=2, hidden=(8,), seed=0)
+    x, z = np.zeros((3, 8, 8, 1), np.float32), np.zeros((3, 2), np.float32)
+    np.testing.assert_array_equal(model.one_hot(np.array([[2], [0], [1]])), np.eye(3)[[2, 0, 1]])
+    calls = [lambda y: model.encode(x, y), lambda y: model.decode(z, y), lambda y: model.sample(3, labels=y),
+             lambda y: model.log_likelihood(x, y, k=2)]
+    for call in calls:
+        call(np.array([0, 2, 1]))
+        with pytest.raises(DataError, match=r"^labels must be in 0..2; 1 are not \(first at index 1: 3\)$"):
+            call(np.array([0, 3, 1]))
+        with pytest.raises(DataError, match=r"^labels must be in 0..2; 2 are not \(first at index 0: -1\)$"):
+            call(tf.constant([-1, 1, 7]))
+
+
 
 def test_split_xy_takes_x_and_y_from_one_argument():
     from kvae.data import split_xy

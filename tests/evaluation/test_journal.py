@@ -168,24 +168,20 @@ def test_the_draws_per_chunk_are_part_of_the_key(model_and_data, tmp_path):
     b = model.log_likelihood(x, k=20, batch_size=2, seed=3, max_elements=2 * 16 * 5).numpy()
     assert model.draws_per_chunk(2, 20) == 20 and model.draws_per_chunk(2, 20, 2 * 16 * 5) == 5
     assert not np.allclose(a, b)
-    (tmp_path / "model.keras").write_bytes(b"weights")
-    for_run = [NLLJournal.for_run(str(tmp_path), str(tmp_path / "model.keras"), x, None, 20, 3, 2, chunks,
-                                  stream=io.StringIO()) for chunks in ([20, 20], [5, 5])]
+    for_run = [NLLJournal.for_run(str(tmp_path), model, x, None, 20, 3, 2, chunks, stream=io.StringIO())
+               for chunks in ([20, 20], [5, 5])]
     for_run[0].save(a[:2])
     assert for_run[1].load() is None and "journal of another evaluation" in for_run[1].stream.getvalue()
-    np.testing.assert_array_equal(NLLJournal.for_run(str(tmp_path), str(tmp_path / "model.keras"), x, None, 20, 3,
-                                                     2, [20, 20]).load(), a[:2])
+    np.testing.assert_array_equal(NLLJournal.for_run(str(tmp_path), model, x, None, 20, 3, 2, [20, 20]).load(), a[:2])
 
 
 def test_another_kvae_or_tensorflow_version_is_another_evaluation(model_and_data, tmp_path, monkeypatch):
     import tensorflow as tf
 
-    _, x = model_and_data
-    (tmp_path / "model.keras").write_bytes(b"weights")
+    model, x = model_and_data
 
     def journal():
-        return NLLJournal.for_run(str(tmp_path), str(tmp_path / "model.keras"), x, None, 20, 3, 2, [20, 20],
-                                  stream=None)
+        return NLLJournal.for_run(str(tmp_path), model, x, None, 20, 3, 2, [20, 20], stream=None)
 
     journal().save(np.array([1.0, 2.0], np.float32))
     assert journal().load() is not None
@@ -193,6 +189,33 @@ def test_another_kvae_or_tensorflow_version_is_another_evaluation(model_and_data
         with monkeypatch.context() as m:
             m.setattr(module, "__version__", module.__version__ + ".post1")
             assert journal().load() is None
+
+
+def test_the_same_model_saved_again_continues_and_other_weights_do_not(model_and_data, tmp_path):
+    """The key is the model's class, config and weights, not its file's bytes: a model saved again (a
+    pretrained model fetched again: other timestamps in the .keras file) continues the journal; one
+    weight changed, or another config, is another evaluation."""
+    import keras
+
+    model, x = model_and_data
+    model(x[:1])
+    paths = [str(tmp_path / f"m{i}.keras") for i in (1, 2)]
+    for path in paths:
+        model.save(path)
+    loaded = [keras.models.load_model(p, compile=False) for p in paths]
+
+    def journal(m):
+        return NLLJournal.for_run(str(tmp_path), m, x, None, 20, 3, 2, [20, 20], stream=None)
+
+    journal(loaded[0]).save(np.array([1.0, 2.0], np.float32))
+    np.testing.assert_array_equal(journal(loaded[1]).load(), [1.0, 2.0])
+    kernel = next(w for w in loaded[1].weights if "kernel" in w.path)
+    kernel.assign(kernel + 1e-6)
+    assert journal(loaded[1]).load() is None
+    other = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=0, beta=2.0)
+    other(x[:1])
+    other.set_weights(loaded[0].get_weights())
+    assert journal(other).load() is None and journal(loaded[0]).load() is not None
 
 
 def test_messages_go_to_the_stderr_of_the_moment(model_and_data, tmp_path):

@@ -107,6 +107,34 @@ def test_importance_weights_run_every_draw_through_the_hierarchy():
     np.testing.assert_allclose(model.log_prob_from_noise(x, eps).numpy(), want, rtol=1e-4)
 
 
+def test_log_likelihood_runs_the_bottom_up_pass_once_per_batch_with_the_same_values():
+    """The importance draws of a batch share its bottom-up pass (importance_context): computed once per
+    batch, used by every chunk of draws, and the values are those of recomputing it in every chunk."""
+    from kvae.core.importance import chunked_log_likelihood
+
+    model = small()
+    x = binary(5, seed=2)
+    counted = {"context": 0, "weights": 0}
+
+    def counting(name, fn):
+        def call(*args):
+            counted[name] += 1
+            return fn(*args)
+        return call
+
+    model._importance_context = counting("context", model._importance_context)
+    model._log_weights = counting("weights", model._log_weights)
+    got = model.log_likelihood(x, k=7, batch_size=2, seed=4, max_elements=1).numpy()
+    assert counted == {"context": 3, "weights": 21}  # batches of 2, 2, 1; 7 chunks of one draw each
+    per_chunk = chunked_log_likelihood(lambda xb, yb, m, s: model.log_weights_from_noise(xb, yb, k=m, seed=s), x,
+                                       None, 7, model._seed(4), 2, lambda b: 1).numpy()
+    np.testing.assert_allclose(got, per_chunk, rtol=0, atol=1e-5)
+    assert np.abs(np.diff(got)).max() > 1e-3
+    hat = model.importance_context(x)  # and the draws do read the context they are given
+    moved = model.log_weights_from_noise(x, k=2, seed=[1, 2], context=(hat[0] + 1.0, hat[1]))
+    assert np.abs(moved - model.log_weights_from_noise(x, k=2, seed=[1, 2], context=hat)).min() > 1e-3
+
+
 def test_residual_merge_and_free_bits_per_group_train():
     import keras
 

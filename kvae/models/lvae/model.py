@@ -192,12 +192,18 @@ class LadderVAE(VariationalModel):
             return self.decode(flat, training=training)
         return self.likelihood.distribution(self.likelihood(features, training=training))
 
+    def importance_context(self, x, y=None):
+        """The bottom-up Gaussians of x: the same for every importance draw of a batch."""
+        return self.encode_params(tf.cast(x, tf.float32))
+
     @tf.autograph.experimental.do_not_convert  # static Python only; autograph once mixed up the methods it converted
-    def log_weights_from_noise(self, x, y=None, eps=None, k=None, seed=None, training=False, groups=None):
+    def log_weights_from_noise(self, x, y=None, eps=None, k=None, seed=None, training=False, groups=None,
+                               context=None):
         """log w [k, B]: each of the k draws runs the whole top-down pass (q of a lower group depends
-        on the draws above), all k B of them in one batch."""
+        on the draws above), all k B of them in one batch; the bottom-up pass once (``context``, that
+        of :meth:`importance_context`, when given)."""
         x = tf.cast(x, tf.float32)
-        hat = self.encode_params(x, training=training)
+        hat = self.encode_params(x, training=training) if context is None else tuple(context)
         batch = tf.shape(x)[0]
         if eps is None:
             shape = [k, batch, self.latent_dim]
