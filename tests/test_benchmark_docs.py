@@ -194,3 +194,18 @@ def test_evaluate_jobs_steady_rate_counts_from_the_last_process_first_batch():
     assert evaluate_jobs.steady_rate(staggered, 2) == pytest.approx(20 / T)
     with pytest.raises(ValueError, match="needs more than 2"):
         evaluate_jobs.steady_rate(pairs[:2], 2)
+
+
+def test_cli_docs_quote_the_importance_context_measurement():
+    """docs/cli.md's figure for the shared bottom-up pass is the committed benchmarks/importance_context.json
+    (a full run): the ratio of its medians, with values equal to the baseline's."""
+    with open(os.path.join(ROOT, "benchmarks", "importance_context.json")) as f:
+        report = json.load(f)
+    assert not report["quick"] and report["config"]["repeats"] >= 3 and report["max_abs_difference"] == 0.0
+    res = report["results"]
+    ratio = res["bottom_up_per_chunk"]["calls"]["median"] / res["shared_bottom_up"]["calls"]["median"]
+    assert report["speedup"] == pytest.approx(ratio)
+    text = " ".join(open(os.path.join(ROOT, "docs", "cli.md")).read().split())
+    config = report["config"]
+    assert (f"one process evaluated a batch of {config['batch_size']} images at k = {config['k']} {ratio:.2f} times as "
+            f"fast as with the pass in every chunk (medians of {config['repeats']} alternated rounds") in text
