@@ -72,11 +72,9 @@ def evaluate(args):
                 print(f"another kvae evaluate of {args.run_dir} keeps its evaluate.journal.npz: this one keeps no "
                       "journal (an interruption restarts it)", file=sys.stderr)
             else:
-                chunks = [model.draws_per_chunk(min(args.batch_size, n), args.k),
-                          model.draws_per_chunk(n % args.batch_size or args.batch_size, args.k)]
                 journal = NLLJournal.for_run(args.run_dir, model, x[:n],
                                              None if y is None or not model.conditional else y[:n], args.k,
-                                             args.seed, args.batch_size, chunks, fresh=args.fresh)
+                                             args.seed, args.batch_size, fresh=args.fresh)
                 if args.fresh:
                     journal.remove()
                 kept_values = journal.load()

@@ -108,10 +108,15 @@ class NLLJournal:
         self._loaded = _UNREAD
 
     @classmethod
-    def for_run(cls, run_dir, model, x, y, k, seed, batch_size, draws_per_chunk, stream=STDERR, fresh=False):
+    def for_run(cls, run_dir, model, x, y, k, seed, batch_size, draws_per_chunk=None, stream=STDERR, fresh=False):
         """The journal of ``kvae evaluate`` of ``model`` in ``run_dir``: keyed by the model's identity
         (:func:`model_identity`), the data's sha256 and the estimator's settings (``draws_per_chunk``:
-        the draws per chunk of a full batch and of the last batch)."""
+        the draws per chunk of a full batch and of the last batch; by default the model's at the
+        default ``max_elements``, those ``kvae evaluate`` uses)."""
+        if draws_per_chunk is None:
+            n = len(x)
+            draws_per_chunk = [model.draws_per_chunk(min(batch_size, n), k),
+                               model.draws_per_chunk(n % batch_size or batch_size, k)]
         key = {"model": model_identity(model), "x_sha256": sha256_of_array(x), "n": int(len(x)),
                "y_sha256": sha256_of_array(y), "k": int(k), "seed": int(seed), "batch_size": int(batch_size),
                "draws_per_chunk": [int(d) for d in draws_per_chunk], "versions": _versions()}

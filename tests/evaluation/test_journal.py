@@ -173,6 +173,9 @@ def test_the_draws_per_chunk_are_part_of_the_key(model_and_data, tmp_path):
     for_run[0].save(a[:2])
     assert for_run[1].load() is None and "journal of another evaluation" in for_run[1].stream.getvalue()
     np.testing.assert_array_equal(NLLJournal.for_run(str(tmp_path), model, x, None, 20, 3, 2, [20, 20]).load(), a[:2])
+    # by default the model's draws per chunk at the default max_elements (those kvae evaluate uses)
+    assert NLLJournal.for_run(str(tmp_path), model, x, None, 20, 3, 2).key == for_run[0].key
+    assert NLLJournal.for_run(str(tmp_path), model, x, None, 20, 3, 2).key != for_run[1].key
 
 
 def test_another_kvae_or_tensorflow_version_is_another_evaluation(model_and_data, tmp_path, monkeypatch):

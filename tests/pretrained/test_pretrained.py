@@ -238,3 +238,28 @@ def test_a_later_evaluation_at_a_larger_k_becomes_the_headline_and_keeps_the_oth
     with pytest.raises(ValueError, match="no number for nll_stderr"):
         merge(measured, [written("bad.json", k=5000, nll=70.0)])
     assert (measured["k"], len(measured["evaluations"])) == (1000, 2)
+
+
+def test_the_kept_k1000_evaluation_of_the_shipped_ladder_continues_after_a_fetch(mnist_dir, tmp_path):
+    """apps/long_runs/lvae-pixelcnn-binarized-mnist.evaluate.journal.npz, the first examples of the
+    shipped ladder's `kvae evaluate RUN --split valid --k 1000` (an evaluation longer than a sitting), is
+    that evaluation's journal for a run directory fetched anew: copied into one, the command continues."""
+    import io
+    import shutil
+
+    from kvae.data import datasets
+    from kvae.evaluation.journal import FILE, NLLJournal
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..")
+    out = tmp_path / "run"
+    assert cli.main(["pretrained", "fetch", "lvae-pixelcnn-binarized-mnist", "--out", str(out)]) == 0
+    shutil.copy(os.path.join(root, "apps", "long_runs", "lvae-pixelcnn-binarized-mnist.evaluate.journal.npz"),
+                out / FILE)
+    model, _ = runs.load_run(str(out))
+    x, _ = datasets.load("binarized_mnist", "valid", mnist_dir).arrays()
+    stream = io.StringIO()
+    kept = NLLJournal.for_run(str(out), model, x, None, 1000, 0, 100, stream=stream).load()
+    assert kept is not None, stream.getvalue()
+    assert len(kept) % 100 == 0 and 100 <= len(kept) < len(x) and np.isfinite(kept).all()
+    assert f"continuing the evaluation after example {len(kept)}" in stream.getvalue()
+    assert 75.0 < -kept.mean() < 85.0  # a plausible NLL (at k = 100, all 10,000 images: 79.96)
