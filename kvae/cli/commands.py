@@ -40,8 +40,7 @@ def train(args):
 
 
 def evaluate(args):
-    import keras
-
+    from kvae.cli.progress import progress
     from kvae.evaluation import metrics as evaluation
     from kvae.training import runs
     from kvae.data.checks import validate
@@ -80,7 +79,7 @@ def evaluate(args):
                 kept_values = journal.load()
                 kept = 0 if kept_values is None else len(kept_values)
         # the bar counts this run's examples, so its rate and time left are this run's
-        bar = keras.utils.Progbar(n - kept, unit_name="example", verbose=1 if sys.stderr.isatty() else 2)
+        bar = progress(n - kept, "example", f"importance-sampled NLL at k={args.k}")
         try:
             result = evaluation.evaluate(model, x, y, k=args.k, batch_size=args.batch_size, seed=args.seed,
                                          limit=args.limit, progress=lambda done, total: bar.update(done - kept),
@@ -111,7 +110,7 @@ def evaluate(args):
 
         def shown(done, total_steps):
             if not bar:
-                bar.append(keras.utils.Progbar(total_steps, unit_name="step", verbose=1 if sys.stderr.isatty() else 2))
+                bar.append(progress(total_steps, "step", "disentanglement metrics"))
             bar[0].update(done)
 
         print("disentanglement metrics", file=sys.stderr)

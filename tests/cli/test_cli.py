@@ -92,7 +92,7 @@ def test_an_interrupted_evaluate_continues_where_it_stopped(vae_run, tmp_path, c
     """kvae evaluate keeps the finished batches' log-likelihoods in RUN_DIR/evaluate.journal.npz: killed
     as the second batch is reported, the same command continues after example 200 and prints the uninterrupted
     result; the kept values are used, not recomputed, unless --fresh."""
-    import keras
+    from kvae.cli import progress as cli_progress
     import numpy as np
 
     from kvae.evaluation.journal import NLLJournal
@@ -102,7 +102,7 @@ def test_an_interrupted_evaluate_continues_where_it_stopped(vae_run, tmp_path, c
     want, got = str(tmp_path / "want.json"), str(tmp_path / "got.json")
     assert cli.main(args + ["--json", want]) == 0
     assert not os.path.exists(journal)  # removed when complete
-    update = keras.utils.Progbar.update
+    update = cli_progress.LineProgress.update
 
     def kill_at_the_second_batch():
         def killed(self, current, *a, **kw):
@@ -111,7 +111,7 @@ def test_an_interrupted_evaluate_continues_where_it_stopped(vae_run, tmp_path, c
             return update(self, current, *a, **kw)
 
         with monkeypatch.context() as m:
-            m.setattr(keras.utils.Progbar, "update", killed)
+            m.setattr(cli_progress.LineProgress, "update", killed)
             with pytest.raises(KeyboardInterrupt):
                 cli.main(args)
         with np.load(journal) as f:
@@ -135,12 +135,12 @@ def test_a_continued_evaluate_counts_its_own_examples(vae_run, tmp_path, monkeyp
     """--limit 250 (batches of 100, 100 and 50), killed as the second batch is reported: the rerun's bar
     counts the 50 examples it computes (so its rate and time left are this run's), and its result, the
     last partial batch included, is the uninterrupted one."""
-    import keras
+    from kvae.cli import progress as cli_progress
 
     args = ["evaluate", vae_run, "--split", "test", "--k", "5", "--seed", "6", "--limit", "250"]
     want, got = str(tmp_path / "want.json"), str(tmp_path / "got.json")
     assert cli.main(args + ["--json", want]) == 0
-    update = keras.utils.Progbar.update
+    update = cli_progress.LineProgress.update
 
     def killed(self, current, *a, **kw):
         if current >= 100:  # this run's count: the second batch
@@ -148,19 +148,19 @@ def test_a_continued_evaluate_counts_its_own_examples(vae_run, tmp_path, monkeyp
         return update(self, current, *a, **kw)
 
     with monkeypatch.context() as m:
-        m.setattr(keras.utils.Progbar, "update", lambda self, current, *a, **kw: (
+        m.setattr(cli_progress.LineProgress, "update", lambda self, current, *a, **kw: (
             killed(self, current, *a, **kw) if current >= 200 else update(self, current, *a, **kw)))
         with pytest.raises(KeyboardInterrupt):
             cli.main(args)
     shown = []
-    init = keras.utils.Progbar.__init__
+    init = cli_progress.LineProgress.__init__
 
     def recorded_init(self, target, *a, **kw):
         shown.append(("target", target))
         init(self, target, *a, **kw)
 
-    monkeypatch.setattr(keras.utils.Progbar, "__init__", recorded_init)
-    monkeypatch.setattr(keras.utils.Progbar, "update",
+    monkeypatch.setattr(cli_progress.LineProgress, "__init__", recorded_init)
+    monkeypatch.setattr(cli_progress.LineProgress, "update",
                         lambda self, current, *a, **kw: (shown.append(("at", current)), update(self, current, *a, **kw)))
     assert cli.main(args + ["--json", got]) == 0
     assert shown == [("target", 50), ("at", 50)]
@@ -219,14 +219,14 @@ def test_a_journal_continues_across_nll_jobs(vae_run, tmp_path, monkeypatch):
     """Interrupted as the second batch is reported, a one-process evaluation is continued by --nll-jobs 2
     and a --nll-jobs 2 evaluation by one process: both end at the uninterrupted result (float32
     rounding aside), after the kept 200 examples."""
-    import keras
+    from kvae.cli import progress as cli_progress
     import numpy as np
 
     journal = os.path.join(vae_run, "evaluate.journal.npz")
     args = ["evaluate", vae_run, "--split", "test", "--k", "20", "--seed", "7"]
     want, got = str(tmp_path / "want.json"), str(tmp_path / "got.json")
     assert cli.main(args + ["--json", want]) == 0
-    update = keras.utils.Progbar.update
+    update = cli_progress.LineProgress.update
 
     def killed(self, current, *a, **kw):
         if current >= 200:
@@ -235,7 +235,7 @@ def test_a_journal_continues_across_nll_jobs(vae_run, tmp_path, monkeypatch):
 
     for first, then in (([], ["--nll-jobs", "2"]), (["--nll-jobs", "2"], [])):
         with monkeypatch.context() as m:
-            m.setattr(keras.utils.Progbar, "update", killed)
+            m.setattr(cli_progress.LineProgress, "update", killed)
             with pytest.raises(KeyboardInterrupt):
                 cli.main(args + first)
         with np.load(journal) as f:

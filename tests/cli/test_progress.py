@@ -1,0 +1,24 @@
+"""Progress written to a log: a line at most every `every` seconds with the rate and the time left, and one at
+the end (Keras' bar with verbose=2 wrote nothing until the end: hours for a k = 1000 evaluation)."""
+import io
+
+from kvae.cli import progress
+
+
+def test_a_line_every_interval_with_rate_and_time_left_and_one_at_the_end():
+    now = [100.0]
+    out = io.StringIO()
+    bar = progress.LineProgress(1000, "example", "NLL", every=60, stream=out, clock=lambda: now[0])
+    for t, done in [(30, 100), (61, 200), (90, 300), (200, 500), (230, 600), (400, 1000), (401, 1000)]:
+        now[0] = 100.0 + t
+        bar.update(done)
+    assert out.getvalue().splitlines() == [
+        "NLL: 200/1000 examples (20%), 3.28 examples/s, about 0:04:04 left",  # 800 left at 200/61 per second
+        "NLL: 500/1000 examples (50%), 2.5 examples/s, about 0:03:20 left",
+        "NLL: 1000/1000 examples done in 0:06:40",
+    ]
+
+
+def test_on_a_log_file_the_commands_write_lines_not_a_bar(monkeypatch):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    assert isinstance(progress.progress(10, "step", "x"), progress.LineProgress)
