@@ -44,18 +44,23 @@ def merge_evaluations(measured, eval_json):
     """Merge ``kvae evaluate --json`` results (paths, one per k) into ``measured`` in place: every k is
     kept in ``measured["evaluations"]`` (a new file replaces the entry of its k), and the headline
     numbers (NLL, its standard error, ELBO, KL, active units, k, n) become those of the largest k
-    when that k is among the given files."""
+    when that k is among the given files.  Each file must be of the recorded data set and split and,
+    once an evaluation is recorded, of as many examples (not a ``--limit`` subset)."""
     evaluations = {str(e["k"]): e for e in measured.get("evaluations", [])}
     given = []
     for path in ([eval_json] if isinstance(eval_json, str) else list(eval_json or [])):
         with open(path) as f:
             result = json.load(f)
-        missing = [key for key in ("k", "n", "nll", "nll_stderr") if not isinstance(result.get(key), (int, float))]
+        missing = [key for key in ("k", "n", "nll", "nll_stderr")
+                   if isinstance(result.get(key), bool) or not isinstance(result.get(key), (int, float))]
         if missing:
             raise ValueError(f"{path}: no number for {', '.join(missing)} (not a kvae evaluate --json file?)")
         for key in ("dataset", "split"):
             if measured.get(key) is not None and result.get(key) != measured[key]:
                 raise ValueError(f"{path}: {key} {result.get(key)!r}, but the manifest records {measured[key]!r}")
+        if measured.get("n") is not None and result["n"] != measured["n"]:
+            raise ValueError(f"{path}: n {result['n']}, but the manifest's evaluations are of {measured['n']} "
+                             "examples (all of the split; not an evaluation with --limit)")
         given.append(result)
         evaluations[str(given[-1]["k"])] = {key: given[-1].get(key) for key in ("k", "n", "nll", "nll_stderr")}
     if evaluations:  # every k is kept; the headline numbers are those of the largest k
@@ -67,19 +72,19 @@ def merge_evaluations(measured, eval_json):
     return measured
 
 
-def add_evaluations(name, eval_json, extra=None, drop=()):
+def add_evaluations(name, eval_json, extra=None, drop=(), root=None):
     """Add evaluations of the shipped model to its manifest without its training run (``record``
     needs the run directory; an evaluation at a larger k often comes later): only the evaluation
     entries, the headline numbers, ``extra`` keys and the removal of ``drop`` keys change."""
     from kvae.pretrained import store as pretrained
 
-    info = pretrained.manifest(name)
+    info = pretrained.manifest(name, root)
     measured = merge_evaluations(dict(info.get("measured", {})), eval_json)
     measured.update(extra or {})
     for key in drop:
         measured.pop(key, None)
     info["measured"] = measured
-    with open(os.path.join(pretrained.ROOT, name, "manifest.json"), "w") as f:
+    with open(os.path.join(pretrained.ROOT if root is None else root, name, "manifest.json"), "w") as f:
         json.dump(info, f, indent=1, default=float)
     return measured
 
@@ -251,7 +256,8 @@ def build_parser():
     v.add_argument("name")
     v.add_argument("eval", nargs="+", help="JSON file(s) written by kvae evaluate --json on the fetched model")
     v.add_argument("--extra", help="JSON object of further numbers to record")
-    v.add_argument("--drop", nargs="*", default=[], metavar="KEY", help="keys of 'measured' to remove")
+    v.add_argument("--drop", action="append", default=[], metavar="KEY",
+                   help="a key of 'measured' to remove (repeat for more)")
     c = sub.add_parser("curve", help="training curve PNG from a kvae train --quiet log")
     c.add_argument("log")
     c.add_argument("out")

@@ -110,6 +110,7 @@ TABLE = {
     },
     "hook": {  # extension points the core calls by name, so that it imports nothing above it
         "fit": "kvae.training.fit:checked_fit",
+        "check_inputs": "kvae.data.checks:check_inputs",
     },
     "dataset": {
         "digits": "kvae.data.datasets:_digits",

@@ -40,10 +40,11 @@ class LineProgress:
                     f"{rate:.3g} {self.unit}s/s{left}")
 
 
-def progress(total, unit, what, every=60.0):
-    """Keras' ``Progbar`` on a terminal, else a :class:`LineProgress`; both have ``update(done)``."""
-    if sys.stderr.isatty():
+def progress(total, unit, what, every=60.0, stream=None):
+    """Keras' ``Progbar`` when ``stream`` (default ``sys.stderr``) is a terminal, else a
+    :class:`LineProgress` on it; both have ``update(done)``."""
+    if (stream if stream is not None else sys.stderr).isatty():
         import keras
 
         return keras.utils.Progbar(total, unit_name=unit, verbose=1)
-    return LineProgress(total, unit, what, every)
+    return LineProgress(total, unit, what, every, stream)

@@ -5,6 +5,7 @@ log-likelihood and the deterministic endpoints :mod:`kvae.export` serves (a mixi
 Every log-importance-weight goes through :func:`kvae.core.importance.log_importance_weights` over
 the model's latent groups (:meth:`latent_draws`), so hierarchies are scored like one group.
 """
+import inspect
 import math
 
 import numpy as np
@@ -35,6 +36,8 @@ class EndpointsMixin:
 
     @tf.function(reduce_retracing=True)
     def _log_weights(self, x, y, k, seed, context=None):
+        if context is None:  # (an override of log_weights_from_noise may predate ``context``)
+            return self.log_weights_from_noise(x, y, k=k, seed=seed)
         return self.log_weights_from_noise(x, y, k=k, seed=seed, context=context)
 
     @tf.function(reduce_retracing=True)
@@ -66,7 +69,8 @@ class EndpointsMixin:
         def chunk_for(b):
             return self.draws_per_chunk(b, k, max_elements)
 
-        shared = type(self).importance_context is not EndpointsMixin.importance_context
+        shared = (type(self).importance_context is not EndpointsMixin.importance_context
+                  and "context" in inspect.signature(self.log_weights_from_noise).parameters)
         return chunked_log_likelihood(self._log_weights, x, y, k, self._seed(seed), batch_size, chunk_for,
                                       progress, resume_from=resume_from, on_batch=on_batch, offset=offset,
                                       context_for=self._importance_context if shared else None)

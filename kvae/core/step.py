@@ -164,10 +164,13 @@ class KerasStepMixin:
         self.train_function = train_function
         return train_function
 
-    def evaluate(self, *args, **kwargs):
-        """``keras.Model.evaluate``; the validation noise restarts with each evaluation."""
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """``keras.Model.evaluate`` after checking the data as ``fit`` does (shape, NaN/inf, range,
+        labels); the validation noise restarts with each evaluation."""
+        if not kwargs.get("_use_cached_eval_dataset"):  # (fit's validation: checked when fit began)
+            registry.get("hook", "check_inputs")(self, x, y, what="evaluation data")
         self._eval_batch.assign(0)
-        return super().evaluate(*args, **kwargs)
+        return super().evaluate(x, y, *args, **kwargs)
 
     def test_step(self, data):
         x, y, sample_weight = self._unpack(data)

@@ -88,11 +88,19 @@ def test_evaluate_prints_a_table_and_writes_json(vae_run, tmp_path, capsys):
     assert abs(sum(result["kl_per_dim"]) - result["kl"]) < 1e-3
 
 
+def _progress_in_lines(monkeypatch, cli_progress):
+    """The commands' progress as LineProgress (what a log file gets) even when stderr is a terminal."""
+    monkeypatch.setattr(cli_progress, "progress", lambda total, unit, what, every=60.0: cli_progress.LineProgress(
+        total, unit, what, every))
+
+
 def test_an_interrupted_evaluate_continues_where_it_stopped(vae_run, tmp_path, capsys, monkeypatch):
     """kvae evaluate keeps the finished batches' log-likelihoods in RUN_DIR/evaluate.journal.npz: killed
     as the second batch is reported, the same command continues after example 200 and prints the uninterrupted
     result; the kept values are used, not recomputed, unless --fresh."""
     from kvae.cli import progress as cli_progress
+
+    _progress_in_lines(monkeypatch, cli_progress)
     import numpy as np
 
     from kvae.evaluation.journal import NLLJournal
@@ -136,6 +144,8 @@ def test_a_continued_evaluate_counts_its_own_examples(vae_run, tmp_path, monkeyp
     counts the 50 examples it computes (so its rate and time left are this run's), and its result, the
     last partial batch included, is the uninterrupted one."""
     from kvae.cli import progress as cli_progress
+
+    _progress_in_lines(monkeypatch, cli_progress)
 
     args = ["evaluate", vae_run, "--split", "test", "--k", "5", "--seed", "6", "--limit", "250"]
     want, got = str(tmp_path / "want.json"), str(tmp_path / "got.json")
@@ -220,6 +230,8 @@ def test_a_journal_continues_across_nll_jobs(vae_run, tmp_path, monkeypatch):
     and a --nll-jobs 2 evaluation by one process: both end at the uninterrupted result (float32
     rounding aside), after the kept 200 examples."""
     from kvae.cli import progress as cli_progress
+
+    _progress_in_lines(monkeypatch, cli_progress)
     import numpy as np
 
     journal = os.path.join(vae_run, "evaluate.journal.npz")

@@ -19,6 +19,21 @@ def test_a_line_every_interval_with_rate_and_time_left_and_one_at_the_end():
     ]
 
 
-def test_on_a_log_file_the_commands_write_lines_not_a_bar(monkeypatch):
-    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
-    assert isinstance(progress.progress(10, "step", "x"), progress.LineProgress)
+def test_a_terminal_gets_keras_bar_and_a_file_lines_every_minute_on_stderr(capsys):
+    import keras
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert isinstance(progress.progress(10, "step", "x", stream=Terminal()), keras.utils.Progbar)
+    now = [0.0]
+    bar = progress.progress(10, "step", "metrics")
+    assert isinstance(bar, progress.LineProgress)
+    bar.clock = lambda: now[0]
+    bar.start = bar.last = 0.0
+    for t, done in [(59.9, 1), (60.0, 2), (61.0, 10)]:
+        now[0] = t
+        bar.update(done)
+    assert capsys.readouterr().err.splitlines() == ["metrics: 2/10 steps (20%), 0.0333 steps/s, about 0:04:00 left",
+                                                    "metrics: 10/10 steps done in 0:01:01"]

@@ -200,6 +200,21 @@ def test_conditional_model_requires_labels_in_range():
     model.fit(x, keras.utils.to_categorical([0, 1, 2, 1], 3), epochs=1, verbose=0)  # one-hot works too
 
 
+def test_keras_evaluate_checks_its_data_as_fit_does():
+    """evaluate's steps are traced (no eager label check inside): its inputs are checked before, as fit's."""
+    model = kvae.ConditionalVAE(input_shape=(8, 8, 1), num_classes=3, latent_dim=2, hidden=(8,), seed=0)
+    model.compile(optimizer="adam")
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    assert np.isfinite(model.evaluate(x, np.array([0, 1, 2, 1]), verbose=0)[0])
+    with pytest.raises(DataError, match=r"^evaluation data: labels must be in 0..2; 1 are not \(first at index 1: 5\)"):
+        model.evaluate(x, np.array([0, 5, 1, 2]), verbose=0)
+    with pytest.raises(DataError, match=r"^evaluation data \(first batch\): labels must be in 0..2"):
+        model.evaluate(tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 2, 3]))).batch(4), verbose=0)
+    x[1, 2, 3, 0] = np.nan
+    with pytest.raises(DataError, match="evaluation data"):
+        model.evaluate(x, np.array([0, 1, 2, 1]), verbose=0)
+
+
 def test_the_models_own_methods_refuse_labels_out_of_range():
     """encode, decode, sample, log_likelihood and the endpoints read labels through one_hot, which names
     labels outside 0..K-1 (tf.one_hot would give all-zero vectors: a condition never trained on)."""

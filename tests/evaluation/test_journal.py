@@ -160,7 +160,7 @@ def test_a_write_leaves_another_processs_temporary_file_alone(model_and_data, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluate.journal.npz", "evaluate.journal.npz.tmp"]
 
 
-def test_the_draws_per_chunk_are_part_of_the_key(model_and_data, tmp_path):
+def test_the_draws_per_chunk_are_part_of_the_key(model_and_data, tmp_path, monkeypatch):
     """The chunking chooses the draws (another max_elements gives other values), so a journal of
     another chunking is another evaluation."""
     model, x = model_and_data
@@ -176,6 +176,10 @@ def test_the_draws_per_chunk_are_part_of_the_key(model_and_data, tmp_path):
     # by default the model's draws per chunk at the default max_elements (those kvae evaluate uses)
     assert NLLJournal.for_run(str(tmp_path), model, x, None, 20, 3, 2).key == for_run[0].key
     assert NLLJournal.for_run(str(tmp_path), model, x, None, 20, 3, 2).key != for_run[1].key
+    monkeypatch.setattr(model, "draws_per_chunk", lambda b, k, max_elements=2**23: 100 * b + k)
+    for n, batch, want in [(7, 2, [220, 120]), (6, 2, [220, 220]), (3, 5, [320, 320])]:  # full batch, last batch
+        key = json.loads(NLLJournal.for_run(str(tmp_path), model, x[:n], None, 20, 3, batch).key)
+        assert key["draws_per_chunk"] == want, (n, batch)
 
 
 def test_another_kvae_or_tensorflow_version_is_another_evaluation(model_and_data, tmp_path, monkeypatch):
@@ -215,10 +219,22 @@ def test_the_same_model_saved_again_continues_and_other_weights_do_not(model_and
     kernel = next(w for w in loaded[1].weights if "kernel" in w.path)
     kernel.assign(kernel + 1e-6)
     assert journal(loaded[1]).load() is None
-    other = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=0, beta=2.0)
-    other(x[:1])
-    other.set_weights(loaded[0].get_weights())
-    assert journal(other).load() is None and journal(loaded[0]).load() is not None
+    def same(**options):  # a model of the saved one's name and weights (the name is left out of the key)
+        m = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=0, name=loaded[0].name, **options)
+        m(x[:1])
+        m.set_weights(loaded[0].get_weights())
+        return m
+
+    assert journal(same()).load() is not None
+    assert journal(same(beta=2.0)).load() is None  # another config
+    swapped = same()
+    biases = [w for w in swapped.weights if tuple(w.shape) == (8,)]  # the encoder's and the decoder's
+    assert len(biases) == 2
+    biases[0].assign(np.arange(8.0)), biases[1].assign(-np.arange(8.0))
+    journal(swapped).save(np.array([3.0, 4.0], np.float32))
+    assert journal(swapped).load() is not None
+    biases[0].assign(-np.arange(8.0)), biases[1].assign(np.arange(8.0))
+    assert journal(swapped).load() is None  # two weights of one shape swapped: another model
 
 
 def test_messages_go_to_the_stderr_of_the_moment(model_and_data, tmp_path):

@@ -135,6 +135,32 @@ def test_log_likelihood_runs_the_bottom_up_pass_once_per_batch_with_the_same_val
     assert np.abs(moved - model.log_weights_from_noise(x, k=2, seed=[1, 2], context=hat)).min() > 1e-3
 
 
+def test_a_subclass_overriding_log_weights_without_context_still_evaluates():
+    """An override of log_weights_from_noise written before ``context`` (a VAE's or a ladder's) keeps
+    working: it is called without it, and a ladder's draws then encode x themselves."""
+    calls = []
+
+    class OldVAE(kvae.VAE):
+        def log_weights_from_noise(self, x, y=None, eps=None, k=None, seed=None, training=False, groups=None):
+            calls.append("vae")
+            return super().log_weights_from_noise(x, y, eps=eps, k=k, seed=seed, training=training, groups=groups)
+
+    class OldLadder(kvae.LadderVAE):
+        def log_weights_from_noise(self, x, y=None, eps=None, k=None, seed=None, training=False, groups=None):
+            calls.append("ladder")
+            return super().log_weights_from_noise(x, y, eps=eps, k=k, seed=seed, training=training, groups=groups)
+
+    x = binary(3)
+    pairs = [(OldVAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0),
+              kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)),
+             (OldLadder(input_shape=(8, 8, 1), groups=2, channels=8, latent_channels=2, blocks=1, seed=0), small())]
+    for old, plain in pairs:
+        old(x[:1]), plain(x[:1])
+        plain.set_weights(old.get_weights())
+        np.testing.assert_allclose(old.log_likelihood(x, k=4, seed=1), plain.log_likelihood(x, k=4, seed=1), atol=1e-5)
+    assert calls and set(calls) == {"vae", "ladder"}
+
+
 def test_residual_merge_and_free_bits_per_group_train():
     import keras
 

@@ -237,29 +237,72 @@ def test_a_later_evaluation_at_a_larger_k_becomes_the_headline_and_keeps_the_oth
         merge(measured, [written("train.json", split="train", k=5000, nll=70.0, nll_stderr=0.1)])
     with pytest.raises(ValueError, match="no number for nll_stderr"):
         merge(measured, [written("bad.json", k=5000, nll=70.0)])
+    with pytest.raises(ValueError, match="no number for nll"):
+        merge(measured, [written("bool.json", k=5000, nll=True, nll_stderr=0.1)])
+    limited = json.loads(open(written("limit.json", k=5000, nll=75.0, nll_stderr=0.5)).read())
+    (tmp_path / "limit.json").write_text(json.dumps({**limited, "n": 500}))  # kvae evaluate --limit 500
+    with pytest.raises(ValueError, match="n 500, but the manifest's evaluations are of 10000 examples"):
+        merge(measured, [str(tmp_path / "limit.json")])
     assert (measured["k"], len(measured["evaluations"])) == (1000, 2)
 
 
-def test_the_kept_k1000_evaluation_of_the_shipped_ladder_continues_after_a_fetch(mnist_dir, tmp_path):
-    """apps/long_runs/lvae-pixelcnn-binarized-mnist.evaluate.journal.npz, the first examples of the
-    shipped ladder's `kvae evaluate RUN --split valid --k 1000` (an evaluation longer than a sitting), is
-    that evaluation's journal for a run directory fetched anew: copied into one, the command continues."""
-    import io
+def test_add_eval_rewrites_only_the_manifests_evaluations_and_given_keys(tmp_path):
+    """``add-eval`` on a copy of a shipped model's directory: the k = 1000 file becomes the headline, the
+    k = 100 entry stays, --drop removes a key, --extra adds one; the weight files are untouched."""
     import shutil
 
-    from kvae.data import datasets
-    from kvae.evaluation.journal import FILE, NLLJournal
+    pack = _pack_pretrained()
+    name = "lvae-pixelcnn-binarized-mnist"
+    shutil.copytree(os.path.join(pretrained.ROOT, name), tmp_path / name)
+    before = pretrained.manifest(name)
+    path = tmp_path / "k1000.json"
+    path.write_text(json.dumps({"dataset": "binarized_mnist", "split": "valid", "k": 1000, "n": 10000, "nll": 79.8,
+                                "nll_stderr": 0.2, "elbo": -81.7, "neg_elbo": 81.7, "rec_loss": 67.9, "kl": 13.7,
+                                "active_units": 7852}))
+    before["measured"]["pending"] = "k=1000"
+    (tmp_path / name / "manifest.json").write_text(json.dumps(before))
+    pack.add_evaluations(name, [str(path)], {"nll_method": "kvae evaluate"}, ["pending"], root=str(tmp_path))
+    after = pretrained.manifest(name, root=str(tmp_path))
+    m = after["measured"]
+    assert (m["k"], m["nll"], m["nll_method"]) == (1000, 79.8, "kvae evaluate") and "pending" not in m
+    assert [e["k"] for e in m["evaluations"]] == [100, 1000]
+    assert m["evaluations"][0] == before["measured"]["evaluations"][0]
+    assert {k: v for k, v in after.items() if k != "measured"} == {k: v for k, v in before.items() if k != "measured"}
+    args = pack.build_parser().parse_args(["add-eval", name, "a.json", "--drop", "x", "--drop", "y"])
+    assert (args.eval, args.drop) == (["a.json"], ["x", "y"])
+
+
+def test_the_kept_k1000_evaluation_of_the_shipped_ladder_continues_after_a_fetch(mnist_dir, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """apps/long_runs/lvae-pixelcnn-binarized-mnist.evaluate.journal.npz, the first examples of the
+    shipped ladder's `kvae evaluate RUN --split valid --k 1000` (an evaluation longer than a sitting), is
+    that command's journal in a run directory fetched anew: copied into one, the command continues after
+    them (stopped here as it hands the journal to the evaluation)."""
+    import shutil
+
+    from kvae.evaluation import metrics
+    from kvae.evaluation.journal import FILE
 
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..")
     out = tmp_path / "run"
     assert cli.main(["pretrained", "fetch", "lvae-pixelcnn-binarized-mnist", "--out", str(out)]) == 0
     shutil.copy(os.path.join(root, "apps", "long_runs", "lvae-pixelcnn-binarized-mnist.evaluate.journal.npz"),
                 out / FILE)
-    model, _ = runs.load_run(str(out))
-    x, _ = datasets.load("binarized_mnist", "valid", mnist_dir).arrays()
-    stream = io.StringIO()
-    kept = NLLJournal.for_run(str(out), model, x, None, 1000, 0, 100, stream=stream).load()
-    assert kept is not None, stream.getvalue()
-    assert len(kept) % 100 == 0 and 100 <= len(kept) < len(x) and np.isfinite(kept).all()
-    assert f"continuing the evaluation after example {len(kept)}" in stream.getvalue()
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def stop(model, x, y=None, journal=None, **kwargs):
+        seen["kept"] = journal.load()
+        raise Stop
+
+    monkeypatch.setattr(metrics, "evaluate", stop)
+    with pytest.raises(Stop):
+        cli.main(["evaluate", str(out), "--dataset", "binarized_mnist", "--data-dir", mnist_dir, "--split", "valid",
+                  "--k", "1000"])
+    kept = seen["kept"]
+    assert kept is not None, capsys.readouterr().err
+    assert len(kept) % 100 == 0 and 100 <= len(kept) < 10000 and np.isfinite(kept).all()
+    assert f"continuing the evaluation after example {len(kept)}" in capsys.readouterr().err
     assert 75.0 < -kept.mean() < 85.0  # a plausible NLL (at k = 100, all 10,000 images: 79.96)
