@@ -70,16 +70,12 @@ def _versions():
 def model_identity(model):
     """What makes a model's log-likelihoods: ``{"class", "config_sha256", "weights_sha256"}``, the
     same for every file that holds the model.  The config's hash leaves out its ``name``; the weights'
-    hash covers each weight's dtype, shape and bytes in the model's order of its weights (two weights
-    of one shape swapped are another model)."""
+    is :func:`kvae.evaluation.parallel.weights_fingerprint` (in the model's order of its weights)."""
+    from kvae.evaluation.parallel import weights_fingerprint
+
     config = json.dumps({k: v for k, v in model.get_config().items() if k != "name"}, sort_keys=True)
-    weights = hashlib.sha256()
-    for w in model.weights:
-        a = np.ascontiguousarray(w.numpy())
-        weights.update(f"{a.dtype.str}{a.shape};".encode())
-        weights.update(a.tobytes())
     return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "config_sha256": hashlib.sha256(config.encode()).hexdigest(), "weights_sha256": weights.hexdigest()}
+            "config_sha256": hashlib.sha256(config.encode()).hexdigest(), "weights_sha256": weights_fingerprint(model)}
 
 
 def sha256_of_array(a):

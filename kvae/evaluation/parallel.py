@@ -48,11 +48,15 @@ def worker_plan(jobs, batches, cpus=None):
 
 
 def weights_fingerprint(model):
-    """Hex sha256 of a model's weights (each one's dtype, shape and bytes), in no particular order:
-    the same for a model and its ``.keras`` file loaded in another process."""
-    digests = sorted(hashlib.sha256(f"{w.dtype}{tuple(w.shape)}".encode() + np.asarray(w.numpy()).tobytes())
-                     .hexdigest() for w in model.weights)
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
+    """Hex sha256 of a model's weights, each one's dtype, shape and bytes in the model's order of its
+    weights (two weights of one shape swapped are another model): the same for a model and its
+    ``.keras`` file loaded in another process."""
+    digest = hashlib.sha256()
+    for w in model.weights:
+        a = np.ascontiguousarray(w.numpy())
+        digest.update(f"{a.dtype.str}{a.shape};".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
 
 
 def _exit_with(parent):
