@@ -73,7 +73,7 @@ def model_identity(model):
     is :func:`kvae.evaluation.parallel.weights_fingerprint` (in the model's order of its weights)."""
     from kvae.evaluation.parallel import weights_fingerprint
 
-    config = json.dumps({k: v for k, v in model.get_config().items() if k != "name"}, sort_keys=True)
+    config = json.dumps({k: v for k, v in model.get_config().items() if k != "name"}, sort_keys=True, default=repr)
     return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
             "config_sha256": hashlib.sha256(config.encode()).hexdigest(), "weights_sha256": weights_fingerprint(model)}
 
