@@ -34,6 +34,10 @@ def test_fit_density_from_train_and_from_its_own_command(tmp_path, capsys):
     assert model.density.is_fitted
     # q is a point mass: no KL per dimension to plot (it would be infinite everywhere)
     assert not os.path.exists(os.path.join(run, "kl_per_dim.png")) and os.path.exists(os.path.join(run, "samples.png"))
+    with open(os.path.join(run, "kl_per_dim.png"), "wb") as f:  # an older kvae's blank plot: continuing removes it
+        f.write(b"\x89PNG")
+    assert cli.main(["train", "--model", "rae", *TINY, "--epochs", "3", "--fit-density", "--out", run]) == 0
+    assert not os.path.exists(os.path.join(run, "kl_per_dim.png")) and len(_history(run)["loss"]) == 3
     codes = model.posterior_means(data.load("digits", "train").arrays()[0])
     mixture = model.density.distribution()
     # the mixture was fitted on all 1257 training codes: its mean is theirs

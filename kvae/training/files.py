@@ -101,6 +101,14 @@ def save_weights(model, path):
 FREE_SPACE_MARGIN = 1 << 20
 
 
+def remove_if_present(path):
+    """Delete the file at ``path``; nothing happens when there is none."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
 def mount_point(path):
     """The mount point of the file system that holds ``path`` (or would hold it)."""
     path = os.path.abspath(path)

@@ -133,14 +133,14 @@ def write_figures(model, run_dir, split, n=64, seed=0):
     labels = None if not model.conditional else np.arange(n) % model.num_classes
     paths["samples"] = plotting.save_image_grid(
         model.sample(n, labels=labels, seed=seed).numpy(), os.path.join(run_dir, "samples.png"), ncol=8)
-    xb = x[:32]
-    rec = model.reconstruct(xb, None if y is None else y[:32]).numpy()
+    rec = model.reconstruct(xb := x[:32], None if y is None else y[:32]).numpy()
     pairs = np.stack([xb, rec], axis=1).reshape((-1,) + x.shape[1:])
     paths["reconstructions"] = plotting.save_image_grid(pairs, os.path.join(run_dir, "reconstructions.png"), ncol=8)
-    if not model.has_density:  # q a point mass: its KL to a density is infinite
+    path = os.path.join(run_dir, "kl_per_dim.png")
+    if not model.has_density:  # q a point mass: its KL to a density is infinite (an older kvae's blank plot goes)
+        files.remove_if_present(path)
         return paths
     stats = evaluation.posterior_statistics(model, x[:1000], None if y is None else y[:1000], seed=seed)
-    path = os.path.join(run_dir, "kl_per_dim.png")
     if stats["kl_per_dim"] is not None:
         paths["kl_per_dim"] = plotting.save_kl_per_dim(stats["kl_per_dim"].mean(0), path)
     else:  # the prior or the posterior does not factorise (VLAE's flow prior): per dimension, against its marginal
