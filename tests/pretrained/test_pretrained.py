@@ -272,37 +272,43 @@ def test_add_eval_rewrites_only_the_manifests_evaluations_and_given_keys(tmp_pat
     assert (args.eval, args.drop) == (["a.json"], ["x", "y"])
 
 
-def test_the_kept_k1000_evaluation_of_the_shipped_ladder_continues_after_a_fetch(mnist_dir, tmp_path, monkeypatch,
-                                                                                  capsys):
-    """apps/long_runs/lvae-pixelcnn-binarized-mnist.evaluate.journal.npz, the first examples of the
-    shipped ladder's `kvae evaluate RUN --split valid --k 1000` (an evaluation longer than a sitting), is
-    that command's journal in a run directory fetched anew: copied into one, the command continues after
-    them (stopped here as it hands the journal to the evaluation)."""
+def test_an_evaluation_kept_between_sittings_continues_in_a_run_directory_fetched_anew(packed, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """docs/pretrained.md's "Runs longer than one sitting": the journal of an interrupted `kvae evaluate`
+    of a fetched model, copied into a run directory fetched anew, is continued there by the same
+    command (after its first batch) and gives the uninterrupted result."""
     import shutil
 
-    from kvae.evaluation import metrics
-    from kvae.evaluation.journal import FILE
+    from kvae.evaluation.journal import FILE, NLLJournal
 
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..")
-    out = tmp_path / "run"
-    assert cli.main(["pretrained", "fetch", "lvae-pixelcnn-binarized-mnist", "--out", str(out)]) == 0
-    shutil.copy(os.path.join(root, "apps", "long_runs", "lvae-pixelcnn-binarized-mnist.evaluate.journal.npz"),
-                out / FILE)
-    seen = {}
+    root, _, _ = packed
+    monkeypatch.setattr(pretrained, "ROOT", str(root))
+    dirs = {}
+    for name in ("first", "second", "whole"):
+        dirs[name] = tmp_path / name
+        assert cli.main(["pretrained", "fetch", "tiny-vae", "--out", str(dirs[name])]) == 0
+    command = ["--split", "valid", "--k", "30", "--limit", "300", "--batch-size", "100"]
 
     class Stop(Exception):
         pass
 
-    def stop(model, x, y=None, journal=None, **kwargs):
-        seen["kept"] = journal.load()
+    save = NLLJournal.save
+
+    def save_then_stop(self, values):  # the sitting ends after the first batch's values are kept
+        save(self, values)
         raise Stop
 
-    monkeypatch.setattr(metrics, "evaluate", stop)
-    with pytest.raises(Stop):
-        cli.main(["evaluate", str(out), "--dataset", "binarized_mnist", "--data-dir", mnist_dir, "--split", "valid",
-                  "--k", "1000"])
-    kept = seen["kept"]
-    assert kept is not None, capsys.readouterr().err
-    assert len(kept) % 100 == 0 and 100 <= len(kept) < 10000 and np.isfinite(kept).all()
-    assert f"continuing the evaluation after example {len(kept)}" in capsys.readouterr().err
-    assert 75.0 < -kept.mean() < 85.0  # a plausible NLL (at k = 100, all 10,000 images: 79.96)
+    with monkeypatch.context() as m:
+        m.setattr(NLLJournal, "save", save_then_stop)
+        with pytest.raises(Stop):
+            cli.main(["evaluate", str(dirs["first"]), *command])
+    shutil.copy(dirs["first"] / FILE, tmp_path / "kept.evaluate.journal.npz")  # kept between sittings
+    shutil.copy(tmp_path / "kept.evaluate.journal.npz", dirs["second"] / FILE)
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(dirs["second"]), *command, "--json", str(tmp_path / "continued.json")]) == 0
+    assert "continuing the evaluation after example 100" in capsys.readouterr().err
+    assert not (dirs["second"] / FILE).exists()  # removed once complete
+    assert cli.main(["evaluate", str(dirs["whole"]), *command, "--json", str(tmp_path / "whole.json")]) == 0
+    continued, whole = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("continued", "whole"))
+    assert continued["nll"] == pytest.approx(whole["nll"], abs=1e-4)
+    assert continued["nll_stderr"] == pytest.approx(whole["nll_stderr"], abs=1e-4)
