@@ -148,14 +148,29 @@ def _shown(spec):
     return "[" + ", ".join("N" if d is None else str(d) for d in spec.shape) + f"] {spec.dtype.name}"
 
 
-def _checked(endpoint, fn, spec):
+def _value_asserts(endpoint, s, a, num_classes):
+    """Run-time checks of an input's values: floats finite, labels in 0..num_classes-1 (``tf.one_hot``
+    would make the others all-zero conditions), each naming how many are not and the first's flat index."""
+    if s.name == "labels" and num_classes is not None:
+        bad, what = tf.logical_or(a < 0, a >= num_classes), f"{endpoint}: labels must be in 0..{num_classes - 1};"
+    elif s.dtype.is_floating:
+        bad, what = tf.logical_not(tf.math.is_finite(a)), f"{endpoint}: input {s.name} must be finite; NaN or inf:"
+    else:
+        return []
+    flat = tf.cast(tf.reshape(bad, [-1]), tf.int32)
+    return [tf.debugging.Assert(tf.equal(tf.reduce_sum(flat), 0), [
+        what, tf.reduce_sum(flat), "values are not, the first at flat index", tf.argmax(flat, output_type=tf.int32)])]
+
+
+def _checked(endpoint, fn, spec, num_classes=None):
     """fn behind input checks, for the SavedModel signatures.
 
     A loaded signature does not check its inputs against the traced shapes (an MLP encoder
     accepted x of shape [2, 64], [2, 8, 8] or NCHW [2, 1, 8, 8]), and the traced graph's static
     shapes would let shape checks be folded away.  So the signature takes inputs of unknown
     shape, asserts rank, fixed dimensions and a common batch size at run time with a message
-    naming the expected spec, then restores the static shape (``tf.ensure_shape``).
+    naming the expected spec, then restores the static shape (``tf.ensure_shape``); it also asserts
+    finite floats and labels in 0..num_classes-1 (:func:`_value_asserts`), as the runtime does.
     Returns (checked function, relaxed input signature).
     """
     relaxed = [tf.TensorSpec(None, s.dtype, name=s.name) for s in spec]
@@ -164,6 +179,7 @@ def _checked(endpoint, fn, spec):
         asserts, checked = [], []
         batch = None
         for s, a in zip(spec, args):
+            asserts += _value_asserts(endpoint, s, a, num_classes)
             want = [-1 if d is None else int(d) for d in s.shape]
             shape = tf.shape(a, out_type=tf.int32)
             padded = tf.concat([shape, tf.fill([len(want)], -2)], 0)[:len(want)]
@@ -289,7 +305,7 @@ def _write(model, out_dir, opset, check, explorer, key):
     module = _Module(model)
     signatures = {}
     for name, (fn, spec, outs) in eps.items():
-        checked, relaxed = _checked(name, _named(fn, outs), spec)
+        checked, relaxed = _checked(name, _named(fn, outs), spec, model.num_classes if model.conditional else None)
         tf_fn = tf.function(checked, input_signature=relaxed, autograph=False)
         setattr(module, name, tf_fn)
         signatures[name] = tf_fn.get_concrete_function()

@@ -118,9 +118,21 @@ def test_wrong_inputs_name_the_expected_shape(bundles):
     loaded = tf.saved_model.load(os.path.join(path, "savedmodel", "1"))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"decode: input z must have shape \[N, 4\] float32"):
         loaded.decode(tf.zeros((2, 5)))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"decode: input z must be finite; NaN or inf:\] \[2\] \[values are not, the first at "
+                             r"flat index\] \[5\]"):
+        loaded.decode(tf.constant([[0.0, 1.0, 2.0, 3.0], [0.0, np.inf, np.nan, 0.0]]))
     cbundle = Bundle(bundles["cvae"][1])
     with pytest.raises(BundleError, match=r"labels must be in 0..9"):
         cbundle.sample(2, labels=[3, 12])
+    # the SavedModel signature too (tf.one_hot would make 12 and -1 all-zero conditions)
+    cloaded = tf.saved_model.load(os.path.join(bundles["cvae"][1], "savedmodel", "1"))
+    z = tf.zeros((3, 3))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"decode: labels must be in 0..9;\] \[2\] \[values are not, the first at flat "
+                             r"index\] \[1\]"):
+        cloaded.decode(z, tf.constant([3, 12, -1]))
+    np.testing.assert_array_equal(cloaded.decode(z, tf.constant([0, 9, 4]))["probs"].numpy().shape, (3, 8, 8, 1))
 
 
 def test_runtime_works_without_tensorflow(bundles):
