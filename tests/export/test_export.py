@@ -133,6 +133,7 @@ def test_wrong_inputs_name_the_expected_shape(bundles):
                              r"index\] \[1\]"):
         cloaded.decode(z, tf.constant([3, 12, -1]))
     np.testing.assert_array_equal(cloaded.decode(z, tf.constant([0, 9, 4]))["probs"].numpy().shape, (3, 8, 8, 1))
+    assert cloaded.decode(tf.zeros((0, 3)), tf.zeros((0,), tf.int32))["probs"].shape == (0, 8, 8, 1)  # N = 0
 
 
 def test_runtime_works_without_tensorflow(bundles):
