@@ -148,19 +148,27 @@ def _shown(spec):
     return "[" + ", ".join("N" if d is None else str(d) for d in spec.shape) + f"] {spec.dtype.name}"
 
 
-def _value_asserts(endpoint, s, a, num_classes):
-    """Run-time checks of an input's values: floats finite, labels in 0..num_classes-1 (``tf.one_hot``
-    would make the others all-zero conditions), each naming how many are not and the first's flat index."""
+def _value_check(endpoint, s, a, num_classes):
+    """A run-time check of an input's values, as the runtime's: floats finite, labels in 0..num_classes-1
+    (``tf.one_hot`` would make the others all-zero conditions), ``uniform`` noise in [0, 1]; the failure
+    names how many values are not and the first's flat index (computed only then).  None: nothing to check."""
     if s.name == "labels" and num_classes is not None:
         bad, what = tf.logical_or(a < 0, a >= num_classes), f"{endpoint}: labels must be in 0..{num_classes - 1};"
+    elif s.name in ("uniform", "component_uniform"):  # NaN is outside [0, 1] too
+        bad = tf.logical_not(tf.logical_and(a >= 0.0, a <= 1.0))
+        what = f"{endpoint}: {s.name} must be uniform noise in [0, 1];"
     elif s.dtype.is_floating:
         bad, what = tf.logical_not(tf.math.is_finite(a)), f"{endpoint}: input {s.name} must be finite; NaN or inf:"
     else:
-        return []
-    flat = tf.cast(tf.reshape(bad, [-1]), tf.int32)
-    first = tf.argmax(tf.concat([flat, [1]], 0), output_type=tf.int32)  # the sentinel: no argmax of N = 0 values
-    return [tf.debugging.Assert(tf.equal(tf.reduce_sum(flat), 0), [
-        what, tf.reduce_sum(flat), "values are not, the first at flat index", first])]
+        return None
+
+    def fail():
+        flat = tf.cast(tf.reshape(bad, [-1]), tf.int32)
+        with tf.control_dependencies([tf.debugging.Assert(False, [
+                what, tf.reduce_sum(flat), "values are not, the first at flat index", tf.argmax(flat)])]):
+            return tf.constant(False)
+
+    return tf.cond(tf.reduce_any(bad), fail, lambda: tf.constant(True))
 
 
 def _checked(endpoint, fn, spec, num_classes=None):
@@ -170,8 +178,9 @@ def _checked(endpoint, fn, spec, num_classes=None):
     accepted x of shape [2, 64], [2, 8, 8] or NCHW [2, 1, 8, 8]), and the traced graph's static
     shapes would let shape checks be folded away.  So the signature takes inputs of unknown
     shape, asserts rank, fixed dimensions and a common batch size at run time with a message
-    naming the expected spec, then restores the static shape (``tf.ensure_shape``); it also asserts
-    finite floats and labels in 0..num_classes-1 (:func:`_value_asserts`), as the runtime does.
+    naming the expected spec, then restores the static shape (``tf.ensure_shape``); then, as the
+    runtime does, finite floats, labels in 0..num_classes-1 and uniform noise in [0, 1]
+    (:func:`_value_check`).
     Returns (checked function, relaxed input signature).
     """
     relaxed = [tf.TensorSpec(None, s.dtype, name=s.name) for s in spec]
@@ -180,7 +189,6 @@ def _checked(endpoint, fn, spec, num_classes=None):
         asserts, checked = [], []
         batch = None
         for s, a in zip(spec, args):
-            asserts += _value_asserts(endpoint, s, a, num_classes)
             want = [-1 if d is None else int(d) for d in s.shape]
             shape = tf.shape(a, out_type=tf.int32)
             padded = tf.concat([shape, tf.fill([len(want)], -2)], 0)[:len(want)]
@@ -188,6 +196,9 @@ def _checked(endpoint, fn, spec, num_classes=None):
                                 tf.reduce_all(tf.logical_or(tf.equal(want, -1), tf.equal(padded, want))))
             asserts.append(tf.debugging.Assert(
                 ok, [f"{endpoint}: input {s.name} must have shape {_shown(s)}; got shape", shape]))
+            with tf.control_dependencies(asserts[-1:]):  # a wrong shape is named first
+                value = _value_check(endpoint, s, a, num_classes)
+            asserts += [] if value is None else [value]
             # the batch size N: dimension 0, except for log_prob's eps [K, N, D]
             n = padded[1] if (endpoint == "log_prob" and s.name == "eps") else padded[0]
             if batch is None:

@@ -122,6 +122,15 @@ def test_wrong_inputs_name_the_expected_shape(bundles):
                        match=r"decode: input z must be finite; NaN or inf:\] \[2\] \[values are not, the first at "
                              r"flat index\] \[5\]"):
         loaded.decode(tf.constant([[0.0, 1.0, 2.0, 3.0], [0.0, np.inf, np.nan, 0.0]]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"decode: input z must have shape \[N, 4\] float32"):
+        loaded.decode(tf.fill((2, 5), np.nan))  # a wrong shape is named first
+    vloaded = tf.saved_model.load(os.path.join(bundles["vlae"][1], "savedmodel", "1"))
+    u = np.full((2, 6, 6, 1), 0.5, np.float32)
+    u[1, 0, 0, 0] = 1.5  # flat index 36
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"images: uniform must be uniform noise in \[0, 1\];\] \[1\] \[values are not, the "
+                             r"first at flat index\] \[36\]"):
+        vloaded.images(tf.zeros((2, 3)), tf.constant(u))
     cbundle = Bundle(bundles["cvae"][1])
     with pytest.raises(BundleError, match=r"labels must be in 0..9"):
         cbundle.sample(2, labels=[3, 12])
