@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from kvae.training.files import atomic_write
+from kvae.training.files import atomic_write, remove_if_present
 
 FILE = "evaluate.journal.npz"
 _UNREAD = object()
@@ -67,13 +67,25 @@ def _versions():
     return {"kvae": kvae.__version__, "tensorflow": tf.__version__}
 
 
+def _config_value(value):
+    """What a config value JSON cannot write stands for in the model's identity: Keras' serialisation
+    (a numpy array's values, all of them: its repr elides the middle of a large one), else its repr."""
+    import keras
+
+    try:
+        return keras.saving.serialize_keras_object(value)
+    except Exception:  # not serialisable by Keras either
+        return repr(value)
+
+
 def model_identity(model):
     """What makes a model's log-likelihoods: ``{"class", "config_sha256", "weights_sha256"}``, the
     same for every file that holds the model.  The config's hash leaves out its ``name``; the weights'
     is :func:`kvae.evaluation.parallel.weights_fingerprint` (in the model's order of its weights)."""
     from kvae.evaluation.parallel import weights_fingerprint
 
-    config = json.dumps({k: v for k, v in model.get_config().items() if k != "name"}, sort_keys=True, default=repr)
+    config = json.dumps({k: v for k, v in model.get_config().items() if k != "name"}, sort_keys=True,
+                        default=_config_value)
     return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
             "config_sha256": hashlib.sha256(config.encode()).hexdigest(), "weights_sha256": weights_fingerprint(model)}
 
@@ -177,9 +189,7 @@ class NLLJournal:
     def remove(self):
         """Delete the file (the evaluation is complete, or ``--fresh``)."""
         try:
-            os.remove(self.path)
-        except FileNotFoundError:
-            pass
+            remove_if_present(self.path)
         except OSError as err:  # e.g. a read-only run directory: the result must not be lost for it
             self._say(f"cannot remove the evaluation journal {self.path} ({err.strerror or err}): it is left "
                       "in place")

@@ -118,8 +118,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _restore(self):
         """Load the last checkpoint; if it cannot be read, the one before it."""
         for tmp in self._tmp_paths():  # a write the kill interrupted
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            files.remove_if_present(tmp)
         if not os.path.exists(self._weights_path) and os.path.exists(self._prev_weights_path):
             self._promote_previous()  # killed between the renames of a save: the previous one is the last
         try:
@@ -202,8 +201,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             files.write_flushed(tmp_meta, metadata)
         except OSError as err:
             for tmp in (tmp_weights, tmp_meta):
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+                files.remove_if_present(tmp)
             raise RunError(f"{files.describe_write_error(err, self.backup_dir)} while writing a checkpoint at step "
                            f"{step}; {kept} in {self.backup_dir}: free space and rerun the command to resume") from None
         # the complete new checkpoint exists; renames make it the last one and move the old pair to
@@ -227,8 +225,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     def discard_previous(self):
         """Remove the checkpoint before the last one (``.bkp``): the last one was read back."""
         for path in (self._prev_weights_path, self._prev_training_metadata_path):
-            if os.path.exists(path):
-                os.remove(path)
+            files.remove_if_present(path)
 
     def _should_save_on_batch(self, batch):
         """Save when ``save_freq`` optimizer steps have passed since the last save.  Keras counts

@@ -66,8 +66,7 @@ def atomic_write(path, write, suffix=".tmp"):
         write_flushed(tmp, write)
         replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        remove_if_present(tmp)
 
 
 def write_bytes(path, data):

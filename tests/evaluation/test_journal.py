@@ -237,6 +237,35 @@ def test_the_same_model_saved_again_continues_and_other_weights_do_not(model_and
     assert journal(swapped).load() is None  # two weights of one shape swapped: another model
 
 
+def test_config_values_json_cannot_write_are_keyed_by_their_whole_value():
+    """A config holding a numpy array (JSON cannot write it): two arrays that differ only in the middle
+    are two models (their reprs, which elide the middle of a large array, are equal), and the identity
+    of equal ones is the same in another instance; an object Keras cannot serialise is keyed by its repr."""
+    import keras
+
+    from kvae.evaluation.journal import model_identity
+
+    class Holding(keras.Model):
+        def __init__(self, table, **kwargs):
+            super().__init__(**kwargs)
+            self.table = table
+
+        def get_config(self):
+            return {"table": self.table}
+
+    a, b = np.zeros(2000), np.zeros(2000)
+    b[1000] = 1.0
+    assert repr(a) == repr(b)
+    assert model_identity(Holding(a))["config_sha256"] != model_identity(Holding(b))["config_sha256"]
+    assert model_identity(Holding(a))["config_sha256"] == model_identity(Holding(a.copy()))["config_sha256"]
+
+    class Opaque:
+        def __repr__(self):
+            return "Opaque()"
+
+    assert model_identity(Holding(Opaque()))["config_sha256"] == model_identity(Holding(Opaque()))["config_sha256"]
+
+
 def test_messages_go_to_the_stderr_of_the_moment(model_and_data, tmp_path):
     """The default stream is sys.stderr when the message is written, not when the module was imported
     (a closed or replaced stream raised 'I/O operation on closed file' in kvae evaluate under pytest)."""
