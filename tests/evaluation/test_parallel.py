@@ -20,6 +20,17 @@ def two_cpus(monkeypatch):
     monkeypatch.setattr(parallel, "usable_cpus", lambda: 2)
 
 
+_CHILDREN_BEFORE = set()
+
+
+@pytest.fixture(autouse=True)
+def children_before():
+    """The children this process had before the test (joblib's loky workers from an earlier test in the
+    same process idle for 300 s): :func:`_alive_workers` leaves them out."""
+    _CHILDREN_BEFORE.clear()
+    _CHILDREN_BEFORE.update(p.pid for p in multiprocessing.active_children())
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), seed=0)
@@ -79,9 +90,9 @@ def _running(pid):
 
 
 def _alive_workers():
-    """This process's children that still run (by /proc: Process.is_alive can race with the pool's own
-    reaping of a process)."""
-    return [p.pid for p in multiprocessing.active_children() if _running(p.pid)]
+    """This process's children started during the test that still run (by /proc: Process.is_alive can race
+    with the pool's own reaping of a process)."""
+    return [p.pid for p in multiprocessing.active_children() if p.pid not in _CHILDREN_BEFORE and _running(p.pid)]
 
 
 def test_a_killed_worker_is_one_error_after_the_batches_before_it(saved, monkeypatch):
